@@ -1,0 +1,5 @@
+"""Allow ``python -m qywx_cli``."""
+
+from qywx_cli.cli import main
+
+main()
