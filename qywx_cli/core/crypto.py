@@ -68,7 +68,9 @@ def check_encoding_aes_key(encoding_aes_key: str) -> bytes:
         )
     key = base64.b64decode(encoding_aes_key + "=")
     if len(key) != 32:  # pragma: no cover - 43 valid chars always decode to 32 bytes
-        raise CallbackCryptoError(CallbackCryptoError.ILLEGAL_AES_KEY, "does not decode to 32 bytes")
+        raise CallbackCryptoError(
+            CallbackCryptoError.ILLEGAL_AES_KEY, "does not decode to 32 bytes"
+        )
     return key
 
 
@@ -128,8 +130,11 @@ class Envelope:
 
     def query(self, *, echostr: bool = False) -> dict[str, str]:
         """Query parameters of the request; with ``echostr`` the GET handshake's."""
-        params = {"msg_signature": self.msg_signature, "timestamp": self.timestamp,
-                  "nonce": self.nonce}
+        params = {
+            "msg_signature": self.msg_signature,
+            "timestamp": self.timestamp,
+            "nonce": self.nonce,
+        }
         if echostr:
             params["echostr"] = self.encrypt
         return params
@@ -176,8 +181,12 @@ class WXBizMsgCrypt:
     def encrypt(self, message: str | bytes, receive_id: str) -> str:
         """Encrypt ``message`` for ``receive_id``; returns the base64 ``Encrypt`` text."""
         body = message.encode("utf-8") if isinstance(message, str) else message
-        plain = (self._random_bytes(16) + struct.pack(">I", len(body)) + body
-                 + receive_id.encode("utf-8"))
+        plain = (
+            self._random_bytes(16)
+            + struct.pack(">I", len(body))
+            + body
+            + receive_id.encode("utf-8")
+        )
         pad = BLOCK_SIZE - len(plain) % BLOCK_SIZE  # a full block when already aligned
         plain += bytes([pad]) * pad
         cipher = AES.new(self._key, AES.MODE_CBC, self._key[:16])
@@ -210,7 +219,7 @@ class WXBizMsgCrypt:
                 CallbackCryptoError.ILLEGAL_BUFFER, "length field exceeds the plaintext"
             )
         try:
-            receive_id = content[4 + length:].decode("utf-8")
+            receive_id = content[4 + length :].decode("utf-8")
         except UnicodeDecodeError:
             raise CallbackCryptoError(
                 CallbackCryptoError.ILLEGAL_BUFFER, "receiveid is not UTF-8"
@@ -221,12 +230,17 @@ class WXBizMsgCrypt:
             raise CallbackCryptoError(
                 CallbackCryptoError.VALIDATE_RECEIVE_ID, f"receiveid {receive_id!r} is not accepted"
             )
-        return Decrypted(content[4:4 + length], receive_id, kind)
+        return Decrypted(content[4 : 4 + length], receive_id, kind)
 
     # -- whole requests ---------------------------------------------------------
     def verify_url(
-        self, msg_signature: str, timestamp: str, nonce: str, echostr: str,
-        *, check_receive_id: bool = True,
+        self,
+        msg_signature: str,
+        timestamp: str,
+        nonce: str,
+        echostr: str,
+        *,
+        check_receive_id: bool = True,
     ) -> Decrypted:
         """The GET handshake (§1.4): verify over the URL-decoded echostr, then decrypt it.
 
@@ -238,8 +252,13 @@ class WXBizMsgCrypt:
         return self.decrypt(echostr, check_receive_id=check_receive_id)
 
     def decrypt_msg(
-        self, msg_signature: str, timestamp: str, nonce: str, body: str | bytes,
-        *, check_receive_id: bool = True,
+        self,
+        msg_signature: str,
+        timestamp: str,
+        nonce: str,
+        body: str | bytes,
+        *,
+        check_receive_id: bool = True,
     ) -> Decrypted:
         """A POST callback: read ``Encrypt`` from the envelope, verify, decrypt."""
         from qywx_cli.core.xmlsafe import envelope_encrypt

@@ -9,6 +9,7 @@
     ├── EventError                  decrypted XML is not a well-formed callback event
     ├── StoreError                  the SQLite database cannot be opened, migrated or written
     │   └── RecordNotFound          unknown callback record / org code / element
+    ├── ConflictError               a unique name is already held (an org code of another corp)
     ├── WeComAPIError(errcode)      WeCom's server API answered errcode != 0
     ├── WeComTransportError         WeCom's server API could not be reached (after retries)
     └── LoginError                  a login could not be completed (corp not authorized, bad code…)
@@ -23,9 +24,12 @@ a value must be hinted at.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "CallbackCryptoError",
     "ConfigError",
+    "ConflictError",
     "EventError",
     "InstanceNotFound",
     "LoginError",
@@ -92,7 +96,7 @@ class CallbackCryptoError(QywxError):
     DECODE_BASE64 = -40010
     GEN_RETURN_XML = -40011
 
-    NAMES = {
+    NAMES: ClassVar[dict[int, str]] = {
         -40001: "signature mismatch",
         -40002: "XML parse failed",
         -40003: "signature computation failed",
@@ -133,6 +137,12 @@ class StoreError(QywxError):
 
 class RecordNotFound(StoreError):
     code = "not-found"
+
+
+class ConflictError(QywxError):
+    """The thing asked for is held by someone else; ``force`` style options take it over."""
+
+    code = "conflict"
 
 
 class WeComAPIError(QywxError):

@@ -58,7 +58,9 @@ def parse_xml(
         raise CallbackCryptoError(CallbackCryptoError.PARSE_XML, "empty document")
     parser = DefusedXMLParser(
         target=_DepthLimitedBuilder(max_depth),
-        forbid_dtd=True, forbid_entities=True, forbid_external=True,
+        forbid_dtd=True,
+        forbid_entities=True,
+        forbid_external=True,
     )
     try:
         parser.feed(raw)

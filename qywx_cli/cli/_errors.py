@@ -1,0 +1,78 @@
+"""The one place where failures become exit codes and a single stderr line.
+
+Exit codes (the CLI contract in design.md): 0 success, 1 the thing checked is wrong
+(invalid config, bad signature, failed callback, unreachable WeCom…), 2 usage error.
+A bug in qywx itself exits 70 (EX_SOFTWARE) with one line; ``--debug`` shows the
+traceback for any of them.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Any, NoReturn
+
+import typer
+
+from qywx_cli.core.errors import InstanceNotFound, QywxError, UsageError
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+def exit_code_for(exc: QywxError) -> int:
+    if isinstance(exc, (UsageError, InstanceNotFound)):
+        return EXIT_USAGE
+    return EXIT_FAILED
+
+
+def _click() -> Any:
+    """click's exception classes: typer vendors click in recent releases."""
+    try:
+        from typer import _click as click  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - older typer depends on click
+        import click
+    return click
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    print(f"qywx: error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def run_cli(command: Any, args: list[str] | None, debug: bool) -> NoReturn:
+    """Run the click command in non-standalone mode and map every outcome to an exit code."""
+    click = _click()
+    try:
+        rv = command.main(args=args, prog_name="qywx", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `qywx group`: show its help
+            print(exc.format_message(), file=sys.stderr)
+            raise SystemExit(EXIT_USAGE) from None
+        if debug:
+            traceback.print_exc()
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        fail(f"{exc.format_message()}{where}", EXIT_USAGE)
+    except click.exceptions.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("qywx: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except QywxError as exc:
+        if debug:
+            traceback.print_exc()
+        fail(exc.message, exit_code_for(exc))
+    except BrokenPipeError:
+        raise SystemExit(EXIT_FAILED) from None
+    except Exception as exc:  # a bug in qywx: one line, traceback only on --debug
+        if debug:
+            traceback.print_exc()
+        fail(
+            f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            EXIT_INTERNAL,
+        )
+    raise SystemExit(rv if isinstance(rv, int) else EXIT_OK)

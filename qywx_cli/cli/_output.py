@@ -1,0 +1,46 @@
+"""Rendering: rich for people, one JSON document for machines, nothing else on stdout.
+
+rich is imported only when a table is actually printed, so ``--format json`` and
+``--help`` do not pay for it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+def emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    console().print(t)
+
+
+def note(message: str) -> None:
+    """A human remark on stderr, so stdout stays parseable in every format."""
+    print(message, file=sys.stderr)

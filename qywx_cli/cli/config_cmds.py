@@ -1,0 +1,250 @@
+"""``qywx init`` and ``qywx validate``: the auths/ folder in development and in CI."""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from qywx_cli.cli._errors import EXIT_FAILED, EXIT_OK
+from qywx_cli.cli._output import Format, emit_json, note, table
+from qywx_cli.cli._state import globals_of
+from qywx_cli.core.config import Diagnostic, ValidationReport, validate_paths
+from qywx_cli.core.errors import UsageError
+
+
+class ValidateFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    github = "github"
+    junit = "junit"
+
+
+def _github_escape(value: str, *, prop: bool = False) -> str:
+    """GitHub workflow-command escaping (``%``, CR, LF; plus ``:`` and ``,`` in properties)."""
+    value = value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if prop:
+        value = value.replace(":", "%3A").replace(",", "%2C")
+    return value
+
+
+def _github(report: ValidationReport, strict: bool) -> None:
+    for d in report.diagnostics:
+        level = "error" if d.severity == "error" or strict else "warning"
+        props = f"file={_github_escape(d.file, prop=True)}"
+        if d.line:
+            props += f",line={d.line}"
+        props += f",title={_github_escape(d.code, prop=True)}"
+        print(f"::{level} {props}::{_github_escape(d.message)}")
+    print(_summary(report))
+
+
+def _junit(report: ValidationReport, strict: bool) -> None:
+    """One <testcase> per instance folder; its errors (and warnings with --strict) fail it."""
+    from xml.etree import ElementTree as ET
+
+    by_instance: dict[str, list[Diagnostic]] = {}
+    for d in report.diagnostics:
+        by_instance.setdefault(d.instance or "", []).append(d)
+    names = [Path(p).name for p in report.checked]
+    failing = [
+        n for n in names if any(d.severity == "error" or strict for d in by_instance.get(n, []))
+    ]
+    suites = ET.Element("testsuites", name="qywx validate")
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name="auths",
+        tests=str(len(names)),
+        failures=str(len(failing)),
+        errors="0",
+        skipped="0",
+    )
+    for folder, name in zip(report.checked, names, strict=True):
+        case = ET.SubElement(suite, "testcase", classname="auths", name=name, file=folder)
+        diags = by_instance.get(name, [])
+        bad = [d for d in diags if d.severity == "error" or strict]
+        if bad:
+            failure = ET.SubElement(case, "failure", message=bad[0].message, type=bad[0].code)
+            failure.text = "\n".join(_line(d) for d in bad)
+        rest = [d for d in diags if d not in bad]
+        if rest:
+            ET.SubElement(case, "system-out").text = "\n".join(_line(d) for d in rest)
+    ET.indent(suites)
+    print(ET.tostring(suites, encoding="unicode", xml_declaration=True))
+
+
+def _line(d: Diagnostic) -> str:
+    where = f"{d.file}:{d.line}" if d.line else d.file
+    return f"{where}: {d.severity}[{d.code}]: {d.message}"
+
+
+def _summary(report: ValidationReport) -> str:
+    n = len(report.checked)
+    return (
+        f"{n} instance{'s' if n != 1 else ''} checked, {len(report.errors)} error(s), "
+        f"{len(report.warnings)} warning(s)"
+    )
+
+
+def _text(report: ValidationReport, strict: bool) -> None:
+    if report.diagnostics:
+        table(
+            None,
+            ["severity", "file", "line", "code", "message"],
+            [
+                [
+                    "error" if (d.severity == "error" or strict) else "warning",
+                    d.file,
+                    d.line,
+                    d.code,
+                    d.message,
+                ]
+                for d in report.diagnostics
+            ],
+        )
+    if report.instances:
+        table(
+            "Valid instances",
+            ["instance", "suiteId", "corpId", "active"],
+            [
+                [i.name, i.suite_id, i.corp_id or "-", "yes" if i.is_active else "no"]
+                for i in report.instances
+            ],
+        )
+    mark = "✓" if report.ok(strict=strict) else "✗"
+    print(f"{mark} {_summary(report)}")
+
+
+def validate(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="auths/ folder, one instance folder, or a project root holding auths/.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        ValidateFormat, typer.Option("--format", "-f", help="Output format.")
+    ] = ValidateFormat.text,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+) -> int:
+    """Validate auths/ instance folders; exit 0 valid, 1 invalid, 2 usage error."""
+    targets = list(paths or [])
+    if not targets:
+        auths_dir = globals_of(ctx).settings().auths_dir
+        if not auths_dir.is_dir():
+            raise UsageError(f"no auths/ folder at {auths_dir}; pass a PATH or --auths DIR")
+        targets = [auths_dir]
+    report = validate_paths(targets)
+    if not report.checked:
+        raise UsageError(f"no instance folders found under {', '.join(map(str, targets))}")
+    ok = report.ok(strict=strict)
+    if fmt is ValidateFormat.json:
+        emit_json(
+            {
+                "ok": ok,
+                "errors": len(report.errors) + (len(report.warnings) if strict else 0),
+                "warnings": 0 if strict else len(report.warnings),
+                "diagnostics": [d.as_dict() for d in report.diagnostics],
+                "instances": [i.public_dict() for i in report.instances],
+            }
+        )
+    elif fmt is ValidateFormat.github:
+        _github(report, strict)
+    elif fmt is ValidateFormat.junit:
+        _junit(report, strict)
+    else:
+        _text(report, strict)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+def init(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Instance element name, e.g. QywxProxyTemp.")],
+    suite_id: Annotated[
+        str, typer.Option("--suite-id", help="代开发 template id (dk…) or suite id.")
+    ],
+    corp_id: Annotated[
+        str | None,
+        typer.Option("--corp-id", help="Corp id this instance serves."),
+    ] = None,
+    title: Annotated[
+        str | None,
+        typer.Option("--title", help="Display title for e.json."),
+    ] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="auths/ folder to write into (default --auths / ./auths)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+    secrets_from_env: Annotated[
+        bool,
+        typer.Option(
+            "--secrets-from-env",
+            help="Write secrets as env:VAR references; generated values go to a 0600 .env file.",
+        ),
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Scaffold auths/NAME/ with a fresh token and EncodingAESKey that validate.
+
+    The suite secret is read from $QYWX_SUITE_SECRET if set, otherwise written as an
+    env:QYWX_<NAME>_SUITE_SECRET reference for you to set.
+    """
+    from qywx_cli.core.scaffold import write_instance
+
+    auths_dir = directory or globals_of(ctx).settings().auths_dir
+    result = write_instance(
+        name,
+        auths_dir,
+        suite_id=suite_id,
+        corp_id=corp_id,
+        title=title,
+        suite_secret=os.environ.get("QYWX_SUITE_SECRET") or None,
+        force=force,
+        secrets_from_env=secrets_from_env,
+    )
+    steps = []
+    if result.secrets_file:
+        steps.append(
+            f"load the generated secrets: source {result.secrets_file} "
+            "(then move them to your secret store and delete the file)"
+        )
+    for var, what in result.env_vars.items():
+        if what == "suiteSecret":
+            steps.append(f"export {var}=<template secret from the WeCom provider console>")
+    steps.append(
+        "enter the same token and encodingAESKey in the WeCom console's callback "
+        "settings for the template"
+    )
+    steps.append(f"check it: qywx validate {result.folder}")
+    if fmt is Format.json:
+        emit_json(
+            {
+                "instance": name,
+                "folder": str(result.folder),
+                "files": [str(p) for p in result.files],
+                "env_vars": sorted(result.env_vars),
+                "secrets_file": str(result.secrets_file) if result.secrets_file else None,
+                "next": steps,
+            }
+        )
+    else:
+        for p in result.files:
+            print(f"wrote {p}")
+        if result.secrets_file:
+            print(f"wrote {result.secrets_file} (mode 0600)")
+        note("next:")
+        for i, step in enumerate(steps, 1):
+            note(f"  {i}. {step}")
+    return EXIT_OK
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
+    app.command("init")(init)
