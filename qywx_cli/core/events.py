@@ -1,0 +1,491 @@
+"""Typed WeCom callback events: parse the decrypted XML, or build it for simulations.
+
+WeCom sends two shapes (wecom-protocol.md §3):
+
+* **command callbacks** (指令回调) to the template's URL, keyed by ``InfoType`` and carrying
+  ``SuiteId``, ``TimeStamp`` and, for corp-specific events, ``AuthCorpId`` (§3.1-3.5);
+* **data callbacks** to the 代开发 app's own URL in the self-built-app format, keyed by
+  ``MsgType`` (``event`` plus ``Event`` for events), with the corp in ``ToUserName`` and the
+  time in ``CreateTime`` (§3.6, §3.7).
+
+Values are stripped: the documentation's own suite_ticket sample pads a CDATA section
+with a space (``<InfoType> <![CDATA[suite_ticket]]></InfoType>``, §3.1). Parsing goes
+through :func:`qywx_cli.core.xmlsafe.parse_xml` only, which refuses DTDs and entities.
+
+Error messages name a missing field but never quote a value: SuiteTicket and AuthCode are
+credentials (an AuthCode buys a permanent code, §3.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import ClassVar, Final, Literal, TypedDict
+from xml.sax.saxutils import escape
+
+from qywx_cli.core.errors import (
+    CallbackCryptoError,
+    EventError,
+    UnsafeXMLError,
+    UsageError,
+    mask,
+)
+from qywx_cli.core.xmlsafe import element_fields, parse_xml
+
+__all__ = [
+    "AUTH_CODE_PREFIX",
+    "EVENT_NAMES",
+    "SECRET_FIELDS",
+    "CancelAuthEvent",
+    "ChangeAuthEvent",
+    "ChangeContactEvent",
+    "ChangeExternalContactEvent",
+    "CreateAuthEvent",
+    "Event",
+    "EventKind",
+    "ResetPermanentCodeEvent",
+    "SuiteTicketEvent",
+    "UnknownEvent",
+    "build_event_xml",
+    "content_key",
+    "corp_id_from_auth_code",
+    "is_secret_field",
+    "mask_fields",
+    "parse_event",
+]
+
+EventKind = Literal["command", "data"]
+
+EVENT_NAMES: Final = (
+    "suite_ticket",
+    "create_auth",
+    "change_auth",
+    "cancel_auth",
+    "reset_permanent_code",
+    "change_contact",
+)
+"""Events :func:`build_event_xml` can build, i.e. what ``simulate-callback --event`` offers."""
+
+SECRET_FIELDS: Final = frozenset(
+    {
+        "SuiteTicket",
+        "AuthCode",
+        "PermanentCode",
+        "AccessToken",
+        "SuiteAccessToken",
+        "ProviderAccessToken",
+        "UserTicket",
+        "WelcomeCode",
+        "RegisterCode",
+    }
+)
+"""Field names whose values are credentials, masked in any display."""
+
+_SECRET_SUFFIXES: Final = ("Ticket", "Token", "Secret", "AuthCode", "PermanentCode")
+
+AUTH_CODE_PREFIX: Final = "AUTHCODE-"
+"""Simulated AuthCodes read ``AUTHCODE-<corp_id>-<random>`` so a fake WeCom knows the corp."""
+
+
+def is_secret_field(name: str) -> bool:
+    """True for known credential fields and for look-alikes in events we do not model."""
+    return name in SECRET_FIELDS or name.endswith(_SECRET_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------------
+# Event types
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class Event:
+    """What every callback carries; ``fields`` holds every top-level field, for display.
+
+    ``corp_id`` is AuthCorpId for command callbacks and ToUserName for data callbacks;
+    ``timestamp`` is TimeStamp or CreateTime (seconds).
+    """
+
+    info_type: str
+    kind: EventKind
+    suite_id: str | None
+    corp_id: str | None
+    timestamp: int | None
+    fields: Mapping[str, str] = field(hash=False)
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def __repr__(self) -> str:
+        # Subclass attributes such as ``ticket`` are left out; ``fields`` shows them masked.
+        return (
+            f"{type(self).__name__}(info_type={self.info_type!r}, kind={self.kind!r}, "
+            f"suite_id={self.suite_id!r}, corp_id={self.corp_id!r}, "
+            f"timestamp={self.timestamp!r}, fields={mask_fields(self)!r})"
+        )
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class SuiteTicketEvent(Event):
+    """suite_ticket (§3.1): pushed every ten minutes, valid 30; always use the newest."""
+
+    ticket: str
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"SuiteTicket"})
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class CreateAuthEvent(Event):
+    """create_auth (§3.2): a corp authorized the template; AuthCode is single use, 10 min."""
+
+    auth_code: str
+    state: str | None
+    extra_info: str | None
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"AuthCode"})
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ChangeAuthEvent(Event):
+    """change_auth (§3.3): visibility, enablement or permissions changed; re-read auth info."""
+
+    state: str | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class CancelAuthEvent(Event):
+    """cancel_auth (§3.4): the corp removed the app; its data must be deleted."""
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ResetPermanentCodeEvent(Event):
+    """reset_permanent_code (§3.5, 代开发 only): exchange AuthCode for the new secret."""
+
+    auth_code: str
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"AuthCode"})
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ChangeContactEvent(Event):
+    """change_contact (§3.6), command format (InfoType) or data format (Event)."""
+
+    change_type: str
+    user_id: str | None
+    party_id: str | None
+    tag_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ChangeExternalContactEvent(Event):
+    """change_external_contact (§3.7): recorded only; WelcomeCode is a short-lived secret."""
+
+    change_type: str
+    user_id: str | None
+    external_user_id: str | None
+
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"WelcomeCode"})
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class UnknownEvent(Event):
+    """Any InfoType / Event / MsgType qywx has no handler for: logged, not an error."""
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing
+
+
+class _BaseFields(TypedDict):
+    info_type: str
+    kind: EventKind
+    suite_id: str | None
+    corp_id: str | None
+    timestamp: int | None
+    fields: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class _Common:
+    info_type: str
+    kind: EventKind
+    suite_id: str | None
+    corp_id: str | None
+    timestamp: int | None
+    fields: Mapping[str, str]
+
+    def required(self, name: str) -> str:
+        value = self.fields.get(name, "")
+        if not value:
+            raise EventError(f"{self.info_type} event is missing {name}")
+        return value
+
+    def optional(self, name: str) -> str | None:
+        return self.fields.get(name) or None
+
+    def base(self) -> _BaseFields:
+        return {
+            "info_type": self.info_type,
+            "kind": self.kind,
+            "suite_id": self.suite_id,
+            "corp_id": self.corp_id,
+            "timestamp": self.timestamp,
+            "fields": self.fields,
+        }
+
+
+def _suite_ticket(c: _Common) -> Event:
+    c.required("SuiteId")
+    return SuiteTicketEvent(**c.base(), ticket=c.required("SuiteTicket"))
+
+
+def _create_auth(c: _Common) -> Event:
+    c.required("SuiteId")
+    return CreateAuthEvent(
+        **c.base(),
+        auth_code=c.required("AuthCode"),
+        state=c.optional("State"),
+        extra_info=c.optional("ExtraInfo"),
+    )
+
+
+def _change_auth(c: _Common) -> Event:
+    c.required("SuiteId")
+    c.required("AuthCorpId")
+    return ChangeAuthEvent(**c.base(), state=c.optional("State"))
+
+
+def _cancel_auth(c: _Common) -> Event:
+    c.required("SuiteId")
+    c.required("AuthCorpId")
+    return CancelAuthEvent(**c.base())
+
+
+def _reset_permanent_code(c: _Common) -> Event:
+    c.required("SuiteId")
+    return ResetPermanentCodeEvent(**c.base(), auth_code=c.required("AuthCode"))
+
+
+def _change_contact(c: _Common) -> Event:
+    return ChangeContactEvent(
+        **c.base(),
+        change_type=c.required("ChangeType"),
+        user_id=c.optional("UserID"),
+        party_id=c.optional("Id"),
+        tag_id=c.optional("TagId"),
+    )
+
+
+def _change_external_contact(c: _Common) -> Event:
+    return ChangeExternalContactEvent(
+        **c.base(),
+        change_type=c.required("ChangeType"),
+        user_id=c.optional("UserID"),
+        external_user_id=c.optional("ExternalUserID"),
+    )
+
+
+_COMMAND_PARSERS: Final[Mapping[str, Callable[[_Common], Event]]] = {
+    "suite_ticket": _suite_ticket,
+    "create_auth": _create_auth,
+    "change_auth": _change_auth,
+    "cancel_auth": _cancel_auth,
+    "reset_permanent_code": _reset_permanent_code,
+    "change_contact": _change_contact,
+    "change_external_contact": _change_external_contact,
+}
+# Only contact events arrive in the data format (§3.6, §3.7); the auth events never do.
+_DATA_PARSERS: Final[Mapping[str, Callable[[_Common], Event]]] = {
+    "change_contact": _change_contact,
+    "change_external_contact": _change_external_contact,
+}
+
+
+def _int_field(fields: Mapping[str, str], name: str) -> int | None:
+    value = fields.get(name, "")
+    if not value:
+        return None
+    if not value.isascii() or not value.isdigit():
+        raise EventError(f"{name} is not an integer")
+    return int(value)
+
+
+def parse_event(xml: str | bytes) -> Event:
+    """Parse a decrypted callback into its event type; unknown types give UnknownEvent."""
+    try:
+        root = parse_xml(xml)
+    except UnsafeXMLError:
+        raise
+    except CallbackCryptoError as exc:
+        raise EventError(f"callback event is not well-formed XML: {exc}") from None
+    fields = MappingProxyType(element_fields(root))
+    if info_type := fields.get("InfoType", ""):
+        common = _Common(
+            info_type=info_type,
+            kind="command",
+            suite_id=fields.get("SuiteId") or None,
+            corp_id=fields.get("AuthCorpId") or None,
+            timestamp=_int_field(fields, "TimeStamp"),
+            fields=fields,
+        )
+        parsers = _COMMAND_PARSERS
+    else:
+        msg_type = fields.get("MsgType", "")
+        if not msg_type:
+            raise EventError("callback XML has neither InfoType nor MsgType")
+        if msg_type == "event":
+            info_type = fields.get("Event", "")
+            if not info_type:
+                raise EventError("event callback is missing Event")
+        else:
+            info_type = msg_type  # a message (text, image…) to the app: recorded as is
+        common = _Common(
+            info_type=info_type,
+            kind="data",
+            suite_id=None,
+            corp_id=fields.get("ToUserName") or None,
+            timestamp=_int_field(fields, "CreateTime"),
+            fields=fields,
+        )
+        parsers = _DATA_PARSERS
+    parser = parsers.get(info_type)
+    if parser is None:
+        return UnknownEvent(**common.base())
+    return parser(common)
+
+
+# ---------------------------------------------------------------------------------------
+# Building (simulate-callback, fake WeCom, tests)
+
+_NO_OVERRIDES: Final[Mapping[str, str]] = MappingProxyType({})
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _cdata(value: str) -> str:
+    # "]]>" cannot appear inside CDATA: close the section after "]]" and reopen for ">".
+    return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
+
+
+def _auth_code(corp_id: str | None, token: Callable[[int], str]) -> str:
+    """64+ characters (get_permanent_code takes 64-512, §4); the corp is readable if given."""
+    if corp_id is None:
+        return token(48)
+    # The random tail has no "-", so the corp id is everything up to the last "-".
+    return f"{AUTH_CODE_PREFIX}{corp_id}-{token(48).replace('-', '_')}"
+
+
+def corp_id_from_auth_code(auth_code: str) -> str | None:
+    """The corp a simulated AuthCode was built for (see :func:`build_event_xml`), else None."""
+    if not auth_code.startswith(AUTH_CODE_PREFIX):
+        return None
+    corp_id, sep, _ = auth_code[len(AUTH_CODE_PREFIX) :].rpartition("-")
+    return corp_id if sep and corp_id else None
+
+
+def _template(
+    info_type: str, suite_id: str, corp_id: str | None, now: int, token: Callable[[int], str]
+) -> list[tuple[str, str, bool]]:
+    """(name, value, as CDATA) in the documented order of each sample (§3.1-3.6)."""
+
+    def corp() -> str:
+        if corp_id is None:
+            raise UsageError(f"a {info_type} event needs a corp id (AuthCorpId)")
+        return corp_id
+
+    head = [("SuiteId", suite_id, True)]
+    kind = ("InfoType", info_type, True)
+    stamp = ("TimeStamp", str(now), False)
+    if info_type == "suite_ticket":
+        return [*head, kind, stamp, ("SuiteTicket", token(48), True)]
+    if info_type == "create_auth":
+        return [
+            *head,
+            ("AuthCode", _auth_code(corp_id, token), True),
+            kind,
+            stamp,
+            ("State", "", True),
+            ("ExtraInfo", "", False),
+        ]
+    if info_type == "change_auth":
+        return [*head, kind, stamp, ("AuthCorpId", corp(), True), ("State", "", True)]
+    if info_type == "cancel_auth":
+        return [*head, kind, stamp, ("AuthCorpId", corp(), True)]
+    if info_type == "reset_permanent_code":
+        return [*head, ("AuthCode", _auth_code(corp_id, token), True), kind, stamp]
+    if info_type == "change_contact":
+        return [
+            *head,
+            ("AuthCorpId", corp(), True),
+            kind,
+            stamp,
+            ("ChangeType", "create_user", True),
+            ("UserID", "zhangsan", True),
+            ("Name", "张三", True),
+            ("Department", "1", True),
+        ]
+    raise UsageError(f"unknown event {info_type!r}; choose one of {', '.join(EVENT_NAMES)}")
+
+
+def build_event_xml(
+    info_type: str,
+    *,
+    suite_id: str,
+    corp_id: str | None = None,
+    overrides: Mapping[str, str] = _NO_OVERRIDES,
+    now: Callable[[], float] = time.time,
+    token: Callable[[int], str] = secrets.token_urlsafe,
+) -> str:
+    """The plaintext XML WeCom would encrypt for ``info_type``, with fresh ticket / AuthCode.
+
+    ``overrides`` replace a field's value in place (keeping its CDATA or plain style) or
+    append a new CDATA field; any value is escaped so the document stays well-formed.
+    """
+    fields = _template(info_type, suite_id, corp_id, int(now()), token)
+    positions = {name: i for i, (name, _, _) in enumerate(fields)}
+    for name, value in overrides.items():
+        if not _FIELD_NAME.fullmatch(name):
+            raise UsageError(f"{name!r} is not a valid XML field name")
+        if _NOT_XML_CHAR.search(value):
+            raise UsageError(f"the value for {name} contains characters XML cannot carry")
+        if name in positions:
+            fields[positions[name]] = (name, value, fields[positions[name]][2])
+        else:
+            positions[name] = len(fields)
+            fields.append((name, value, True))
+    body = "\n".join(
+        f"<{name}>{_cdata(value) if as_cdata else escape(value)}</{name}>"
+        for name, value, as_cdata in fields
+    )
+    return f"<xml>\n{body}\n</xml>"
+
+
+# ---------------------------------------------------------------------------------------
+# Display and dedupe
+
+
+def mask_fields(
+    event_or_fields: Event | Mapping[str, str], show_secrets: bool = False
+) -> dict[str, str]:
+    """The fields for display, credentials masked unless ``show_secrets``."""
+    if isinstance(event_or_fields, Event):
+        fields, secret = event_or_fields.fields, event_or_fields.secret_fields
+    else:
+        fields, secret = event_or_fields, frozenset()
+    if show_secrets:
+        return dict(fields)
+    return {
+        name: mask(value) if name in secret or is_secret_field(name) else value
+        for name, value in fields.items()
+    }
+
+
+def content_key(instance: str, plaintext: bytes) -> str:
+    """The Store's dedupe key for a redelivery: the same decrypted content, re-encrypted.
+
+    WeCom encrypts each delivery with a fresh random prefix (§1.2), so only the plaintext
+    identifies a retry; the instance is included so two instances never collide.
+    """
+    return hashlib.sha256(instance.encode("utf-8") + b"\0" + plaintext).hexdigest()

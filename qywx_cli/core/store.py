@@ -1,0 +1,1196 @@
+"""The one SQLite database: callback log, suite tickets, token cache, corp auths, codes.
+
+Why SQLite, and why these rules (design.md "The SQLite database"):
+
+* **Durable before reply.** WeCom pushes each command callback once or a few times and
+  wants ``success`` within 1000 ms (wecom-protocol.md §3.8); a callback we acknowledge but
+  lose (an AuthCode is single use and valid 10 minutes, §3.2) is an installation that can
+  never be completed. So :meth:`Store.record_callback` commits one ``BEGIN IMMEDIATE``
+  transaction with ``synchronous=FULL`` in WAL mode before it returns, and only then does
+  the caller answer WeCom.
+* **Deduplicated in the same transaction.** WeCom retries data callbacks three times
+  (§3.8) and a restarted server may see a request again; a byte-identical replay (same
+  instance, msg_signature, timestamp, nonce) or a redelivery of the same decrypted content
+  (same caller-computed ``content_key``) is stored with status ``duplicate`` pointing at
+  the original, so the log shows every delivery but work happens once.
+* **Claimed, not just read.** Several threads and several ``qywx serve`` processes share
+  one file; :meth:`Store.claim_callback` hands a record to exactly one worker, with a lease
+  so a crashed worker's records come back through :meth:`Store.pending_callbacks`.
+* **Suite tickets live apart from the token cache.** Dropping cached tokens after a 42001
+  must never wipe the ticket (wecom-protocol.md §5.1, go-laoji/wecom-go-sdk#13), and an
+  older ticket delivered late must never replace a newer one (§5.1, WxJava#1991): the
+  latest ticket is the one with the greatest WeCom ``TimeStamp``, not the last written.
+* **Private file.** It holds permanent codes (the 代开发 app secret, §3.2) and cached
+  access tokens, so it is created 0600. The callback ``envelope`` is kept exactly as
+  received, still encrypted; nothing here decrypts or logs a secret.
+
+All SQL and connection handling stays in this module so that a PostgreSQL backend for
+several hosts (design.md) only has to re-implement :class:`Store`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import sqlite_utils
+
+from qywx_cli.core.errors import (
+    ConflictError,
+    RecordNotFound,
+    StoreError,
+    UsageError,
+    mask,
+)
+
+__all__ = [
+    "CALLBACK_KINDS",
+    "CALLBACK_STATUSES",
+    "DEFAULT_LEASE_SECONDS",
+    "NONE_LABEL",
+    "SCHEMA_VERSION",
+    "SUITE_TICKET_HISTORY",
+    "CachedToken",
+    "CallbackRecord",
+    "CallbackStats",
+    "CorpAuth",
+    "LoginCode",
+    "OrgCode",
+    "Store",
+    "SuiteTicket",
+]
+
+_T = TypeVar("_T")
+
+CALLBACK_KINDS: Final = frozenset({"command", "data", "verify"})
+"""``command``: 指令回调 on the template URL; ``data``: the 代开发 app's own callback URL;
+``verify``: the GET URL handshake (§2.2)."""
+
+CALLBACK_STATUSES: Final = frozenset(
+    {"received", "processed", "failed", "duplicate", "rejected", "unknown"}
+)
+"""``rejected``: signature / decryption failed; ``unknown``: an InfoType nobody handles."""
+
+_RECORDABLE_STATUSES: Final = CALLBACK_STATUSES - {"duplicate"}
+_FINISH_STATUSES: Final = frozenset({"processed", "failed", "unknown"})
+_CLAIMABLE_STATUSES: Final = ("received", "failed", "unknown")
+_CORP_AUTH_STATES: Final = frozenset({"active", "cancelled"})
+
+DEFAULT_LEASE_SECONDS: Final = 300.0
+"""How long a claim keeps other workers away; far longer than any WeCom API round trip."""
+
+SUITE_TICKET_HISTORY: Final = 20
+"""Tickets kept per suite: a few hours of pushes (one every ~10 min, §3.1), for forensics."""
+
+NONE_LABEL: Final = "(none)"
+"""Stats key for a NULL info_type (GET handshakes, rejected requests) or last_error."""
+
+BUSY_TIMEOUT_MS: Final = 5000
+_LOCK_RETRIES: Final = 3
+_LOCK_BACKOFF: Final = (0.05, 0.2, 0.5)
+_ORG_CODE_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+)
+_LOGIN_CODE_RETENTION: Final = 86400.0
+
+
+# ---------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """One HTTP request from WeCom as it was received, and what became of it.
+
+    ``envelope`` is the encrypted body exactly as received (for a GET handshake, the
+    echostr), so ``qywx log show --decrypt`` and ``qywx retry`` can redo the work with the
+    instance's key. ``duplicate_reason`` is ``"replay"`` for a byte-identical request (same
+    msg_signature, timestamp, nonce) and ``"content"`` for the same decrypted content
+    re-encrypted by WeCom (a redelivery).
+    """
+
+    id: int
+    received_at: float
+    instance: str
+    kind: str
+    info_type: str | None
+    suite_id: str | None
+    corp_id: str | None
+    msg_signature: str
+    timestamp: str
+    nonce: str
+    envelope: str = field(repr=False)
+    content_key: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    processed_at: float | None
+    duplicate_of: int | None
+    duplicate_reason: str | None
+    claimed_by: str | None
+    claimed_at: float | None
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.status == "duplicate"
+
+
+@dataclass(frozen=True, repr=False)
+class SuiteTicket:
+    """A SuiteTicket push (§3.1); ``timestamp`` is WeCom's TimeStamp, the ordering key."""
+
+    suite_id: str
+    ticket: str
+    timestamp: int
+    received_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"SuiteTicket(suite_id={self.suite_id!r}, ticket={mask(self.ticket)!r}, "
+            f"timestamp={self.timestamp!r}, received_at={self.received_at!r})"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class CachedToken:
+    """An access token (suite / provider / corp, §4.3) and when WeCom said it expires."""
+
+    kind: str
+    key: str
+    token: str
+    expires_at: float
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedToken(kind={self.kind!r}, key={self.key!r}, token={mask(self.token)!r}, "
+            f"expires_at={self.expires_at!r})"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class CorpAuth:
+    """A corp that authorized a 代开发 template; ``permanent_code`` is the app's secret (§3.2).
+
+    Corp ids are compared exactly: open (encrypted) corp ids are case sensitive (§2.3).
+    """
+
+    suite_id: str
+    corp_id: str
+    permanent_code: str | None
+    agent_id: int | None
+    corp_name: str | None
+    state: str
+    auth_user_id: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == "active"
+
+    def __repr__(self) -> str:
+        return (
+            f"CorpAuth(suite_id={self.suite_id!r}, corp_id={self.corp_id!r}, "
+            f"permanent_code={mask(self.permanent_code)!r}, agent_id={self.agent_id!r}, "
+            f"corp_name={self.corp_name!r}, state={self.state!r}, "
+            f"auth_user_id={self.auth_user_id!r}, created_at={self.created_at!r}, "
+            f"updated_at={self.updated_at!r})"
+        )
+
+
+@dataclass(frozen=True)
+class OrgCode:
+    """An organisation code (the element API's setCode) naming a corp for QR login."""
+
+    code: str
+    corp_id: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class LoginCode:
+    """A one-time login code, stored only as a hash; ``used_at`` is set on first use."""
+
+    code_hash: str
+    instance: str
+    corp_id: str
+    user_id: str
+    created_at: float
+    expires_at: float
+    used_at: float | None
+
+
+@dataclass(frozen=True)
+class CallbackStats:
+    """Counts for ``qywx log stats``; ``None`` info types / errors count under NONE_LABEL."""
+
+    total: int
+    by_status: dict[str, int]
+    by_event: dict[str, int]
+    failures_by_error: list[tuple[str, int]]
+    latest_suite_ticket_at: float | None
+
+
+# ---------------------------------------------------------------------------------------
+# Schema
+
+
+def _migrate_v1(db: sqlite_utils.Database) -> None:
+    """The initial schema.
+
+    Every list filter of ``qywx log list`` has an index ending in ``received_at`` (and,
+    implicitly, the rowid) so that "filter [and since], newest first, LIMIT n" walks one
+    index backwards and stops after n rows; the same indexes cover the GROUP BYs of
+    ``log stats``, so those never read the table. AUTOINCREMENT keeps ids strictly
+    increasing, which ``log tail --follow`` (``after_id``) relies on.
+    """
+    db.executescript(
+        """
+        CREATE TABLE callbacks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            received_at REAL NOT NULL,
+            instance TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            info_type TEXT,
+            suite_id TEXT,
+            corp_id TEXT,
+            msg_signature TEXT NOT NULL,
+            timestamp TEXT NOT NULL,
+            nonce TEXT NOT NULL,
+            envelope TEXT NOT NULL,
+            content_key TEXT,
+            status TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            processed_at REAL,
+            duplicate_of INTEGER REFERENCES callbacks(id),
+            duplicate_reason TEXT,
+            claimed_by TEXT,
+            claimed_at REAL
+        );
+        CREATE INDEX callbacks_by_status ON callbacks(status, received_at);
+        CREATE INDEX callbacks_by_info_type ON callbacks(info_type, received_at);
+        CREATE INDEX callbacks_by_corp ON callbacks(corp_id, received_at);
+        CREATE INDEX callbacks_by_instance ON callbacks(instance, received_at);
+        CREATE INDEX callbacks_by_received ON callbacks(received_at);
+        CREATE INDEX callbacks_replay ON callbacks(instance, msg_signature, timestamp, nonce);
+        CREATE INDEX callbacks_content ON callbacks(content_key)
+            WHERE content_key IS NOT NULL;
+
+        CREATE TABLE suite_tickets (
+            id INTEGER PRIMARY KEY,
+            suite_id TEXT NOT NULL,
+            ticket TEXT NOT NULL,
+            timestamp INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            callback_id INTEGER REFERENCES callbacks(id),
+            UNIQUE (suite_id, timestamp, ticket)
+        );
+
+        CREATE TABLE tokens (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            token TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (kind, key)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE corp_auths (
+            suite_id TEXT NOT NULL,
+            corp_id TEXT NOT NULL,
+            permanent_code TEXT,
+            agent_id INTEGER,
+            corp_name TEXT,
+            state TEXT NOT NULL,
+            auth_user_id TEXT,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (suite_id, corp_id)
+        );
+        CREATE INDEX corp_auths_by_corp ON corp_auths(corp_id);
+
+        CREATE TABLE org_codes (
+            code TEXT PRIMARY KEY,
+            corp_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL
+        );
+
+        CREATE TABLE login_codes (
+            code_hash TEXT PRIMARY KEY,
+            instance TEXT NOT NULL,
+            corp_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            used_at REAL
+        );
+        """
+    )
+
+
+_MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (_migrate_v1,)
+"""Forward migrations in order; migration i takes the schema from v(i) to v(i+1)."""
+
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+"""The schema this qywx writes, kept in ``PRAGMA user_version``."""
+
+
+_CALLBACK_COLUMNS: Final = (
+    "id, received_at, instance, kind, info_type, suite_id, corp_id, msg_signature, "
+    "timestamp, nonce, envelope, content_key, status, attempts, last_error, processed_at, "
+    "duplicate_of, duplicate_reason, claimed_by, claimed_at"
+)
+_CORP_AUTH_COLUMNS: Final = (
+    "suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, "
+    "created_at, updated_at"
+)
+_LOGIN_CODE_COLUMNS: Final = (
+    "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
+)
+_NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
+_OLDEST_FIRST: Final = "ORDER BY received_at, id"
+_NOT_ORIGINAL: Final = "status NOT IN ('duplicate', 'rejected')"
+_FIND_REPLAY: Final = (
+    "SELECT id FROM callbacks WHERE instance = ? AND msg_signature = ? AND timestamp = ? "
+    f"AND nonce = ? AND {_NOT_ORIGINAL} ORDER BY id LIMIT 1"
+)
+_FIND_CONTENT: Final = (
+    f"SELECT id FROM callbacks WHERE content_key = ? AND {_NOT_ORIGINAL} ORDER BY id LIMIT 1"
+)
+_PENDING: Final = (
+    f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE status = 'received' "
+    f"AND (claimed_by IS NULL OR claimed_at <= ?) AND received_at <= ? {_OLDEST_FIRST} LIMIT ?"
+)
+
+
+def _callback(row: Sequence[Any]) -> CallbackRecord:
+    return CallbackRecord(*row)
+
+
+def _corp_auth(row: Sequence[Any]) -> CorpAuth:
+    return CorpAuth(*row)
+
+
+def _is_locked(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _placeholders(values: Iterable[object]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _require(value: str | None, what: str) -> None:
+    if not value:
+        raise UsageError(f"{what} must not be empty")
+
+
+def _normalise_org_code(code: str) -> str:
+    """Org codes are typed by people on a login page: case-insensitive, URL-safe."""
+    if not code or len(code) > 64 or not set(code) <= _ORG_CODE_CHARS:
+        raise UsageError("org code must be 1-64 characters of letters, digits, '_' or '-'")
+    return code.lower()
+
+
+# ---------------------------------------------------------------------------------------
+# Store
+
+
+class Store:
+    """The qywx database at ``path``; safe to share between threads and processes.
+
+    One connection per Store, serialised by a lock; processes coordinate through SQLite's
+    own locking (WAL, ``BEGIN IMMEDIATE`` for every read-modify-write, a 5 s busy timeout,
+    then a few retries with back-off before :class:`StoreError`).
+    """
+
+    def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time) -> None:
+        self._path = Path(path)
+        self._now = now
+        self._lock = threading.Lock()
+        self._db: sqlite_utils.Database | None = None
+        created = self._create_private_file()
+        try:
+            conn = sqlite3.connect(
+                str(self._path),
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self._path}: {exc}") from None
+        try:
+            db = sqlite_utils.Database(conn, execute_plugins=False)
+            self._configure(db)
+            self._migrate(db)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open database {self._path}: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._db = db
+        if created:
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    self._path.with_name(self._path.name + suffix).chmod(0o600)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0]))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self._path)!r})"
+
+    def _create_private_file(self) -> bool:
+        """Create the file 0600 before SQLite does, so no umask can widen it."""
+        try:
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StoreError(f"cannot create database {self._path}: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+        return True
+
+    def _configure(self, db: sqlite_utils.Database) -> None:
+        try:
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self._path} is not a qywx SQLite database ({exc})") from None
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"database schema v{version} is newer than this qywx (v{SCHEMA_VERSION}); "
+                "upgrade qywx"
+            )
+        for attempt in range(_LOCK_RETRIES + 1):
+            try:
+                db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_locked(exc) or attempt == _LOCK_RETRIES:
+                    raise StoreError(f"cannot open database {self._path}: {exc}") from None
+                time.sleep(_LOCK_BACKOFF[attempt])
+        # FULL: a recorded callback survives power loss, not just a crash of qywx.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate(self, db: sqlite_utils.Database) -> None:
+        def migrate(db: sqlite_utils.Database) -> None:
+            # Re-read inside the write lock: another process may have migrated meanwhile.
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database schema v{version} is newer than this qywx "
+                    f"(v{SCHEMA_VERSION}); upgrade qywx"
+                )
+            for target, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+                try:
+                    step(db)
+                except sqlite3.Error as exc:
+                    raise StoreError(
+                        f"cannot migrate {self._path} to schema v{target}: {exc}"
+                    ) from None
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
+            self._transaction(db, migrate, "BEGIN IMMEDIATE")
+
+    # -- transactions -------------------------------------------------------------------
+
+    def _write(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
+        return self._run(fn, "BEGIN IMMEDIATE")
+
+    def _read(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
+        return self._run(fn, "BEGIN")
+
+    def _run(self, fn: Callable[[sqlite_utils.Database], _T], begin: str) -> _T:
+        with self._lock:
+            if self._db is None:
+                raise StoreError(f"store {self._path} is closed")
+            return self._transaction(self._db, fn, begin)
+
+    def _transaction(
+        self, db: sqlite_utils.Database, fn: Callable[[sqlite_utils.Database], _T], begin: str
+    ) -> _T:
+        """Run ``fn`` in one transaction; re-run it from scratch if the file stays locked."""
+        for attempt in range(_LOCK_RETRIES + 1):
+            try:
+                db.execute(begin)
+                result = fn(db)
+                db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError as exc:
+                self._rollback(db)
+                if not _is_locked(exc):
+                    raise StoreError(f"database error: {exc}") from None
+                if attempt == _LOCK_RETRIES:
+                    raise StoreError(
+                        f"database {self._path} is locked (gave up after "
+                        f"{_LOCK_RETRIES + 1} attempts)"
+                    ) from None
+            except sqlite3.Error as exc:
+                self._rollback(db)
+                raise StoreError(f"database error: {exc}") from None
+            except BaseException:
+                self._rollback(db)
+                raise
+            time.sleep(_LOCK_BACKOFF[attempt])
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _rollback(db: sqlite_utils.Database) -> None:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    def record_callback(
+        self,
+        *,
+        instance: str,
+        kind: str,
+        info_type: str | None,
+        suite_id: str | None,
+        corp_id: str | None,
+        msg_signature: str,
+        timestamp: str,
+        nonce: str,
+        envelope: str,
+        content_key: str | None,
+        status: str = "received",
+        last_error: str | None = None,
+    ) -> CallbackRecord:
+        """Durably log one request from WeCom; the caller replies only after this returns.
+
+        Committed (``synchronous=FULL``) before returning. A ``rejected`` request is stored
+        as is; anything else that repeats an earlier original, byte for byte or by
+        ``content_key``, is stored as ``duplicate`` with ``duplicate_of`` set.
+        """
+        _require(instance, "instance")
+        if kind not in CALLBACK_KINDS:
+            raise UsageError(f"callback kind must be one of {sorted(CALLBACK_KINDS)}")
+        if status not in _RECORDABLE_STATUSES:
+            raise UsageError(
+                f"a new callback's status must be one of {sorted(_RECORDABLE_STATUSES)}"
+            )
+
+        def insert(db: sqlite_utils.Database) -> CallbackRecord:
+            # Taken inside the write lock, so received_at follows id order across processes.
+            received_at = self._now()
+            original: int | None = None
+            reason: str | None = None
+            if status != "rejected":
+                row = db.execute(
+                    _FIND_REPLAY, (instance, msg_signature, timestamp, nonce)
+                ).fetchone()
+                if row is not None:
+                    original, reason = int(row[0]), "replay"
+                elif content_key is not None:
+                    row = db.execute(_FIND_CONTENT, (content_key,)).fetchone()
+                    if row is not None:
+                        original, reason = int(row[0]), "content"
+            row = db.execute(
+                "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, "
+                "corp_id, msg_signature, timestamp, nonce, envelope, content_key, status, "
+                "attempts, last_error, duplicate_of, duplicate_reason) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                f"RETURNING {_CALLBACK_COLUMNS}",
+                (
+                    received_at,
+                    instance,
+                    kind,
+                    info_type,
+                    suite_id,
+                    corp_id,
+                    msg_signature,
+                    timestamp,
+                    nonce,
+                    envelope,
+                    content_key,
+                    "duplicate" if original is not None else status,
+                    last_error,
+                    original,
+                    reason,
+                ),
+            ).fetchone()
+            return _callback(row)
+
+        return self._write(insert)
+
+    def get_callback(self, id: int) -> CallbackRecord:
+        row = self._read(
+            lambda db: db.execute(
+                f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE id = ?", (id,)
+            ).fetchone()
+        )
+        if row is None:
+            raise RecordNotFound(f"no callback record with id {id}")
+        return _callback(row)
+
+    def claim_callback(
+        self,
+        id: int,
+        worker: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        force: bool = False,
+    ) -> CallbackRecord | None:
+        """Take record ``id`` for processing, or None if it is not claimable.
+
+        Claimable: status received / failed / unknown (plus processed with ``force``, for an
+        operator's deliberate re-run), and not claimed by another worker within the last
+        ``lease_seconds``. One UPDATE under the write lock, so of any number of threads or
+        processes exactly one gets the record. Counts an attempt.
+        """
+        _require(worker, "worker")
+        statuses = (*_CLAIMABLE_STATUSES, "processed") if force else _CLAIMABLE_STATUSES
+
+        def claim(db: sqlite_utils.Database) -> CallbackRecord | None:
+            now = self._now()
+            row = db.execute(
+                "UPDATE callbacks SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
+                f"WHERE id = ? AND status IN ({_placeholders(statuses)}) "
+                "AND (claimed_by IS NULL OR claimed_by = ? OR claimed_at <= ?) "
+                f"RETURNING {_CALLBACK_COLUMNS}",
+                (worker, now, id, *statuses, worker, now - lease_seconds),
+            ).fetchone()
+            if row is not None:
+                return _callback(row)
+            if db.execute("SELECT 1 FROM callbacks WHERE id = ?", (id,)).fetchone() is None:
+                raise RecordNotFound(f"no callback record with id {id}")
+            return None
+
+        return self._write(claim)
+
+    def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
+        """Record the outcome of processing and release the claim."""
+        if status not in _FINISH_STATUSES:
+            raise UsageError(
+                f"a finished callback's status must be one of {sorted(_FINISH_STATUSES)}"
+            )
+
+        def finish(db: sqlite_utils.Database) -> int:
+            return db.execute(
+                "UPDATE callbacks SET status = ?, last_error = ?, processed_at = ?, "
+                "claimed_by = NULL, claimed_at = NULL WHERE id = ?",
+                (status, error, self._now(), id),
+            ).rowcount
+
+        if self._write(finish) == 0:
+            raise RecordNotFound(f"no callback record with id {id}")
+
+    def pending_callbacks(
+        self,
+        limit: int = 100,
+        older_than: float | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> list[CallbackRecord]:
+        """Records still ``received`` and not held by a live claim, oldest first.
+
+        What a crash left behind, for start-up. ``older_than`` is an age in seconds: skip
+        records younger than that, which a sibling process may be about to claim.
+        """
+        _check_limit(limit)
+
+        def pending(db: sqlite_utils.Database) -> list[CallbackRecord]:
+            now = self._now()
+            newest = now - older_than if older_than is not None else math.inf
+            params = (now - lease_seconds, newest, limit)
+            return [_callback(row) for row in db.execute(_PENDING, params).fetchall()]
+
+        return self._read(pending)
+
+    def list_callbacks(
+        self,
+        *,
+        status: str | None = None,
+        info_type: str | None = None,
+        corp_id: str | None = None,
+        instance: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        after_id: int | None = None,
+        newest_first: bool = True,
+    ) -> list[CallbackRecord]:
+        """The callback log, filtered; newest first unless ``after_id`` or ``newest_first=False``.
+
+        With ``after_id`` (``log tail --follow``) only rows with a greater id, oldest first.
+        ``since`` is an epoch time compared with ``received_at``.
+        """
+        sql, params = self._list_query(
+            status=status,
+            info_type=info_type,
+            corp_id=corp_id,
+            instance=instance,
+            since=since,
+            limit=limit,
+            after_id=after_id,
+            newest_first=newest_first,
+        )
+        rows = self._read(lambda db: db.execute(sql, params).fetchall())
+        return [_callback(row) for row in rows]
+
+    def explain_list_callbacks(self, **filters: Any) -> list[str]:
+        """``EXPLAIN QUERY PLAN`` of :meth:`list_callbacks` with these filters.
+
+        For operators checking that a filter uses an index on a large log, and for tests.
+        """
+        sql, params = self._list_query(**filters)
+        return self._explain(sql, params)
+
+    @staticmethod
+    def _list_query(
+        *,
+        status: str | None = None,
+        info_type: str | None = None,
+        corp_id: str | None = None,
+        instance: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        after_id: int | None = None,
+        newest_first: bool = True,
+    ) -> tuple[str, list[object]]:
+        _check_limit(limit)
+        where: list[str] = []
+        params: list[object] = []
+        # With after_id (tail --follow) the new rows are a short rowid range at the end of
+        # the table; "+column" keeps SQLite from walking a whole filter index instead.
+        unindexed = "+" if after_id is not None else ""
+        for column, value in (
+            ("status", status),
+            ("info_type", info_type),
+            ("corp_id", corp_id),
+            ("instance", instance),
+        ):
+            if value is not None:
+                where.append(f"{unindexed}{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append(f"{unindexed}received_at >= ?")
+            params.append(since)
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
+            order = "ORDER BY id"
+        else:
+            order = _NEWEST_FIRST if newest_first else _OLDEST_FIRST
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        params.append(limit)
+        return f"SELECT {_CALLBACK_COLUMNS} FROM callbacks {clause}{order} LIMIT ?", params
+
+    def callback_stats(self, *, since: float | None = None) -> CallbackStats:
+        """Counts by status and by event, the commonest failures, and ticket freshness.
+
+        Each count is one pass over a covering index, (status, received_at) or (info_type,
+        received_at), filtering ``since`` inside the index: about 0.1 s for a million rows
+        whatever the window. Only the failed rows' error texts are read from the table.
+        """
+
+        queries = _stats_queries(since)
+
+        def stats(db: sqlite_utils.Database) -> CallbackStats:
+            counts: dict[str, dict[str, int]] = {}
+            for dimension, (sql, params) in queries.counts.items():
+                counts[dimension] = {
+                    key if key is not None else NONE_LABEL: int(count)
+                    for key, count in db.execute(sql, params).fetchall()
+                }
+            failures = [
+                (error if error is not None else NONE_LABEL, int(count))
+                for error, count in db.execute(*queries.failures).fetchall()
+            ]
+            latest = db.execute(*queries.latest_ticket).fetchone()[0]
+            return CallbackStats(
+                total=sum(counts["status"].values()),
+                by_status=counts["status"],
+                by_event=counts["info_type"],
+                failures_by_error=failures,
+                latest_suite_ticket_at=float(latest) if latest is not None else None,
+            )
+
+        return self._read(stats)
+
+    def explain_callback_stats(self, *, since: float | None = None) -> list[str]:
+        """``EXPLAIN QUERY PLAN`` of every query :meth:`callback_stats` runs."""
+        queries = _stats_queries(since)
+        plans: list[str] = []
+        for sql, params in queries.counts.values():
+            plans.extend(self._explain(sql, params))
+        plans.extend(self._explain(*queries.failures))
+        plans.extend(self._explain(*queries.latest_ticket))
+        return plans
+
+    def query_plans(self) -> dict[str, list[str]]:
+        """``EXPLAIN QUERY PLAN`` of the per-callback hot path: dedupe lookups and pending.
+
+        Each must be an index SEARCH; a SCAN here would make every callback slower as the
+        log grows.
+        """
+        return {
+            "record_callback.replay": self._explain(_FIND_REPLAY, ("", "", "", "")),
+            "record_callback.content": self._explain(_FIND_CONTENT, ("",)),
+            "pending_callbacks": self._explain(_PENDING, (0.0, 0.0, 1)),
+        }
+
+    def _explain(self, sql: str, params: Sequence[object]) -> list[str]:
+        rows = self._read(lambda db: db.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall())
+        return [str(row[-1]) for row in rows]
+
+    # -- suite tickets ------------------------------------------------------------------
+
+    def save_suite_ticket(
+        self, suite_id: str, ticket: str, timestamp: int, callback_id: int | None = None
+    ) -> None:
+        """Keep a pushed ticket (§3.1); saving the same push twice is a no-op."""
+        _require(suite_id, "suite_id")
+        _require(ticket, "ticket")
+
+        def save(db: sqlite_utils.Database) -> None:
+            db.execute(
+                "INSERT OR IGNORE INTO suite_tickets "
+                "(suite_id, ticket, timestamp, received_at, callback_id) VALUES (?, ?, ?, ?, ?)",
+                (suite_id, ticket, int(timestamp), self._now(), callback_id),
+            )
+            db.execute(
+                "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
+                "SELECT id FROM suite_tickets WHERE suite_id = ? "
+                "ORDER BY timestamp DESC, id DESC LIMIT ?)",
+                (suite_id, suite_id, SUITE_TICKET_HISTORY),
+            )
+
+        self._write(save)
+
+    def latest_suite_ticket(self, suite_id: str) -> SuiteTicket | None:
+        """The ticket with the greatest WeCom TimeStamp: "always use the newest" (§3.1)."""
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT suite_id, ticket, timestamp, received_at FROM suite_tickets "
+                "WHERE suite_id = ? ORDER BY timestamp DESC, id DESC LIMIT 1",
+                (suite_id,),
+            ).fetchone()
+        )
+        return SuiteTicket(*row) if row is not None else None
+
+    # -- tokens -------------------------------------------------------------------------
+
+    def get_token(self, kind: str, key: str, *, margin: float = 0) -> CachedToken | None:
+        """A cached token still valid ``margin`` seconds from now, else None."""
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT kind, key, token, expires_at FROM tokens "
+                "WHERE kind = ? AND key = ? AND expires_at > ?",
+                (kind, key, self._now() + margin),
+            ).fetchone()
+        )
+        return CachedToken(*row) if row is not None else None
+
+    def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None:
+        _require(kind, "token kind")
+        _require(token, "token")
+        self._write(
+            lambda db: db.execute(
+                "INSERT INTO tokens (kind, key, token, expires_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (kind, key) DO UPDATE SET token = excluded.token, "
+                "expires_at = excluded.expires_at",
+                (kind, key, token, expires_at),
+            )
+        )
+
+    def drop_tokens(self, kind: str | None = None, key: str | None = None) -> int:
+        """Forget cached tokens (all, one kind, or one key); suite tickets are untouched."""
+        return self._write(lambda db: _drop_tokens(db, kind, key))
+
+    # -- corp auths ---------------------------------------------------------------------
+
+    def upsert_corp_auth(
+        self,
+        suite_id: str,
+        corp_id: str,
+        *,
+        permanent_code: str | None = None,
+        agent_id: int | None = None,
+        corp_name: str | None = None,
+        auth_user_id: str | None = None,
+        state: str = "active",
+    ) -> CorpAuth:
+        """Create or update a corp's authorization; a None argument keeps the stored value."""
+        _require(suite_id, "suite_id")
+        _require(corp_id, "corp_id")
+        if state not in _CORP_AUTH_STATES:
+            raise UsageError(f"corp auth state must be one of {sorted(_CORP_AUTH_STATES)}")
+
+        def upsert(db: sqlite_utils.Database) -> CorpAuth:
+            now = self._now()
+            row = db.execute(
+                f"INSERT INTO corp_auths ({_CORP_AUTH_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (suite_id, corp_id) DO UPDATE SET "
+                "permanent_code = coalesce(excluded.permanent_code, permanent_code), "
+                "agent_id = coalesce(excluded.agent_id, agent_id), "
+                "corp_name = coalesce(excluded.corp_name, corp_name), "
+                "auth_user_id = coalesce(excluded.auth_user_id, auth_user_id), "
+                "state = excluded.state, updated_at = excluded.updated_at "
+                f"RETURNING {_CORP_AUTH_COLUMNS}",
+                (
+                    suite_id,
+                    corp_id,
+                    permanent_code,
+                    agent_id,
+                    corp_name,
+                    state,
+                    auth_user_id,
+                    now,
+                    now,
+                ),
+            ).fetchone()
+            return _corp_auth(row)
+
+        return self._write(upsert)
+
+    def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
+        """The corp's authorization; without ``suite_id`` the active, most recent one."""
+        sql = f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths WHERE corp_id = ?"
+        params: list[object] = [corp_id]
+        if suite_id is not None:
+            sql += " AND suite_id = ?"
+            params.append(suite_id)
+        sql += " ORDER BY state = 'active' DESC, updated_at DESC LIMIT 1"
+        row = self._read(lambda db: db.execute(sql, params).fetchone())
+        return _corp_auth(row) if row is not None else None
+
+    def list_corp_auths(
+        self, suite_id: str | None = None, state: str | None = None
+    ) -> list[CorpAuth]:
+        where: list[str] = []
+        params: list[object] = []
+        if suite_id is not None:
+            where.append("suite_id = ?")
+            params.append(suite_id)
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._read(
+            lambda db: db.execute(
+                f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths{clause} ORDER BY suite_id, corp_id",
+                params,
+            ).fetchall()
+        )
+        return [_corp_auth(row) for row in rows]
+
+    def cancel_corp_auth(self, suite_id: str, corp_id: str) -> bool:
+        """cancel_auth (§3.4): forget the permanent code and the corp's cached tokens.
+
+        "服务商收到取消授权事件后,应当确保删除该企业所有相关的数据" — the row itself stays,
+        as state ``cancelled``, so the log can still name the corp. False if unknown.
+        """
+
+        def cancel(db: sqlite_utils.Database) -> bool:
+            changed = db.execute(
+                "UPDATE corp_auths SET state = 'cancelled', permanent_code = NULL, "
+                "updated_at = ? WHERE suite_id = ? AND corp_id = ?",
+                (self._now(), suite_id, corp_id),
+            ).rowcount
+            _drop_tokens(db, "corp", corp_id)
+            return changed > 0
+
+        return self._write(cancel)
+
+    # -- org codes ----------------------------------------------------------------------
+
+    def set_org_code(self, code: str, corp_id: str, *, force: bool = False) -> OrgCode:
+        """Point an org code at a corp; taking a code from another corp needs ``force``."""
+        normalised = _normalise_org_code(code)
+        _require(corp_id, "corp_id")
+
+        def set_code(db: sqlite_utils.Database) -> OrgCode:
+            now = self._now()
+            held = db.execute(
+                "SELECT corp_id FROM org_codes WHERE code = ?", (normalised,)
+            ).fetchone()
+            if held is not None and held[0] != corp_id and not force:
+                raise ConflictError(
+                    f"org code {normalised!r} already belongs to corp {held[0]}; "
+                    "use force to reassign it"
+                )
+            row = db.execute(
+                "INSERT INTO org_codes (code, corp_id, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET "
+                "corp_id = excluded.corp_id, updated_at = excluded.updated_at "
+                "RETURNING code, corp_id, created_at, updated_at",
+                (normalised, corp_id, now, now),
+            ).fetchone()
+            return OrgCode(*row)
+
+        return self._write(set_code)
+
+    def get_org_code(self, code: str) -> OrgCode:
+        normalised = _normalise_org_code(code)
+        row = self._read(
+            lambda db: db.execute(
+                "SELECT code, corp_id, created_at, updated_at FROM org_codes WHERE code = ?",
+                (normalised,),
+            ).fetchone()
+        )
+        if row is None:
+            raise RecordNotFound(f"no org code {normalised!r}")
+        return OrgCode(*row)
+
+    def list_org_codes(self) -> list[OrgCode]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT code, corp_id, created_at, updated_at FROM org_codes ORDER BY code"
+            ).fetchall()
+        )
+        return [OrgCode(*row) for row in rows]
+
+    # -- login codes --------------------------------------------------------------------
+
+    def save_login_code(
+        self, code_hash: str, *, instance: str, corp_id: str, user_id: str, expires_at: float
+    ) -> None:
+        """Store a one-time code by its hash; codes expired a day ago are pruned here."""
+        _require(code_hash, "code_hash")
+
+        def save(db: sqlite_utils.Database) -> None:
+            now = self._now()
+            db.execute(
+                "DELETE FROM login_codes WHERE expires_at < ?", (now - _LOGIN_CODE_RETENTION,)
+            )
+            db.execute(
+                f"INSERT INTO login_codes ({_LOGIN_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (code_hash, instance, corp_id, user_id, now, expires_at),
+            )
+
+        self._write(save)
+
+    def consume_login_code(self, code_hash: str) -> LoginCode | None:
+        """Use a login code once: only an unused, unexpired code is returned, and marked used."""
+
+        def consume(db: sqlite_utils.Database) -> LoginCode | None:
+            now = self._now()
+            row = db.execute(
+                "UPDATE login_codes SET used_at = ? "
+                "WHERE code_hash = ? AND used_at IS NULL AND expires_at > ? "
+                f"RETURNING {_LOGIN_CODE_COLUMNS}",
+                (now, code_hash, now),
+            ).fetchone()
+            return LoginCode(*row) if row is not None else None
+
+        return self._write(consume)
+
+    # -- health -------------------------------------------------------------------------
+
+    def healthcheck(self) -> dict[str, object]:
+        """Cheap liveness probe for ``/healthz``: one index lookup, never a count."""
+        try:
+
+            def probe(db: sqlite_utils.Database) -> dict[str, object]:
+                return {
+                    "ok": True,
+                    "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
+                    "journal_mode": str(db.execute("PRAGMA journal_mode").fetchone()[0]),
+                    "callbacks": int(
+                        db.execute("SELECT coalesce(max(id), 0) FROM callbacks").fetchone()[0]
+                    ),
+                }
+
+            return self._read(probe)
+        except StoreError as exc:
+            return {"ok": False, "error": str(exc)}
+
+
+# ---------------------------------------------------------------------------------------
+# helpers shared by several queries
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 1:
+        raise UsageError("limit must be at least 1")
+
+
+def _drop_tokens(db: sqlite_utils.Database, kind: str | None, key: str | None) -> int:
+    where: list[str] = []
+    params: list[object] = []
+    if kind is not None:
+        where.append("kind = ?")
+        params.append(kind)
+    if key is not None:
+        where.append("key = ?")
+        params.append(key)
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return int(db.execute(f"DELETE FROM tokens{clause}", params).rowcount)
+
+
+_Query = tuple[str, list[object]]
+
+
+@dataclass(frozen=True)
+class _StatsQueries:
+    """callback_stats' SQL: one (key, count) query per dimension, failures, ticket time."""
+
+    counts: dict[str, _Query]
+    failures: _Query
+    latest_ticket: _Query
+
+
+def _stats_queries(since: float | None) -> _StatsQueries:
+    window = "WHERE received_at >= ?" if since is not None else ""
+    params: list[object] = [since] if since is not None else []
+    return _StatsQueries(
+        counts={
+            dimension: (
+                f"SELECT {dimension}, count(*) FROM callbacks {window} GROUP BY {dimension}",
+                params,
+            )
+            for dimension in ("status", "info_type")
+        },
+        failures=(
+            "SELECT last_error, count(*) FROM callbacks WHERE status = 'failed' "
+            f"{window.replace('WHERE', 'AND')} GROUP BY last_error "
+            "ORDER BY count(*) DESC, last_error LIMIT 10",
+            params,
+        ),
+        latest_ticket=("SELECT max(received_at) FROM suite_tickets", []),
+    )

@@ -1,0 +1,871 @@
+"""Store: a real SQLite file in tmp_path, several connections, threads and processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import stat
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qywx_cli.core.errors import (
+    ConflictError,
+    QywxError,
+    RecordNotFound,
+    StoreError,
+    UsageError,
+)
+from qywx_cli.core.store import (
+    NONE_LABEL,
+    SCHEMA_VERSION,
+    SUITE_TICKET_HISTORY,
+    CachedToken,
+    CallbackRecord,
+    Store,
+    SuiteTicket,
+)
+
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self, start: float = T0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "qywx.db"
+
+
+@pytest.fixture
+def store(db_path: Path, clock: Clock) -> Iterator[Store]:
+    with Store(db_path, now=clock) as s:
+        yield s
+
+
+_seq = iter(range(1, 10**9))
+
+
+def record(store: Store, **overrides: Any) -> CallbackRecord:
+    """A fresh, distinct callback unless the test overrides the dedupe keys."""
+    n = next(_seq)
+    fields: dict[str, Any] = {
+        "instance": "QywxProxyTemp",
+        "kind": "command",
+        "info_type": "suite_ticket",
+        "suite_id": "dk0001",
+        "corp_id": None,
+        "msg_signature": f"sig{n:040d}",
+        "timestamp": str(1_700_000_000 + n),
+        "nonce": f"nonce{n}",
+        "envelope": f"<xml><Encrypt><![CDATA[cipher{n}]]></Encrypt></xml>",
+        "content_key": f"content{n}",
+    }
+    fields.update(overrides)
+    return store.record_callback(**fields)
+
+
+# -- file, schema, migration -----------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_database_file_is_private_and_survives_reopen(db_path: Path, clock: Clock) -> None:
+    old_umask = os.umask(0)  # the widest umask must still give 0600
+    try:
+        with Store(db_path, now=clock) as s:
+            rec = record(s)
+            siblings = [p for p in db_path.parent.iterdir() if p.name != db_path.name]
+            assert _mode(db_path) == 0o600
+            assert siblings, "WAL mode should have created -wal / -shm files"
+            for sibling in siblings:
+                assert _mode(sibling) == 0o600, sibling.name
+    finally:
+        os.umask(old_umask)
+    with Store(db_path, now=clock) as s:
+        assert s.get_callback(rec.id) == rec
+        assert s.schema_version == SCHEMA_VERSION
+    assert _mode(db_path) == 0o600
+
+
+def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "lib" / "qywx.db"
+    with Store(path) as s:
+        assert s.healthcheck()["ok"] is True
+    assert path.is_file()
+
+
+def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: Store) -> None:
+    assert store.healthcheck() == {
+        "ok": True,
+        "schema_version": SCHEMA_VERSION,
+        "journal_mode": "wal",
+        "callbacks": 0,
+    }
+    for _ in range(3):
+        last = record(store)
+    assert store.healthcheck()["callbacks"] == last.id
+
+
+def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA user_version = 0")
+    conn.close()
+    with Store(db_path) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        assert s.list_callbacks() == []
+    conn = sqlite3.connect(db_path)
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert {"callbacks", "suite_tickets", "tokens", "corp_auths", "org_codes", "login_codes"} <= (
+        tables
+    )
+
+
+def test_newer_schema_is_refused_untouched(db_path: Path) -> None:
+    Store(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError) as err:
+        Store(db_path)
+    assert str(err.value) == (
+        f"database schema v{SCHEMA_VERSION + 1} is newer than this qywx "
+        f"(v{SCHEMA_VERSION}); upgrade qywx"
+    )
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    conn.close()
+
+
+@pytest.mark.parametrize("content", [os.urandom(4096), b"not a database, just some text\n" * 40])
+def test_a_file_that_is_not_sqlite_is_refused_in_one_line(db_path: Path, content: bytes) -> None:
+    db_path.write_bytes(content)
+    with pytest.raises(StoreError) as err:
+        Store(db_path)
+    message = str(err.value)
+    assert "not a qywx SQLite database" in message
+    assert "\n" not in message
+    assert db_path.read_bytes() == content
+
+
+def test_an_unrelated_database_with_a_clashing_table_is_refused(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    conn.execute("CREATE TABLE callbacks (whatever TEXT)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"cannot migrate .* to schema v1"):
+        Store(db_path)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'tokens'").fetchone() == (
+        0,
+    )
+    conn.close()
+
+
+def test_closed_store_refuses_work(db_path: Path) -> None:
+    s = Store(db_path)
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(StoreError, match="closed"):
+        s.list_callbacks()
+
+
+def test_a_write_waits_for_another_connection_to_release_the_lock(
+    store: Store, db_path: Path
+) -> None:
+    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    releaser = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    releaser.start()
+    started = time.monotonic()
+    rec = record(store)
+    waited = time.monotonic() - started
+    releaser.join()
+    other.close()
+    assert rec.id == 1
+    assert waited >= 0.25
+
+
+# -- recording and dedupe ----------------------------------------------------------------
+
+
+def test_recorded_callback_is_committed_before_return(store: Store, db_path: Path) -> None:
+    rec = record(store, corp_id="wwcorp", status="received")
+    assert rec.status == "received" and rec.attempts == 0 and not rec.is_duplicate
+    assert rec.received_at == T0
+    with Store(db_path) as other:  # a second connection sees it at once
+        assert other.get_callback(rec.id) == rec
+
+
+def _kill_after_recording(path: str) -> None:  # pragma: no cover - runs in a child process
+    s = Store(path)
+    s.record_callback(
+        instance="QywxProxyTemp",
+        kind="command",
+        info_type="create_auth",
+        suite_id="dk1",
+        corp_id=None,
+        msg_signature="s",
+        timestamp="1",
+        nonce="n",
+        envelope="<xml/>",
+        content_key="k",
+    )
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_recorded_callback_survives_kill_minus_nine(db_path: Path) -> None:
+    Store(db_path).close()
+    child = multiprocessing.get_context("spawn").Process(
+        target=_kill_after_recording, args=(str(db_path),)
+    )
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    with Store(db_path) as s:
+        [rec] = s.list_callbacks()
+    assert (rec.info_type, rec.status, rec.envelope) == ("create_auth", "received", "<xml/>")
+
+
+def test_byte_identical_replay_is_a_duplicate(store: Store) -> None:
+    first = record(store, msg_signature="s1", timestamp="100", nonce="n1", content_key="c1")
+    again = record(store, msg_signature="s1", timestamp="100", nonce="n1", content_key="c1")
+    assert (again.status, again.duplicate_of, again.duplicate_reason) == (
+        "duplicate",
+        first.id,
+        "replay",
+    )
+    assert again.is_duplicate and again.id != first.id
+    assert store.get_callback(again.id) == again
+    # Same signature in another instance is a different request.
+    other = record(
+        store, instance="Other", msg_signature="s1", timestamp="100", nonce="n1", content_key="x"
+    )
+    assert other.status == "received"
+
+
+def test_content_redelivery_is_a_duplicate_pointing_at_the_original(store: Store) -> None:
+    first = record(store, content_key="same-plaintext")
+    second = record(store, content_key="same-plaintext")
+    third = record(store, content_key="same-plaintext")
+    assert (second.status, second.duplicate_of, second.duplicate_reason) == (
+        "duplicate",
+        first.id,
+        "content",
+    )
+    assert third.duplicate_of == first.id
+    no_key = [record(store, content_key=None) for _ in range(2)]
+    assert [r.status for r in no_key] == ["received", "received"]
+
+
+def test_rejected_requests_are_never_deduplicated_nor_originals(store: Store) -> None:
+    bad = dict(msg_signature="sx", timestamp="5", nonce="nx", content_key=None)
+    r1 = record(store, status="rejected", last_error="signature mismatch (-40001)", **bad)
+    r2 = record(store, status="rejected", last_error="signature mismatch (-40001)", **bad)
+    assert (r1.status, r2.status) == ("rejected", "rejected")
+    assert r2.duplicate_of is None and r2.last_error == "signature mismatch (-40001)"
+    ok = record(store, **bad)
+    assert ok.status == "received" and ok.duplicate_of is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"kind": "event"}, "kind"),
+        ({"status": "duplicate"}, "status"),
+        ({"status": "done"}, "status"),
+        ({"instance": ""}, "instance"),
+    ],
+)
+def test_record_rejects_bad_arguments(
+    store: Store, overrides: dict[str, str], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        record(store, **overrides)
+
+
+def test_get_unknown_callback(store: Store) -> None:
+    with pytest.raises(RecordNotFound, match="no callback record with id 42"):
+        store.get_callback(42)
+
+
+# -- claims ------------------------------------------------------------------------------
+
+
+def test_claim_lease_force_and_finish(store: Store, clock: Clock) -> None:
+    rec = record(store)
+    claimed = store.claim_callback(rec.id, "w1", lease_seconds=60)
+    assert claimed is not None
+    assert (claimed.claimed_by, claimed.claimed_at, claimed.attempts) == ("w1", T0, 1)
+    assert store.claim_callback(rec.id, "w2", lease_seconds=60) is None
+    again = store.claim_callback(rec.id, "w1", lease_seconds=60)
+    assert again is not None and again.attempts == 2
+    clock.advance(61)
+    stolen = store.claim_callback(rec.id, "w2", lease_seconds=60)
+    assert stolen is not None and stolen.claimed_by == "w2" and stolen.attempts == 3
+
+    clock.advance(1)
+    store.finish_callback(rec.id, "failed", "WeCom errcode 40085: invalid suite ticket")
+    failed = store.get_callback(rec.id)
+    assert (failed.status, failed.last_error, failed.processed_at) == (
+        "failed",
+        "WeCom errcode 40085: invalid suite ticket",
+        T0 + 62,
+    )
+    assert failed.claimed_by is None and failed.claimed_at is None
+
+    retried = store.claim_callback(rec.id, "w3")
+    assert retried is not None and retried.attempts == 4
+    store.finish_callback(rec.id, "processed")
+    done = store.get_callback(rec.id)
+    assert done.status == "processed" and done.last_error is None
+    assert store.claim_callback(rec.id, "w3") is None
+    forced = store.claim_callback(rec.id, "w3", force=True)
+    assert forced is not None and forced.attempts == 5
+
+
+def test_duplicates_and_rejected_are_never_claimable(store: Store) -> None:
+    first = record(store, content_key="c")
+    dup = record(store, content_key="c")
+    bad = record(store, status="rejected")
+    for rec in (dup, bad):
+        assert store.claim_callback(rec.id, "w", force=True) is None
+    assert store.claim_callback(first.id, "w") is not None
+
+
+def test_claim_and_finish_errors(store: Store) -> None:
+    with pytest.raises(RecordNotFound):
+        store.claim_callback(999, "w")
+    with pytest.raises(RecordNotFound):
+        store.finish_callback(999, "processed")
+    rec = record(store)
+    with pytest.raises(UsageError):
+        store.finish_callback(rec.id, "duplicate")
+    with pytest.raises(UsageError):
+        store.claim_callback(rec.id, "")
+
+
+def test_pending_callbacks_are_unclaimed_received_oldest_first(store: Store, clock: Clock) -> None:
+    a = record(store)
+    clock.advance(10)
+    b = record(store)
+    clock.advance(10)
+    c = record(store)
+    record(store, status="rejected")
+    record(store, content_key=c.content_key)  # duplicate
+    finished = record(store)
+    store.claim_callback(finished.id, "w")
+    store.finish_callback(finished.id, "processed")
+    assert [r.id for r in store.pending_callbacks()] == [a.id, b.id, c.id]
+    assert [r.id for r in store.pending_callbacks(limit=2)] == [a.id, b.id]
+    assert [r.id for r in store.pending_callbacks(older_than=5)] == [a.id, b.id]
+
+    store.claim_callback(b.id, "crashed-worker", lease_seconds=300)
+    assert [r.id for r in store.pending_callbacks()] == [a.id, c.id]
+    clock.advance(301)
+    assert [r.id for r in store.pending_callbacks()] == [a.id, b.id, c.id]
+    assert [r.id for r in store.pending_callbacks(lease_seconds=600)] == [a.id, c.id]
+    with pytest.raises(UsageError):
+        store.pending_callbacks(limit=0)
+
+
+def _drain(store: Store, ids: list[int], worker: str, claimed: Any) -> list[int]:
+    """Try to claim everything, wait for every worker to have tried, then finish.
+
+    Finishing only after all workers have tried every id means a second claim could not
+    be refused merely because the record was already processed: the claim itself must
+    exclude the others.
+    """
+    mine = [id for id in ids if store.claim_callback(id, worker) is not None]
+    claimed.wait()
+    for id in mine:
+        store.finish_callback(id, "processed")
+    return mine
+
+
+def test_eight_threads_process_each_callback_exactly_once(
+    store: Store, db_path: Path, clock: Clock
+) -> None:
+    ids = [record(store).id for _ in range(120)]
+    barrier = threading.Barrier(8)
+    claimed = threading.Barrier(8)
+    results: dict[str, list[int]] = {}
+    # Half the threads share the fixture's Store (one connection behind a lock), half open
+    # their own connection, so both the lock and SQLite's locking are exercised.
+    own = [Store(db_path, now=clock) for _ in range(4)]
+
+    def work(name: str, s: Store) -> None:
+        barrier.wait()
+        results[name] = _drain(s, ids, name, claimed)
+
+    threads = [
+        threading.Thread(target=work, args=(f"t{i}", own[i // 2] if i % 2 else store))
+        for i in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for s in own:
+        s.close()
+    handled = Counter(id for mine in results.values() for id in mine)
+    assert len(results) == 8
+    assert handled == Counter(ids)
+    assert {store.get_callback(id).attempts for id in ids} == {1}
+    assert {store.get_callback(id).status for id in ids} == {"processed"}
+
+
+def _process_worker(
+    path: str, name: str, ids: list[int], start: Any, out: Any
+) -> None:  # pragma: no cover - runs in a child process
+    with Store(path) as s:
+        start.wait()
+        out.put((name, _drain(s, ids, name, start)))
+
+
+def test_two_processes_process_each_callback_exactly_once(db_path: Path) -> None:
+    with Store(db_path) as s:
+        ids = [record(s).id for _ in range(150)]
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start = ctx.Barrier(2)
+    procs = [
+        ctx.Process(target=_process_worker, args=(str(db_path), f"p{i}", ids, start, out))
+        for i in range(2)
+    ]
+    for p in procs:
+        p.start()
+    results = dict(out.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    handled = Counter(id for mine in results.values() for id in mine)
+    assert handled == Counter(ids)
+    with Store(db_path) as s:
+        assert {s.get_callback(id).attempts for id in ids} == {1}
+
+
+# -- suite tickets and tokens -----------------------------------------------------------
+
+
+def test_latest_ticket_is_the_one_with_the_greatest_wecom_timestamp(
+    store: Store, clock: Clock
+) -> None:
+    assert store.latest_suite_ticket("dk1") is None
+    store.save_suite_ticket("dk1", "ticket-200", 200)
+    clock.advance(5)
+    store.save_suite_ticket("dk1", "ticket-100", 100)  # an older push delivered late
+    store.save_suite_ticket("dk2", "other-suite", 999)
+    assert store.latest_suite_ticket("dk1") == SuiteTicket("dk1", "ticket-200", 200, T0)
+    store.save_suite_ticket("dk1", "ticket-300", 300)
+    latest = store.latest_suite_ticket("dk1")
+    assert latest is not None and latest.ticket == "ticket-300"
+    assert store.latest_suite_ticket("dk2") == SuiteTicket("dk2", "other-suite", 999, T0 + 5)
+
+
+def test_ticket_history_is_pruned_and_saving_twice_is_idempotent(
+    store: Store, db_path: Path
+) -> None:
+    rec = record(store)
+    for ts in range(1, 31):
+        store.save_suite_ticket("dk1", f"t{ts}", ts, callback_id=rec.id)
+    store.save_suite_ticket("dk1", "t30", 30)
+    store.save_suite_ticket("dk2", "x", 1)
+    conn = sqlite3.connect(db_path)
+    rows = conn.execute(
+        "SELECT timestamp FROM suite_tickets WHERE suite_id = 'dk1' ORDER BY timestamp"
+    ).fetchall()
+    assert conn.execute("SELECT count(*) FROM suite_tickets WHERE suite_id='dk2'").fetchone() == (
+        1,
+    )
+    conn.close()
+    assert [r[0] for r in rows] == list(range(31 - SUITE_TICKET_HISTORY, 31))
+
+
+def test_token_expiry_follows_the_injected_clock(store: Store, clock: Clock) -> None:
+    store.put_token("suite", "dk1", "suite-token-1", T0 + 7200)
+    assert store.get_token("suite", "dk1") == CachedToken(
+        "suite", "dk1", "suite-token-1", T0 + 7200
+    )
+    assert store.get_token("suite", "dk1", margin=300) is not None
+    clock.advance(7000)
+    assert store.get_token("suite", "dk1", margin=300) is None
+    assert store.get_token("suite", "dk1") is not None
+    clock.advance(200)
+    assert store.get_token("suite", "dk1") is None
+    store.put_token("suite", "dk1", "suite-token-2", clock() + 7200)
+    token = store.get_token("suite", "dk1")
+    assert token is not None and token.token == "suite-token-2"
+    assert store.get_token("corp", "dk1") is None
+
+
+def test_drop_tokens_filters_and_never_touches_suite_tickets(store: Store) -> None:
+    store.save_suite_ticket("dk1", "the-ticket", 100)
+    for kind, key in [("suite", "dk1"), ("corp", "ww1"), ("corp", "ww2"), ("provider", "ww1")]:
+        store.put_token(kind, key, f"{kind}-{key}", T0 + 7200)
+    assert store.drop_tokens("corp", "ww1") == 1
+    assert store.get_token("corp", "ww2") is not None
+    assert store.drop_tokens(key="ww1") == 1  # the provider token
+    assert store.drop_tokens("corp") == 1
+    assert store.drop_tokens() == 1
+    assert store.drop_tokens() == 0
+    ticket = store.latest_suite_ticket("dk1")
+    assert ticket is not None and ticket.ticket == "the-ticket"
+
+
+def test_secret_values_are_masked_in_reprs(store: Store) -> None:
+    store.save_suite_ticket("dk1", "SuperSecretTicketValue", 1)
+    store.put_token("corp", "ww1", "SuperSecretAccessToken", T0 + 10)
+    auth = store.upsert_corp_auth("dk1", "ww1", permanent_code="SuperSecretPermanentCode")
+    shown = repr(store.latest_suite_ticket("dk1")) + repr(store.get_token("corp", "ww1"))
+    shown += repr(auth)
+    assert "SuperSecret" not in shown
+    assert "permanent_code='Sup***ode'" in shown
+
+
+# -- corp auths --------------------------------------------------------------------------
+
+
+def test_corp_auth_upsert_keeps_values_passed_as_none(store: Store, clock: Clock) -> None:
+    created = store.upsert_corp_auth(
+        "dk1",
+        "wwA",
+        permanent_code="pc-1",
+        agent_id=1000002,
+        corp_name="A Corp",
+        auth_user_id="admin",
+    )
+    assert (created.state, created.created_at, created.updated_at) == ("active", T0, T0)
+    assert created.is_active
+    clock.advance(60)
+    updated = store.upsert_corp_auth("dk1", "wwA", corp_name="A Corp Ltd")
+    assert (updated.permanent_code, updated.agent_id, updated.auth_user_id) == (
+        "pc-1",
+        1000002,
+        "admin",
+    )
+    assert (updated.corp_name, updated.created_at, updated.updated_at) == (
+        "A Corp Ltd",
+        T0,
+        T0 + 60,
+    )
+    assert store.get_corp_auth("wwA", "dk1") == updated
+    assert store.get_corp_auth("WWA") is None  # open corp ids are case sensitive (§2.3)
+    with pytest.raises(UsageError):
+        store.upsert_corp_auth("dk1", "wwA", state="paused")
+
+
+def test_corp_auth_cancel_clears_secret_and_corp_tokens(store: Store, clock: Clock) -> None:
+    store.upsert_corp_auth("dk1", "wwA", permanent_code="pc-1")
+    store.upsert_corp_auth("dk1", "wwB", permanent_code="pc-2")
+    store.put_token("corp", "wwA", "tok-A", T0 + 7200)
+    store.put_token("corp", "wwB", "tok-B", T0 + 7200)
+    store.save_suite_ticket("dk1", "ticket", 1)
+    clock.advance(1)
+    assert store.cancel_corp_auth("dk1", "wwA") is True
+    assert store.cancel_corp_auth("dk1", "wwZ") is False
+    cancelled = store.get_corp_auth("wwA", "dk1")
+    assert cancelled is not None
+    assert (cancelled.state, cancelled.permanent_code, cancelled.updated_at) == (
+        "cancelled",
+        None,
+        T0 + 1,
+    )
+    assert store.get_token("corp", "wwA") is None
+    assert store.get_token("corp", "wwB") is not None
+    assert store.latest_suite_ticket("dk1") is not None
+    assert [a.corp_id for a in store.list_corp_auths(state="active")] == ["wwB"]
+    assert [a.corp_id for a in store.list_corp_auths("dk1")] == ["wwA", "wwB"]
+    assert store.list_corp_auths("dk9") == []
+    # Re-authorizing brings it back with a new secret.
+    back = store.upsert_corp_auth("dk1", "wwA", permanent_code="pc-3")
+    assert (back.state, back.permanent_code) == ("active", "pc-3")
+
+
+def test_get_corp_auth_without_suite_prefers_the_active_one(store: Store, clock: Clock) -> None:
+    store.upsert_corp_auth("dk1", "wwA", permanent_code="old")
+    clock.advance(1)
+    store.upsert_corp_auth("dk2", "wwA", permanent_code="new")
+    clock.advance(1)
+    store.cancel_corp_auth("dk2", "wwA")
+    found = store.get_corp_auth("wwA")
+    assert found is not None and found.suite_id == "dk1"
+    assert store.get_corp_auth("nobody") is None
+
+
+# -- org codes ---------------------------------------------------------------------------
+
+
+def test_org_codes_are_case_insensitive_and_exclusive(store: Store, clock: Clock) -> None:
+    first = store.set_org_code("AcMe_Corp-1", "wwA")
+    assert (first.code, first.corp_id) == ("acme_corp-1", "wwA")
+    assert store.get_org_code("ACME_CORP-1") == first
+    clock.advance(5)
+    same = store.set_org_code("acme_corp-1", "wwA")
+    assert (same.created_at, same.updated_at) == (T0, T0 + 5)
+    with pytest.raises(ConflictError) as err:
+        store.set_org_code("ACME_corp-1", "wwB")
+    assert err.value.code == "conflict"
+    assert store.get_org_code("acme_corp-1").corp_id == "wwA"
+    moved = store.set_org_code("acme_corp-1", "wwB", force=True)
+    assert (moved.corp_id, moved.created_at) == ("wwB", T0)
+    store.set_org_code("beta", "wwA")
+    assert [(c.code, c.corp_id) for c in store.list_org_codes()] == [
+        ("acme_corp-1", "wwB"),
+        ("beta", "wwA"),
+    ]
+    with pytest.raises(RecordNotFound):
+        store.get_org_code("gamma")
+
+
+@pytest.mark.parametrize("code", ["", "a b", "x" * 65, "组织", "a/b", "a.b"])
+def test_invalid_org_codes_are_usage_errors(store: Store, code: str) -> None:
+    with pytest.raises(UsageError):
+        store.set_org_code(code, "wwA")
+    assert store.list_org_codes() == []
+
+
+def test_org_code_length_limit_is_inclusive(store: Store) -> None:
+    assert store.set_org_code("X" * 64, "wwA").code == "x" * 64
+
+
+# -- login codes -------------------------------------------------------------------------
+
+
+def test_login_code_is_single_use_and_expires(store: Store, clock: Clock) -> None:
+    store.save_login_code(
+        "h1", instance="QywxProxyTemp", corp_id="wwA", user_id="u1", expires_at=T0 + 300
+    )
+    store.save_login_code(
+        "h2", instance="QywxProxyTemp", corp_id="wwA", user_id="u2", expires_at=T0 + 300
+    )
+    clock.advance(10)
+    used = store.consume_login_code("h1")
+    assert used is not None
+    assert (used.user_id, used.corp_id, used.created_at, used.used_at) == ("u1", "wwA", T0, T0 + 10)
+    assert store.consume_login_code("h1") is None
+    assert store.consume_login_code("nope") is None
+    clock.advance(300)
+    assert store.consume_login_code("h2") is None
+    with pytest.raises(StoreError):
+        store.save_login_code("h1", instance="i", corp_id="c", user_id="u", expires_at=T0)
+
+
+def test_login_code_race_has_one_winner(store: Store, db_path: Path, clock: Clock) -> None:
+    store.save_login_code("race", instance="i", corp_id="c", user_id="u", expires_at=T0 + 60)
+    stores = [Store(db_path, now=clock) for _ in range(8)]
+    barrier = threading.Barrier(8)
+    wins: list[bool] = []
+
+    def attempt(s: Store) -> None:
+        barrier.wait()
+        wins.append(s.consume_login_code("race") is not None)
+
+    threads = [threading.Thread(target=attempt, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for s in stores:
+        s.close()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+# -- listing and stats -------------------------------------------------------------------
+
+
+@pytest.fixture
+def log(store: Store, clock: Clock) -> dict[str, CallbackRecord]:
+    """A small log: t0 ticket, t0+100 create_auth wwA, t0+200 failed cancel wwB, …"""
+    recs: dict[str, CallbackRecord] = {}
+    recs["ticket"] = record(store)
+    clock.advance(100)
+    recs["create"] = record(store, info_type="create_auth", corp_id="wwA")
+    clock.advance(100)
+    recs["cancel"] = record(store, info_type="cancel_auth", corp_id="wwB", instance="Other")
+    store.claim_callback(recs["cancel"].id, "w")
+    store.finish_callback(recs["cancel"].id, "failed", "corp not found")
+    clock.advance(100)
+    recs["verify"] = record(store, kind="verify", info_type=None, status="processed")
+    recs["dup"] = record(store, content_key=recs["ticket"].content_key)
+    recs["bad"] = record(store, info_type=None, status="rejected", last_error="bad signature")
+    return recs
+
+
+def _ids(records: list[CallbackRecord]) -> list[int]:
+    return [r.id for r in records]
+
+
+def test_list_filters_since_and_order(store: Store, log: dict[str, CallbackRecord]) -> None:
+    every = [log[k].id for k in ("bad", "dup", "verify", "cancel", "create", "ticket")]
+    assert _ids(store.list_callbacks()) == every
+    assert _ids(store.list_callbacks(newest_first=False)) == every[::-1]
+    assert _ids(store.list_callbacks(limit=2)) == every[:2]
+    assert _ids(store.list_callbacks(status="failed")) == [log["cancel"].id]
+    assert _ids(store.list_callbacks(info_type="suite_ticket")) == [log["dup"].id, log["ticket"].id]
+    assert _ids(store.list_callbacks(corp_id="wwA")) == [log["create"].id]
+    assert _ids(store.list_callbacks(instance="Other")) == [log["cancel"].id]
+    assert _ids(store.list_callbacks(since=T0 + 200)) == every[:4]
+    assert _ids(store.list_callbacks(since=T0 + 200, status="failed")) == [log["cancel"].id]
+    assert store.list_callbacks(since=T0 + 301) == []
+    assert store.list_callbacks(status="received", corp_id="wwB") == []
+    failed = store.list_callbacks(status="failed")[0]
+    assert (failed.last_error, failed.attempts) == ("corp not found", 1)
+    with pytest.raises(UsageError):
+        store.list_callbacks(limit=0)
+
+
+def test_list_after_id_follows_the_log_oldest_first(
+    store: Store, log: dict[str, CallbackRecord]
+) -> None:
+    start = log["create"].id
+    assert _ids(store.list_callbacks(after_id=start)) == [
+        log[k].id for k in ("cancel", "verify", "dup", "bad")
+    ]
+    assert _ids(store.list_callbacks(after_id=start, limit=2)) == [
+        log["cancel"].id,
+        log["verify"].id,
+    ]
+    assert _ids(store.list_callbacks(after_id=start, info_type="suite_ticket")) == [log["dup"].id]
+    last = log["bad"].id
+    assert store.list_callbacks(after_id=last) == []
+    newer = record(store)
+    assert _ids(store.list_callbacks(after_id=last)) == [newer.id]
+
+
+def test_stats_count_by_status_event_and_error(
+    store: Store, log: dict[str, CallbackRecord], clock: Clock
+) -> None:
+    store.save_suite_ticket("dk1", "t", 1)
+    stats = store.callback_stats()
+    assert stats.total == 6
+    assert stats.by_status == {
+        "received": 2,
+        "failed": 1,
+        "processed": 1,
+        "duplicate": 1,
+        "rejected": 1,
+    }
+    assert stats.by_event == {
+        "suite_ticket": 2,
+        "create_auth": 1,
+        "cancel_auth": 1,
+        NONE_LABEL: 2,
+    }
+    assert stats.failures_by_error == [("corp not found", 1)]
+    assert stats.latest_suite_ticket_at == clock()
+
+    windowed = store.callback_stats(since=T0 + 200)
+    assert windowed.total == 4
+    assert windowed.by_status == {"failed": 1, "processed": 1, "duplicate": 1, "rejected": 1}
+    assert windowed.by_event == {"cancel_auth": 1, "suite_ticket": 1, NONE_LABEL: 2}
+    assert store.callback_stats(since=T0 + 250).failures_by_error == []
+
+
+def test_stats_of_an_empty_log(store: Store) -> None:
+    stats = store.callback_stats()
+    assert (stats.total, stats.by_status, stats.by_event) == (0, {}, {})
+    assert stats.failures_by_error == [] and stats.latest_suite_ticket_at is None
+
+
+def test_failures_are_grouped_by_error_most_common_first(store: Store) -> None:
+    for error in ["e-timeout", "e-40085", "e-40085", None]:
+        rec = record(store)
+        store.claim_callback(rec.id, "w")
+        store.finish_callback(rec.id, "failed", error)
+    assert store.callback_stats().failures_by_error == [
+        ("e-40085", 2),
+        (NONE_LABEL, 1),
+        ("e-timeout", 1),
+    ]
+
+
+# -- query plans: no full table scans on the hot paths ----------------------------------
+
+
+def _assert_indexed(plan: list[str]) -> None:
+    for line in plan:
+        if "callbacks" in line and line.startswith("SCAN"):
+            assert "USING INDEX" in line or "USING COVERING INDEX" in line, plan
+    assert plan, "no plan"
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"status": "failed"},
+        {"info_type": "create_auth"},
+        {"corp_id": "wwA"},
+        {"instance": "QywxProxyTemp"},
+        {"since": T0},
+        {"status": "failed", "since": T0},
+        {"info_type": "create_auth", "since": T0},
+        {"corp_id": "wwA", "since": T0},
+        {"instance": "QywxProxyTemp", "since": T0},
+        {"status": "received", "newest_first": False},
+    ],
+)
+def test_list_queries_walk_an_index_without_sorting(store: Store, filters: dict[str, Any]) -> None:
+    plan = store.explain_list_callbacks(limit=50, **filters)
+    _assert_indexed(plan)
+    assert not any("TEMP B-TREE" in line for line in plan), plan
+    first = next(line for line in plan if "callbacks" in line)
+    if len(filters) - ("newest_first" in filters) == 1 and "since" not in filters:
+        column = next(k for k in filters if k != "newest_first")
+        assert f"({column}=?" in first, plan
+
+
+@pytest.mark.parametrize("filters", [{}, {"status": "failed"}, {"corp_id": "wwA", "since": T0}])
+def test_follow_queries_use_the_rowid_range(store: Store, filters: dict[str, Any]) -> None:
+    plan = store.explain_list_callbacks(after_id=1000, **filters)
+    assert plan == ["SEARCH callbacks USING INTEGER PRIMARY KEY (rowid>?)"]
+
+
+@pytest.mark.parametrize("since", [None, T0])
+def test_stats_read_covering_indexes(store: Store, since: float | None) -> None:
+    plan = store.explain_callback_stats(since=since)
+    _assert_indexed(plan)
+    assert sum("COVERING INDEX callbacks_by_" in line for line in plan) == 2, plan
+
+
+def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
+    plans = store.query_plans()
+    assert plans["record_callback.replay"] == [
+        "SEARCH callbacks USING INDEX callbacks_replay "
+        "(instance=? AND msg_signature=? AND timestamp=? AND nonce=?)"
+    ]
+    assert plans["record_callback.content"] == [
+        "SEARCH callbacks USING INDEX callbacks_content (content_key=?)"
+    ]
+    assert plans["pending_callbacks"] == [
+        "SEARCH callbacks USING INDEX callbacks_by_status (status=? AND received_at<?)"
+    ]
+
+
+def test_every_store_error_is_a_qywx_error() -> None:
+    assert issubclass(StoreError, QywxError) and issubclass(ConflictError, QywxError)
