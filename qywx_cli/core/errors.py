@@ -6,6 +6,7 @@
     │   └── InstanceNotFound        no instance of that name / path
     ├── CallbackCryptoError(code)   WXBizMsgCrypt failure, ``code`` = WeCom's -400xx number
     │   └── UnsafeXMLError          DTD / entity / oversize / too deep XML (-40002)
+    ├── RequestRejected             a correctly signed callback refused anyway (stale, replayed)
     ├── EventError                  decrypted XML is not a well-formed callback event
     ├── StoreError                  the SQLite database cannot be opened, migrated or written
     │   └── RecordNotFound          unknown callback record / org code / element
@@ -35,6 +36,7 @@ __all__ = [
     "LoginError",
     "QywxError",
     "RecordNotFound",
+    "RequestRejected",
     "StoreError",
     "UnsafeXMLError",
     "UsageError",
@@ -125,6 +127,12 @@ class UnsafeXMLError(CallbackCryptoError):
     def __init__(self, detail: str) -> None:
         super().__init__(CallbackCryptoError.PARSE_XML, detail)
         self.code = "unsafe-xml"
+
+
+class RequestRejected(QywxError):
+    """Signed with a valid token but refused: its timestamp is stale, or it is a replay."""
+
+    code = "rejected"
 
 
 class EventError(QywxError):

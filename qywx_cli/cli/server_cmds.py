@@ -1,0 +1,186 @@
+"""``qywx serve`` (the notify endpoint) and ``qywx fake-wecom`` (a local WeCom API).
+
+Both run on waitress: a pure-Python production WSGI server from PyPI with a thread
+pool, request size and timeout limits, and no C build, so it installs anywhere qywx
+does. SIGINT/SIGTERM stop accepting, let in-flight requests finish, then drain the
+callback workers, so an acknowledged callback is always handled or left ``received``
+for the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from qywx_cli.cli._errors import EXIT_OK
+from qywx_cli.cli._state import globals_of
+from qywx_cli.core.errors import UsageError
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _serve_forever(
+    app: Any,
+    host: str,
+    port: int,
+    threads: int,
+    banner: Callable[[str], None],
+    on_stop: Callable[[], None] = lambda: None,
+    *,
+    max_body: int = 8 * 1024 * 1024,
+) -> None:
+    """Run ``app`` on waitress until SIGINT/SIGTERM, then stop gracefully."""
+    from waitress.server import create_server
+
+    if threads < 1 or threads > 256:
+        raise UsageError("--threads must be between 1 and 256")
+    try:
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=threads,
+            max_request_body_size=max_body,
+            channel_timeout=30,
+            ident="qywx",
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+    banner(f"http://{server.effective_host}:{server.effective_port}")
+    try:
+        server.run()  # waitress finishes in-flight tasks on KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        on_stop()
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8000,
+    threads: Annotated[int, typer.Option("--threads", help="HTTP worker threads.")] = 8,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Background threads handling callbacks.")
+    ] = 2,
+) -> int:
+    """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz."""
+    from qywx_cli.core.service import CallbackService
+    from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
+
+    _setup_logging()
+    settings = globals_of(ctx).settings()
+    if not settings.auths_dir.is_dir():
+        raise UsageError(f"no auths/ folder at {settings.auths_dir}; pass --auths DIR")
+    service = CallbackService(settings, threads=workers)
+    if not service.active_instances():
+        service.close()
+        raise UsageError(
+            f"no valid active instance in {settings.auths_dir}; "
+            f"run `qywx validate {settings.auths_dir}`"
+        )
+    resumed = service.start()
+    log = logging.getLogger("qywx.serve")
+
+    def banner(url: str) -> None:
+        names = ", ".join(sorted(i.name for i in service.active_instances()))
+        log.info(
+            "listening on %s (instances: %s; db: %s; WeCom API: %s)",
+            url,
+            names,
+            settings.db_path,
+            settings.api_base,
+        )
+        if resumed:
+            log.info("resuming %d callback(s) acknowledged before the last stop", resumed)
+
+    def on_stop() -> None:
+        log.info("stopping: finishing queued callbacks")
+        service.drain()
+        service.close()
+
+    # waitress refuses bodies over the cap with 413 before buffering them; NotifyApp
+    # checks again so the limit holds under any WSGI server.
+    _serve_forever(
+        NotifyApp(service), host, port, threads, banner, on_stop, max_body=MAX_BODY_BYTES
+    )
+    return EXIT_OK
+
+
+def fake_wecom(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8001,
+    token_ttl: Annotated[
+        int, typer.Option("--token-ttl", help="Seconds before issued tokens expire.")
+    ] = 7200,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Only accept suite_tickets this fake pushed.")
+    ] = False,
+    push_to: Annotated[
+        str | None,
+        typer.Option("--push-to", help="Notify URL to push signed suite_ticket callbacks to."),
+    ] = None,
+    auth: Annotated[
+        str | None, typer.Option("--auth", help="Instance whose suite/token/key sign the pushes.")
+    ] = None,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Seconds between suite_ticket pushes (WeCom: 600).")
+    ] = 600.0,
+) -> int:
+    """Run a local stand-in for WeCom's server API (use with QYWX_API_BASE=…/cgi-bin)."""
+    from qywx_cli.core.config import find_instance
+    from qywx_cli.core.fakewecom import FakeWeCom
+
+    _setup_logging()
+    if push_to and not auth:
+        raise UsageError("--push-to needs --auth NAME (whose suite id, token and key sign pushes)")
+    if interval <= 0:
+        raise UsageError("--interval must be positive")
+    instance = find_instance(auth, globals_of(ctx).settings().auths_dir) if auth else None
+    fake = FakeWeCom(token_ttl=token_ttl, strict=strict)
+    stop_pushing = threading.Event()
+    log = logging.getLogger("qywx.fake-wecom")
+
+    def banner(url: str) -> None:
+        log.info("fake WeCom API on %s/cgi-bin (export QYWX_API_BASE=%s/cgi-bin)", url, url)
+        if push_to and instance is not None:
+            log.info(
+                "pushing suite_ticket for %s to %s every %ss", instance.suite_id, push_to, interval
+            )
+            threading.Thread(
+                target=fake.run_ticket_pusher,
+                args=(push_to, instance, interval, stop_pushing),
+                name="qywx-ticket-pusher",
+                daemon=True,
+            ).start()
+
+    _serve_forever(fake, host, port, 8, banner, stop_pushing.set)
+    return EXIT_OK
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("fake-wecom")(fake_wecom)

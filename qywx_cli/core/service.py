@@ -1,0 +1,534 @@
+"""QywxProxyAuthService: the callback pipeline, retries and (with login.py) logins.
+
+One callback, as design.md draws it::
+
+    verify signature → decrypt (receiveid checked) → parse event
+      → store.record_callback (committed, deduplicated)   ← reply only after this
+      → reply "success" (POST) / the echostr plaintext (GET)
+      → worker thread: handler for the InfoType → record processed | failed
+
+WeCom wants the reply within 1 s for auth events (wecom-protocol.md §3.2, §3.8) and
+AuthCode is valid for 10 minutes, so API calls never run before the reply: the
+reply waits only for one SQLite commit. A crash between the commit and the handler
+leaves the record ``received``; :meth:`CallbackService.start` picks those up again.
+
+Replies, chosen so WeCom and a scanner can both tell what happened:
+a byte-identical replay (same instance, msg_signature, timestamp, nonce) is logged
+``duplicate`` and refused with 409; a redelivery of the same content under a fresh
+signature (what a WeCom retry looks like) is logged ``duplicate`` and acknowledged
+with ``success`` so WeCom stops retrying, but is not processed again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from qywx_cli.core import events as ev
+from qywx_cli.core.config import AuthInstance, load_instances
+from qywx_cli.core.crypto import Decrypted
+from qywx_cli.core.errors import (
+    CallbackCryptoError,
+    EventError,
+    QywxError,
+    RecordNotFound,
+    RequestRejected,
+    StoreError,
+)
+from qywx_cli.core.settings import Settings
+from qywx_cli.core.store import CallbackRecord, Store
+from qywx_cli.core.wecom import WeComClient
+from qywx_cli.core.xmlsafe import envelope_encrypt
+
+__all__ = ["CallbackService", "NotifyResponse", "RetryOutcome"]
+
+log = logging.getLogger("qywx.service")
+
+_RETRYABLE = frozenset({"received", "failed", "unknown"})
+
+
+@dataclass(frozen=True)
+class NotifyResponse:
+    """What the notify endpoint answers; also a WSGI app, so a framework can return it."""
+
+    status: int
+    body: bytes
+    outcome: str
+    record_id: int | None = None
+    instance: str | None = None
+    content_type: str = "text/plain; charset=utf-8"
+    extra_headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", self.content_type),
+            ("Content-Length", str(len(self.body))),
+            ("Cache-Control", "no-store"),
+            *self.extra_headers,
+        ]
+
+    def __call__(
+        self, environ: Mapping[str, Any], start_response: Callable[..., Any]
+    ) -> Iterable[bytes]:
+        start_response(f"{self.status} {HTTPStatus(self.status).phrase}", self.headers)
+        return [self.body]
+
+
+def _reply(status: int, text: str, outcome: str, **kw: Any) -> NotifyResponse:
+    return NotifyResponse(status, text.encode("utf-8"), outcome, **kw)
+
+
+def _refusal(exc: QywxError, **kw: Any) -> NotifyResponse:
+    """Map a refusal to an HTTP status; the body is the one-line reason, never a secret."""
+    if isinstance(exc, CallbackCryptoError):
+        status = (
+            400
+            if exc.wecom_code in (CallbackCryptoError.PARSE_XML, CallbackCryptoError.DECODE_BASE64)
+            else 403
+        )
+    elif isinstance(exc, RequestRejected):
+        status = 403
+    elif isinstance(exc, StoreError):
+        status = 503  # WeCom retries on anything but 200: the callback is not lost
+    else:
+        status = 400
+    return _reply(status, exc.message, f"rejected: {exc.code}", **kw)
+
+
+@dataclass(frozen=True)
+class RetryOutcome:
+    record: CallbackRecord
+    ran: bool
+    reason: str = ""
+
+
+@dataclass
+class _Worker:
+    """Background handlers: a bounded queue and a few threads, drained on shutdown."""
+
+    handle: Callable[[int], object]
+    threads: int = 2
+    _queue: queue.Queue[int | None] = field(default_factory=lambda: queue.Queue(maxsize=10_000))
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        for i in range(self.threads):
+            t = threading.Thread(target=self._run, name=f"qywx-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def submit(self, record_id: int) -> None:
+        try:
+            self._queue.put_nowait(record_id)
+        except queue.Full:  # stays 'received'; picked up on the next start or by `qywx retry`
+            log.warning("worker queue full; callback %s left for retry", record_id)
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self.handle(item)
+            except Exception:  # the handler records failures itself; never kill the thread
+                log.exception("handler crashed for callback %s", item)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def join(self) -> None:
+        self._queue.join()
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for t in self._threads:
+            t.join()
+        self._threads.clear()
+
+
+class CallbackService:
+    """The notify endpoint's logic, the event handlers and retries, over one store.
+
+    ``background=False`` runs handlers inline after the reply is built (tests, the
+    element API without a server); ``start()`` starts the worker threads.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        client: WeComClient | None = None,
+        instances: Iterable[AuthInstance] | None = None,
+        now: Callable[[], float] = time.time,
+        background: bool = True,
+        threads: int = 2,
+    ) -> None:
+        self.settings = settings
+        self.now = now
+        self.store = store if store is not None else Store(settings.db_path, now=now)
+        self.client = (
+            client
+            if client is not None
+            else WeComClient(self.store, base_url=settings.api_base, now=now)
+        )
+        found = list(instances) if instances is not None else load_instances(settings.auths_dir)
+        self.instances: dict[str, AuthInstance] = {i.name: i for i in found}
+        self.worker_id = f"{uuid.uuid4().hex[:8]}"
+        self._background = background
+        self._worker = _Worker(self.process, threads=threads) if background else None
+
+    # -- lifecycle ----------------------------------------------------------------
+    def start(self) -> int:
+        """Start the workers and queue what a previous run acknowledged but never handled."""
+        if self._worker is None:
+            return 0
+        self._worker.start()
+        pending = self.store.pending_callbacks(limit=10_000)
+        for rec in pending:
+            self._worker.submit(rec.id)
+        return len(pending)
+
+    def drain(self) -> None:
+        """Wait until every submitted callback has been handled."""
+        if self._worker is not None:
+            self._worker.join()
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+        self.client.close()
+        self.store.close()
+
+    def __enter__(self) -> CallbackService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- routing ------------------------------------------------------------------
+    def active_instances(self) -> list[AuthInstance]:
+        return [i for i in self.instances.values() if i.is_active]
+
+    def instance(self, name: str) -> AuthInstance:
+        inst = self.instances.get(name.removeprefix("auths."))
+        if inst is None:
+            raise RecordNotFound(f"no auth instance named {name!r}")
+        return inst
+
+    def _candidates(self, name: str | None) -> list[AuthInstance]:
+        if name is None:
+            return self.active_instances()
+        inst = self.instances.get(name)
+        if inst is None or not inst.is_active:
+            raise RecordNotFound(f"no active auth instance named {name!r}")
+        return [inst]
+
+    def _pick(
+        self, name: str | None, msg_signature: str, timestamp: str, nonce: str, encrypt: str
+    ) -> AuthInstance:
+        """The instance whose token verifies the signature (bare /notify tries each)."""
+        for inst in self._candidates(name):
+            try:
+                inst.crypto({}).verify(msg_signature, timestamp, nonce, encrypt)
+            except CallbackCryptoError:
+                continue
+            return inst
+        raise CallbackCryptoError(CallbackCryptoError.VALIDATE_SIGNATURE)
+
+    def _decrypt(self, inst: AuthInstance, encrypt: str) -> Decrypted:
+        """Decrypt and accept a receiveid from the suite, the provider or an authorized corp."""
+        crypto = inst.crypto(inst.receive_ids(provider_corp_id=self.settings.provider_corp_id))
+        dec = crypto.decrypt(encrypt, check_receive_id=False)
+        if dec.receive_id_kind == "unknown":
+            authorized = {c.corp_id for c in self.store.list_corp_auths(inst.suite_id)}
+            if dec.receive_id not in authorized:
+                raise CallbackCryptoError(
+                    CallbackCryptoError.VALIDATE_RECEIVE_ID,
+                    f"receiveid {dec.receive_id!r} is not accepted",
+                )
+        return dec
+
+    # -- notify -------------------------------------------------------------------
+    def notify(
+        self,
+        *,
+        msg_signature: str | None,
+        timestamp: str | None,
+        nonce: str | None,
+        echostr: str | None = None,
+        body: bytes | str | None = None,
+        instance: str | None = None,
+        method: str | None = None,
+    ) -> NotifyResponse:
+        """Answer one request from WeCom: GET handshake if ``echostr``, else a POST callback."""
+        method = method or ("GET" if echostr is not None else "POST")
+        missing = [
+            n
+            for n, v in (
+                ("msg_signature", msg_signature),
+                ("timestamp", timestamp),
+                ("nonce", nonce),
+            )
+            if not v
+        ]
+        if method == "GET" and not echostr:
+            missing.append("echostr")
+        if missing:
+            return _reply(
+                400, f"missing query parameter(s): {', '.join(missing)}", "rejected: bad-request"
+            )
+        assert msg_signature and timestamp and nonce
+        try:
+            if method == "GET":
+                assert echostr is not None
+                return self._handshake(instance, msg_signature, timestamp, nonce, echostr)
+            return self._callback(instance, msg_signature, timestamp, nonce, body or b"")
+        except RecordNotFound as exc:
+            return _reply(404, exc.message, "rejected: unknown-instance")
+        except QywxError as exc:
+            return _refusal(exc, instance=instance)
+
+    def _handshake(
+        self, name: str | None, sig: str, ts: str, nonce: str, echostr: str
+    ) -> NotifyResponse:
+        echostr = echostr.replace(" ", "+")  # a proxy decoded '+' as space (§5.3)
+        inst = self._pick(name, sig, ts, nonce, echostr)
+        dec = self._decrypt(inst, echostr)
+        rec = self.store.record_callback(
+            instance=inst.name,
+            kind="verify",
+            info_type="verify_url",
+            suite_id=inst.suite_id,
+            corp_id=dec.receive_id if dec.receive_id_kind != "suite" else None,
+            msg_signature=sig,
+            timestamp=ts,
+            nonce=nonce,
+            envelope=echostr,
+            content_key=None,
+            status="processed",
+        )
+        # The plaintext exactly: no quotes, BOM or newline (§1.4).
+        return NotifyResponse(200, dec.message, "handshake", rec.id, inst.name)
+
+    def _callback(
+        self, name: str | None, sig: str, ts: str, nonce: str, body: bytes | str
+    ) -> NotifyResponse:
+        encrypt = envelope_encrypt(body)
+        inst = self._pick(name, sig, ts, nonce, encrypt)
+        envelope = body.decode("utf-8") if isinstance(body, bytes) else body
+        common = dict(
+            instance=inst.name, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=envelope
+        )
+        try:
+            self._check_clock(ts)
+            dec = self._decrypt(inst, encrypt)
+            event = ev.parse_event(dec.message)
+        except (CallbackCryptoError, EventError, RequestRejected) as exc:
+            # Signed with our token, yet unusable: keep it for the operator to inspect.
+            rec = self.store.record_callback(
+                kind="command",
+                info_type=None,
+                suite_id=inst.suite_id,
+                corp_id=None,
+                content_key=None,
+                status="rejected",
+                last_error=exc.message,
+                **common,
+            )
+            return _refusal(exc, record_id=rec.id, instance=inst.name)
+        unknown = isinstance(event, ev.UnknownEvent)
+        rec = self.store.record_callback(
+            kind=event.kind,
+            info_type=event.info_type,
+            suite_id=event.suite_id or inst.suite_id,
+            corp_id=event.corp_id,
+            content_key=ev.content_key(inst.name, dec.message),
+            status="unknown" if unknown else "received",
+            **common,
+        )
+        if rec.status == "duplicate":
+            if rec.duplicate_reason == "replay":
+                return _reply(
+                    409,
+                    "replayed request",
+                    "duplicate: replay",
+                    record_id=rec.id,
+                    instance=inst.name,
+                )
+            return _reply(
+                200, "success", "duplicate: redelivery", record_id=rec.id, instance=inst.name
+            )
+        if not unknown:
+            if self._worker is not None:
+                self._worker.submit(rec.id)
+            else:
+                self.process(rec.id)
+        return _reply(200, "success", "accepted", record_id=rec.id, instance=inst.name)
+
+    def _check_clock(self, ts: str) -> None:
+        """Refuse POSTs whose timestamp is far from now: a captured request replayed later."""
+        try:
+            sent = int(ts)
+        except ValueError:
+            raise RequestRejected("timestamp is not an integer") from None
+        skew = self.settings.max_clock_skew
+        if skew and abs(self.now() - sent) > skew:
+            raise RequestRejected(f"timestamp is more than {skew} s from now (stale or replayed)")
+
+    # -- handling -----------------------------------------------------------------
+    def process(self, record_id: int, *, force: bool = False) -> CallbackRecord | None:
+        """Run the handler of one recorded callback; None if another worker holds it."""
+        rec = self.store.claim_callback(record_id, self.worker_id, force=force)
+        if rec is None:
+            return None
+        try:
+            status = self._handle(rec)
+        except QywxError as exc:
+            self.store.finish_callback(rec.id, "failed", exc.message)
+        except Exception as exc:  # a bug: record it rather than lose the callback
+            log.exception("handler failed for callback %s", rec.id)
+            self.store.finish_callback(rec.id, "failed", f"internal error: {type(exc).__name__}")
+        else:
+            self.store.finish_callback(rec.id, status)
+        return self.store.get_callback(rec.id)
+
+    def _event_of(self, rec: CallbackRecord) -> tuple[AuthInstance, ev.Event]:
+        """Re-read the event from the stored (still encrypted) envelope.
+
+        The signature was verified on receipt; the timestamp window is not applied
+        again, so a retry hours later still works.
+        """
+        inst = self.instance(rec.instance)
+        dec = inst.crypto({}).decrypt(envelope_encrypt(rec.envelope), check_receive_id=False)
+        return inst, ev.parse_event(dec.message)
+
+    def _handle(self, rec: CallbackRecord) -> str:
+        inst, event = self._event_of(rec)
+        handler = self._handlers().get(type(event))
+        if handler is None:
+            return "unknown" if isinstance(event, ev.UnknownEvent) else "processed"
+        handler(inst, event, rec)
+        return "processed"
+
+    def _handlers(self) -> dict[type, Callable[[AuthInstance, Any, CallbackRecord], None]]:
+        return {
+            ev.SuiteTicketEvent: self._on_suite_ticket,
+            ev.CreateAuthEvent: self._on_auth_code,
+            ev.ResetPermanentCodeEvent: self._on_auth_code,
+            ev.ChangeAuthEvent: self._on_change_auth,
+            ev.CancelAuthEvent: self._on_cancel_auth,
+        }
+
+    def _suite_of(self, inst: AuthInstance, event: ev.Event) -> AuthInstance:
+        """Several suites may share one URL (§5.1): act only on a suite we hold secrets for."""
+        suite = event.suite_id or inst.suite_id
+        if suite == inst.suite_id:
+            return inst
+        for other in self.active_instances():
+            if other.suite_id == suite:
+                return other
+        raise EventError(f"event for suite {suite} which no active instance holds")
+
+    def _on_suite_ticket(
+        self, inst: AuthInstance, event: ev.SuiteTicketEvent, rec: CallbackRecord
+    ) -> None:
+        owner = self._suite_of(inst, event)
+        self.store.save_suite_ticket(
+            owner.suite_id, event.ticket, event.timestamp or int(self.now()), callback_id=rec.id
+        )
+
+    def _on_auth_code(
+        self,
+        inst: AuthInstance,
+        event: ev.CreateAuthEvent | ev.ResetPermanentCodeEvent,
+        rec: CallbackRecord,
+    ) -> None:
+        """create_auth / reset_permanent_code: exchange AuthCode for the permanent code.
+
+        For 代开发 the permanent code *is* the app's secret (§3.2); a reset replaces it,
+        so the corp's cached access token is dropped before the new one is fetched.
+        """
+        owner = self._suite_of(inst, event)
+        perm = self.client.get_permanent_code(owner.suite_id, owner.suite_secret, event.auth_code)
+        self.store.drop_tokens("corp", perm.corp_id)
+        self.store.upsert_corp_auth(
+            owner.suite_id,
+            perm.corp_id,
+            permanent_code=perm.permanent_code,
+            agent_id=perm.agent_id,
+            corp_name=perm.corp_name,
+            auth_user_id=perm.auth_user_id,
+            state="active",
+        )
+        # Prove the secret works and warm the cache; the code is stored either way.
+        self.client.corp_token(perm.corp_id, perm.permanent_code)
+
+    def _on_change_auth(
+        self, inst: AuthInstance, event: ev.ChangeAuthEvent, rec: CallbackRecord
+    ) -> None:
+        owner = self._suite_of(inst, event)
+        corp_id = event.corp_id
+        auth = self.store.get_corp_auth(corp_id, owner.suite_id) if corp_id else None
+        if auth is None or not auth.permanent_code:
+            raise EventError(
+                f"change_auth for corp {corp_id} which has no permanent code; "
+                "was its create_auth processed?"
+            )
+        info = self.client.get_auth_info(
+            owner.suite_id, owner.suite_secret, auth.corp_id, auth.permanent_code
+        )
+        self.store.upsert_corp_auth(
+            owner.suite_id,
+            auth.corp_id,
+            corp_name=info.corp_name,
+            agent_id=info.agent_id,
+            state="active",
+        )
+
+    def _on_cancel_auth(
+        self, inst: AuthInstance, event: ev.CancelAuthEvent, rec: CallbackRecord
+    ) -> None:
+        owner = self._suite_of(inst, event)
+        if not event.corp_id:
+            raise EventError("cancel_auth without AuthCorpId")
+        self.store.cancel_corp_auth(owner.suite_id, event.corp_id)
+
+    # -- retry ---------------------------------------------------------------------
+    def retry(self, record_id: int, *, force: bool = False) -> RetryOutcome:
+        """Re-run one record's handler (retryCallBack). Unknown id → RecordNotFound."""
+        rec = self.store.get_callback(record_id)
+        if rec.status in ("duplicate", "rejected") or rec.kind == "verify":
+            return RetryOutcome(rec, False, f"{rec.status} records are not re-run")
+        if rec.status == "processed" and not force:
+            return RetryOutcome(rec, False, "already processed (use --force to re-run)")
+        if rec.status not in _RETRYABLE and not force:
+            return RetryOutcome(rec, False, f"status {rec.status}")
+        done = self.process(record_id, force=force)
+        if done is None:
+            return RetryOutcome(rec, False, "being handled by another worker")
+        return RetryOutcome(done, True)
+
+    def failed_records(
+        self, *, since: float | None = None, info_type: str | None = None, limit: int = 10_000
+    ) -> list[CallbackRecord]:
+        return self.store.list_callbacks(
+            status="failed", since=since, info_type=info_type, limit=limit
+        )
+
+    def healthcheck(self) -> dict[str, Any]:
+        try:
+            health = self.store.healthcheck()
+        except QywxError as exc:
+            return {"ok": False, "error": exc.message}
+        return {**health, "instances": len(self.active_instances())}

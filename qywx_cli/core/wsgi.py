@@ -1,0 +1,156 @@
+"""The notify endpoint as a WSGI app: HTTP in, :meth:`CallbackService.notify` out.
+
+Everything here is about not trusting the request before the service sees it: the
+body is capped (413 before reading more than the cap), only GET/POST reach notify,
+the instance name in ``/notify/<Instance>`` must be a plain element name (no path
+tricks), the query must not repeat a parameter, and any failure becomes a short
+4xx text answer (5xx only for qywx's own trouble) with no traceback and no secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from qywx_cli.core.service import CallbackService, NotifyResponse
+
+__all__ = ["MAX_BODY_BYTES", "NotifyApp"]
+
+MAX_BODY_BYTES = 1024 * 1024
+"""WeCom's callbacks are a few KiB; 1 MiB leaves room and stops memory abuse."""
+
+_INSTANCE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+_QUERY_KEYS = ("msg_signature", "timestamp", "nonce", "echostr")
+
+access_log = logging.getLogger("qywx.access")
+
+StartResponse = Callable[..., Any]
+
+
+def _plain(status: int, text: str, outcome: str, **headers: str) -> NotifyResponse:
+    return NotifyResponse(
+        status, text.encode("utf-8"), outcome, extra_headers=tuple(headers.items())
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """Read at most ``limit`` bytes; more (declared or sent) raises _TooLarge."""
+    declared = environ.get("CONTENT_LENGTH") or ""
+    stream = environ["wsgi.input"]
+    if declared.strip():
+        try:
+            length = int(declared)
+        except ValueError:
+            raise _TooLarge from None
+        if length < 0 or length > limit:
+            raise _TooLarge
+        return bytes(stream.read(length)) if length else b""
+    data = bytes(stream.read(limit + 1))  # chunked or unknown length
+    if len(data) > limit:
+        raise _TooLarge
+    return data
+
+
+class NotifyApp:
+    """WSGI callable: ``/notify``, ``/notify/<Instance>``, ``/healthz``."""
+
+    def __init__(
+        self,
+        service: CallbackService,
+        *,
+        max_body: int = MAX_BODY_BYTES,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.service = service
+        self.max_body = max_body
+        self.clock = clock
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = self.clock()
+        try:
+            response = self._dispatch(environ)
+        except Exception:  # never a traceback or a secret to the client
+            logging.getLogger("qywx.wsgi").exception("unhandled error")
+            response = _plain(500, "internal error", "error")
+        self._log(environ, response, self.clock() - started)
+        return response(environ, start_response)
+
+    def _dispatch(self, environ: dict[str, Any]) -> NotifyResponse:
+        path = environ.get("PATH_INFO") or "/"
+        method = (environ.get("REQUEST_METHOD") or "GET").upper()
+        if path == "/healthz":
+            if method not in ("GET", "HEAD"):
+                return _plain(405, "method not allowed", "rejected: method", Allow="GET, HEAD")
+            health = self.service.healthcheck()
+            return NotifyResponse(
+                200 if health.get("ok") else 503,
+                json.dumps(health).encode(),
+                "health",
+                content_type="application/json",
+            )
+        instance: str | None
+        if path in ("/notify", "/notify/"):
+            instance = None
+        elif path.startswith("/notify/"):
+            instance = path[len("/notify/") :].rstrip("/")
+            if not _INSTANCE_RE.fullmatch(instance):
+                return _plain(404, "no such instance", "rejected: unknown-instance")
+        else:
+            return _plain(404, "not found", "rejected: not-found")
+        if method not in ("GET", "POST"):
+            return _plain(405, "method not allowed", "rejected: method", Allow="GET, POST")
+        params: dict[str, str] = {}
+        for key, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+            if key in params and key in _QUERY_KEYS:
+                return _plain(400, f"query parameter {key} given twice", "rejected: bad-request")
+            params.setdefault(key, value)
+        if method == "GET":
+            if "echostr" not in params:
+                return _plain(400, "missing query parameter: echostr", "rejected: bad-request")
+            body = None
+        else:
+            try:
+                body = _read_body(environ, self.max_body)
+            except _TooLarge:
+                return _plain(
+                    413,
+                    f"request body larger than {self.max_body} bytes",
+                    "rejected: too-large",
+                    Connection="close",
+                )
+            if not body:
+                return _plain(400, "empty request body", "rejected: bad-request")
+        return self.service.notify(
+            msg_signature=params.get("msg_signature"),
+            timestamp=params.get("timestamp"),
+            nonce=params.get("nonce"),
+            echostr=params.get("echostr") if method == "GET" else None,
+            body=body,
+            instance=instance,
+            method=method,
+        )
+
+    @staticmethod
+    def _log(environ: dict[str, Any], response: NotifyResponse, seconds: float) -> None:
+        """One line per request: no query string (it holds the signature and echostr)."""
+        access_log.info(
+            '%s "%s %s" %d %d %.1fms instance=%s record=%s outcome=%s',
+            environ.get("REMOTE_ADDR", "-"),
+            environ.get("REQUEST_METHOD", "-"),
+            (environ.get("PATH_INFO") or "/")[:200],
+            response.status,
+            len(response.body),
+            seconds * 1000,
+            response.instance or "-",
+            response.record_id or "-",
+            response.outcome,
+        )

@@ -1,0 +1,110 @@
+"""Real processes on loopback: ``qywx serve`` and ``qywx fake-wecom`` as users run them."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import SAMPLES
+
+_URL_RE = re.compile(r"(?:listening on|fake WeCom API on) (http://[0-9.]+:\d+)")
+
+
+class Proc:
+    """A qywx subprocess whose stderr is collected; ``url`` is where it listens."""
+
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.args = args
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "qywx_cli", *args],
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self.url = ""
+        threading.Thread(target=self._pump, daemon=True).start()
+        if not self._ready.wait(20):
+            self.stop()
+            raise RuntimeError(f"qywx {args[0]} did not start:\n{self.log}")
+
+    def _pump(self) -> None:
+        assert self.popen.stderr is not None
+        for line in self.popen.stderr:
+            self.lines.append(line)
+            m = _URL_RE.search(line)
+            if m and not self.url:
+                self.url = m.group(1)
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    auths = tmp_path / "auths"
+    if not auths.exists():
+        shutil.copytree(SAMPLES, auths)
+    e = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
+    e.update(
+        QYWX_AUTHS=str(auths),
+        QYWX_DB=str(tmp_path / "qywx.db"),
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    return e
+
+
+@pytest.fixture
+def fake_wecom(env: dict[str, str], tmp_path: Path) -> Iterator[Proc]:
+    proc = Proc(["fake-wecom", "--port", "0"], env, tmp_path)
+    env["QYWX_API_BASE"] = proc.url + "/cgi-bin"
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def server(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> Iterator[Proc]:
+    proc = Proc(["serve", "--port", "0", "--threads", "4"], env, tmp_path)
+    yield proc
+    proc.stop()
+
+
+def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll until ``predicate()`` is truthy (background handling is asynchronous)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def http() -> httpx.Client:
+    return httpx.Client(timeout=10, trust_env=False)
