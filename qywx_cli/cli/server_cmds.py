@@ -62,17 +62,23 @@ def _serve_forever(
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
+    stopping = threading.Event()
+
     def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        if not stopping.is_set():  # a second signal during shutdown is ignored
+            stopping.set()
+            raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
-    banner(f"http://{server.effective_host}:{server.effective_port}")
+        signal.signal(signal.SIGINT, stop)
     try:
+        banner(f"http://{server.effective_host}:{server.effective_port}")
         server.run()  # waitress finishes in-flight tasks on KeyboardInterrupt
     except KeyboardInterrupt:
         pass
     finally:
+        stopping.set()
         server.close()
         on_stop()
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from qywx_cli.core import events as ev
 from qywx_cli.core.config import AuthInstance, load_instances
-from qywx_cli.core.crypto import Decrypted
+from qywx_cli.core.crypto import Decrypted, WXBizMsgCrypt
 from qywx_cli.core.errors import (
     CallbackCryptoError,
     EventError,
@@ -184,6 +184,11 @@ class CallbackService:
         )
         found = list(instances) if instances is not None else load_instances(settings.auths_dir)
         self.instances: dict[str, AuthInstance] = {i.name: i for i in found}
+        # One WXBizMsgCrypt per instance (the key is decoded once, not per request).
+        self._crypto: dict[str, WXBizMsgCrypt] = {
+            i.name: i.crypto(i.receive_ids(provider_corp_id=settings.provider_corp_id))
+            for i in found
+        }
         self.worker_id = f"{uuid.uuid4().hex[:8]}"
         self._background = background
         self._worker = _Worker(self.process, threads=threads) if background else None
@@ -240,7 +245,7 @@ class CallbackService:
         """The instance whose token verifies the signature (bare /notify tries each)."""
         for inst in self._candidates(name):
             try:
-                inst.crypto({}).verify(msg_signature, timestamp, nonce, encrypt)
+                self._crypto[inst.name].verify(msg_signature, timestamp, nonce, encrypt)
             except CallbackCryptoError:
                 continue
             return inst
@@ -248,8 +253,7 @@ class CallbackService:
 
     def _decrypt(self, inst: AuthInstance, encrypt: str) -> Decrypted:
         """Decrypt and accept a receiveid from the suite, the provider or an authorized corp."""
-        crypto = inst.crypto(inst.receive_ids(provider_corp_id=self.settings.provider_corp_id))
-        dec = crypto.decrypt(encrypt, check_receive_id=False)
+        dec = self._crypto[inst.name].decrypt(encrypt, check_receive_id=False)
         if dec.receive_id_kind == "unknown":
             authorized = {c.corp_id for c in self.store.list_corp_auths(inst.suite_id)}
             if dec.receive_id not in authorized:
@@ -410,7 +414,9 @@ class CallbackService:
         again, so a retry hours later still works.
         """
         inst = self.instance(rec.instance)
-        dec = inst.crypto({}).decrypt(envelope_encrypt(rec.envelope), check_receive_id=False)
+        dec = self._crypto[inst.name].decrypt(
+            envelope_encrypt(rec.envelope), check_receive_id=False
+        )
         return inst, ev.parse_event(dec.message)
 
     def _handle(self, rec: CallbackRecord) -> str:
