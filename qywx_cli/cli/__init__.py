@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from qywx_cli import __version__
-from qywx_cli.cli import config_cmds, devtools_cmds, server_cmds
+from qywx_cli.cli import config_cmds, devtools_cmds, doctor_cmds, server_cmds
 from qywx_cli.cli._state import Globals
 
 app = typer.Typer(
@@ -67,6 +67,7 @@ def _root(
 config_cmds.register(app)
 server_cmds.register(app)
 devtools_cmds.register(app)
+doctor_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,221 @@
+"""``qywx doctor``: what is wrong with a deployment, one check at a time, each with a fix.
+
+The checks follow a callback's dependencies: a valid config and resolvable secrets,
+then a writable, current database, then a recent suite_ticket (WeCom pushes one every
+ten minutes, wecom-protocol.md §3.1, valid 30), then a suite token obtainable from
+WeCom (proving suite id, secret, ticket and IP whitelist together, §4), and finally,
+given a URL, the public endpoint answering WeCom's handshake and a signed callback.
+
+The probe suite_ticket sent to the URL carries ``TimeStamp`` 1: the store keeps the
+ticket with the greatest WeCom timestamp as the latest, so a probe can never displace
+the real ticket (which would break get_suite_token until the next push).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from qywx_cli.core.config import AuthInstance, validate_paths
+from qywx_cli.core.errors import QywxError
+from qywx_cli.core.settings import Settings
+from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
+from qywx_cli.core.store import SCHEMA_VERSION, Store
+from qywx_cli.core.wecom import WeComClient
+
+__all__ = ["STALE_TICKET_SECONDS", "Check", "run_doctor"]
+
+STALE_TICKET_SECONDS = 30 * 60
+_SECRET_CODES = frozenset({"env-unset", "env-reference", "placeholder"})
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _config_checks(settings: Settings, ref: str) -> tuple[AuthInstance | None, list[Check]]:
+    folder = Path(ref) if ("/" in ref or os.sep in ref) else settings.auths_dir / ref
+    if not folder.is_dir():
+        return None, [
+            Check(
+                "config",
+                False,
+                f"no instance folder at {folder}",
+                f"create it with `qywx init {folder.name} --suite-id …` or pass --auths DIR",
+            )
+        ]
+    auths_dir = folder.parent
+    report = validate_paths([auths_dir])
+    mine = [d for d in report.errors if d.instance == folder.name]
+    secret = [d for d in mine if d.code in _SECRET_CODES]
+    other = [d for d in mine if d.code not in _SECRET_CODES]
+    checks = [
+        Check(
+            "config",
+            not other,
+            "valid"
+            if not other
+            else f"{other[0].file}: {other[0].message}"
+            + (f" (+{len(other) - 1} more)" if len(other) > 1 else ""),
+            "" if not other else f"run `qywx validate {auths_dir}` and fix what it lists",
+        ),
+        Check(
+            "secrets",
+            not secret,
+            "suiteSecret, token and encodingAESKey resolve" if not secret else secret[0].message,
+            ""
+            if not secret
+            else "set the environment variable(s) named, or put the values "
+            "from the WeCom console in the business file",
+        ),
+    ]
+    inst = next((i for i in report.instances if i.name == folder.name), None)
+    if inst is not None and not inst.is_active:
+        checks.append(Check("active", False, "isActive is false", "set isActive to true"))
+    return inst, checks
+
+
+def run_doctor(
+    settings: Settings,
+    instance_ref: str,
+    *,
+    url: str | None = None,
+    now: Callable[[], float] = time.time,
+) -> list[Check]:
+    """Run every check that can run; later checks are skipped when what they need failed."""
+    inst, checks = _config_checks(settings, instance_ref)
+    if inst is None:
+        return checks
+
+    db = settings.db_path
+    store: Store | None = None
+    if not db.exists():
+        checks.append(
+            Check(
+                "database",
+                False,
+                f"no database at {db}",
+                "start `qywx serve` (it creates the database) or pass --db PATH",
+            )
+        )
+    else:
+        try:
+            store = Store(db, now=now)
+        except QywxError as exc:
+            checks.append(
+                Check(
+                    "database",
+                    False,
+                    exc.message,
+                    "check the path and file permissions, or upgrade qywx",
+                )
+            )
+        else:
+            health = store.healthcheck()
+            writable = os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)
+            ok = bool(health.get("ok")) and writable and store.schema_version == SCHEMA_VERSION
+            checks.append(
+                Check(
+                    "database",
+                    ok,
+                    f"{db}: schema v{store.schema_version}, "
+                    + ("writable" if writable else "NOT writable"),
+                    "" if ok else "make the file and its folder writable by the qywx user",
+                )
+            )
+    if store is not None:
+        try:
+            checks.extend(_ticket_and_token(settings, inst, store, now))
+        finally:
+            store.close()
+    if url:
+        checks.extend(_endpoint_checks(settings, inst, url))
+    return checks
+
+
+def _ticket_and_token(
+    settings: Settings, inst: AuthInstance, store: Store, now: Callable[[], float]
+) -> list[Check]:
+    ticket = store.latest_suite_ticket(inst.suite_id)
+    if ticket is None:
+        return [
+            Check(
+                "suite_ticket",
+                False,
+                f"no suite_ticket received for suite {inst.suite_id}",
+                "check the template's callback URL in the WeCom provider console points at "
+                "this server's /notify, then use 'refresh ticket' there",
+            ),
+            Check("suite_token", False, "skipped: needs a suite_ticket", ""),
+        ]
+    age = now() - ticket.received_at
+    fresh = age <= STALE_TICKET_SECONDS
+    checks = [
+        Check(
+            "suite_ticket",
+            fresh,
+            f"latest received {age / 60:.0f} min ago",
+            ""
+            if fresh
+            else "WeCom pushes one every 10 minutes: callbacks are not arriving; check "
+            "the callback URL, DNS/TLS and that `qywx serve` is reachable, then refresh the ticket",
+        )
+    ]
+    try:
+        with WeComClient(store, base_url=settings.api_base, now=now, retries=1) as client:
+            client.suite_token(inst.suite_id, inst.suite_secret)
+    except QywxError as exc:
+        checks.append(
+            Check(
+                "suite_token",
+                False,
+                exc.message,
+                "check suiteId/suiteSecret against the provider console, the server's "
+                "IP whitelist, and that the ticket is current (errcode 40085)",
+            )
+        )
+    else:
+        checks.append(Check("suite_token", True, f"obtained from {settings.api_base}"))
+    return checks
+
+
+def _endpoint_checks(settings: Settings, inst: AuthInstance, url: str) -> list[Check]:
+    try:
+        sim = CallbackSimulator.for_instance(inst, url)
+    except QywxError as exc:
+        return [Check("endpoint", False, exc.message, "pass a full http(s) URL")]
+    receive_id = settings.provider_corp_id or inst.corp_id or inst.suite_id
+    probe = EventSpec(
+        receive_id=inst.suite_id,
+        info_type="suite_ticket",
+        overrides={"TimeStamp": "1", "SuiteTicket": "qywx-doctor-probe"},
+    )
+    checks = []
+    with make_client() as client:
+        for name, request, fix in (
+            (
+                "handshake",
+                sim.handshake(receive_id),
+                "the URL must answer GET with the decrypted echostr only (no quotes/newline); "
+                "check token/encodingAESKey match the console and the route is /notify/"
+                f"{inst.name}",
+            ),
+            (
+                "callback",
+                sim.callback(probe),
+                "the URL must answer a signed POST with exactly 'success' within 1 s",
+            ),
+        ):
+            exchange = send(client, request)
+            checks.append(Check(name, exchange.ok, exchange.reason, "" if exchange.ok else fix))
+    return checks

@@ -1,0 +1,100 @@
+"""`qywx doctor` against real `qywx serve` + `qywx fake-wecom`: green, then each way it breaks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from qywx_cli.core.doctor import run_doctor
+from qywx_cli.core.settings import load_settings
+from qywx_cli.core.store import Store
+from tests.e2e.conftest import Proc, wait_for
+
+NAME = "QywxProxyTemp"
+SUITE = "tj1234567890abcdef"
+
+
+def qywx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qywx_cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
+    r = qywx(env, "doctor", "--auth", NAME, "--format", "json", *args)
+    assert "Traceback" not in r.stderr
+    return r.returncode, json.loads(r.stdout)
+
+
+def failing(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in doc["checks"] if not c["ok"]}
+
+
+def push_ticket(env: dict[str, str], server: Proc) -> None:
+    r = qywx(env, "simulate-callback", "--auth", NAME, "--url", f"{server.url}/notify/{NAME}")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def processed() -> bool:
+        with Store(env["QYWX_DB"]) as store:
+            return store.latest_suite_ticket(SUITE) is not None
+    assert wait_for(processed)
+
+
+def test_all_green_then_server_down(env: dict[str, str], server: Proc) -> None:
+    push_ticket(env, server)
+    url = f"{server.url}/notify/{NAME}"
+    code, doc = doctor(env, "--url", url)
+    assert (code, doc["ok"], failing(doc)) == (0, True, {})
+    assert [c["name"] for c in doc["checks"]] == [
+        "config", "secrets", "database", "suite_ticket", "suite_token", "handshake", "callback"]
+    # the probe ticket never displaces the real one
+    with Store(env["QYWX_DB"]) as store:
+        latest = store.latest_suite_ticket(SUITE)
+        assert latest is not None and latest.ticket != "qywx-doctor-probe"
+
+    server.stop()
+    code, doc = doctor(env, "--url", url)
+    bad = failing(doc)
+    assert code == 1 and set(bad) == {"handshake", "callback"}
+    assert "cannot connect" in bad["handshake"]["detail"] and bad["handshake"]["fix"]
+
+
+def test_wrong_token_is_named(env: dict[str, str], server: Proc) -> None:
+    push_ticket(env, server)
+    biz = Path(env["QYWX_AUTHS"]) / NAME / f"{NAME}.json"
+    data = json.loads(biz.read_text())
+    data["authConfig"]["token"] = "DifferentToken123"
+    biz.write_text(json.dumps(data))
+    code, doc = doctor(env, "--url", f"{server.url}/notify/{NAME}")
+    bad = failing(doc)
+    assert code == 1 and "handshake" in bad
+    assert "403" in bad["handshake"]["detail"] and "token" in bad["handshake"]["fix"]
+    assert "DifferentToken123" not in json.dumps(doc)
+
+
+def test_missing_db_and_unset_secret(env: dict[str, str], tmp_path: Path) -> None:
+    biz = Path(env["QYWX_AUTHS"]) / NAME / f"{NAME}.json"
+    data = json.loads(biz.read_text())
+    data["authConfig"]["suiteSecret"] = "env:QYWX_TEST_UNSET_SECRET"
+    biz.write_text(json.dumps(data))
+    code, doc = doctor(env)
+    bad = failing(doc)
+    assert code == 1 and set(bad) >= {"secrets"}
+    assert "QYWX_TEST_UNSET_SECRET" in bad["secrets"]["detail"]
+    r = qywx(env, "doctor", "--auth", NAME)  # text mode: a table and a summary, exit 1
+    assert r.returncode == 1 and "✗" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_stale_ticket_and_unreachable_api(tmp_path: Path, auths: Path) -> None:
+    settings = load_settings(auths=auths, db=tmp_path / "q.db",
+                             env={"QYWX_API_BASE": "http://127.0.0.1:9/cgi-bin"})
+    with Store(settings.db_path) as store:
+        store.save_suite_ticket(SUITE, "a-real-looking-ticket", int(time.time()))
+    later = time.time() + 3600
+    checks = {c.name: c for c in run_doctor(settings, NAME, now=lambda: later)}
+    assert not checks["suite_ticket"].ok and "10 minutes" in checks["suite_ticket"].fix
+    assert not checks["suite_token"].ok and "get_suite_token" in checks["suite_token"].detail
+    assert checks["config"].ok and checks["database"].ok
