@@ -1,9 +1,12 @@
-"""``qywx init`` and ``qywx validate``: the auths/ folder in development and in CI."""
+"""``qywx init``, ``qywx validate`` and ``qywx schema``: the auths/ folder in development and CI."""
 
 from __future__ import annotations
 
 import enum
+import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +17,11 @@ from qywx_cli.cli._output import Format, emit_json, note, table
 from qywx_cli.cli._state import globals_of
 from qywx_cli.core.config import Diagnostic, ValidationReport, validate_paths
 from qywx_cli.core.errors import UsageError
+
+
+class SchemaName(str, enum.Enum):
+    e = "e"
+    business = "business"
 
 
 class ValidateFormat(str, enum.Enum):
@@ -42,6 +50,14 @@ def _github(report: ValidationReport, strict: bool) -> None:
     print(_summary(report))
 
 
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_text(value: str) -> str:
+    """XML 1.0 cannot carry most control characters; ElementTree would write them anyway."""
+    return _XML_INVALID.sub("\ufffd", value)
+
+
 def _junit(report: ValidationReport, strict: bool) -> None:
     """One <testcase> per instance folder; its errors (and warnings with --strict) fail it."""
     from xml.etree import ElementTree as ET
@@ -64,22 +80,27 @@ def _junit(report: ValidationReport, strict: bool) -> None:
         skipped="0",
     )
     for folder, name in zip(report.checked, names, strict=True):
-        case = ET.SubElement(suite, "testcase", classname="auths", name=name, file=folder)
+        case = ET.SubElement(
+            suite, "testcase", classname="auths", name=_xml_text(name), file=_xml_text(folder)
+        )
         diags = by_instance.get(name, [])
         bad = [d for d in diags if d.severity == "error" or strict]
         if bad:
-            failure = ET.SubElement(case, "failure", message=bad[0].message, type=bad[0].code)
-            failure.text = "\n".join(_line(d) for d in bad)
+            failure = ET.SubElement(
+                case, "failure", message=_xml_text(bad[0].message), type=bad[0].code
+            )
+            failure.text = _xml_text("\n".join(_line(d, strict) for d in bad))
         rest = [d for d in diags if d not in bad]
         if rest:
-            ET.SubElement(case, "system-out").text = "\n".join(_line(d) for d in rest)
+            ET.SubElement(case, "system-out").text = _xml_text("\n".join(_line(d) for d in rest))
     ET.indent(suites)
     print(ET.tostring(suites, encoding="unicode", xml_declaration=True))
 
 
-def _line(d: Diagnostic) -> str:
+def _line(d: Diagnostic, strict: bool = False) -> str:
+    severity = "error" if d.severity == "error" or strict else "warning"
     where = f"{d.file}:{d.line}" if d.line else d.file
-    return f"{where}: {d.severity}[{d.code}]: {d.message}"
+    return f"{where}: {severity}[{d.code}]: {d.message}"
 
 
 def _summary(report: ValidationReport) -> str:
@@ -91,21 +112,11 @@ def _summary(report: ValidationReport) -> str:
 
 
 def _text(report: ValidationReport, strict: bool) -> None:
-    if report.diagnostics:
-        table(
-            None,
-            ["severity", "file", "line", "code", "message"],
-            [
-                [
-                    "error" if (d.severity == "error" or strict) else "warning",
-                    d.file,
-                    d.line,
-                    d.code,
-                    d.message,
-                ]
-                for d in report.diagnostics
-            ],
-        )
+    """Problems as ``file:line: severity[code]: message`` lines, the form compilers and
+    linters use: never wrapped (a table folds long paths), clickable in terminals and
+    editors, readable in a pre-commit log. The valid instances follow as a table."""
+    for d in report.diagnostics:
+        print(_line(d, strict))
     if report.instances:
         table(
             "Valid instances",
@@ -124,7 +135,8 @@ def validate(
     paths: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="auths/ folder, one instance folder, or a project root holding auths/.",
+            help="auths/ folder, one instance folder, a project root holding auths/, or "
+            "files inside instances (as pre-commit passes them).",
             show_default=False,
         ),
     ] = None,
@@ -132,15 +144,27 @@ def validate(
         ValidateFormat, typer.Option("--format", "-f", help="Output format.")
     ] = ValidateFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Treat warnings as errors.")] = False,
+    no_env: Annotated[
+        bool,
+        typer.Option(
+            "--no-env",
+            help="Check env:VAR references for syntax only; do not require the variables "
+            "(for pre-commit and CI jobs without the production secrets).",
+        ),
+    ] = False,
 ) -> int:
-    """Validate auths/ instance folders; exit 0 valid, 1 invalid, 2 usage error."""
+    """Validate auths/ instance folders; exit 0 valid, 1 invalid, 2 usage error.
+
+    Instances given one by one (or through files inside them) are also checked
+    against the other instances in the same auths/ folder for suite and corp conflicts.
+    """
     targets = list(paths or [])
     if not targets:
         auths_dir = globals_of(ctx).settings().auths_dir
         if not auths_dir.is_dir():
             raise UsageError(f"no auths/ folder at {auths_dir}; pass a PATH or --auths DIR")
         targets = [auths_dir]
-    report = validate_paths(targets)
+    report = validate_paths(targets, resolve_env=not no_env)
     if not report.checked:
         raise UsageError(f"no instance folders found under {', '.join(map(str, targets))}")
     ok = report.ok(strict=strict)
@@ -245,6 +269,78 @@ def init(
     return EXIT_OK
 
 
+def _vscode_settings(names: list[SchemaName]) -> dict[str, object]:
+    """A .vscode/settings.json fragment: each schema inline, under its ``$id`` as ``url``.
+
+    VS Code resolves a file's ``$schema`` (which ``qywx init`` writes) through schemas
+    registered under the same URL before fetching it, and uses ``fileMatch`` for files
+    without one, so this works offline and before the URL is served anywhere.
+    """
+    from qywx_cli.core.scaffold import SCHEMA_URLS
+    from qywx_cli.core.schema import schema_for
+
+    patterns = {
+        SchemaName.e: ["**/auths/*/e.json"],
+        SchemaName.business: ["**/auths/*/*.json", "!**/auths/*/e.json"],
+    }
+    return {
+        "json.schemas": [
+            {"url": SCHEMA_URLS[n.value], "fileMatch": patterns[n], "schema": schema_for(n.value)}
+            for n in names
+        ]
+    }
+
+
+def schema(
+    which: Annotated[
+        SchemaName | None,
+        typer.Argument(
+            help="e (e.json) or business (<Name>.json); default: both.", show_default=False
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Write to FILE (folders are created) instead of stdout."
+        ),
+    ] = None,
+    vscode: Annotated[
+        bool,
+        typer.Option(
+            "--vscode",
+            help="Print a .vscode/settings.json fragment (json.schemas) with the schemas inline.",
+        ),
+    ] = False,
+) -> int:
+    """Print the JSON Schema (draft 2020-12) of the auths/ files, generated from validate's rules.
+
+    Without an argument prints {"e": …, "business": …}. Editors use it for hover help
+    and to underline mistakes as you type (docs/ci.md shows the set-up).
+    """
+    from qywx_cli.core.schema import schema_for
+
+    names = [which] if which is not None else list(SchemaName)
+    document: object
+    if vscode:
+        document = _vscode_settings(names)
+    elif which is not None:
+        document = schema_for(which.value)
+    else:
+        document = {n.value: schema_for(n.value) for n in names}
+    text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror}") from None
+    note(f"wrote {output}")
+    return EXIT_OK
+
+
 def register(app: typer.Typer) -> None:
     app.command("validate")(validate)
     app.command("init")(init)
+    app.command("schema")(schema)

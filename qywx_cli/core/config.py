@@ -7,9 +7,17 @@ Layout, exactly as qywx-proxy-login.md lays it out::
                                   "isActive": true, "corpId": "ww…"}
 
 Validation collects :class:`Diagnostic` objects and never stops at the first, because
-CI wants the whole list in one run. The rules are data (:data:`E_JSON_FIELDS`,
-:data:`AUTH_CONFIG_FIELDS`, :data:`BUSINESS_FIELDS`) so the JSON Schema export is
-generated from the same source and cannot drift from ``validate``.
+CI wants the whole list in one run. The field rules are data (:data:`E_JSON_FIELDS`,
+:data:`BUSINESS_FIELDS`, whose ``authConfig`` rule nests :data:`AUTH_CONFIG_FIELDS`):
+the same :class:`FieldRule` drives the checks here and the JSON Schema that
+``qywx_cli.core.schema`` exports, so the two cannot drift.
+
+The files are read the way the platform that consumes them reads JSON: strict UTF-8
+without a byte order mark, RFC 8259 only (no comments, no trailing commas, no
+``NaN``/``Infinity``, which Python's own ``json`` would otherwise accept), at most
+:data:`MAX_CONFIG_BYTES`. Line numbers come from a small key scanner run over the text,
+so a diagnostic points at the key it is about even when the same name occurs at
+another level.
 
 Secret values (suiteSecret, encodingAESKey, token) may be written as ``env:VAR`` and
 are resolved from the environment; messages name the variable, never a value.
@@ -17,39 +25,49 @@ are resolved from the environment; messages name the variable, never a value.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from qywx_cli.core.crypto import ReceiveIdKind, WXBizMsgCrypt
 from qywx_cli.core.errors import ConfigError, InstanceNotFound, UsageError
+
+if TYPE_CHECKING:
+    from qywx_cli.core.crypto import ReceiveIdKind, WXBizMsgCrypt
 
 __all__ = [
     "AUTH_CONFIG_FIELDS",
     "AUTH_MODEL_ELEMENT",
     "BUSINESS_FIELDS",
     "ELEMENT_TYPE",
+    "ENV_PREFIX",
+    "ENV_REFERENCE_PATTERN",
     "E_JSON_FIELDS",
+    "MAX_CONFIG_BYTES",
+    "META_KEYS",
+    "NAME_RE",
     "AuthInstance",
     "Diagnostic",
     "FieldRule",
     "ValidationReport",
     "find_instance",
     "instance_dirs",
+    "load_instances",
     "validate_paths",
+    "value_problem",
 ]
 
 ELEMENT_TYPE = "auths.loginTypes.QywxProxyType"
 AUTH_MODEL_ELEMENT = "auths.loginTypes.QywxProxyType.QywxProxyAuthModel"
 ENV_PREFIX = "env:"
+#: What follows ``env:`` must be a portable shell variable name (POSIX "Name").
+ENV_REFERENCE_PATTERN = r"^env:[A-Za-z_][A-Za-z0-9_]*$"
 MAX_CONFIG_BYTES = 1024 * 1024
 
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 Severity = Literal["error", "warning"]
@@ -58,7 +76,14 @@ JsonType = Literal["string", "boolean", "object"]
 
 @dataclass(frozen=True, slots=True)
 class FieldRule:
-    """One documented field: its JSON type, whether required, and its extra constraints."""
+    """One documented field and every constraint ``validate`` and the schema apply to it.
+
+    ``pattern`` is written in the subset shared by Python's ``re`` and ECMA-262 (the
+    dialect JSON Schema editors use), anchored with ``^…$``. ``hint`` completes the
+    sentence "<field> …" when the pattern fails; ``code`` is the diagnostic code for
+    length, pattern and ``const`` failures. String rules without a pattern still
+    reject blank values (``empty-field``), and every pattern given here rejects them too.
+    """
 
     name: str
     json_type: JsonType
@@ -67,22 +92,43 @@ class FieldRule:
     description: str
     secret: bool = False
     pattern: str | None = None
+    hint: str = ""
+    code: str = "bad-value"
     min_length: int | None = None
     max_length: int | None = None
     const: str | None = None
+    #: the element doc's literal placeholder for this field, which can never work
+    placeholder: str | None = None
     default: Any = None
+    #: for ``object`` fields: the rules of the nested object
+    fields: tuple[FieldRule, ...] = ()
 
+
+# Descriptions are shown by editors on hover, so they speak to users; the sources are
+# wecom-protocol.md §1.1 (EncodingAESKey, token) and §2.3 (suite and corp id formats).
+_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
+_ID_HINT = "may contain only ASCII letters, digits, '_' and '-'"
 
 E_JSON_FIELDS: tuple[FieldRule, ...] = (
     FieldRule(
-        "title", "string", True, "title", "元素显示名称 (display name of the element)", min_length=1
+        "title",
+        "string",
+        True,
+        "元素显示名称",
+        "Display name of the login instance element, shown in the JitAi tools (one line).",
+        pattern=r"^[^\u0000-\u001f\u007f]*\S[^\u0000-\u001f\u007f]*$",
+        hint="must be one line of text without control characters",
+        code="bad-title",
+        min_length=1,
+        max_length=128,
     ),
     FieldRule(
         "type",
         "string",
         True,
-        "type",
-        f"固定值：{ELEMENT_TYPE} (the login Type this instance belongs to)",
+        "元素类型",
+        f"固定值：{ELEMENT_TYPE} (the login Type this instance element belongs to).",
+        code="wrong-element-type",
         const=ELEMENT_TYPE,
     ),
 )
@@ -92,72 +138,103 @@ AUTH_CONFIG_FIELDS: tuple[FieldRule, ...] = (
         "suiteId",
         "string",
         True,
-        "suiteId",
-        "第三方应用套件ID: the 代开发 template id (dk…) or suite id (ww/wx/tj…)",
-        pattern=r"^[A-Za-z0-9_-]+$",
+        "第三方应用套件ID",
+        "The 代开发 template id (dk…) or third-party suite id (ww…/wx…, formerly tj…) "
+        "from the WeCom provider console.",
+        pattern=_ID_PATTERN,
+        hint=_ID_HINT + " (suite ids look like dk…, ww…, wx… or tj…)",
+        code="bad-id",
         min_length=1,
+        max_length=64,
     ),
     FieldRule(
         "suiteSecret",
         "string",
         True,
-        "suiteSecret",
-        "第三方应用套件密钥: the template secret; may be env:VAR",
+        "第三方应用套件密钥",
+        "The template / suite secret from the WeCom provider console, or env:VAR to read "
+        "it from the environment.",
         secret=True,
+        pattern=r"^[!-~]+$",
+        hint="may contain only printable ASCII characters and no spaces",
+        code="bad-secret",
         min_length=1,
+        max_length=256,
+        placeholder="your_suite_secret",
     ),
     FieldRule(
         "encodingAESKey",
         "string",
         True,
-        "encodingAESKey",
-        "用于加密回调数据的AES密钥: 43 characters of the base64 alphabet, as entered in the "
-        "WeCom console; may be env:VAR",
+        "用于加密回调数据的AES密钥",
+        "EncodingAESKey: 43 characters of the base64 alphabet, the same value as entered "
+        "in the WeCom console's callback settings, or env:VAR.",
         secret=True,
         pattern=r"^[A-Za-z0-9+/]{43}$",
+        hint="may contain only letters, digits, '+' and '/' (the base64 alphabet)",
+        code="bad-aes-key",
         min_length=43,
         max_length=43,
+        placeholder="your_encoding_aes_key",
     ),
     FieldRule(
         "token",
         "string",
         True,
-        "token",
-        "用于验证回调请求的token: letters and digits, at most 32; may be env:VAR",
+        "用于验证回调请求的token",
+        "Callback token: 1 to 32 ASCII letters and digits, the same value as entered in "
+        "the WeCom console's callback settings, or env:VAR.",
         secret=True,
         pattern=r"^[A-Za-z0-9]{1,32}$",
+        hint="may contain only ASCII letters and digits (WeCom console rule)",
+        code="bad-token",
         min_length=1,
         max_length=32,
+        placeholder="your_token",
     ),
 )
 
 BUSINESS_FIELDS: tuple[FieldRule, ...] = (
     FieldRule(
-        "authConfig", "object", True, "authConfig", "认证配置对象 (callback and API credentials)"
+        "authConfig",
+        "object",
+        True,
+        "认证配置对象",
+        "Callback and API credentials of the 代开发 template.",
+        fields=AUTH_CONFIG_FIELDS,
     ),
     FieldRule(
-        "isActive", "boolean", False, "isActive", "是否启用该登录方式，默认true", default=True
+        "isActive",
+        "boolean",
+        False,
+        "是否启用该登录方式",
+        "Whether this login instance is enabled; default true. Inactive instances are "
+        "exempt from the cross-instance rules.",
+        default=True,
     ),
     FieldRule(
         "corpId",
         "string",
         False,
-        "corpId",
-        "企业微信企业ID (plain ww…/wx… or an encrypted open corpid)",
-        pattern=r"^[A-Za-z0-9_-]+$",
+        "企业微信企业ID",
+        "The corp this instance serves: a plain corpid (ww…/wx…) or an encrypted open "
+        "corpid, which is case-sensitive.",
+        pattern=_ID_PATTERN,
+        hint=_ID_HINT + " (plain ww…/wx… or an encrypted open corpid)",
+        code="bad-id",
         min_length=1,
+        max_length=64,
     ),
 )
 
-#: Keys editors add that are not config (JSON Schema reference).
-_META_KEYS = frozenset({"$schema"})
+#: Keys editors add to the top level of a file that are not configuration.
+META_KEYS = frozenset({"$schema"})
 
-#: The element doc's literal placeholders, which can never work against WeCom.
-PLACEHOLDERS = {
-    "suiteSecret": "your_suite_secret",
-    "encodingAESKey": "your_encoding_aes_key",
-    "token": "your_token",
-}
+#: How far up from a path argument to look for the instance folder it lies in.
+_ENCLOSING_LEVELS = 4
+
+#: Numbers longer than this are refused before Python's int conversion limit is hit.
+_MAX_NUMBER_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +295,9 @@ class AuthInstance:
         return ids
 
     def crypto(self, receive_ids: Mapping[str, ReceiveIdKind] | None = None) -> WXBizMsgCrypt:
+        # Imported here: loading the AES backend costs more than validating a folder.
+        from qywx_cli.core.crypto import WXBizMsgCrypt
+
         return WXBizMsgCrypt(
             self.token,
             self.encoding_aes_key,
@@ -256,6 +336,27 @@ class ValidationReport:
         return not self.errors and not (strict and self.warnings)
 
 
+# -- text that ends up in messages -----------------------------------------------------
+
+
+def _shown(text: str) -> str:
+    """Printable on any UTF-8 stream: undecodable file-name bytes become ``\\xNN`` escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _quoted(value: str, limit: int = 60) -> str:
+    """A user-written name or value, safe for a one-line message (quoted, escaped, cut)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _key_label(path: Sequence[str]) -> str:
+    return ".".join(k if k.isprintable() and len(k) <= 60 else _quoted(k) for k in path)
+
+
 # -- locating folders ------------------------------------------------------------------
 
 
@@ -263,18 +364,57 @@ def _looks_like_instance(path: Path) -> bool:
     return (path / "e.json").is_file() or (path / f"{path.name}.json").is_file()
 
 
+def _subfolders(root: Path) -> list[Path]:
+    """Non-hidden subfolders, plus dangling or looping links so they get reported."""
+    try:
+        entries = list(root.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"cannot read folder {_shown(str(root))}: {exc.strerror}") from None
+    return sorted(
+        p
+        for p in entries
+        if not p.name.startswith(".") and (p.is_dir() or (p.is_symlink() and not p.exists()))
+    )
+
+
+def _enclosing_instance(path: Path) -> Path | None:
+    """The nearest of a few ancestors that looks like an instance, not above an auths/."""
+    for folder in list(path.parents)[:_ENCLOSING_LEVELS]:
+        if _looks_like_instance(folder):
+            return folder
+        if folder.name == "auths":
+            break
+    return None
+
+
 def instance_dirs(path: Path) -> list[Path]:
-    """Instance folders under ``path``: an auths/ folder, one instance, or a project root."""
+    """Instance folders for ``path``: an auths/ folder, one instance, a project root, a file.
+
+    A file (pre-commit passes changed files) or a folder inside an instance stands for
+    that instance. A file lying directly in an auths/ folder belongs to no instance; it
+    stands for every instance in that folder.
+    """
     if not path.exists():
-        raise UsageError(f"path does not exist: {path}")
-    if not path.is_dir():
-        if path.suffix == ".json" and path.parent.is_dir():
-            return [path.parent]  # a file inside an instance (pre-commit passes files)
-        raise UsageError(f"not a folder: {path}")
-    if _looks_like_instance(path):
-        return [path]
-    root = path / "auths" if (path / "auths").is_dir() else path
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise UsageError(f"path does not exist: {_shown(str(path))}")
+    if path.is_dir():
+        if _looks_like_instance(path):
+            return [path]
+        root = path / "auths" if (path / "auths").is_dir() else path
+        children = _subfolders(root)
+        if children:
+            return children
+    enclosing = _enclosing_instance(path)
+    if enclosing is not None:
+        return [enclosing]
+    if path.is_dir():
+        return []
+    children = [p for p in _subfolders(path.parent) if _looks_like_instance(p)]
+    return children or [path.parent]
+
+
+def _real(path: Path) -> Path:
+    """Identity of a folder for de-duplication; unlike ``resolve`` it survives link loops."""
+    return Path(os.path.realpath(path))
 
 
 # -- reading JSON with positions --------------------------------------------------------
@@ -284,87 +424,277 @@ class _Collector:
     """Gathers diagnostics for one instance folder."""
 
     def __init__(self, instance: str) -> None:
-        self.instance = instance
+        self.instance = _shown(instance)
         self.items: list[Diagnostic] = []
 
     def add(
         self, severity: Severity, file: Path | str, line: int | None, code: str, message: str
     ) -> None:
-        self.items.append(Diagnostic(severity, str(file), line, code, message, self.instance))
+        self.items.append(
+            Diagnostic(severity, _shown(str(file)), line, code, _shown(message), self.instance)
+        )
+
+    @property
+    def failed(self) -> bool:
+        return any(d.severity == "error" for d in self.items)
 
 
-def _line_of(text: str, key: str, after: str | None = None) -> int | None:
-    """1-based line of the first ``"key":`` (after ``"after":`` for nested keys)."""
-    start = 0
-    if after is not None:
-        m = re.search(rf'"{re.escape(after)}"\s*:', text)
-        if m is None:
-            return None
-        start = m.end()
-    m = re.compile(rf'"{re.escape(key)}"\s*:').search(text, start)
-    return text.count("\n", 0, m.start()) + 1 if m else None
+_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|\s+|[^\s{}\[\],:"]+')
 
 
-def _read_json(path: Path, out: _Collector) -> tuple[dict[str, Any] | None, str]:
-    """Parse one JSON object file, reporting syntax errors with their line."""
-    if not path.is_file():
-        return None, ""
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """Where things are in a JSON text: every key by its path, every bare literal."""
+
+    keys: dict[tuple[str, ...], list[int]]
+    literals: list[tuple[str, int]]
+    first_line: int
+
+
+class _Frame:
+    __slots__ = ("index", "is_object", "key", "wants_key")
+
+    def __init__(self, is_object: bool) -> None:
+        self.is_object = is_object
+        self.wants_key = is_object
+        self.key = ""
+        self.index = 0
+
+    @property
+    def segment(self) -> str:
+        return self.key if self.is_object else f"[{self.index}]"
+
+
+def _scan(text: str) -> _Scan:
+    """Tokenise ``text`` (already known to be JSON, give or take a literal) for positions.
+
+    Python's ``json`` reports no positions for parsed values, so this pass records the
+    line of each object key under its full path (``("authConfig", "token")``); array
+    elements contribute ``[i]`` so objects inside arrays never look like duplicates.
+    """
+    keys: dict[tuple[str, ...], list[int]] = {}
+    literals: list[tuple[str, int]] = []
+    stack: list[_Frame] = []
+    line, first_line = 1, 0
+    for m in _TOKEN_RE.finditer(text):
+        tok = m.group()
+        if tok.isspace():
+            line += tok.count("\n")
+            continue
+        first_line = first_line or line
+        top = stack[-1] if stack else None
+        if tok[0] == '"':
+            if top is not None and top.wants_key:
+                try:
+                    top.key = str(json.loads(tok))
+                except ValueError:
+                    top.key = tok[1:-1]
+                top.wants_key = False
+                path = (*(f.segment for f in stack[:-1]), top.key)
+                keys.setdefault(path, []).append(line)
+        elif tok in "{[":
+            stack.append(_Frame(tok == "{"))
+        elif tok in "}]":
+            if stack:
+                stack.pop()
+        elif tok == ",":
+            if top is not None:
+                if top.is_object:
+                    top.wants_key = True
+                else:
+                    top.index += 1
+        elif tok != ":":
+            literals.append((tok, line))
+    return _Scan(keys, literals, first_line or 1)
+
+
+class _NonStandardConstant(ValueError):
+    """Raised from ``parse_constant``: RFC 8259 has no NaN or Infinity."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonStandardConstant(name)
+
+
+@dataclass(frozen=True)
+class _Doc:
+    """A parsed JSON object file and where its keys are."""
+
+    path: Path
+    data: dict[str, Any]
+    scan: _Scan
+
+    def line(self, key_path: Sequence[str]) -> int | None:
+        """Line of a key; for an empty path, the line where the top-level object opens."""
+        if not key_path:
+            return self.scan.first_line
+        return _first(self.scan.keys.get(tuple(key_path)))
+
+
+def _syntax_hint(text: str, pos: int) -> str:
+    """Name the usual culprits: JSON has no comments, trailing commas or single quotes."""
+    rest = text[pos : pos + 2]
+    if rest.startswith(("//", "/*", "#")):
+        return "; comments are not allowed in JSON"
+    if rest.startswith("'"):
+        return "; strings must use double quotes"
+    before = text[:pos].rstrip()
+    if before.endswith(",") and rest[:1] in ("}", "]"):
+        return "; remove the trailing comma"
+    return ""
+
+
+def _is_regular_file(path: Path, out: _Collector) -> bool:
+    """Refuse folders, FIFOs and devices before opening: reading a FIFO would hang."""
     try:
-        raw = path.read_bytes()
+        mode = path.stat().st_mode
     except OSError as exc:
-        out.add("error", path, None, "unreadable", f"cannot read file: {exc.strerror}")
-        return None, ""
-    if len(raw) > MAX_CONFIG_BYTES:
-        out.add("error", path, None, "too-large", f"file larger than {MAX_CONFIG_BYTES} bytes")
-        return None, ""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        out.add("error", path, line, "encoding", "file is not valid UTF-8")
-        return None, ""
-    duplicates: list[str] = []
+        why = "a dangling or looping symbolic link" if path.is_symlink() else exc.strerror
+        out.add("error", path, None, "unreadable", f"cannot read {path.name}: {why}")
+        return False
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        out.add("error", path, None, "not-a-file", f"{path.name} is {kind}; expected a JSON file")
+        return False
+    return True
 
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        seen: dict[str, Any] = {}
-        for k, v in items:
-            if k in seen:
-                duplicates.append(k)
-            seen[k] = v
-        return seen
 
-    try:
-        data = json.loads(text, object_pairs_hook=pairs)
-    except json.JSONDecodeError as exc:
+def _decode(raw: bytes, path: Path, out: _Collector) -> str | None:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        out.add(
+            "error", path, 1, "encoding", "file is UTF-16 encoded; save it as UTF-8 without BOM"
+        )
+        return None
+    if raw.startswith(b"\xef\xbb\xbf"):
         out.add(
             "error",
             path,
-            exc.lineno,
-            "json-syntax",
-            f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            1,
+            "encoding",
+            "file starts with a UTF-8 byte order mark (BOM), which strict JSON readers "
+            "(Python's json among them) reject; save it as UTF-8 without BOM",
         )
-        return None, text
-    except RecursionError:
-        out.add("error", path, None, "json-syntax", "invalid JSON: nested too deeply")
-        return None, text
-    for key in duplicates:
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
         out.add(
-            "warning",
+            "error",
             path,
-            _line_of(text, key),
-            "duplicate-key",
-            f"key {key!r} appears more than once; the last one wins",
+            line,
+            "encoding",
+            f"file is not valid UTF-8 (byte {exc.start + 1}, line {line}); save it as UTF-8",
+        )
+        return None
+
+
+def _parse(text: str, path: Path, out: _Collector) -> tuple[bool, Any]:
+    """``json.loads`` held to RFC 8259, every failure turned into one diagnostic."""
+    bad: tuple[int | None, str]
+    try:
+        return True, json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        hint = _syntax_hint(text, exc.pos)
+        bad = exc.lineno, f"{exc.msg} (line {exc.lineno}, column {exc.colno}){hint}"
+    except _NonStandardConstant as exc:
+        lines = [ln for tok, ln in _scan(text).literals if tok == str(exc)]
+        bad = (lines[0] if lines else None), f"{exc} is not a JSON value; write a number"
+    except RecursionError:
+        bad = None, "nested too deeply"
+    except ValueError:  # Python refuses int literals beyond its conversion limit
+        lines = [ln for tok, ln in _scan(text).literals if len(tok) > _MAX_NUMBER_CHARS]
+        bad = (lines[0] if lines else None), "a number literal is too long"
+    line, detail = bad
+    out.add("error", path, line, "json-syntax", f"invalid JSON: {detail}")
+    return False, None
+
+
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _lone_surrogates(data: Any) -> Iterator[tuple[str, ...]]:
+    """Key paths whose key or string value holds an unpaired ``\\udXXX`` escape.
+
+    Such strings are legal JSON escapes but cannot be encoded as UTF-8, so neither the
+    platform nor any output stream could carry them. Iterative: depth is unbounded.
+    """
+    todo: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while todo:
+        path, value = todo.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                yield path
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                todo.append(((*path, k), k if _has_surrogate(k) else v))
+        elif isinstance(value, list):
+            todo.extend(((*path, f"[{i}]"), v) for i, v in enumerate(value))
+
+
+def _read_json(path: Path, out: _Collector) -> _Doc | None:
+    """Parse one JSON object file; report why not, with a line wherever one is known."""
+    if not _is_regular_file(path, out):
+        return None
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        out.add("error", path, None, "unreadable", f"cannot read {path.name}: {exc.strerror}")
+        return None
+    if len(raw) > MAX_CONFIG_BYTES:
+        out.add(
+            "error",
+            path,
+            None,
+            "too-large",
+            f"file is larger than {MAX_CONFIG_BYTES // 1024} KiB; an instance file is well "
+            "under 1 KiB",
+        )
+        return None
+    text = _decode(raw, path, out)
+    if text is None:
+        return None
+    if not text.strip():
+        out.add("error", path, 1, "json-syntax", "file is empty; expected a JSON object")
+        return None
+    parsed, data = _parse(text, path, out)
+    if not parsed:
+        return None
+    scan = _scan(text)
+    for key_path, lines in scan.keys.items():
+        if len(lines) > 1:
+            out.add(
+                "warning",
+                path,
+                lines[1],
+                "duplicate-key",
+                f"key {_key_label(key_path)} appears {len(lines)} times; the last one wins",
+            )
+    for key_path in _lone_surrogates(data):
+        out.add(
+            "error",
+            path,
+            _first(scan.keys.get(key_path)),
+            "encoding",
+            f"{_key_label(key_path) or 'top level'} contains an unpaired UTF-16 surrogate "
+            "escape (\\ud800-\\udfff), which is not text",
         )
     if not isinstance(data, dict):
         out.add(
             "error",
             path,
-            1,
+            scan.first_line,
             "wrong-type",
-            f"top level must be a JSON object, not {_json_type_name(data)}",
+            f"top level must be a JSON object {{…}}, not {_json_type_name(data)}",
         )
-        return None, text
-    return data, text
+        return None
+    return _Doc(path, data, scan)
+
+
+def _first(lines: list[int] | None) -> int | None:
+    return lines[0] if lines else None
 
 
 def _json_type_name(value: Any) -> str:
@@ -381,147 +711,210 @@ def _json_type_name(value: Any) -> str:
     return "object"
 
 
-def _check_fields(
+# -- field rules ---------------------------------------------------------------------
+
+
+def value_problem(rule: FieldRule, value: str, label: str | None = None) -> tuple[str, str] | None:
+    """``(code, message)`` if a (resolved) string breaks ``rule``; the message never quotes it.
+
+    Secrets are described by length and alphabet only; ``const`` fields are not secret,
+    so their wrong value is quoted to make the typo visible.
+    """
+    label = label or rule.name
+    if not value.strip():
+        return "empty-field", f"{label} must not be empty"
+    if rule.placeholder is not None and value == rule.placeholder:
+        return "placeholder", (
+            f"{label} is the element doc's placeholder {rule.placeholder!r}; use the value "
+            "from the WeCom console, or generate a new token and key with `qywx init NAME` "
+            "and enter them in the console"
+        )
+    if rule.const is not None and value != rule.const:
+        return rule.code, f"{label} must be {rule.const!r}, not {_quoted(value)}"
+    n = len(value)
+    lo, hi = rule.min_length, rule.max_length
+    if lo is not None and lo == hi and n != lo:
+        return rule.code, f"{label} must be exactly {lo} characters (got {n})"
+    if hi is not None and n > hi:
+        return rule.code, f"{label} must be at most {hi} characters (got {n})"
+    if lo is not None and n < lo:
+        return rule.code, f"{label} must be at least {lo} characters (got {n})"
+    if rule.pattern is not None and not re.fullmatch(rule.pattern, value):
+        return rule.code, f"{label} {rule.hint}"
+    return None
+
+
+@dataclass
+class _Values:
+    """String values that passed their rules, by dotted path; unresolved env references."""
+
+    strings: dict[str, str] = field(default_factory=dict)
+    unresolved: set[str] = field(default_factory=set)
+
+
+def _check_string(
+    rule: FieldRule,
+    value: str,
+    label: str,
+    doc: _Doc,
+    line: int | None,
+    env: Mapping[str, str] | None,
+    out: _Collector,
+    values: _Values,
+) -> None:
+    """One string field; ``env`` is None when references are checked for syntax only."""
+    if _has_surrogate(value):
+        return  # reported while reading the file
+    source = ""
+    if rule.secret and value.startswith(ENV_PREFIX):
+        var = value[len(ENV_PREFIX) :]
+        if not re.fullmatch(ENV_REFERENCE_PATTERN, value):
+            out.add(
+                "error",
+                doc.path,
+                line,
+                "env-reference",
+                f"{label} is not a valid env:VAR reference: after 'env:' write a variable "
+                "name of letters, digits and '_' that does not start with a digit",
+            )
+            return
+        if env is None:
+            values.strings[label] = value
+            values.unresolved.add(label)
+            return
+        if not env.get(var):
+            out.add(
+                "error",
+                doc.path,
+                line,
+                "env-unset",
+                f"{label} refers to environment variable {var}, which is not set or empty",
+            )
+            return
+        value, source = env[var], f" (from ${var})"
+    problem = value_problem(rule, value, label + source)
+    if problem is not None:
+        out.add("error", doc.path, line, *problem)
+        return
+    values.strings[label] = value
+
+
+def _check_object(
     data: Mapping[str, Any],
     rules: Sequence[FieldRule],
-    path: Path,
-    text: str,
+    doc: _Doc,
+    env: Mapping[str, str] | None,
     out: _Collector,
+    values: _Values,
     *,
-    prefix: str = "",
-    parent: str | None = None,
+    parents: tuple[str, ...] = (),
+    elsewhere: Mapping[str, str] | None = None,
 ) -> None:
-    """Presence, JSON type and unknown keys of one object against its rules."""
-    known = {r.name for r in rules} | _META_KEYS
+    """Presence, JSON type and constraints of one object's fields; unknown keys warn."""
     for rule in rules:
-        label = f"{prefix}{rule.name}"
-        line = _line_of(text, rule.name, parent)
+        path = (*parents, rule.name)
+        label = ".".join(path)
         if rule.name not in data:
             if rule.required:
                 out.add(
                     "error",
-                    path,
-                    _line_of(text, parent) if parent else None,
+                    doc.path,
+                    doc.line(parents),
                     "missing-field",
                     f"required field {label} is missing",
                 )
             continue
-        value = data[rule.name]
-        if _json_type_name(value) != rule.json_type:
+        value, line = data[rule.name], doc.line(path)
+        actual = _json_type_name(value)
+        if actual != rule.json_type:
+            hint = ""
+            if rule.json_type == "boolean" and value in ("true", "false"):
+                hint = f" (write {value} without quotes)"
             out.add(
                 "error",
-                path,
+                doc.path,
                 line,
                 "wrong-type",
-                f"{label} must be a {rule.json_type}, not {_json_type_name(value)}",
+                f"{label} must be a{'n' if rule.json_type == 'object' else ''} "
+                f"{rule.json_type}, not {actual}{hint}",
             )
-        elif rule.json_type == "string" and not value.strip():
-            out.add("error", path, line, "empty-field", f"{label} must not be empty")
+        elif rule.json_type == "object":
+            _check_object(value, rule.fields, doc, env, out, values, parents=path)
+        elif rule.json_type == "string":
+            _check_string(rule, value, label, doc, line, env, out, values)
+    known = {r.name for r in rules}
     for key in data:
-        if key not in known:
-            out.add(
-                "warning",
-                path,
-                _line_of(text, key, parent),
-                "unknown-key",
-                f"unknown key {prefix}{key} (not part of {ELEMENT_TYPE}); typo?",
-            )
+        if key in known or _has_surrogate(key):
+            continue
+        path = (*parents, key)
+        if not parents and key in META_KEYS:
+            if not isinstance(data[key], str):
+                out.add(
+                    "error",
+                    doc.path,
+                    doc.line(path),
+                    "wrong-type",
+                    f"{key} must be a string (the URL of a JSON Schema), "
+                    f"not {_json_type_name(data[key])}",
+                )
+            continue
+        hint = ""
+        if elsewhere and key in elsewhere:
+            hint = f" (it belongs in {elsewhere[key]})"
+        else:
+            import difflib  # only needed when there is a typo to explain
 
-
-def _resolve_secret(
-    value: str,
-    label: str,
-    path: Path,
-    line: int | None,
-    env: Mapping[str, str],
-    out: _Collector,
-) -> str | None:
-    if not value.startswith(ENV_PREFIX):
-        return value
-    var = value[len(ENV_PREFIX) :].strip()
-    if not _ENV_NAME_RE.fullmatch(var):
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            lowered = [k for k in known if k.lower() == key.lower()]
+            if lowered or close:
+                hint = f" (did you mean {(lowered or close)[0]}?)"
         out.add(
-            "error",
-            path,
-            line,
-            "env-reference",
-            f"{label}: {value!r} is not a valid env:VAR reference",
+            "warning",
+            doc.path,
+            doc.line(path),
+            "unknown-key",
+            f"unknown key {_key_label(path)}, not part of {ELEMENT_TYPE}{hint}",
         )
-        return None
-    if var not in env or not env[var]:
-        out.add(
-            "error",
-            path,
-            line,
-            "env-unset",
-            f"{label} refers to environment variable {var}, which is not set",
-        )
-        return None
-    return env[var]
 
 
-def _check_secret_value(
-    name: str, value: str, label: str, path: Path, line: int | None, out: _Collector
-) -> bool:
-    """Format rules for resolved secrets; messages describe, never quote, the value."""
-    if value == PLACEHOLDERS.get(name):
-        out.add(
-            "error",
-            path,
-            line,
-            "placeholder",
-            f"{label} is the element doc's placeholder {value!r}; use the value from the "
-            "WeCom console, or generate a new token and key with `qywx init NAME` and enter "
-            "them in the console",
-        )
-        return False
-    if name == "encodingAESKey":
-        if len(value) != 43:
-            out.add(
-                "error",
-                path,
-                line,
-                "bad-aes-key",
-                f"{label} must be exactly 43 characters (got {len(value)})",
-            )
-            return False
-        if not re.fullmatch(r"[A-Za-z0-9+/]{43}", value):
-            out.add(
-                "error",
-                path,
-                line,
-                "bad-aes-key",
-                f"{label} may contain only letters, digits, '+' and '/'",
-            )
-            return False
-        if len(base64.b64decode(value + "=")) != 32:  # pragma: no cover - follows from above
-            out.add("error", path, line, "bad-aes-key", f"{label} does not decode to 32 bytes")
-            return False
-    elif name == "token":
-        if len(value) > 32:
-            out.add(
-                "error",
-                path,
-                line,
-                "bad-token",
-                f"{label} must be at most 32 characters (got {len(value)})",
-            )
-            return False
-        if not value.isascii() or not value.isalnum():
-            out.add(
-                "error",
-                path,
-                line,
-                "bad-token",
-                f"{label} may contain only letters and digits (WeCom console rule)",
-            )
-            return False
-    return True
+# -- one instance folder -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A valid instance plus what the cross-instance rules need to point at."""
+
+    instance: AuthInstance
+    business_file: str
+    lines: Mapping[str, int | None]
+    unresolved: frozenset[str]
+
+
+def _find_file(
+    folder: Path, wanted: str, entries: Sequence[str], out: _Collector, what: str
+) -> Path | None:
+    """The exactly named file, or a missing-file error that says what is there instead.
+
+    Names are compared exactly, not through the file system: ``qywxproxytemp.json`` is
+    found on macOS and Windows but not by the platform on Linux.
+    """
+    if wanted in entries:
+        return folder / wanted
+    same_but_case = [e for e in entries if e.lower() == wanted.lower()]
+    others = sorted(e for e in entries if e.lower().endswith(".json") and e != "e.json")
+    if same_but_case:
+        hint = f" (found {same_but_case[0]}: file names are case-sensitive)"
+    elif others and wanted != "e.json":
+        hint = f" (found {', '.join(others)}; it must be named after the folder)"
+    else:
+        hint = ""
+    out.add("error", folder / wanted, None, "missing-file", f"{what} {wanted} is missing{hint}")
+    return None
 
 
 def _validate_instance(
-    folder: Path, env: Mapping[str, str]
-) -> tuple[AuthInstance | None, list[Diagnostic]]:
+    folder: Path, env: Mapping[str, str] | None
+) -> tuple[_Loaded | None, list[Diagnostic]]:
     name = folder.name
     out = _Collector(name)
     if not NAME_RE.fullmatch(name):
@@ -530,150 +923,178 @@ def _validate_instance(
             folder,
             None,
             "bad-name",
-            f"instance folder name {name!r} must start with a letter and contain only "
-            "letters, digits and '_' (it becomes the element name auths.{name})",
+            f"instance folder name {_quoted(name)} must start with a letter and contain only "
+            "ASCII letters, digits and '_' (it becomes the element name auths.<Name>)",
         )
-    e_path, biz_path = folder / "e.json", folder / f"{name}.json"
-
-    e_data, e_text = _read_json(e_path, out)
-    if not e_path.is_file():
-        out.add("error", e_path, None, "missing-file", "e.json is missing")
-    elif e_data is not None:
-        _check_fields(e_data, E_JSON_FIELDS, e_path, e_text, out)
-        etype = e_data.get("type")
-        if isinstance(etype, str) and etype.strip() and etype != ELEMENT_TYPE:
-            out.add(
-                "error",
-                e_path,
-                _line_of(e_text, "type"),
-                "wrong-element-type",
-                f"type must be {ELEMENT_TYPE!r}, not {etype!r}",
-            )
-
-    biz, biz_text = _read_json(biz_path, out)
-    if not biz_path.is_file():
-        others = sorted(p.name for p in folder.glob("*.json") if p.name != "e.json")
-        hint = f" (found {', '.join(others)}; it must be named after the folder)" if others else ""
-        out.add(
-            "error", biz_path, None, "missing-file", f"business file {name}.json is missing{hint}"
-        )
-    resolved: dict[str, str] = {}
-    if biz is not None:
-        _check_fields(biz, BUSINESS_FIELDS, biz_path, biz_text, out)
-        auth = biz.get("authConfig")
-        if isinstance(auth, dict):
-            _check_fields(
-                auth,
-                AUTH_CONFIG_FIELDS,
-                biz_path,
-                biz_text,
-                out,
-                prefix="authConfig.",
-                parent="authConfig",
-            )
-            for rule in AUTH_CONFIG_FIELDS:
-                value = auth.get(rule.name)
-                if not isinstance(value, str) or not value.strip():
-                    continue
-                label = f"authConfig.{rule.name}"
-                line = _line_of(biz_text, rule.name, "authConfig")
-                if rule.secret:
-                    secret = _resolve_secret(value, label, biz_path, line, env, out)
-                    if secret is None or not _check_secret_value(
-                        rule.name, secret, label, biz_path, line, out
-                    ):
-                        continue
-                    value = secret
-                elif rule.pattern and not re.fullmatch(rule.pattern, value):
-                    out.add(
-                        "error",
-                        biz_path,
-                        line,
-                        "bad-id",
-                        f"{label} may contain only letters, digits, '_' and '-'",
-                    )
-                    continue
-                resolved[rule.name] = value
-        corp = biz.get("corpId")
-        if isinstance(corp, str) and corp.strip() and not re.fullmatch(r"[A-Za-z0-9_-]+", corp):
-            out.add(
-                "error",
-                biz_path,
-                _line_of(biz_text, "corpId"),
-                "bad-id",
-                "corpId may contain only letters, digits, '_' and '-'",
-            )
-
-    if any(d.severity == "error" for d in out.items) or e_data is None or biz is None:
+    try:
+        entries = sorted(e.name for e in os.scandir(folder))
+    except OSError as exc:
+        why = "a dangling or looping symbolic link" if folder.is_symlink() else exc.strerror
+        out.add("error", folder, None, "unreadable", f"cannot read instance folder: {why}")
         return None, out.items
+
+    values = _Values()
+    biz_name = f"{name}.json"
+    e_path = _find_file(folder, "e.json", entries, out, "element file")
+    e_doc = _read_json(e_path, out) if e_path else None
+    if e_doc is not None:
+        _check_object(
+            e_doc.data,
+            E_JSON_FIELDS,
+            e_doc,
+            env,
+            out,
+            values,
+            elsewhere={r.name: biz_name for r in BUSINESS_FIELDS},
+        )
+    biz_path = _find_file(folder, biz_name, entries, out, "business file")
+    biz = _read_json(biz_path, out) if biz_path else None
+    if biz is not None:
+        _check_object(
+            biz.data,
+            BUSINESS_FIELDS,
+            biz,
+            env,
+            out,
+            values,
+            elsewhere={r.name: "e.json" for r in E_JSON_FIELDS},
+        )
+
+    if out.failed or e_doc is None or biz is None:
+        return None, out.items
+    s = values.strings
     instance = AuthInstance(
         name=name,
-        title=e_data["title"],
-        type=e_data["type"],
-        suite_id=resolved["suiteId"],
-        suite_secret=resolved["suiteSecret"],
-        encoding_aes_key=resolved["encodingAESKey"],
-        token=resolved["token"],
-        corp_id=biz.get("corpId") or None,
-        is_active=biz.get("isActive", True),
+        title=s["title"],
+        type=s["type"],
+        suite_id=s["authConfig.suiteId"],
+        suite_secret=s["authConfig.suiteSecret"],
+        encoding_aes_key=s["authConfig.encodingAESKey"],
+        token=s["authConfig.token"],
+        corp_id=s.get("corpId"),
+        is_active=biz.data.get("isActive", True),
         path=folder,
     )
-    return instance, out.items
+    lines = {
+        "suiteId": biz.line(("authConfig", "suiteId")),
+        "corpId": biz.line(("corpId",)),
+    }
+    return (
+        _Loaded(instance, _shown(str(biz.path)), lines, frozenset(values.unresolved)),
+        out.items,
+    )
 
 
-def _cross_check(instances: Sequence[AuthInstance]) -> Iterator[Diagnostic]:
-    """Rules across instances: what would make callback verification or routing ambiguous."""
-    active = [i for i in instances if i.is_active]
-    by_suite: dict[str, AuthInstance] = {}
-    by_corp: dict[tuple[str, str], AuthInstance] = {}
-    for inst in active:
-        biz = str(inst.path / f"{inst.name}.json")
-        first = by_suite.setdefault(inst.suite_id, inst)
-        if first is not inst and (
-            first.token != inst.token or first.encoding_aes_key != inst.encoding_aes_key
+# -- across instances ----------------------------------------------------------------
+
+
+def _differ(a: _Loaded, b: _Loaded, attr: str, label: str) -> bool:
+    """Whether two instances certainly hold different values (unresolved refs: unknown)."""
+    va, vb = getattr(a.instance, attr), getattr(b.instance, attr)
+    if va == vb:
+        return False
+    return not ({label} & (a.unresolved | b.unresolved))
+
+
+def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diagnostic]:
+    """Rules across instances: what would make callback verification or routing ambiguous.
+
+    WeCom signs and encrypts all command callbacks of one suite with one token and
+    EncodingAESKey (wecom-protocol.md §1, §2.2), so two active instances of one suite
+    with different pairs cannot both verify; two claiming one corp make the login
+    route ambiguous. A conflict is reported once, on an instance being validated.
+    """
+    active = sorted((x for x in loaded if x.instance.is_active), key=lambda x: x.instance.path)
+    by_suite: dict[str, _Loaded] = {}
+    by_corp: dict[tuple[str, str], _Loaded] = {}
+
+    def blame(first: _Loaded, later: _Loaded) -> _Loaded | None:
+        for x in (later, first):
+            if x.instance.path in targets:
+                return x
+        return None
+
+    for cur in active:
+        inst = cur.instance
+        first = by_suite.setdefault(inst.suite_id, cur)
+        if first is not cur and (
+            _differ(first, cur, "token", "authConfig.token")
+            or _differ(first, cur, "encoding_aes_key", "authConfig.encodingAESKey")
         ):
-            yield Diagnostic(
-                "error",
-                biz,
-                None,
-                "suite-conflict",
-                f"active instances {first.name} and {inst.name} share suiteId {inst.suite_id} "
-                "but have different token/encodingAESKey; WeCom signs a suite's callbacks with "
-                "one pair, so one of them can never verify",
-                inst.name,
-            )
-        if inst.corp_id:
-            other = by_corp.setdefault((inst.suite_id, inst.corp_id), inst)
-            if other is not inst:
+            at = blame(first, cur)
+            if at is not None:
                 yield Diagnostic(
                     "error",
-                    biz,
-                    None,
+                    at.business_file,
+                    at.lines["suiteId"],
+                    "suite-conflict",
+                    f"active instances {first.instance.name} and {inst.name} share suiteId "
+                    f"{inst.suite_id} but have different token/encodingAESKey; WeCom signs a "
+                    "suite's callbacks with one pair, so one of them can never verify",
+                    at.instance.name,
+                )
+        if inst.corp_id:
+            other = by_corp.setdefault((inst.suite_id, inst.corp_id), cur)
+            at = blame(other, cur) if other is not cur else None
+            if at is not None:
+                yield Diagnostic(
+                    "error",
+                    at.business_file,
+                    at.lines["corpId"],
                     "ambiguous-corp",
-                    f"active instances {other.name} and {inst.name} both claim corpId "
-                    f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp "
-                    "cannot be routed",
-                    inst.name,
+                    f"active instances {other.instance.name} and {inst.name} both claim corpId "
+                    f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
+                    "be routed",
+                    at.instance.name,
                 )
 
 
-def validate_paths(paths: Iterable[Path], env: Mapping[str, str] | None = None) -> ValidationReport:
-    """Validate every instance folder under ``paths`` and the rules across them."""
-    env = os.environ if env is None else env
+def _siblings(parent: Path) -> list[Path]:
+    """Instance folders beside a validated one; best effort, they only add context."""
+    try:
+        return [p for p in _subfolders(parent) if _looks_like_instance(p)]
+    except ConfigError:
+        return []
+
+
+def validate_paths(
+    paths: Iterable[Path], env: Mapping[str, str] | None = None, *, resolve_env: bool = True
+) -> ValidationReport:
+    """Validate the instance folders ``paths`` name, and the rules across instances.
+
+    The cross-instance rules also see the other instances in the same auths/ folder, so
+    validating one instance (or one changed file, as pre-commit does) still catches a
+    conflict with a sibling; siblings' own problems are not reported. With
+    ``resolve_env=False`` env:VAR references are checked for syntax only, and the
+    instances carry the reference in place of the secret (for checks where the
+    production environment is absent, such as pre-commit).
+    """
+    source = (os.environ if env is None else env) if resolve_env else None
     folders: list[Path] = []
+    seen: set[Path] = set()
     for p in paths:
         for folder in instance_dirs(Path(p)):
-            if folder.resolve() not in {f.resolve() for f in folders}:
+            if _real(folder) not in seen:
+                seen.add(_real(folder))
                 folders.append(folder)
-    instances: list[AuthInstance] = []
+    loaded: list[_Loaded] = []
     diagnostics: list[Diagnostic] = []
     for folder in folders:
-        inst, diags = _validate_instance(folder, env)
+        result, diags = _validate_instance(folder, source)
         diagnostics.extend(diags)
-        if inst is not None:
-            instances.append(inst)
-    diagnostics.extend(_cross_check(instances))
-    return ValidationReport(tuple(instances), tuple(diagnostics), tuple(str(f) for f in folders))
+        if result is not None:
+            loaded.append(result)
+    valid = tuple(x.instance for x in loaded)
+    for parent in dict.fromkeys(f.parent for f in folders):
+        for sibling in _siblings(parent):
+            if _real(sibling) in seen:
+                continue
+            seen.add(_real(sibling))
+            result, _ = _validate_instance(sibling, source)
+            if result is not None:
+                loaded.append(result)
+    diagnostics.extend(_cross_check(loaded, set(folders)))
+    return ValidationReport(valid, tuple(diagnostics), tuple(_shown(str(f)) for f in folders))
 
 
 def load_instances(auths_dir: Path, env: Mapping[str, str] | None = None) -> list[AuthInstance]:
@@ -682,7 +1103,7 @@ def load_instances(auths_dir: Path, env: Mapping[str, str] | None = None) -> lis
 
 
 def find_instance(ref: str, auths_dir: Path, env: Mapping[str, str] | None = None) -> AuthInstance:
-    """Resolve ``--auth NAME`` or ``--auth path/to/instance`` to a valid instance."""
+    """Resolve ``--auth NAME``, ``--auth auths.NAME`` or ``--auth path/to/instance``."""
     env = os.environ if env is None else env
     candidate = Path(ref)
     if ("/" in ref or os.sep in ref or ref in (".", "..")) and candidate.is_dir():
@@ -690,15 +1111,19 @@ def find_instance(ref: str, auths_dir: Path, env: Mapping[str, str] | None = Non
     else:
         name = ref.removeprefix("auths.")
         folder = auths_dir / name
-        if not folder.is_dir():
+        if not NAME_RE.fullmatch(name) or not folder.is_dir():
             available = (
-                ", ".join(p.name for p in instance_dirs(auths_dir)) if auths_dir.is_dir() else ""
+                ", ".join(p.name for p in _subfolders(auths_dir) if _looks_like_instance(p))
+                if auths_dir.is_dir()
+                else ""
             )
-            where = f"in {auths_dir}" + (f" (available: {available})" if available else "")
-            raise InstanceNotFound(f"no auth instance named {name!r} {where}")
-    inst, diags = _validate_instance(folder, env)
-    if inst is None:
+            where = f"in {_shown(str(auths_dir))}" + (
+                f" (available: {available})" if available else ""
+            )
+            raise InstanceNotFound(f"no auth instance named {_quoted(name)} {where}")
+    result, diags = _validate_instance(folder, env)
+    if result is None:
         first = next(d for d in diags if d.severity == "error")
         line = f":{first.line}" if first.line else ""
         raise ConfigError(f"instance {folder.name} is invalid: {first.file}{line}: {first.message}")
-    return inst
+    return result.instance

@@ -1,0 +1,139 @@
+"""Settings precedence (flag > env > qywx.toml > default) and qywx.toml errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qywx_cli.core.errors import ConfigError
+from qywx_cli.core.settings import DEFAULT_API_BASE, load_settings
+
+
+def toml(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "qywx.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_are_relative_to_cwd(tmp_path: Path) -> None:
+    s = load_settings(env={}, cwd=tmp_path)
+    assert (s.auths_dir, s.db_path) == (tmp_path / "auths", tmp_path / "qywx.db")
+    assert (s.api_base, s.provider_corp_id, s.max_clock_skew) == (DEFAULT_API_BASE, None, 300)
+    assert s.config_file is None
+
+
+def test_paths_stay_relative_without_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative paths keep CI annotations (file=auths/…) attached to the repository."""
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(env={"QYWX_DB": "state/q.db"})
+    assert (s.auths_dir, s.db_path, s.config_file) == (Path("auths"), Path("state/q.db"), None)
+    toml(tmp_path, 'auths = "conf/auths"\n')
+    s = load_settings(env={})
+    assert (s.auths_dir, s.config_file) == (Path("conf/auths"), Path("qywx.toml"))
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "in_toml", "expected"),
+    [
+        (Path("from-flag"), "from-env", True, Path("from-flag")),
+        (None, "from-env", True, "cwd/from-env"),
+        (None, None, True, "conf/from-toml"),
+        (None, None, False, "cwd/auths"),
+    ],
+)
+def test_auths_precedence(
+    tmp_path: Path, flag: Path | None, env: str | None, in_toml: bool, expected: object
+) -> None:
+    conf = toml(tmp_path / "conf", 'auths = "from-toml"\n' if in_toml else "")
+    s = load_settings(
+        config=conf, auths=flag, env={"QYWX_AUTHS": env} if env else {}, cwd=tmp_path / "cwd"
+    )
+    if isinstance(expected, str):
+        head, tail = expected.split("/")
+        expected = tmp_path / head / tail
+    assert s.auths_dir == expected
+
+
+def test_db_precedence(tmp_path: Path) -> None:
+    conf = toml(tmp_path / "conf", 'db = "data/q.db"\n')
+    assert load_settings(config=conf, env={}, cwd=tmp_path).db_path == tmp_path / "conf/data/q.db"
+    s = load_settings(config=conf, env={"QYWX_DB": "/abs/e.db"}, cwd=tmp_path)
+    assert s.db_path == Path("/abs/e.db")
+    s = load_settings(config=conf, db=Path("f.db"), env={"QYWX_DB": "e.db"}, cwd=tmp_path)
+    assert s.db_path == Path("f.db")
+
+
+def test_qywx_toml_in_cwd_is_found_and_paths_are_relative_to_it(tmp_path: Path) -> None:
+    conf = toml(tmp_path, 'auths = "cfg/auths"\nprovider_corp_id = "wwprovider01"\n')
+    s = load_settings(env={}, cwd=tmp_path)
+    assert s.config_file == conf
+    assert s.auths_dir == tmp_path / "cfg" / "auths"
+    assert s.provider_corp_id == "wwprovider01"
+
+
+def test_api_base_and_provider_precedence(tmp_path: Path) -> None:
+    conf = toml(
+        tmp_path,
+        'api_base = "http://127.0.0.1:9/cgi-bin/"\nprovider_corp_id = "wwfromtoml"\n'
+        "max_clock_skew = 0\n",
+    )
+    s = load_settings(config=conf, env={}, cwd=tmp_path)
+    assert (s.api_base, s.provider_corp_id, s.max_clock_skew) == (
+        "http://127.0.0.1:9/cgi-bin",
+        "wwfromtoml",
+        0,
+    )
+    env = {"QYWX_API_BASE": "https://example.test/x", "QYWX_PROVIDER_CORP_ID": "wwfromenv"}
+    s = load_settings(config=conf, env=env, cwd=tmp_path)
+    assert (s.api_base, s.provider_corp_id) == ("https://example.test/x", "wwfromenv")
+
+
+def test_missing_config_flag_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(config=tmp_path / "nope.toml", env={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "words"),
+    [
+        ('auths = "x"\nauths = "y"\n', {}, "invalid TOML"),
+        ("auths = \n", {}, "invalid TOML"),
+        ('auth = "x"\n', {}, "unknown key(s) auth"),
+        ("auths = 3\n", {}, "auths must be a non-empty string"),
+        ('db = ""\n', {}, "db must be a non-empty string"),
+        ('api_base = "ftp://x"\n', {}, "api_base must be an absolute http(s) URL"),
+        ('api_base = "https://"\n', {}, "api_base must be an absolute http(s) URL"),
+        ("api_base = 5\n", {}, "api_base must be an absolute http(s) URL"),
+        ("", {"QYWX_API_BASE": "qyapi.weixin.qq.com"}, "QYWX_API_BASE must be"),
+        ('max_clock_skew = "300"\n', {}, "max_clock_skew must be a non-negative"),
+        ("max_clock_skew = -1\n", {}, "max_clock_skew must be a non-negative"),
+        ("max_clock_skew = true\n", {}, "max_clock_skew must be a non-negative"),
+        ("max_clock_skew = 1.5\n", {}, "max_clock_skew must be a non-negative"),
+        ('provider_corp_id = "ww 1"\n', {}, "provider_corp_id must be a corp id"),
+        ("", {"QYWX_PROVIDER_CORP_ID": "a/b"}, "QYWX_PROVIDER_CORP_ID must be a corp id"),
+    ],
+)
+def test_bad_settings_are_one_line_config_errors(
+    tmp_path: Path, text: str, env: dict[str, str], words: str
+) -> None:
+    conf = toml(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(config=conf, env=env, cwd=tmp_path)
+    message = err.value.message
+    assert words in message and "\n" not in message
+    if "QYWX_" not in words:
+        assert str(conf) in message
+
+
+def test_api_base_error_does_not_echo_credentials(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={"QYWX_API_BASE": "ftp://user:hunter2@host"}, cwd=tmp_path)
+    assert "hunter2" not in err.value.message
+
+
+def test_non_utf8_toml(tmp_path: Path) -> None:
+    (tmp_path / "qywx.toml").write_bytes(b'auths = "\xff"\n')
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(env={}, cwd=tmp_path)
