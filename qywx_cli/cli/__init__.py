@@ -14,7 +14,14 @@ from typing import Annotated
 import typer
 
 from qywx_cli import __version__
-from qywx_cli.cli import config_cmds, devtools_cmds, doctor_cmds, server_cmds
+from qywx_cli.cli import (
+    config_cmds,
+    devtools_cmds,
+    doctor_cmds,
+    login_cmds,
+    ops_cmds,
+    server_cmds,
+)
 from qywx_cli.cli._state import Globals
 
 app = typer.Typer(
@@ -66,8 +73,10 @@ def _root(
 
 config_cmds.register(app)
 server_cmds.register(app)
-devtools_cmds.register(app)
 doctor_cmds.register(app)
+devtools_cmds.register(app)
+ops_cmds.register(app)
+login_cmds.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,11 +31,12 @@ def exit_code_for(exc: QywxError) -> int:
 
 def _click() -> Any:
     """click's exception classes: typer vendors click in recent releases."""
+    import importlib
+
     try:
-        from typer import _click as click  # type: ignore[attr-defined]
+        return importlib.import_module("typer._click")
     except ImportError:  # pragma: no cover - older typer depends on click
-        import click
-    return click
+        return importlib.import_module("click")
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

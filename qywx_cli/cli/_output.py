@@ -32,12 +32,14 @@ def console(stderr: bool = False) -> Console:
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     t = Table(title=title, title_justify="left", show_lines=False)
     for col in columns:
         t.add_column(col, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        # Text(), not str: values such as "<![CDATA[x]]>" must not be read as rich markup.
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))
     console().print(t)
 
 

@@ -464,9 +464,17 @@ class CallbackService:
 
         For 代开发 the permanent code *is* the app's secret (§3.2); a reset replaces it,
         so the corp's cached access token is dropped before the new one is fetched.
+        AuthCode is single use (§5.5): once exchanged, the record names its corp, and a
+        retry (say the corp token call failed) skips straight to the token.
         """
         owner = self._suite_of(inst, event)
+        if rec.corp_id:  # a retry: did this callback already exchange its single-use code?
+            done = self.store.get_corp_auth(rec.corp_id, owner.suite_id)
+            if done and done.permanent_code and done.updated_at >= rec.received_at:
+                self.client.corp_token(done.corp_id, done.permanent_code)
+                return
         perm = self.client.get_permanent_code(owner.suite_id, owner.suite_secret, event.auth_code)
+        self.store.set_callback_corp(rec.id, perm.corp_id)
         self.store.drop_tokens("corp", perm.corp_id)
         self.store.upsert_corp_auth(
             owner.suite_id,
@@ -511,15 +519,23 @@ class CallbackService:
         self.store.cancel_corp_auth(owner.suite_id, event.corp_id)
 
     # -- retry ---------------------------------------------------------------------
+    @staticmethod
+    def retry_skip_reason(rec: CallbackRecord, *, force: bool = False) -> str:
+        """Why :meth:`retry` would not run ``rec`` ('' when it would); for dry runs too."""
+        if rec.status in ("duplicate", "rejected") or rec.kind == "verify":
+            return f"{rec.status} records are not re-run"
+        if rec.status == "processed" and not force:
+            return "already processed (use --force to re-run)"
+        if rec.status not in _RETRYABLE and not force:
+            return f"status {rec.status}"
+        return ""
+
     def retry(self, record_id: int, *, force: bool = False) -> RetryOutcome:
         """Re-run one record's handler (retryCallBack). Unknown id → RecordNotFound."""
         rec = self.store.get_callback(record_id)
-        if rec.status in ("duplicate", "rejected") or rec.kind == "verify":
-            return RetryOutcome(rec, False, f"{rec.status} records are not re-run")
-        if rec.status == "processed" and not force:
-            return RetryOutcome(rec, False, "already processed (use --force to re-run)")
-        if rec.status not in _RETRYABLE and not force:
-            return RetryOutcome(rec, False, f"status {rec.status}")
+        reason = self.retry_skip_reason(rec, force=force)
+        if reason:
+            return RetryOutcome(rec, False, reason)
         done = self.process(record_id, force=force)
         if done is None:
             return RetryOutcome(rec, False, "being handled by another worker")

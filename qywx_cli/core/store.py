@@ -719,6 +719,17 @@ class Store:
         if self._write(finish) == 0:
             raise RecordNotFound(f"no callback record with id {id}")
 
+    def set_callback_corp(self, id: int, corp_id: str) -> None:
+        """Name the corp of a callback learnt while handling it (create_auth carries none)."""
+
+        def update(db: sqlite_utils.Database) -> int:
+            return db.execute(
+                "UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, id)
+            ).rowcount
+
+        if self._write(update) == 0:
+            raise RecordNotFound(f"no callback record with id {id}")
+
     def pending_callbacks(
         self,
         limit: int = 100,

@@ -1,0 +1,575 @@
+"""``qywx log …`` (read the callback log) and ``qywx retry`` (re-run recorded callbacks).
+
+Every command here reads an existing database and never creates one: an empty new
+file at a mistyped ``--db`` would only hide the mistake. The log's envelopes stay
+encrypted; ``log show --decrypt`` decrypts one with its instance's key and masks
+SuiteTicket, AuthCode and permanent codes unless ``--show-secrets``.
+
+``log tail --format json`` is the one streaming exception to "one JSON document on
+stdout": it prints one JSON object per line (JSON Lines) as records arrive.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from qywx_cli.cli._errors import EXIT_FAILED, EXIT_OK
+from qywx_cli.cli._output import Format, console, emit_json, note, table
+from qywx_cli.cli._state import globals_of
+from qywx_cli.core.errors import QywxError, StoreError, UsageError
+
+if TYPE_CHECKING:
+    from qywx_cli.core.settings import Settings
+    from qywx_cli.core.store import CallbackRecord, Store
+
+SUITE_TICKET_STALE_SECONDS = 30 * 60
+"""WeCom pushes a suite_ticket every 10 minutes and each lives 30 (§3.1, §5.1)."""
+
+PROGRESS_THRESHOLD = 3
+"""Show a progress bar when retrying more records than this (and stderr is a terminal)."""
+
+_RELATIVE = re.compile(r"(\d+)\s*([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class Status(str, enum.Enum):
+    received = "received"
+    processed = "processed"
+    failed = "failed"
+    duplicate = "duplicate"
+    rejected = "rejected"
+    unknown = "unknown"
+
+
+# -- shared helpers (login_cmds uses open_store too) ---------------------------------------
+
+
+def open_store(settings: Settings) -> Store:
+    """The existing database, or StoreError (exit 1): never create an empty one here."""
+    from qywx_cli.core.store import Store
+
+    path = settings.db_path
+    if not path.is_file():
+        raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
+    return Store(path)
+
+
+def parse_since(text: str, now: float) -> float:
+    """``2h``, ``30m``, ``7d`` (ago), a date ``2026-11-01`` or an ISO datetime; naive = UTC."""
+    value = text.strip()
+    m = _RELATIVE.fullmatch(value)
+    if m:
+        return now - int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: use an age such as 30m, 2h, 7d or a date/time such as "
+            "2026-11-01 or 2026-11-01T08:00:00+08:00"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def iso(ts: float | None) -> str | None:
+    """ISO 8601 in UTC, millisecond precision (what json output carries)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(seconds: float) -> str:
+    delta = timedelta(seconds=int(seconds))
+    if delta.days:
+        return f"{delta.days}d {delta.seconds // 3600}h"
+    hours, rest = divmod(delta.seconds, 3600)
+    return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
+
+
+def record_summary(rec: CallbackRecord) -> dict[str, Any]:
+    """One ``log list`` row; the key names are part of the CLI contract."""
+    return {
+        "id": rec.id,
+        "received_at": iso(rec.received_at),
+        "instance": rec.instance,
+        "kind": rec.kind,
+        "info_type": rec.info_type,
+        "corp_id": rec.corp_id,
+        "status": rec.status,
+        "attempts": rec.attempts,
+        "last_error": rec.last_error,
+    }
+
+
+def _record_full(rec: CallbackRecord) -> dict[str, Any]:
+    """Every column; the envelope as received (still encrypted)."""
+    return {
+        **record_summary(rec),
+        "suite_id": rec.suite_id,
+        "msg_signature": rec.msg_signature,
+        "timestamp": rec.timestamp,
+        "nonce": rec.nonce,
+        "envelope": rec.envelope,
+        "content_key": rec.content_key,
+        "processed_at": iso(rec.processed_at),
+        "duplicate_of": rec.duplicate_of,
+        "duplicate_reason": rec.duplicate_reason,
+        "claimed_by": rec.claimed_by,
+        "claimed_at": iso(rec.claimed_at),
+    }
+
+
+def _row(rec: CallbackRecord) -> list[Any]:
+    return [
+        rec.id,
+        _when(rec.received_at),
+        rec.instance,
+        rec.kind,
+        rec.info_type or "",
+        rec.corp_id or "",
+        rec.status,
+        rec.attempts,
+        rec.last_error or "",
+    ]
+
+
+_COLUMNS = ["id", "received (UTC)", "instance", "kind", "event", "corp", "status", "tries", "error"]
+
+
+# -- log list ----------------------------------------------------------------------------
+
+
+def log_list(
+    ctx: typer.Context,
+    status: Annotated[Status | None, typer.Option("--status", help="Only this status.")] = None,
+    event: Annotated[
+        str | None, typer.Option("--event", help="Only this InfoType / Event.")
+    ] = None,
+    corp: Annotated[str | None, typer.Option("--corp", help="Only this corp id.")] = None,
+    instance: Annotated[
+        str | None, typer.Option("--instance", help="Only this auth instance.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="30m, 2h, 7d, 2026-11-01 or an ISO time (UTC).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """List recorded callbacks, newest first."""
+    since_ts = parse_since(since, time.time()) if since else None
+    with open_store(globals_of(ctx).settings()) as store:
+        records = store.list_callbacks(
+            status=status.value if status else None,
+            info_type=event,
+            corp_id=corp,
+            instance=instance,
+            since=since_ts,
+            limit=limit,
+        )
+    if fmt is Format.json:
+        emit_json([record_summary(r) for r in records])
+    elif records:
+        table(
+            f"Callback log, newest first ({len(records)} shown)",
+            _COLUMNS,
+            [_row(r) for r in records],
+        )
+    else:
+        note("no callback records match")
+    return EXIT_OK
+
+
+# -- log show ----------------------------------------------------------------------------
+
+
+def _decrypted(rec: CallbackRecord, settings: Settings, show_secrets: bool) -> dict[str, Any]:
+    """Decrypt the stored envelope with the instance's key; secrets masked unless asked."""
+    from qywx_cli.core import events as ev
+    from qywx_cli.core.config import find_instance
+    from qywx_cli.core.errors import CallbackCryptoError
+    from qywx_cli.core.xmlsafe import envelope_encrypt
+
+    inst = find_instance(rec.instance, settings.auths_dir)
+    crypto = inst.crypto(inst.receive_ids(provider_corp_id=settings.provider_corp_id))
+    # A GET handshake's envelope is the echostr itself; a POST's is the XML envelope.
+    encrypt = rec.envelope if rec.kind == "verify" else envelope_encrypt(rec.envelope)
+    try:
+        crypto.verify(rec.msg_signature, rec.timestamp, rec.nonce, encrypt)
+        signature_valid = True
+    except CallbackCryptoError:
+        signature_valid = False
+    dec = crypto.decrypt(encrypt, check_receive_id=False)
+    out: dict[str, Any] = {
+        "signature_valid": signature_valid,
+        "receive_id": dec.receive_id,
+        "receive_id_kind": dec.receive_id_kind,
+    }
+    plaintext = dec.text
+    if rec.kind == "verify":
+        return {**out, "plaintext": plaintext, "fields": {}}
+    try:
+        event = ev.parse_event(dec.message)
+    except QywxError as exc:
+        # Unparsed, its secrets cannot be located: show it only when asked to.
+        return {
+            **out,
+            "plaintext": plaintext if show_secrets else None,
+            "fields": {},
+            "error": f"{exc.message}" + ("" if show_secrets else " (plaintext withheld)"),
+        }
+    shown = ev.mask_fields(event, show_secrets)
+    for name, value in event.fields.items():
+        if value and shown.get(name) != value:
+            plaintext = plaintext.replace(value, shown[name])
+    return {**out, "info_type": event.info_type, "plaintext": plaintext, "fields": shown}
+
+
+def log_show(
+    ctx: typer.Context,
+    record_id: Annotated[int, typer.Argument(metavar="ID", help="Callback record id.")],
+    decrypt: Annotated[
+        bool, typer.Option("--decrypt", help="Decrypt the envelope with the instance's key.")
+    ] = False,
+    show_secrets: Annotated[
+        bool,
+        typer.Option("--show-secrets", help="With --decrypt: SuiteTicket/AuthCode in clear."),
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Show one recorded callback; --decrypt shows its plaintext (secrets masked)."""
+    if show_secrets and not decrypt:
+        raise UsageError("--show-secrets only applies with --decrypt")
+    settings = globals_of(ctx).settings()
+    with open_store(settings) as store:
+        rec = store.get_callback(record_id)
+    doc = _record_full(rec)
+    code = EXIT_OK
+    if decrypt:
+        try:
+            doc["decrypted"] = _decrypted(rec, settings, show_secrets)
+        except QywxError as exc:
+            doc["decrypted"] = {"error": exc.message}
+            code = EXIT_FAILED
+    if fmt is Format.json:
+        emit_json(doc)
+        return code
+    decrypted = doc.pop("decrypted", None)
+    table(f"Callback {rec.id}", ["field", "value"], [[k, v] for k, v in doc.items()])
+    if decrypted is not None:
+        plaintext = decrypted.pop("plaintext", None)
+        fields = decrypted.pop("fields", {})
+        error = decrypted.pop("error", None)
+        if decrypted:
+            table("Decrypted", ["field", "value"], [[k, v] for k, v in decrypted.items()])
+        if fields:
+            table("Event fields", ["field", "value"], [[k, v] for k, v in fields.items()])
+        if plaintext is not None:
+            print(plaintext)
+        if error:
+            note(f"qywx: error: record {rec.id}: {error}")
+    return code
+
+
+# -- log tail ----------------------------------------------------------------------------
+
+
+def _tail_line(rec: CallbackRecord, fmt: Format) -> str:
+    if fmt is Format.json:
+        return json.dumps(record_summary(rec), ensure_ascii=False)
+    line = (
+        f"{rec.id:>6}  {_when(rec.received_at)}  {rec.instance}  {rec.kind}  "
+        f"{rec.info_type or '-'}  {rec.corp_id or '-'}  {rec.status}  attempts={rec.attempts}"
+    )
+    return f"{line}  {rec.last_error}" if rec.last_error else line
+
+
+def log_tail(
+    ctx: typer.Context,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="Show this many recent records first.")
+    ] = 10,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new records; Ctrl-C stops.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.05, help="Seconds between polls with --follow.")
+    ] = 1.0,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+) -> int:
+    """Print the latest records, then (--follow) new ones as they arrive.
+
+    With --format json, one JSON object per line (JSON Lines), so it can stream.
+    """
+
+    def emit(records: list[CallbackRecord]) -> None:
+        for rec in records:
+            print(_tail_line(rec, fmt))
+        sys.stdout.flush()
+
+    with open_store(globals_of(ctx).settings()) as store:
+        recent = store.list_callbacks(limit=max(lines, 1))
+        last_id = recent[0].id if recent else 0
+        emit(list(reversed(recent[:lines])))
+        if not follow:
+            return EXIT_OK
+        try:
+            while True:
+                time.sleep(interval)
+                new = store.list_callbacks(after_id=last_id, limit=1000)
+                if new:
+                    last_id = new[-1].id
+                    emit(new)
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+# -- log stats ---------------------------------------------------------------------------
+
+
+def _ticket_ages(store: Store, settings: Settings, now: float) -> list[dict[str, Any]]:
+    """The latest suite_ticket of each active instance's suite, and whether it is stale."""
+    from qywx_cli.core.config import load_instances
+
+    if not settings.auths_dir.is_dir():
+        return []
+    suites = sorted({i.suite_id for i in load_instances(settings.auths_dir) if i.is_active})
+    out = []
+    for suite in suites:
+        ticket = store.latest_suite_ticket(suite)
+        age = None if ticket is None else max(0.0, now - ticket.received_at)
+        out.append(
+            {
+                "suite_id": suite,
+                "received_at": iso(ticket.received_at) if ticket else None,
+                "age_seconds": None if age is None else int(age),
+                "stale": age is None or age > SUITE_TICKET_STALE_SECONDS,
+            }
+        )
+    return out
+
+
+def log_stats(
+    ctx: typer.Context,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Count only records since (30m, 2h, 7d, date).")
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Counts by status and event, the commonest failures, and suite_ticket freshness."""
+    now = time.time()
+    since_ts = parse_since(since, now) if since else None
+    settings = globals_of(ctx).settings()
+    with open_store(settings) as store:
+        stats = store.callback_stats(since=since_ts)
+        tickets = _ticket_ages(store, settings, now)
+    for t in tickets:
+        if t["stale"]:
+            when = (
+                "no suite_ticket has been received"
+                if t["age_seconds"] is None
+                else f"the latest suite_ticket is {_age(t['age_seconds'])} old"
+            )
+            note(
+                f"warning: suite {t['suite_id']}: {when}; WeCom pushes one every 10 minutes, "
+                "so callbacks are not arriving (check the template's callback URL and that "
+                "qywx serve is reachable)"
+            )
+    failures = [{"error": e, "count": n} for e, n in stats.failures_by_error]
+    if fmt is Format.json:
+        emit_json(
+            {
+                "total": stats.total,
+                "since": iso(since_ts),
+                "by_status": stats.by_status,
+                "by_event": stats.by_event,
+                "failures": failures,
+                "suite_tickets": tickets,
+            }
+        )
+        return EXIT_OK
+    print(
+        f"{stats.total} callback record(s)" + (f" since {_when(since_ts)} UTC" if since_ts else "")
+    )
+    by = sorted(stats.by_status.items(), key=lambda kv: -kv[1])
+    table("By status", ["status", "count"], [list(kv) for kv in by])
+    by = sorted(stats.by_event.items(), key=lambda kv: -kv[1])
+    table("By event", ["event", "count"], [list(kv) for kv in by])
+    if failures:
+        table("Failures by error", ["error", "count"], [[f["error"], f["count"]] for f in failures])
+    if tickets:
+        table(
+            "Latest suite_ticket",
+            ["suite", "received (UTC)", "age", "stale"],
+            [
+                [
+                    t["suite_id"],
+                    (t["received_at"] or "never")[:19].replace("T", " "),
+                    "" if t["age_seconds"] is None else _age(t["age_seconds"]),
+                    "yes" if t["stale"] else "no",
+                ]
+                for t in tickets
+            ],
+        )
+    return EXIT_OK
+
+
+# -- retry -------------------------------------------------------------------------------
+
+
+def retry(
+    ctx: typer.Context,
+    ids: Annotated[
+        list[int] | None,
+        typer.Argument(metavar="[ID]...", help="Callback record ids.", show_default=False),
+    ] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="Retry every failed record (oldest first).")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="With --failed: received since (30m, 2h, …).")
+    ] = None,
+    event: Annotated[
+        str | None, typer.Option("--event", help="With --failed: only this InfoType.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be retried; change nothing.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Re-run processed records too.")] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Re-run recorded callbacks from their stored envelopes; exit 1 if any still fails.
+
+    The signature was checked on receipt and the timestamp window is not applied
+    again, so a callback that failed hours ago can still be re-run.
+    """
+    if ids and failed:
+        raise UsageError("give record IDs or --failed, not both")
+    if not ids and not failed:
+        raise UsageError("give record IDs to retry, or --failed")
+    if (since or event) and not failed:
+        raise UsageError("--since and --event select failed records; use them with --failed")
+    since_ts = parse_since(since, time.time()) if since else None
+    settings = globals_of(ctx).settings()
+    if not dry_run and not settings.auths_dir.is_dir():
+        raise UsageError(
+            f"no auths/ folder at {settings.auths_dir}; retry needs the instances' keys "
+            "(pass --auths DIR)"
+        )
+    from qywx_cli.core.service import CallbackService, RetryOutcome
+
+    store = open_store(settings)
+    try:
+        if ids:
+            targets = [store.get_callback(i) for i in dict.fromkeys(ids)]
+        else:
+            targets = store.list_callbacks(
+                status="failed",
+                since=since_ts,
+                info_type=event,
+                limit=1_000_000,
+                newest_first=False,
+            )
+        if dry_run:
+            rows = [
+                {
+                    "id": r.id,
+                    "event": r.info_type,
+                    "before": r.status,
+                    "after": r.status,
+                    "attempts": r.attempts,
+                    "error": r.last_error,
+                    "ran": False,
+                    "reason": CallbackService.retry_skip_reason(r, force=force) or "would retry",
+                }
+                for r in targets
+            ]
+            return _retry_report(rows, fmt, dry_run=True)
+        service = CallbackService(settings, store=store, background=False)
+        outcomes: list[tuple[CallbackRecord, RetryOutcome]] = []
+        try:
+            err = console(stderr=True)
+            if len(targets) > PROGRESS_THRESHOLD and err.is_terminal:
+                from rich.progress import Progress
+
+                with Progress(console=err, transient=True) as progress:
+                    task = progress.add_task("retrying", total=len(targets))
+                    for rec in targets:
+                        outcomes.append((rec, service.retry(rec.id, force=force)))
+                        progress.advance(task)
+            else:
+                outcomes = [(rec, service.retry(rec.id, force=force)) for rec in targets]
+        finally:
+            service.close()
+    finally:
+        store.close()
+    rows = [
+        {
+            "id": before.id,
+            "event": before.info_type,
+            "before": before.status,
+            "after": out.record.status,
+            "attempts": out.record.attempts,
+            "error": out.record.last_error,
+            "ran": out.ran,
+            "reason": out.reason,
+        }
+        for before, out in outcomes
+    ]
+    return _retry_report(rows, fmt, dry_run=False)
+
+
+def _retry_report(rows: list[dict[str, Any]], fmt: Format, *, dry_run: bool) -> int:
+    still_failed = [r["id"] for r in rows if r["after"] == "failed" and not dry_run]
+    if fmt is Format.json:
+        emit_json(rows)
+    elif rows:
+        table(
+            "Retry (dry run)" if dry_run else "Retry",
+            ["id", "event", "before", "after", "attempts", "error", "note"],
+            [
+                [
+                    r["id"],
+                    r["event"] or "",
+                    r["before"],
+                    r["after"],
+                    r["attempts"],
+                    r["error"] or "",
+                    r["reason"] if dry_run or not r["ran"] else "",
+                ]
+                for r in rows
+            ],
+        )
+    if not rows:
+        note("no callback records to retry")
+    elif still_failed:
+        note(f"{len(still_failed)} record(s) still failed: {', '.join(map(str, still_failed))}")
+    return EXIT_FAILED if still_failed else EXIT_OK
+
+
+def register(app: typer.Typer) -> None:
+    log = typer.Typer(
+        name="log",
+        help="Read the callback log (list, show, tail, stats).",
+        no_args_is_help=True,
+    )
+    log.command("list")(log_list)
+    log.command("show")(log_show)
+    log.command("tail")(log_tail)
+    log.command("stats")(log_stats)
+    app.add_typer(log, name="log")
+    app.command("retry")(retry)

@@ -1,0 +1,410 @@
+"""The element API of ``qywx-proxy-login.md``, reachable exactly as its examples write it.
+
+::
+
+    app = App("path/to/project")            # a folder holding auths/, or auths/ itself
+    auth_instance = app.getElement("auths.QywxProxyTemp")
+    auth_service = app.getElement("auths.loginTypes.QywxProxyType.services.QywxProxyAuthService")
+
+The element doc's camelCase names (``getLoginConfig``, ``getLoginCode``, ``authConfig``,
+``loginByWorkbench``, ``notify``, ``setCode``, ``getLoginConfigByCode``, ``retryCallBack``
+…) live only here; each is a thin call into the snake_case core (:mod:`.login`,
+:mod:`.service`, :mod:`.store`) and turns the typed result into the dict the doc
+describes. Nothing returned here carries a secret: ``authConfig`` masks the suite
+secret, token and EncodingAESKey with :func:`errors.mask`.
+
+Settings come from :func:`settings.load_settings` with the project folder as the
+working directory (so its ``qywx.toml`` applies); ``db=`` and ``api_base=`` override
+them. The database, WeCom client and callback service are created on first use, so
+``getElement`` and ``authConfig`` never touch the database.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import httpx
+
+from qywx_cli.core.config import (
+    AUTH_MODEL_ELEMENT,
+    ELEMENT_TYPE,
+    AuthInstance,
+    find_instance,
+    instance_dirs,
+    load_instances,
+)
+from qywx_cli.core.errors import ConfigError, RecordNotFound, mask
+from qywx_cli.core.login import (
+    CorpEntry,
+    LoginConfig,
+    LoginResult,
+    LoginService,
+    OrgCodeInfo,
+    check_platform,
+)
+from qywx_cli.core.service import CallbackService, NotifyResponse
+from qywx_cli.core.settings import Settings, load_settings
+from qywx_cli.core.store import Store
+from qywx_cli.core.wecom import WeComClient
+
+__all__ = [
+    "SERVICE_ELEMENT",
+    "App",
+    "QywxProxyAuthService",
+    "QywxProxyInstance",
+    "login_config_dict",
+    "login_result_dict",
+]
+
+SERVICE_ELEMENT: Final = f"{ELEMENT_TYPE}.services.QywxProxyAuthService"
+"""The service element's full name, as the element doc's examples spell it."""
+
+_INSTANCE_PREFIX: Final = "auths."
+
+
+def _corp_list(entries: tuple[CorpEntry, ...]) -> list[dict[str, Any]]:
+    return [{"corpId": e.corp_id, "corpName": e.corp_name, "agentId": e.agent_id} for e in entries]
+
+
+def login_result_dict(result: LoginResult) -> dict[str, Any]:
+    """getLoginCode's answer ("loginCode、corpList和userId"); ``qywx login`` prints the same."""
+    return {
+        "loginCode": result.login_code,
+        "corpList": _corp_list(result.corp_list),
+        "userId": result.user_id,
+        "corpId": result.corp_id,
+        "loginType": result.login_type,
+        "expiresIn": result.expires_in,
+        "element": f"{_INSTANCE_PREFIX}{result.instance}",
+    }
+
+
+def login_config_dict(cfg: LoginConfig) -> dict[str, Any]:
+    """getLoginConfig's answer ("包含suiteId的配置信息"); ``qywx login-config`` prints the same."""
+    return {
+        "suiteId": cfg.suite_id,
+        "corpId": cfg.corp_id,
+        "agentId": cfg.agent_id,
+        "corpName": cfg.corp_name,
+        "authorized": cfg.authorized,
+        "isActive": cfg.is_active,
+        "title": cfg.title,
+        "element": f"{_INSTANCE_PREFIX}{cfg.instance}",
+        "authType": ELEMENT_TYPE,
+        "loginTypes": list(cfg.login_types),
+    }
+
+
+def _locate(path: Path) -> tuple[Path, Path]:
+    """(project root, auths folder) for a project root holding ``auths/`` or ``auths/`` itself."""
+    if not path.is_dir():
+        raise ConfigError(f"no project or auths folder at {path}")
+    if (path / "auths").is_dir():
+        return path, path / "auths"
+    return path.parent, path
+
+
+class App:
+    """An application's view of its ``auths/`` elements, over one database.
+
+    ``background`` runs callback handlers on worker threads started by the first
+    ``notify`` (WeCom wants its reply within 1 s, §3.8, so API calls must not hold it);
+    ``background=False`` handles them before ``notify`` returns. ``transport`` and
+    ``now`` are seams for tests and offline runs (e.g. an in-process FakeWeCom).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        db: str | os.PathLike[str] | None = None,
+        api_base: str | None = None,
+        env: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        background: bool = True,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        root, auths_dir = _locate(Path(path))
+        settings = load_settings(
+            auths=auths_dir, db=Path(db) if db is not None else None, env=env, cwd=root
+        )
+        if api_base is not None:
+            settings = replace(settings, api_base=api_base.rstrip("/"))
+        self.settings: Settings = settings
+        self._env = os.environ if env is None else env
+        self._transport = transport
+        self._background = background
+        self._now = now
+        self._lock = threading.RLock()
+        self._callbacks: CallbackService | None = None
+        self._logins: LoginService | None = None
+        self._started = False
+        self._elements: dict[str, QywxProxyInstance | QywxProxyAuthService] = {}
+
+    def __repr__(self) -> str:
+        return f"App(auths={str(self.settings.auths_dir)!r}, db={str(self.settings.db_path)!r})"
+
+    # -- elements -----------------------------------------------------------------------
+
+    def element_names(self) -> list[str]:
+        """Every element getElement knows: one per instance folder, then the service."""
+        auths = self.settings.auths_dir
+        folders = instance_dirs(auths) if auths.is_dir() else []
+        return [f"{_INSTANCE_PREFIX}{p.name}" for p in folders] + [SERVICE_ELEMENT]
+
+    def getElement(self, name: str) -> Any:
+        """``auths.<Instance>`` or the service element; anything else lists what exists."""
+        with self._lock:
+            found = self._elements.get(name)
+            if found is not None:
+                return found
+            element: QywxProxyInstance | QywxProxyAuthService
+            if name == SERVICE_ELEMENT:
+                element = QywxProxyAuthService(self)
+            else:
+                folder = name.removeprefix(_INSTANCE_PREFIX)
+                if (
+                    not name.startswith(_INSTANCE_PREFIX)
+                    or "." in folder
+                    or not (self.settings.auths_dir / folder).is_dir()
+                ):
+                    raise RecordNotFound(
+                        f"no element {name!r}; available: {', '.join(self.element_names())}"
+                    )
+                # find_instance gives the validation reason when the folder is broken.
+                element = QywxProxyInstance(
+                    self, find_instance(folder, self.settings.auths_dir, self._env)
+                )
+            self._elements[name] = element
+            return element
+
+    # -- shared machinery (created on first use) -----------------------------------------
+
+    @property
+    def callbacks(self) -> CallbackService:
+        """The callback service over this app's database (created on first use)."""
+        with self._lock:
+            if self._callbacks is None:
+                store = Store(self.settings.db_path, now=self._now)
+                try:
+                    client = WeComClient(
+                        store,
+                        base_url=self.settings.api_base,
+                        transport=self._transport,
+                        now=self._now,
+                    )
+                except BaseException:
+                    store.close()
+                    raise
+                self._callbacks = CallbackService(
+                    self.settings,
+                    store=store,
+                    client=client,
+                    instances=load_instances(self.settings.auths_dir, self._env),
+                    now=self._now,
+                    background=self._background,
+                )
+            return self._callbacks
+
+    @property
+    def logins(self) -> LoginService:
+        with self._lock:
+            if self._logins is None:
+                service = self.callbacks
+                self._logins = LoginService(service.store, service.client, now=self._now)
+            return self._logins
+
+    def _notify_service(self) -> CallbackService:
+        """The callback service with its workers running (started once, on first notify)."""
+        with self._lock:
+            service = self.callbacks
+            if self._background and not self._started:
+                service.start()
+                self._started = True
+            return service
+
+    def drain(self) -> None:
+        """Wait until every callback accepted so far has been handled."""
+        with self._lock:
+            service = self._callbacks
+        if service is not None:
+            service.drain()
+
+    def close(self) -> None:
+        """Finish queued callbacks and close the database and HTTP client."""
+        with self._lock:
+            service, self._callbacks, self._logins = self._callbacks, None, None
+            self._started = False
+            self._elements.clear()
+        if service is not None:
+            service.drain()
+            service.close()
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class QywxProxyInstance:
+    """``auths.<Name>``: one login instance element (qywx-proxy-login.md "方法", "属性")."""
+
+    def __init__(self, app: App, instance: AuthInstance) -> None:
+        self._app = app
+        self.instance = instance
+
+    def __repr__(self) -> str:
+        return f"QywxProxyInstance({self.instance.element_name!r})"
+
+    @property
+    def name(self) -> str:
+        return self.instance.element_name
+
+    @property
+    def title(self) -> str:
+        return self.instance.title
+
+    @property
+    def authType(self) -> str:
+        return ELEMENT_TYPE
+
+    @property
+    def authModelElemName(self) -> str:
+        return AUTH_MODEL_ELEMENT
+
+    @property
+    def authConfig(self) -> dict[str, str]:
+        """The business file's authConfig with "敏感信息已脱敏": only suiteId in clear."""
+        inst = self.instance
+        return {
+            "suiteId": inst.suite_id,
+            "suiteSecret": mask(inst.suite_secret),
+            "encodingAESKey": mask(inst.encoding_aes_key),
+            "token": mask(inst.token),
+        }
+
+    def getLoginConfig(self) -> dict[str, Any]:
+        """What a login page needs: suiteId, the corp and its agentId (§4.1, §4.2)."""
+        return login_config_dict(self._app.logins.login_config(self.instance))
+
+    def getLoginCode(self, corpId: str, code: str, loginType: str = "workbench") -> dict[str, Any]:
+        """Exchange WeCom's login ``code`` for a one-time loginCode (see :mod:`.login`)."""
+        return login_result_dict(self._app.logins.login(self.instance, corpId, code, loginType))
+
+
+class QywxProxyAuthService:
+    """``auths.loginTypes.QywxProxyType.services.QywxProxyAuthService``: the Type's service."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def __repr__(self) -> str:
+        return f"QywxProxyAuthService({self._app!r})"
+
+    def loginByWorkbench(
+        self,
+        corpId: str,
+        code: str,
+        platform: str = "app",
+    ) -> dict[str, Any]:
+        """Workbench (免登) login for whichever active instance the corp authorized.
+
+        ``token`` is the one-time loginCode: the application redeems it once
+        (:meth:`redeemLoginCode`) within ``expiresIn`` seconds to open its own session.
+        """
+        platform = check_platform(platform)
+        logins = self._app.logins
+        instance = logins.route(corpId, self._app.callbacks.instances.values())
+        result = logins.login(instance, corpId, code, "workbench")
+        return {
+            "token": result.login_code,
+            "tokenType": "loginCode",
+            "expiresIn": result.expires_in,
+            "userId": result.user_id,
+            "corpId": result.corp_id,
+            "corpList": _corp_list(result.corp_list),
+            "platform": platform,
+            "element": f"{_INSTANCE_PREFIX}{result.instance}",
+            "authType": ELEMENT_TYPE,
+        }
+
+    def redeemLoginCode(self, loginCode: str) -> dict[str, Any]:
+        """Spend a loginCode once; LoginError when unknown, expired or already used."""
+        used = self._app.logins.redeem(loginCode)
+        return {
+            "userId": used.user_id,
+            "corpId": used.corp_id,
+            "element": f"{_INSTANCE_PREFIX}{used.instance}",
+        }
+
+    def notify(
+        self,
+        nonce: str | None,
+        msg_signature: str | None,
+        timestamp: str | None,
+        echostr: str | None = None,
+        body: bytes | str | None = None,
+    ) -> NotifyResponse:
+        """Answer a request from WeCom: the GET handshake with ``echostr``, else a POST ``body``.
+
+        Never raises for a bad request: the response (also a WSGI app, so a framework
+        can return it as is) carries the status and a one-line reason.
+        """
+        return self._app._notify_service().notify(
+            msg_signature=msg_signature,
+            timestamp=timestamp,
+            nonce=nonce,
+            echostr=echostr,
+            body=body,
+        )
+
+    def setCode(self, corpId: str, code: str) -> None:
+        """Give an authorized corp an org code; a code another corp holds is a ConflictError."""
+        self._app.logins.set_org_code(corpId, code)
+
+    def getLoginConfigByCode(self, code: str) -> dict[str, Any]:
+        """The corpId and agentId a QR login page needs for an org code (§4.2)."""
+        return self._org_config(self._app.logins.login_config_by_code(code))
+
+    def getLoginConfig(self, code: str) -> dict[str, Any]:
+        """The element doc's example spelling of :meth:`getLoginConfigByCode`."""
+        return self.getLoginConfigByCode(code)
+
+    def retryCallBack(self, recordId: int) -> dict[str, Any]:
+        """Re-run a recorded callback's handler; RecordNotFound for an unknown id.
+
+        A processed record is left alone (``ran`` is false and ``reason`` says why).
+        """
+        outcome = self._app.callbacks.retry(int(recordId))
+        rec = outcome.record
+        return {
+            "recordId": rec.id,
+            "status": rec.status,
+            "attempts": rec.attempts,
+            "lastError": rec.last_error,
+            "ran": outcome.ran,
+            "reason": outcome.reason,
+        }
+
+    @staticmethod
+    def _org_config(info: OrgCodeInfo) -> dict[str, Any]:
+        return {
+            "corpId": info.corp_id,
+            "agentId": info.agent_id,
+            "corpName": info.corp_name,
+            "suiteId": info.suite_id,
+            "code": info.code,
+        }

@@ -1,0 +1,372 @@
+"""``qywx log list|show|tail|stats`` as a subprocess against a real SQLite log."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from qywx_cli.core import events as ev
+from qywx_cli.core.config import find_instance
+from qywx_cli.core.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = time.time()
+DAY = 86400.0
+TICKET = "TICKETsecretVALUE0123456789abcdef"
+AUTH_CODE = "AUTHCODE-wwa1b2c3d4e5f60a01-" + "s" * 64
+SAMPLE_SECRETS = (
+    "sample-8FGGBZPkm3buLjylPWWqkOw76adCdiDhzxAUNv4Z",
+    "4CUdYrBwSjnWyz4yYNsz3PukTqABgnMBwKuGToYu25b",
+    "Ob05nvp8DucDexAf5iTh6IZK",
+)
+TAIL_OPTS = ("--interval", "0.1", "--format", "json")
+LIST_KEYS = {
+    "id",
+    "received_at",
+    "instance",
+    "kind",
+    "info_type",
+    "corp_id",
+    "status",
+    "attempts",
+    "last_error",
+}
+
+
+def qywx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qywx_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+
+
+def no_secrets(proc: subprocess.CompletedProcess[str]) -> None:
+    for secret in (*SAMPLE_SECRETS, TICKET, AUTH_CODE):
+        assert secret not in proc.stdout + proc.stderr
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def env(auths: Path, tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
+    e.update(
+        QYWX_AUTHS=str(auths),
+        QYWX_DB=str(tmp_path / "qywx.db"),
+        PYTHONPATH=str(REPO),
+        COLUMNS="200",
+    )
+    return e
+
+
+def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", n: int) -> int:
+    """Log a callback with a real envelope encrypted with the instance's key."""
+    inst = find_instance(name, auths)
+    env = inst.crypto().encrypt_msg(xml, inst.suite_id, "1700000000", str(n))
+    event = ev.parse_event(xml)
+    rec = store.record_callback(
+        instance=name,
+        kind="command",
+        info_type=event.info_type,
+        suite_id=inst.suite_id,
+        corp_id=event.corp_id,
+        msg_signature=env.msg_signature,
+        timestamp=env.timestamp,
+        nonce=env.nonce,
+        envelope=env.request_xml(inst.suite_id),
+        content_key=None,
+    )
+    return rec.id
+
+
+@pytest.fixture
+def log(env: dict[str, str], auths: Path) -> dict[str, int]:
+    """Four records: an old processed ticket, a failed create_auth, two recent others."""
+    clock = Clock(NOW - 3 * DAY)
+    suite = "tj1234567890abcdef"
+    ids: dict[str, int] = {}
+    with Store(env["QYWX_DB"], now=clock) as store:
+        ticket_xml = ev.build_event_xml(
+            "suite_ticket", suite_id=suite, overrides={"SuiteTicket": TICKET}
+        )
+        ids["ticket"] = record(store, auths, ticket_xml, n=1)
+        store.claim_callback(ids["ticket"], "w")
+        store.finish_callback(ids["ticket"], "processed")
+        clock.t = NOW - 600
+        create_xml = ev.build_event_xml(
+            "create_auth", suite_id=suite, overrides={"AuthCode": AUTH_CODE}
+        )
+        ids["create"] = record(store, auths, create_xml, n=2)
+        store.claim_callback(ids["create"], "w")
+        store.finish_callback(
+            ids["create"], "failed", "service/get_permanent_code: WeCom errcode 40084: invalid"
+        )
+        clock.t = NOW - 300
+        cancel_xml = ev.build_event_xml("cancel_auth", suite_id=suite, corp_id="wwcorp0000000001")
+        ids["cancel"] = record(store, auths, cancel_xml, n=3)
+        clock.t = NOW - 60
+        ids["other"] = record(
+            store,
+            auths,
+            ev.build_event_xml("suite_ticket", suite_id="dk7f3a9c2e51b04d18"),
+            name="QywxProxyCompanyA",
+            n=4,
+        )
+        store.save_suite_ticket(suite, TICKET, int(NOW))
+    return ids
+
+
+# -- no database ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["list"], ["stats"], ["tail"], ["show", "1"]])
+def test_a_missing_database_is_reported_and_not_created(
+    env: dict[str, str], command: list[str]
+) -> None:
+    proc = qywx(env, "log", *command)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        f"qywx: error: no database at {env['QYWX_DB']}; run qywx serve first or pass --db\n"
+    )
+    assert proc.stdout == ""
+    assert not Path(env["QYWX_DB"]).exists()
+
+
+# -- list ----------------------------------------------------------------------------------
+
+
+def test_list_json_is_newest_first_with_the_contract_keys(
+    env: dict[str, str], log: dict[str, int]
+) -> None:
+    proc = qywx(env, "log", "list", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["id"] for r in rows] == [log["other"], log["cancel"], log["create"], log["ticket"]]
+    assert all(set(r) == LIST_KEYS for r in rows)
+    failed = rows[2]
+    assert failed["status"] == "failed" and "40084" in failed["last_error"]
+    received = datetime.fromisoformat(failed["received_at"])
+    assert received.utcoffset() == timedelta(0)
+    assert abs(received.timestamp() - (NOW - 600)) < 0.01
+    no_secrets(proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--status", "failed"], ["create"]),
+        (["--event", "suite_ticket"], ["other", "ticket"]),
+        (["--corp", "wwcorp0000000001"], ["cancel"]),
+        (["--instance", "QywxProxyCompanyA"], ["other"]),
+        (["--since", "1d"], ["other", "cancel", "create"]),
+        (["--since", "7m"], ["other", "cancel"]),
+        (["--event", "suite_ticket", "--since", "2h"], ["other"]),
+        (["--limit", "2"], ["other", "cancel"]),
+    ],
+)
+def test_list_filters(
+    env: dict[str, str], log: dict[str, int], args: list[str], expected: list[str]
+) -> None:
+    proc = qywx(env, "log", "list", "-f", "json", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert [r["id"] for r in json.loads(proc.stdout)] == [log[k] for k in expected]
+
+
+def test_list_since_accepts_dates_and_iso_times(env: dict[str, str], log: dict[str, int]) -> None:
+    day = time.strftime("%Y-%m-%d", time.gmtime(NOW - 2 * DAY))
+    proc = qywx(env, "log", "list", "-f", "json", "--since", day)
+    assert len(json.loads(proc.stdout)) == 3
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(NOW - 450))
+    proc = qywx(env, "log", "list", "-f", "json", "--since", iso)
+    assert [r["id"] for r in json.loads(proc.stdout)] == [log["other"], log["cancel"]]
+
+
+@pytest.mark.parametrize("args", [["--since", "yesterday"], ["--status", "lost"], ["--limit", "0"]])
+def test_list_usage_errors_exit_2_with_one_line(
+    env: dict[str, str], log: dict[str, int], args: list[str]
+) -> None:
+    proc = qywx(env, "log", "list", *args)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("qywx: error: ") and proc.stderr.count("\n") == 1
+    assert proc.stdout == ""
+
+
+def test_list_text_is_a_table(env: dict[str, str], log: dict[str, int]) -> None:
+    proc = qywx(env, "log", "list")
+    assert proc.returncode == 0
+    assert "Callback log, newest first (4 shown)" in proc.stdout
+    assert "create_auth" in proc.stdout and "failed" in proc.stdout
+
+
+# -- show ----------------------------------------------------------------------------------
+
+
+def test_show_json_is_the_whole_record_with_the_envelope_encrypted(
+    env: dict[str, str], log: dict[str, int]
+) -> None:
+    proc = qywx(env, "log", "show", str(log["ticket"]), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    with Store(env["QYWX_DB"]) as store:
+        stored = store.get_callback(log["ticket"])
+    assert doc["envelope"] == stored.envelope
+    assert (doc["msg_signature"], doc["nonce"], doc["status"]) == (
+        stored.msg_signature,
+        "1",
+        "processed",
+    )
+    assert LIST_KEYS | {"suite_id", "processed_at", "duplicate_of", "content_key"} <= set(doc)
+    assert "decrypted" not in doc
+    no_secrets(proc)
+
+
+def test_show_decrypt_masks_ticket_and_auth_code(env: dict[str, str], log: dict[str, int]) -> None:
+    for key, secret, field in (
+        ("ticket", TICKET, "SuiteTicket"),
+        ("create", AUTH_CODE, "AuthCode"),
+    ):
+        proc = qywx(env, "log", "show", str(log[key]), "--decrypt", "-f", "json")
+        assert proc.returncode == 0, proc.stderr
+        dec = json.loads(proc.stdout)["decrypted"]
+        assert dec["signature_valid"] is True
+        assert dec["receive_id"] == "tj1234567890abcdef" and dec["receive_id_kind"] == "suite"
+        assert dec["fields"][field] == f"{secret[:3]}***{secret[-3:]}"
+        assert f"<{field}><![CDATA[{secret[:3]}***{secret[-3:]}]]>" in dec["plaintext"]
+        no_secrets(proc)
+        text = qywx(env, "log", "show", str(log[key]), "--decrypt")
+        assert text.returncode == 0 and field in text.stdout
+        no_secrets(text)
+
+
+def test_show_secrets_reveals_them_on_request(env: dict[str, str], log: dict[str, int]) -> None:
+    proc = qywx(env, "log", "show", str(log["ticket"]), "--decrypt", "--show-secrets", "-f", "json")
+    dec = json.loads(proc.stdout)["decrypted"]
+    assert dec["fields"]["SuiteTicket"] == TICKET and TICKET in dec["plaintext"]
+    proc = qywx(env, "log", "show", str(log["ticket"]), "--show-secrets")
+    assert proc.returncode == 2
+
+
+def test_show_unknown_id(env: dict[str, str], log: dict[str, int]) -> None:
+    proc = qywx(env, "log", "show", "999")
+    assert proc.returncode == 1
+    assert proc.stderr == "qywx: error: no callback record with id 999\n"
+
+
+# -- tail ----------------------------------------------------------------------------------
+
+
+def test_tail_prints_the_latest_records_oldest_first(
+    env: dict[str, str], log: dict[str, int]
+) -> None:
+    proc = qywx(env, "log", "tail", "-n", "2", "--format", "json")
+    assert proc.returncode == 0
+    lines = proc.stdout.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == [log["cancel"], log["other"]]
+    text = qywx(env, "log", "tail", "-n", "1")
+    assert text.stdout.split()[0] == str(log["other"])
+
+
+def test_tail_follow_streams_new_records_and_ctrl_c_exits_0(
+    env: dict[str, str], log: dict[str, int], auths: Path
+) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qywx_cli", "log", "tail", "-n", "1", "--follow", *TAIL_OPTS],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        assert json.loads(lines.get(timeout=10))["id"] == log["other"]
+        with Store(env["QYWX_DB"]) as store:
+            new_id = record(
+                store,
+                auths,
+                ev.build_event_xml("suite_ticket", suite_id="tj1234567890abcdef"),
+                n=99,
+            )
+        arrived = json.loads(lines.get(timeout=10))
+        assert (arrived["id"], arrived["info_type"]) == (new_id, "suite_ticket")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(10)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+
+
+# -- stats ---------------------------------------------------------------------------------
+
+
+def test_stats_json_counts_failures_and_ticket_freshness(
+    env: dict[str, str], log: dict[str, int]
+) -> None:
+    proc = qywx(env, "log", "stats", "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert set(doc) >= {"total", "by_status", "by_event", "failures", "suite_tickets"}
+    assert doc["total"] == 4
+    assert doc["by_status"] == {"processed": 1, "failed": 1, "received": 2}
+    assert doc["by_event"] == {"suite_ticket": 2, "create_auth": 1, "cancel_auth": 1}
+    assert doc["failures"] == [
+        {"error": "service/get_permanent_code: WeCom errcode 40084: invalid", "count": 1}
+    ]
+    tickets = {t["suite_id"]: t for t in doc["suite_tickets"]}
+    assert set(tickets) == {
+        "tj1234567890abcdef",
+        "dk7f3a9c2e51b04d18",
+        "dk7f3a9c2e51b04d29",
+        "dk7f3a9c2e51b04d3a",
+    }
+    fresh = tickets["tj1234567890abcdef"]
+    assert fresh["stale"] is False and 0 <= fresh["age_seconds"] < 120
+    missing = tickets["dk7f3a9c2e51b04d18"]
+    assert missing == {
+        "suite_id": "dk7f3a9c2e51b04d18",
+        "received_at": None,
+        "age_seconds": None,
+        "stale": True,
+    }
+    warnings = proc.stderr.splitlines()
+    assert len(warnings) == 3
+    assert all("every 10 minutes" in w and "tj1234567890abcdef" not in w for w in warnings)
+    no_secrets(proc)
+
+
+def test_stats_warns_about_an_old_ticket_and_honours_since(
+    env: dict[str, str], log: dict[str, int]
+) -> None:
+    with Store(env["QYWX_DB"], now=Clock(NOW - 3600)) as store:
+        store.save_suite_ticket("dk7f3a9c2e51b04d18", "old-ticket-123456", int(NOW - 3600))
+    proc = qywx(env, "log", "stats", "--since", "2h")
+    assert proc.returncode == 0
+    assert "3 callback record(s) since" in proc.stdout
+    old = [w for w in proc.stderr.splitlines() if "dk7f3a9c2e51b04d18" in w]
+    assert len(old) == 1 and "is 1h 0m old" in old[0]

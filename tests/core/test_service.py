@@ -1,0 +1,274 @@
+"""CallbackService through its public API: real Store, FakeWeCom over httpx.WSGITransport."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qywx_cli.core import events as ev
+from qywx_cli.core.config import AuthInstance, load_instances
+from qywx_cli.core.errors import RecordNotFound, WeComAPIError
+from qywx_cli.core.fakewecom import FakeWeCom
+from qywx_cli.core.service import CallbackService, NotifyResponse
+from qywx_cli.core.settings import Settings
+from qywx_cli.core.store import Store
+from qywx_cli.core.wecom import WeComClient
+
+API = "http://fake.test/cgi-bin"
+CORP = "wwa1b2c3d4e5f60a01"
+
+
+class World:
+    def __init__(self, auths: Path, db: Path, *, background: bool = False) -> None:
+        self.fake = FakeWeCom()
+        self.store = Store(db)
+        self.client = WeComClient(
+            self.store, base_url=API, transport=httpx.WSGITransport(app=self.fake)
+        )
+        self.instances = {i.name: i for i in load_instances(auths)}
+        self.inst: AuthInstance = self.instances["QywxProxyCompanyA"]
+        self.service = CallbackService(
+            Settings(auths_dir=auths, db_path=db, api_base=API),
+            store=self.store,
+            client=self.client,
+            instances=self.instances.values(),
+            background=background,
+        )
+        self.nonce = 1000
+
+    def envelope(self, xml: str, *, timestamp: int | None = None) -> dict[str, Any]:
+        self.nonce += 1
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        env = self.inst.crypto().encrypt_msg(xml, self.inst.suite_id, ts, str(self.nonce))
+        return {
+            "msg_signature": env.msg_signature,
+            "timestamp": env.timestamp,
+            "nonce": env.nonce,
+            "body": env.request_xml(self.inst.suite_id),
+        }
+
+    def event(self, name: str, corp: str | None = CORP, **overrides: str) -> str:
+        return ev.build_event_xml(
+            name, suite_id=self.inst.suite_id, corp_id=corp, overrides=overrides
+        )
+
+    def post(self, xml: str) -> NotifyResponse:
+        return self.service.notify(**self.envelope(xml))
+
+    def calls(self) -> dict[str, int]:
+        state = httpx.Client(transport=httpx.WSGITransport(app=self.fake)).get(
+            "http://fake.test/fake/state"
+        )
+        calls: dict[str, int] = state.json()["calls"]
+        return calls
+
+    def authorized(self) -> None:
+        assert self.post(self.event("suite_ticket")).text == "success"
+        assert self.post(self.event("create_auth")).text == "success"
+
+
+@pytest.fixture
+def world(auths: Path, tmp_path: Path) -> Iterator[World]:
+    w = World(auths, tmp_path / "qywx.db")
+    yield w
+    w.service.close()
+
+
+def status_of(world: World, response: NotifyResponse) -> str:
+    assert response.record_id is not None
+    return world.store.get_callback(response.record_id).status
+
+
+# -- each event ------------------------------------------------------------------------------
+
+
+def test_suite_ticket_is_stored_for_its_suite(world: World) -> None:
+    xml = world.event("suite_ticket", SuiteTicket="ticket-abcdefgh-0001")
+    response = world.post(xml)
+    assert (response.status, response.text) == (200, "success")
+    assert status_of(world, response) == "processed"
+    ticket = world.store.latest_suite_ticket(world.inst.suite_id)
+    assert ticket is not None and ticket.ticket == "ticket-abcdefgh-0001"
+
+
+def test_create_auth_stores_the_permanent_code_and_warms_the_corp_token(world: World) -> None:
+    world.authorized()
+    auth = world.store.get_corp_auth(CORP, world.inst.suite_id)
+    assert auth is not None and auth.is_active and auth.permanent_code
+    assert auth.agent_id is not None and auth.corp_name
+    assert world.store.get_token("corp", CORP) is not None
+    # The stored code is the one WeCom issued: it buys an app token.
+    assert world.client.corp_token(CORP, auth.permanent_code)
+
+
+def test_change_auth_refreshes_what_the_corp_granted(world: World) -> None:
+    world.authorized()
+    world.store.upsert_corp_auth(world.inst.suite_id, CORP, corp_name="stale name")
+    response = world.post(world.event("change_auth"))
+    assert status_of(world, response) == "processed"
+    auth = world.store.get_corp_auth(CORP, world.inst.suite_id)
+    assert auth is not None and auth.corp_name != "stale name"
+    assert world.calls()["service/get_auth_info"] == 1
+
+
+def test_change_auth_for_a_corp_never_authorized_fails_clearly(world: World) -> None:
+    world.post(world.event("suite_ticket"))
+    response = world.post(world.event("change_auth", corp="wwnever00000000001"))
+    record = world.store.get_callback(response.record_id)  # type: ignore[arg-type]
+    assert record.status == "failed"
+    assert "no permanent code" in (record.last_error or "")
+
+
+def test_cancel_auth_forgets_the_secret_and_the_token(world: World) -> None:
+    world.authorized()
+    response = world.post(world.event("cancel_auth"))
+    assert status_of(world, response) == "processed"
+    auth = world.store.get_corp_auth(CORP, world.inst.suite_id)
+    assert auth is not None and auth.state == "cancelled" and auth.permanent_code is None
+    assert world.store.get_token("corp", CORP) is None
+
+
+def test_reset_permanent_code_replaces_the_secret(world: World) -> None:
+    world.authorized()
+    old = world.store.get_corp_auth(CORP, world.inst.suite_id).permanent_code  # type: ignore[union-attr]
+    response = world.post(world.event("reset_permanent_code"))
+    assert status_of(world, response) == "processed"
+    new = world.store.get_corp_auth(CORP, world.inst.suite_id).permanent_code  # type: ignore[union-attr]
+    assert new and new != old
+    world.store.drop_tokens("corp", CORP)
+    with pytest.raises(WeComAPIError) as info:
+        world.client.corp_token(CORP, old)  # type: ignore[arg-type]
+    assert info.value.errcode == 40001
+    assert world.client.corp_token(CORP, new)
+
+
+def test_change_contact_is_recorded_without_api_calls(world: World) -> None:
+    response = world.post(world.event("change_contact"))
+    assert status_of(world, response) == "processed"
+    assert world.calls() == {}
+
+
+def test_an_unknown_info_type_is_logged_as_unknown(world: World) -> None:
+    response = world.post(world.event("suite_ticket", InfoType="something_new"))
+    assert response.text == "success"
+    record = world.store.get_callback(response.record_id)  # type: ignore[arg-type]
+    assert (record.status, record.info_type, record.attempts) == ("unknown", "something_new", 0)
+
+
+def test_url_handshake_answers_the_plaintext(world: World) -> None:
+    crypt = world.inst.crypto()
+    echostr = crypt.encrypt("1616140317555161061", world.inst.corp_id or "")
+    sig = crypt.sign("1409659589", "263014780", echostr)
+    response = world.service.notify(
+        msg_signature=sig, timestamp="1409659589", nonce="263014780", echostr=echostr
+    )
+    assert (response.status, response.body) == (200, b"1616140317555161061")
+    record = world.store.get_callback(response.record_id)  # type: ignore[arg-type]
+    assert (record.kind, record.status) == ("verify", "processed")
+
+
+def test_bad_signature_is_refused_and_not_logged(world: World) -> None:
+    args = world.envelope(world.event("suite_ticket"))
+    args["msg_signature"] = "0" * 40
+    response = world.service.notify(**args)
+    assert response.status == 403 and response.record_id is None
+    assert world.store.list_callbacks() == []
+
+
+def test_stale_timestamp_is_logged_rejected(world: World) -> None:
+    args = world.envelope(world.event("suite_ticket"), timestamp=int(time.time()) - 3600)
+    response = world.service.notify(**args)
+    assert 400 <= response.status < 500
+    record = world.store.get_callback(response.record_id)  # type: ignore[arg-type]
+    assert record.status == "rejected" and "stale" in (record.last_error or "")
+    assert world.service.retry(record.id).ran is False
+
+
+# -- dedupe ----------------------------------------------------------------------------------
+
+
+def test_replay_is_409_and_redelivery_is_acknowledged_but_not_rerun(world: World) -> None:
+    world.post(world.event("suite_ticket"))
+    xml = world.event("create_auth")
+    args = world.envelope(xml)
+    first = world.service.notify(**args)
+    assert status_of(world, first) == "processed"
+    replay = world.service.notify(**args)
+    assert (replay.status, status_of(world, replay)) == (409, "duplicate")
+    redelivery = world.post(xml)  # same plaintext, fresh encryption and signature
+    assert (redelivery.status, redelivery.text) == (200, "success")
+    record = world.store.get_callback(redelivery.record_id)  # type: ignore[arg-type]
+    assert (record.status, record.duplicate_of) == ("duplicate", first.record_id)
+    assert world.calls()["service/get_permanent_code"] == 1
+
+
+# -- retry -----------------------------------------------------------------------------------
+
+
+def test_failed_record_is_rerun_after_the_fault_clears(world: World) -> None:
+    world.post(world.event("suite_ticket"))
+    world.fake.inject_fault("get_permanent_code", errcode=40084)
+    response = world.post(world.event("create_auth"))
+    assert response.text == "success"  # acknowledged before the handler ran
+    failed = world.store.get_callback(response.record_id)  # type: ignore[arg-type]
+    assert failed.status == "failed" and "40084" in (failed.last_error or "")
+    outcome = world.service.retry(failed.id)
+    assert outcome.ran and outcome.record.status == "processed"
+    assert (outcome.record.attempts, outcome.record.last_error) == (2, None)
+    assert world.store.get_corp_auth(CORP, world.inst.suite_id) is not None
+
+
+def test_processed_records_rerun_only_with_force(world: World) -> None:
+    response = world.post(world.event("suite_ticket"))
+    skipped = world.service.retry(response.record_id)  # type: ignore[arg-type]
+    assert (skipped.ran, skipped.record.attempts) == (False, 1)
+    assert "already processed" in skipped.reason
+    forced = world.service.retry(response.record_id, force=True)  # type: ignore[arg-type]
+    assert (forced.ran, forced.record.status, forced.record.attempts) == (True, "processed", 2)
+
+
+def test_retry_of_an_unknown_record_names_it(world: World) -> None:
+    with pytest.raises(RecordNotFound, match="no callback record with id 77"):
+        world.service.retry(77)
+
+
+def test_background_workers_handle_and_drain(auths: Path, tmp_path: Path) -> None:
+    w = World(auths, tmp_path / "bg.db", background=True)
+    try:
+        w.service.start()
+        responses = [w.post(w.event("suite_ticket")) for _ in range(5)]
+        assert all(r.text == "success" for r in responses)
+        w.service.drain()
+        assert {status_of(w, r) for r in responses} == {"processed"}
+    finally:
+        w.service.close()
+
+
+def test_create_auth_names_its_corp_and_a_retry_never_respends_the_auth_code(
+    world: World,
+) -> None:
+    """The corp token call fails after the code exchange: the retry must not exchange again."""
+    assert world.post(world.event("suite_ticket")).text == "success"
+    world.fake.inject_fault("gettoken", errcode=-1, count=1)
+    assert world.post(world.event("create_auth")).text == "success"
+    rec = world.store.list_callbacks(info_type="create_auth")[0]
+    assert rec.status == "failed" and "-1" in (rec.last_error or "")
+    assert rec.corp_id == CORP  # learnt from get_permanent_code, so `log list --corp` finds it
+    assert world.calls().get("service/get_permanent_code") == 1
+    assert world.service.retry(rec.id).record.status == "processed"
+    assert world.calls().get("service/get_permanent_code") == 1  # AuthCode is single use
+    assert world.store.get_token("corp", CORP) is not None
+
+
+def test_retry_skip_reason_matches_retry(world: World) -> None:
+    world.authorized()
+    done = world.store.list_callbacks(info_type="create_auth")[0]
+    reason = CallbackService.retry_skip_reason(done)
+    assert "already processed" in reason
+    assert world.service.retry(done.id).reason == reason
+    assert CallbackService.retry_skip_reason(done, force=True) == ""
