@@ -19,8 +19,13 @@ SUITE = "tj1234567890abcdef"
 
 
 def qywx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "qywx_cli", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "qywx_cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
@@ -40,6 +45,7 @@ def push_ticket(env: dict[str, str], server: Proc) -> None:
     def processed() -> bool:
         with Store(env["QYWX_DB"]) as store:
             return store.latest_suite_ticket(SUITE) is not None
+
     assert wait_for(processed)
 
 
@@ -49,7 +55,14 @@ def test_all_green_then_server_down(env: dict[str, str], server: Proc) -> None:
     code, doc = doctor(env, "--url", url)
     assert (code, doc["ok"], failing(doc)) == (0, True, {})
     assert [c["name"] for c in doc["checks"]] == [
-        "config", "secrets", "database", "suite_ticket", "suite_token", "handshake", "callback"]
+        "config",
+        "secrets",
+        "database",
+        "suite_ticket",
+        "suite_token",
+        "handshake",
+        "callback",
+    ]
     # the probe ticket never displaces the real one
     with Store(env["QYWX_DB"]) as store:
         latest = store.latest_suite_ticket(SUITE)
@@ -89,8 +102,9 @@ def test_missing_db_and_unset_secret(env: dict[str, str], tmp_path: Path) -> Non
 
 
 def test_stale_ticket_and_unreachable_api(tmp_path: Path, auths: Path) -> None:
-    settings = load_settings(auths=auths, db=tmp_path / "q.db",
-                             env={"QYWX_API_BASE": "http://127.0.0.1:9/cgi-bin"})
+    settings = load_settings(
+        auths=auths, db=tmp_path / "q.db", env={"QYWX_API_BASE": "http://127.0.0.1:9/cgi-bin"}
+    )
     with Store(settings.db_path) as store:
         store.save_suite_ticket(SUITE, "a-real-looking-ticket", int(time.time()))
     later = time.time() + 3600

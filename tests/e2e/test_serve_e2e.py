@@ -24,8 +24,9 @@ def sample(auths: Path, name: str = "QywxProxyTemp") -> dict[str, str]:
     return json.loads((auths / name / f"{name}.json").read_text())["authConfig"]
 
 
-def independent_envelope(cfg: dict[str, str], xml: str, receive_id: str,
-                         timestamp: str | None = None) -> tuple[dict[str, str], bytes]:
+def independent_envelope(
+    cfg: dict[str, str], xml: str, receive_id: str, timestamp: str | None = None
+) -> tuple[dict[str, str], bytes]:
     """Encrypt and sign as WeCom does, with `cryptography` and hashlib only."""
     key = base64.b64decode(cfg["encodingAESKey"] + "=")
     msg = xml.encode()
@@ -36,15 +37,19 @@ def independent_envelope(cfg: dict[str, str], xml: str, receive_id: str,
     encrypt = base64.b64encode(enc.update(plain) + enc.finalize()).decode()
     ts, nonce = timestamp or str(int(time.time())), str(int.from_bytes(os.urandom(4), "big"))
     sig = hashlib.sha1("".join(sorted([cfg["token"], ts, nonce, encrypt])).encode()).hexdigest()
-    body = (f"<xml><ToUserName><![CDATA[{SUITE}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]>"
-            f"</Encrypt><AgentID><![CDATA[]]></AgentID></xml>").encode()
+    body = (
+        f"<xml><ToUserName><![CDATA[{SUITE}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]>"
+        f"</Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
+    ).encode()
     return {"msg_signature": sig, "timestamp": ts, "nonce": nonce}, body
 
 
 def ticket_xml(ticket: str) -> str:
-    return (f"<xml><SuiteId><![CDATA[{SUITE}]]></SuiteId><InfoType><![CDATA[suite_ticket]]>"
-            f"</InfoType><TimeStamp>{int(time.time())}</TimeStamp><SuiteTicket><![CDATA[{ticket}]]>"
-            "</SuiteTicket></xml>")
+    return (
+        f"<xml><SuiteId><![CDATA[{SUITE}]]></SuiteId><InfoType><![CDATA[suite_ticket]]>"
+        f"</InfoType><TimeStamp>{int(time.time())}</TimeStamp><SuiteTicket><![CDATA[{ticket}]]>"
+        "</SuiteTicket></xml>"
+    )
 
 
 def records(env: dict[str, str]) -> list:  # type: ignore[type-arg]
@@ -52,18 +57,28 @@ def records(env: dict[str, str]) -> list:  # type: ignore[type-arg]
         return store.list_callbacks(limit=100)
 
 
-def test_handshake_with_the_official_vector(env: dict[str, str], tmp_path: Path,
-                                            vectors: list[dict[str, str]],
-                                            fake_wecom: Proc) -> None:
+def test_handshake_with_the_official_vector(
+    env: dict[str, str], tmp_path: Path, vectors: list[dict[str, str]], fake_wecom: Proc
+) -> None:
     v = next(x for x in vectors if x["kind"] == "verify_url" and "query" in x)
     folder = Path(env["QYWX_AUTHS"]) / "VectorCorp"
     folder.mkdir()
-    (folder / "e.json").write_text(json.dumps(
-        {"title": "vector", "type": "auths.loginTypes.QywxProxyType"}))
-    (folder / "VectorCorp.json").write_text(json.dumps({
-        "authConfig": {"suiteId": "dkvectorsuite0001", "suiteSecret": "s3cretvalue",
-                       "encodingAESKey": v["encodingAESKey"], "token": v["token"]},
-        "corpId": v["receiveId"]}))
+    (folder / "e.json").write_text(
+        json.dumps({"title": "vector", "type": "auths.loginTypes.QywxProxyType"})
+    )
+    (folder / "VectorCorp.json").write_text(
+        json.dumps(
+            {
+                "authConfig": {
+                    "suiteId": "dkvectorsuite0001",
+                    "suiteSecret": "s3cretvalue",
+                    "encodingAESKey": v["encodingAESKey"],
+                    "token": v["token"],
+                },
+                "corpId": v["receiveId"],
+            }
+        )
+    )
     server = Proc(["serve", "--port", "0"], env, tmp_path)
     try:
         with http() as client:
@@ -106,18 +121,30 @@ def test_bare_notify_routes_by_signature(server: Proc, env: dict[str, str]) -> N
     assert wait_for(lambda: [x.instance for x in records(env)]) == ["QywxProxyCompanyB"]
 
 
-BOMB = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;'
-        b'&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><xml><Encrypt>&c;</Encrypt></xml>')
-XXE = (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
-       b"<xml><Encrypt>&e;</Encrypt></xml>")
+BOMB = (
+    b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;'
+    b'&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><xml><Encrypt>&c;</Encrypt></xml>'
+)
+XXE = (
+    b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>'
+    b"<xml><Encrypt>&e;</Encrypt></xml>"
+)
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    (XXE, 400), (BOMB, 400), (os.urandom(2048), 400), (b"<xml><Encrypt>%%%</Encrypt></xml>", 403),
-    (b"<xml>" * 5000, 400), (b"\xff\xfe<\x00x\x00m\x00l\x00>", 400),
-])
-def test_hostile_bodies_get_4xx_and_server_stays_healthy(server: Proc, body: bytes,
-                                                         status: int) -> None:
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (XXE, 400),
+        (BOMB, 400),
+        (os.urandom(2048), 400),
+        (b"<xml><Encrypt>%%%</Encrypt></xml>", 403),
+        (b"<xml>" * 5000, 400),
+        (b"\xff\xfe<\x00x\x00m\x00l\x00>", 400),
+    ],
+)
+def test_hostile_bodies_get_4xx_and_server_stays_healthy(
+    server: Proc, body: bytes, status: int
+) -> None:
     q = "msg_signature=0123456789abcdef0123456789abcdef01234567&timestamp=1&nonce=2"
     with http() as client:
         r = client.post(f"{server.url}/notify/QywxProxyTemp?{q}", content=body)
@@ -131,10 +158,17 @@ def test_bad_signature_and_oversize_and_methods(server: Proc, env: dict[str, str
     params, body = independent_envelope(cfg, ticket_xml("X" * 40), SUITE)
     with http() as client:
         wrong = dict(params, msg_signature=hashlib.sha1(b"x").hexdigest())
-        assert client.post(f"{server.url}/notify/QywxProxyTemp", params=wrong,
-                           content=body).status_code == 403
-        big = client.post(f"{server.url}/notify/QywxProxyTemp", params=params,
-                          content=b"<xml>" + b"A" * (3 * 1024 * 1024) + b"</xml>")
+        assert (
+            client.post(
+                f"{server.url}/notify/QywxProxyTemp", params=wrong, content=body
+            ).status_code
+            == 403
+        )
+        big = client.post(
+            f"{server.url}/notify/QywxProxyTemp",
+            params=params,
+            content=b"<xml>" + b"A" * (3 * 1024 * 1024) + b"</xml>",
+        )
         assert big.status_code == 413
         assert client.put(f"{server.url}/notify", content=b"x").status_code == 405
         assert client.get(f"{server.url}/notify/..%2F..%2Fetc").status_code == 404
@@ -146,12 +180,14 @@ def test_bad_signature_and_oversize_and_methods(server: Proc, env: dict[str, str
         assert secret not in server.log
 
 
-def test_stale_and_wrong_receive_id_are_refused_and_logged(server: Proc,
-                                                           env: dict[str, str]) -> None:
+def test_stale_and_wrong_receive_id_are_refused_and_logged(
+    server: Proc, env: dict[str, str]
+) -> None:
     cfg = sample(Path(env["QYWX_AUTHS"]))
     with http() as client:
-        params, body = independent_envelope(cfg, ticket_xml("S" * 40), SUITE,
-                                            timestamp=str(int(time.time()) - 3600))
+        params, body = independent_envelope(
+            cfg, ticket_xml("S" * 40), SUITE, timestamp=str(int(time.time()) - 3600)
+        )
         r = client.post(f"{server.url}/notify/QywxProxyTemp", params=params, content=body)
         assert r.status_code == 403 and "stale" in r.text
         params, body = independent_envelope(cfg, ticket_xml("W" * 40), "wwsomeoneelse")
@@ -171,6 +207,11 @@ def test_serve_without_instances_is_a_usage_error(env: dict[str, str], tmp_path:
     import sys
 
     env = dict(env, QYWX_AUTHS=str(tmp_path / "missing"))
-    r = subprocess.run([sys.executable, "-m", "qywx_cli", "serve", "--port", "0"], env=env,
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "qywx_cli", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "auths" in r.stderr
