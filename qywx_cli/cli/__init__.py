@@ -7,6 +7,8 @@ modules import heavy libraries (httpx, sqlite_utils, rich) inside the command bo
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,25 +16,19 @@ from typing import Annotated
 import typer
 
 from qywx_cli import __version__
-from qywx_cli.cli import (
-    config_cmds,
-    devtools_cmds,
-    doctor_cmds,
-    login_cmds,
-    ops_cmds,
-    server_cmds,
-)
 from qywx_cli.cli._state import Globals
 
-app = typer.Typer(
-    name="qywx",
-    help="Operations tool for WeCom (企业微信) 代开发 login: validate auths/, handle and "
-    "simulate callbacks, inspect the callback log, log users in.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+
+def _new_app() -> typer.Typer:
+    return typer.Typer(
+        name="qywx",
+        help="Operations tool for WeCom (企业微信) 代开发 login: validate auths/, handle and "
+        "simulate callbacks, inspect the callback log, log users in.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
 
 
 def _version(value: bool) -> None:
@@ -41,7 +37,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     ctx: typer.Context,
     config: Annotated[
@@ -71,12 +66,60 @@ def _root(
     ctx.obj = Globals(config=config, auths=auths, db=db, debug=debug)
 
 
-config_cmds.register(app)
-server_cmds.register(app)
-doctor_cmds.register(app)
-devtools_cmds.register(app)
-ops_cmds.register(app)
-login_cmds.register(app)
+#: Top-level command → the module that registers it, in --help order.
+COMMANDS: dict[str, str] = {
+    "validate": "config_cmds",
+    "init": "config_cmds",
+    "schema": "config_cmds",
+    "serve": "server_cmds",
+    "fake-wecom": "server_cmds",
+    "doctor": "doctor_cmds",
+    "simulate-callback": "devtools_cmds",
+    "decrypt": "devtools_cmds",
+    "encrypt": "devtools_cmds",
+    "log": "ops_cmds",
+    "retry": "ops_cmds",
+    "login-config": "login_cmds",
+    "login": "login_cmds",
+    "login-url": "login_cmds",
+    "org": "login_cmds",
+}
+_ROOT_OPTIONS_WITH_VALUE = frozenset({"--config", "--auths", "--db"})
+
+
+def build_app(command: str | None = None) -> typer.Typer:
+    """The Typer app with every command, or only the module that defines ``command``.
+
+    Typer converts every registered command to click at start-up (~17 ms for all of
+    them), so running one command registers only its own module; ``--help``, unknown
+    commands and shell completion get the whole app.
+    """
+    built = _new_app()
+    built.callback()(_root)
+    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
+    for name in wanted:
+        importlib.import_module(f"qywx_cli.cli.{name}").register(built)
+    return built
+
+
+def _command_name(args: list[str]) -> str | None:
+    """The first word that is not a root option or its value."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in _ROOT_OPTIONS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``qywx_cli.cli.app``: the full app, built on first use (for CliRunner and docs)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,4 +131,6 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     if debug:
         args = ["--debug", *(a for a in args if a != "--debug")]
+    completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
+    app = build_app(None if completing else _command_name(args))
     run_cli(typer.main.get_command(app), args, debug=debug)

@@ -43,6 +43,13 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     console().print(t)
 
 
+def columns(headers: list[str], rows: list[list[str]]) -> None:
+    """Plain aligned columns, for commands run in CI where rich's import is start-up cost."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    for row in [headers, *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
 def note(message: str) -> None:
     """A human remark on stderr, so stdout stays parseable in every format."""
     print(message, file=sys.stderr)

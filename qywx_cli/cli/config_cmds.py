@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from qywx_cli.cli._errors import EXIT_FAILED, EXIT_OK
-from qywx_cli.cli._output import Format, emit_json, note, table
+from qywx_cli.cli._output import Format, columns, emit_json, note
 from qywx_cli.cli._state import globals_of
 from qywx_cli.core.config import Diagnostic, ValidationReport, validate_paths
 from qywx_cli.core.errors import UsageError
@@ -114,12 +114,12 @@ def _summary(report: ValidationReport) -> str:
 def _text(report: ValidationReport, strict: bool) -> None:
     """Problems as ``file:line: severity[code]: message`` lines, the form compilers and
     linters use: never wrapped (a table folds long paths), clickable in terminals and
-    editors, readable in a pre-commit log. The valid instances follow as a table."""
+    editors, readable in a pre-commit log. The valid instances follow as plain columns
+    (validate runs on every commit, so it does not pay for importing rich)."""
     for d in report.diagnostics:
         print(_line(d, strict))
     if report.instances:
-        table(
-            "Valid instances",
+        columns(
             ["instance", "suiteId", "corpId", "active"],
             [
                 [i.name, i.suite_id, i.corp_id or "-", "yes" if i.is_active else "no"]
