@@ -1,17 +1,20 @@
-"""Shared fixtures: the published vectors live in ../shared/vectors beside the repo."""
+"""Shared fixtures: sample auths, the published vectors (../shared/vectors beside the repo),
+the console script's environment and a FakeWeCom on loopback."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-SAMPLES = REPO / "sample_auths"
+from qywx_cli.core.fakewecom import FakeWeCom
+from tests.helpers import REPO, SAMPLES, SHARED, LoopbackWeCom, qywx_env, serving
+
+__all__ = ["REPO", "SAMPLES", "SHARED"]  # re-exported: some test modules import them from here
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +31,25 @@ def auths(tmp_path: Path) -> Path:
     dest = tmp_path / "auths"
     shutil.copytree(SAMPLES, dest)
     return dest
+
+
+@pytest.fixture
+def cli_env(auths: Path, tmp_path: Path) -> dict[str, str]:
+    """The console script's environment: the ``auths`` copy and a database in tmp_path.
+
+    COLUMNS is wide so rich tables are never wrapped in the middle of a value.
+    """
+    return qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=str(tmp_path / "qywx.db"), COLUMNS="200")
+
+
+@pytest.fixture
+def loopback_wecom() -> Iterator[LoopbackWeCom]:
+    fake = FakeWeCom()
+    with serving(fake) as url:
+        yield LoopbackWeCom(fake, f"{url}/cgi-bin")
+
+
+@pytest.fixture
+def wecom_env(cli_env: dict[str, str], loopback_wecom: LoopbackWeCom) -> dict[str, str]:
+    """:func:`cli_env` with the WeCom API pointed at :func:`loopback_wecom`."""
+    return {**cli_env, "QYWX_API_BASE": loopback_wecom.api_base}

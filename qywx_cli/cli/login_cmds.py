@@ -23,7 +23,6 @@ from qywx_cli.cli.ops_cmds import iso, open_store
 if TYPE_CHECKING:
     from qywx_cli.core.config import AuthInstance
     from qywx_cli.core.login import LoginService, OrgCodeInfo
-    from qywx_cli.core.settings import Settings
 
 
 class LoginKind(str, enum.Enum):
@@ -37,18 +36,20 @@ AuthOption = Annotated[
 FormatOption = Annotated[Format, typer.Option("--format", "-f")]
 
 
-def _instance(settings: Settings, name: str) -> AuthInstance:
+def _instance(ctx: typer.Context, name: str) -> AuthInstance:
+    """The ``--auth`` instance, looked up before any database is opened."""
     from qywx_cli.core.config import find_instance
 
-    return find_instance(name, settings.auths_dir)
+    return find_instance(name, globals_of(ctx).settings().auths_dir)
 
 
 @contextmanager
-def _logins(settings: Settings) -> Iterator[LoginService]:
+def _logins(ctx: typer.Context) -> Iterator[LoginService]:
     """A LoginService over the existing database; store and HTTP client closed after."""
     from qywx_cli.core.login import LoginService
     from qywx_cli.core.wecom import WeComClient
 
+    settings = globals_of(ctx).settings()
     with open_store(settings) as store, WeComClient(store, base_url=settings.api_base) as client:
         yield LoginService(store, client)
 
@@ -73,9 +74,8 @@ def login_config(ctx: typer.Context, auth: AuthOption, fmt: FormatOption = Forma
     """What a login page needs for an instance (getLoginConfig): no secrets."""
     from qywx_cli.core.app import login_config_dict
 
-    settings = globals_of(ctx).settings()
-    instance = _instance(settings, auth)
-    with _logins(settings) as logins:
+    instance = _instance(ctx, auth)
+    with _logins(ctx) as logins:
         doc = login_config_dict(logins.login_config(instance))
     if fmt is Format.json:
         emit_json(doc)
@@ -102,9 +102,8 @@ def login(
     """Exchange a WeCom login code for a one-time loginCode (getLoginCode)."""
     from qywx_cli.core.app import login_result_dict
 
-    settings = globals_of(ctx).settings()
-    instance = _instance(settings, auth)
-    with _logins(settings) as logins:
+    instance = _instance(ctx, auth)
+    with _logins(ctx) as logins:
         doc = login_result_dict(logins.login(instance, corp_id, code, kind.value))
     if fmt is Format.json:
         emit_json(doc)
@@ -133,9 +132,8 @@ def login_url(
     fmt: FormatOption = Format.text,
 ) -> int:
     """Build the workbench OAuth2 or QR (wwlogin) URL that starts a login."""
-    settings = globals_of(ctx).settings()
-    instance = _instance(settings, auth)
-    with _logins(settings) as logins:
+    instance = _instance(ctx, auth)
+    with _logins(ctx) as logins:
         url = logins.login_url(
             instance, redirect_uri, login_type=kind.value, corp_id=corp_id, state=state
         )
@@ -197,8 +195,7 @@ def org_set_code(
     fmt: FormatOption = Format.text,
 ) -> int:
     """Give a corp an organisation code (setCode); codes are case-insensitive."""
-    settings = globals_of(ctx).settings()
-    with _logins(settings) as logins:
+    with _logins(ctx) as logins:
         doc = _org_dict(logins.set_org_code(corp_id, code, force=force))
     if fmt is Format.json:
         emit_json(doc)
@@ -213,8 +210,7 @@ def org_show(
     fmt: FormatOption = Format.text,
 ) -> int:
     """Show the corp an organisation code names (getLoginConfigByCode's data)."""
-    settings = globals_of(ctx).settings()
-    with _logins(settings) as logins:
+    with _logins(ctx) as logins:
         doc = _org_dict(logins.org_code(code))
     if fmt is Format.json:
         emit_json(doc)
@@ -225,8 +221,7 @@ def org_show(
 
 def org_list(ctx: typer.Context, fmt: FormatOption = Format.text) -> int:
     """List organisation codes and their corps."""
-    settings = globals_of(ctx).settings()
-    with _logins(settings) as logins:
+    with _logins(ctx) as logins:
         docs = [_org_dict(i) for i in logins.org_codes()]
     if fmt is Format.json:
         emit_json(docs)

@@ -486,16 +486,12 @@ def retry(
             )
         if dry_run:
             rows = [
-                {
-                    "id": r.id,
-                    "event": r.info_type,
-                    "before": r.status,
-                    "after": r.status,
-                    "attempts": r.attempts,
-                    "error": r.last_error,
-                    "ran": False,
-                    "reason": CallbackService.retry_skip_reason(r, force=force) or "would retry",
-                }
+                _retry_row(
+                    r,
+                    r,
+                    ran=False,
+                    reason=CallbackService.retry_skip_reason(r, force=force) or "would retry",
+                )
                 for r in targets
             ]
             return _retry_report(rows, fmt, dry_run=True)
@@ -518,23 +514,30 @@ def retry(
     finally:
         store.close()
     rows = [
-        {
-            "id": before.id,
-            "event": before.info_type,
-            "before": before.status,
-            "after": out.record.status,
-            "attempts": out.record.attempts,
-            "error": out.record.last_error,
-            "ran": out.ran,
-            "reason": out.reason,
-        }
-        for before, out in outcomes
+        _retry_row(before, out.record, ran=out.ran, reason=out.reason) for before, out in outcomes
     ]
     return _retry_report(rows, fmt, dry_run=False)
 
 
+def _retry_row(
+    before: CallbackRecord, after: CallbackRecord, *, ran: bool, reason: str
+) -> dict[str, Any]:
+    """One row of the retry report (json keys are part of the CLI contract)."""
+    return {
+        "id": before.id,
+        "event": before.info_type,
+        "before": before.status,
+        "after": after.status,
+        "attempts": after.attempts,
+        "error": after.last_error,
+        "ran": ran,
+        "reason": reason,
+    }
+
+
 def _retry_report(rows: list[dict[str, Any]], fmt: Format, *, dry_run: bool) -> int:
-    still_failed = [r["id"] for r in rows if r["after"] == "failed" and not dry_run]
+    # failed, or still waiting (e.g. held by another worker's claim): not done either way
+    still_failed = [r["id"] for r in rows if r["after"] in ("failed", "received") and not dry_run]
     if fmt is Format.json:
         emit_json(rows)
     elif rows:

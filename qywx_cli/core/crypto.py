@@ -56,7 +56,8 @@ _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 def sign(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
     """msg_signature over the sorted *values* (not the parameter names), §1.3."""
     joined = "".join(sorted((token, str(timestamp), str(nonce), encrypt)))
-    return hashlib.sha1(joined.encode("utf-8")).hexdigest()
+    # surrogatepass: a lone surrogate from a hostile query must not crash, only mismatch
+    return hashlib.sha1(joined.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def check_encoding_aes_key(encoding_aes_key: str) -> bytes:

@@ -24,6 +24,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from types import MappingProxyType
 from typing import ClassVar, Final, Literal, TypedDict
 from xml.sax.saxutils import escape
@@ -34,6 +35,7 @@ from qywx_cli.core.errors import (
     UnsafeXMLError,
     UsageError,
     mask,
+    masked_repr,
 )
 from qywx_cli.core.xmlsafe import element_fields, parse_xml
 
@@ -120,10 +122,10 @@ class Event:
 
     def __repr__(self) -> str:
         # Subclass attributes such as ``ticket`` are left out; ``fields`` shows them masked.
-        return (
-            f"{type(self).__name__}(info_type={self.info_type!r}, kind={self.kind!r}, "
-            f"suite_id={self.suite_id!r}, corp_id={self.corp_id!r}, "
-            f"timestamp={self.timestamp!r}, fields={mask_fields(self)!r})"
+        return masked_repr(
+            self,
+            names=(f.name for f in dataclass_fields(Event)),
+            shown={"fields": mask_fields(self)},
         )
 
 
@@ -307,8 +309,9 @@ def _int_field(fields: Mapping[str, str], name: str) -> int | None:
     value = fields.get(name, "")
     if not value:
         return None
-    if not value.isascii() or not value.isdigit():
-        raise EventError(f"{name} is not an integer")
+    # WeCom's integers are epoch seconds and ids: at most 19 digits fit SQLite's INTEGER.
+    if not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise EventError(f"{name} is not an integer of at most 19 digits")
     return int(value)
 
 

@@ -43,7 +43,7 @@ from qywx_cli.core.errors import (
     StoreError,
 )
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import CallbackRecord, Store
+from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
@@ -173,6 +173,7 @@ class CallbackService:
         now: Callable[[], float] = time.time,
         background: bool = True,
         threads: int = 2,
+        rescan_interval: float = 60.0,
     ) -> None:
         self.settings = settings
         self.now = now
@@ -192,6 +193,9 @@ class CallbackService:
         self.worker_id = f"{uuid.uuid4().hex[:8]}"
         self._background = background
         self._worker = _Worker(self.process, threads=threads) if background else None
+        self.rescan_interval = rescan_interval
+        self._stopping = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -199,10 +203,26 @@ class CallbackService:
         if self._worker is None:
             return 0
         self._worker.start()
+        resumed = self._submit_pending()
+        self._sweeper = threading.Thread(target=self._sweep, name="qywx-sweeper", daemon=True)
+        self._sweeper.start()
+        return resumed
+
+    def _submit_pending(self) -> int:
+        assert self._worker is not None
         pending = self.store.pending_callbacks(limit=10_000)
         for rec in pending:
             self._worker.submit(rec.id)
         return len(pending)
+
+    def _sweep(self) -> None:
+        """Re-queue what no live worker holds: records a killed process had claimed come
+        back once their lease expires, without waiting for the next restart."""
+        while not self._stopping.wait(self.rescan_interval):
+            try:
+                self._submit_pending()
+            except QywxError as exc:  # a busy database: try again next round
+                log.warning("rescan of pending callbacks failed: %s", exc.message)
 
     def drain(self) -> None:
         """Wait until every submitted callback has been handled."""
@@ -210,6 +230,9 @@ class CallbackService:
             self._worker.join()
 
     def close(self) -> None:
+        self._stopping.set()
+        if self._sweeper is not None:
+            self._sweeper.join()
         if self._worker is not None:
             self._worker.stop()
         self.client.close()
@@ -328,9 +351,14 @@ class CallbackService:
     def _callback(
         self, name: str | None, sig: str, ts: str, nonce: str, body: bytes | str
     ) -> NotifyResponse:
-        encrypt = envelope_encrypt(body)
+        try:  # WeCom sends UTF-8; the envelope is stored as text, exactly as received
+            envelope = body.decode("utf-8") if isinstance(body, bytes) else body
+        except UnicodeDecodeError:
+            raise CallbackCryptoError(
+                CallbackCryptoError.PARSE_XML, "envelope is not UTF-8"
+            ) from None
+        encrypt = envelope_encrypt(envelope)
         inst = self._pick(name, sig, ts, nonce, encrypt)
-        envelope = body.decode("utf-8") if isinstance(body, bytes) else body
         common = dict(
             instance=inst.name, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=envelope
         )
@@ -382,10 +410,10 @@ class CallbackService:
 
     def _check_clock(self, ts: str) -> None:
         """Refuse POSTs whose timestamp is far from now: a captured request replayed later."""
-        try:
-            sent = int(ts)
-        except ValueError:
-            raise RequestRejected("timestamp is not an integer") from None
+        digits = ts[1:] if ts.startswith("-") else ts  # bounded: no float overflow below
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= 12):
+            raise RequestRejected("timestamp is not an integer of epoch seconds")
+        sent = int(ts)
         skew = self.settings.max_clock_skew
         if skew and abs(self.now() - sent) > skew:
             raise RequestRejected(f"timestamp is more than {skew} s from now (stale or replayed)")
@@ -393,7 +421,9 @@ class CallbackService:
     # -- handling -----------------------------------------------------------------
     def process(self, record_id: int, *, force: bool = False) -> CallbackRecord | None:
         """Run the handler of one recorded callback; None if another worker holds it."""
-        rec = self.store.claim_callback(record_id, self.worker_id, force=force)
+        # One claimant per thread: a record queued twice is never run twice at once.
+        worker = f"{self.worker_id}:{threading.get_ident()}"
+        rec = self.store.claim_callback(record_id, worker, force=force)
         if rec is None:
             return None
         try:
@@ -474,16 +504,14 @@ class CallbackService:
                 self.client.corp_token(done.corp_id, done.permanent_code)
                 return
         perm = self.client.get_permanent_code(owner.suite_id, owner.suite_secret, event.auth_code)
-        self.store.set_callback_corp(rec.id, perm.corp_id)
-        self.store.drop_tokens("corp", perm.corp_id)
-        self.store.upsert_corp_auth(
+        self.store.save_permanent_code(
             owner.suite_id,
             perm.corp_id,
-            permanent_code=perm.permanent_code,
+            perm.permanent_code,
+            callback_id=rec.id,
             agent_id=perm.agent_id,
             corp_name=perm.corp_name,
             auth_user_id=perm.auth_user_id,
-            state="active",
         )
         # Prove the secret works and warm the cache; the code is stored either way.
         self.client.corp_token(perm.corp_id, perm.permanent_code)
@@ -538,7 +566,15 @@ class CallbackService:
             return RetryOutcome(rec, False, reason)
         done = self.process(record_id, force=force)
         if done is None:
-            return RetryOutcome(rec, False, "being handled by another worker")
+            held = self.store.get_callback(record_id)
+            until = (held.claimed_at or self.now()) + DEFAULT_LEASE_SECONDS
+            wait = max(0, int(until - self.now()))
+            return RetryOutcome(
+                held,
+                False,
+                f"claimed by another worker; its claim expires in "
+                f"{wait} s (a killed worker's claim lapses then)",
+            )
         return RetryOutcome(done, True)
 
     def failed_records(

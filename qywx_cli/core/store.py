@@ -49,7 +49,7 @@ from qywx_cli.core.errors import (
     RecordNotFound,
     StoreError,
     UsageError,
-    mask,
+    masked_repr,
 )
 
 __all__ = [
@@ -154,10 +154,7 @@ class SuiteTicket:
     received_at: float
 
     def __repr__(self) -> str:
-        return (
-            f"SuiteTicket(suite_id={self.suite_id!r}, ticket={mask(self.ticket)!r}, "
-            f"timestamp={self.timestamp!r}, received_at={self.received_at!r})"
-        )
+        return masked_repr(self, {"ticket"})
 
 
 @dataclass(frozen=True, repr=False)
@@ -170,10 +167,7 @@ class CachedToken:
     expires_at: float
 
     def __repr__(self) -> str:
-        return (
-            f"CachedToken(kind={self.kind!r}, key={self.key!r}, token={mask(self.token)!r}, "
-            f"expires_at={self.expires_at!r})"
-        )
+        return masked_repr(self, {"token"})
 
 
 @dataclass(frozen=True, repr=False)
@@ -198,13 +192,7 @@ class CorpAuth:
         return self.state == "active"
 
     def __repr__(self) -> str:
-        return (
-            f"CorpAuth(suite_id={self.suite_id!r}, corp_id={self.corp_id!r}, "
-            f"permanent_code={mask(self.permanent_code)!r}, agent_id={self.agent_id!r}, "
-            f"corp_name={self.corp_name!r}, state={self.state!r}, "
-            f"auth_user_id={self.auth_user_id!r}, created_at={self.created_at!r}, "
-            f"updated_at={self.updated_at!r})"
-        )
+        return masked_repr(self, {"permanent_code"})
 
 
 @dataclass(frozen=True)
@@ -719,17 +707,6 @@ class Store:
         if self._write(finish) == 0:
             raise RecordNotFound(f"no callback record with id {id}")
 
-    def set_callback_corp(self, id: int, corp_id: str) -> None:
-        """Name the corp of a callback learnt while handling it (create_auth carries none)."""
-
-        def update(db: sqlite_utils.Database) -> int:
-            return db.execute(
-                "UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, id)
-            ).rowcount
-
-        if self._write(update) == 0:
-            raise RecordNotFound(f"no callback record with id {id}")
-
     def pending_callbacks(
         self,
         limit: int = 100,
@@ -970,34 +947,47 @@ class Store:
         _require(corp_id, "corp_id")
         if state not in _CORP_AUTH_STATES:
             raise UsageError(f"corp auth state must be one of {sorted(_CORP_AUTH_STATES)}")
+        values = (permanent_code, agent_id, corp_name, auth_user_id, state)
+        return self._write(lambda db: _upsert_corp(db, self._now(), suite_id, corp_id, *values))
 
-        def upsert(db: sqlite_utils.Database) -> CorpAuth:
-            now = self._now()
-            row = db.execute(
-                f"INSERT INTO corp_auths ({_CORP_AUTH_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (suite_id, corp_id) DO UPDATE SET "
-                "permanent_code = coalesce(excluded.permanent_code, permanent_code), "
-                "agent_id = coalesce(excluded.agent_id, agent_id), "
-                "corp_name = coalesce(excluded.corp_name, corp_name), "
-                "auth_user_id = coalesce(excluded.auth_user_id, auth_user_id), "
-                "state = excluded.state, updated_at = excluded.updated_at "
-                f"RETURNING {_CORP_AUTH_COLUMNS}",
-                (
-                    suite_id,
-                    corp_id,
-                    permanent_code,
-                    agent_id,
-                    corp_name,
-                    state,
-                    auth_user_id,
-                    now,
-                    now,
-                ),
-            ).fetchone()
-            return _corp_auth(row)
+    def save_permanent_code(
+        self,
+        suite_id: str,
+        corp_id: str,
+        permanent_code: str,
+        *,
+        callback_id: int,
+        agent_id: int | None = None,
+        corp_name: str | None = None,
+        auth_user_id: str | None = None,
+    ) -> CorpAuth:
+        """Store a freshly exchanged permanent code in ONE transaction.
 
-        return self._write(upsert)
+        The AuthCode it came from is single use (wecom-protocol.md §5.5), so the window
+        between WeCom's answer and a durable copy must be as short as possible: the
+        corp's old token (issued for the previous secret) is dropped, the corp is
+        upserted, and the callback record learns its corp, all in one commit.
+        """
+        _require(suite_id, "suite_id")
+        _require(corp_id, "corp_id")
+        _require(permanent_code, "permanent_code")
+
+        def save(db: sqlite_utils.Database) -> CorpAuth:
+            _drop_tokens(db, "corp", corp_id)
+            db.execute("UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, callback_id))
+            return _upsert_corp(
+                db,
+                self._now(),
+                suite_id,
+                corp_id,
+                permanent_code,
+                agent_id,
+                corp_name,
+                auth_user_id,
+                "active",
+            )
+
+        return self._write(save)
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
         """The corp's authorization; without ``suite_id`` the active, most recent one."""
@@ -1159,6 +1149,32 @@ class Store:
 def _check_limit(limit: int) -> None:
     if limit < 1:
         raise UsageError("limit must be at least 1")
+
+
+def _upsert_corp(
+    db: sqlite_utils.Database,
+    now: float,
+    suite_id: str,
+    corp_id: str,
+    permanent_code: str | None,
+    agent_id: int | None,
+    corp_name: str | None,
+    auth_user_id: str | None,
+    state: str,
+) -> CorpAuth:
+    row = db.execute(
+        f"INSERT INTO corp_auths ({_CORP_AUTH_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (suite_id, corp_id) DO UPDATE SET "
+        "permanent_code = coalesce(excluded.permanent_code, permanent_code), "
+        "agent_id = coalesce(excluded.agent_id, agent_id), "
+        "corp_name = coalesce(excluded.corp_name, corp_name), "
+        "auth_user_id = coalesce(excluded.auth_user_id, auth_user_id), "
+        "state = excluded.state, updated_at = excluded.updated_at "
+        f"RETURNING {_CORP_AUTH_COLUMNS}",
+        (suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, now, now),
+    ).fetchone()
+    return _corp_auth(row)
 
 
 def _drop_tokens(db: sqlite_utils.Database, kind: str | None, key: str | None) -> int:

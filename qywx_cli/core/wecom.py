@@ -32,7 +32,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -45,6 +45,7 @@ from qywx_cli.core.errors import (
     WeComAPIError,
     WeComTransportError,
     mask,
+    masked_repr,
 )
 
 __all__ = [
@@ -96,17 +97,12 @@ class TokenStore(Protocol):
 
 # -- typed results -------------------------------------------------------------------
 class _MaskedRepr:
-    """``repr`` that shows fields named in ``_secret_fields`` masked (errors.mask)."""
+    """``repr`` that shows fields named in ``_secret_fields`` masked (errors.masked_repr)."""
 
     _secret_fields: frozenset[str] = frozenset()
 
     def __repr__(self) -> str:
-        parts = []
-        for f in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, f.name)
-            shown = repr(mask(value)) if f.name in self._secret_fields and value else repr(value)
-            parts.append(f"{f.name}={shown}")
-        return f"{type(self).__name__}({', '.join(parts)})"
+        return masked_repr(self, self._secret_fields)
 
 
 @dataclass(frozen=True, repr=False)

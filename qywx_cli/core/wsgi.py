@@ -42,16 +42,19 @@ class _TooLarge(Exception):
     pass
 
 
+class _BadLength(Exception):
+    pass
+
+
 def _read_body(environ: dict[str, Any], limit: int) -> bytes:
     """Read at most ``limit`` bytes; more (declared or sent) raises _TooLarge."""
     declared = environ.get("CONTENT_LENGTH") or ""
     stream = environ["wsgi.input"]
     if declared.strip():
-        try:
-            length = int(declared)
-        except ValueError:
-            raise _TooLarge from None
-        if length < 0 or length > limit:
+        if not declared.strip().isdigit():
+            raise _BadLength
+        length = int(declared)
+        if length > limit:
             raise _TooLarge
         return bytes(stream.read(length)) if length else b""
     data = bytes(stream.read(limit + 1))  # chunked or unknown length
@@ -120,6 +123,8 @@ class NotifyApp:
         else:
             try:
                 body = _read_body(environ, self.max_body)
+            except _BadLength:
+                return _plain(400, "Content-Length is not a number", "rejected: bad-request")
             except _TooLarge:
                 return _plain(
                     413,

@@ -51,7 +51,12 @@ def parse_xml(
     data: str | bytes, *, max_bytes: int = MAX_XML_BYTES, max_depth: int = MAX_DEPTH
 ) -> ET.Element:
     """Parse ``data`` into an Element, refusing DTDs, entities, oversize and deep input."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+    except UnicodeEncodeError:  # a lone surrogate in a str
+        raise CallbackCryptoError(
+            CallbackCryptoError.PARSE_XML, "text is not valid Unicode"
+        ) from None
     if len(raw) > max_bytes:
         raise UnsafeXMLError(f"XML larger than {max_bytes} bytes")
     if not raw.strip():
@@ -69,6 +74,10 @@ def parse_xml(
         raise UnsafeXMLError(f"{type(exc).__name__}: DTDs and entities are not allowed") from None
     except (ET.ParseError, ExpatError) as exc:
         raise CallbackCryptoError(CallbackCryptoError.PARSE_XML, f"malformed XML ({exc})") from None
+    except (ValueError, LookupError):  # an XML declaration naming an encoding expat lacks
+        raise CallbackCryptoError(
+            CallbackCryptoError.PARSE_XML, "unsupported XML encoding (WeCom sends UTF-8)"
+        ) from None
     return root
 
 

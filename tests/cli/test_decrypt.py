@@ -3,61 +3,30 @@
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
-import os
-import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-REPO = Path(__file__).resolve().parents[2]
-SECRET_KEYS = ("suiteSecret", "encodingAESKey", "token")
-
-
-def _conf(auths: Path, name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((auths / name / f"{name}.json").read_text("utf-8"))
-    return data
+from tests.helpers import (
+    assert_one_line_error,
+    auth_config,
+    independent_encrypt,
+    one_json,
+    run_qywx,
+    sha1_sign,
+)
 
 
 def qywx(
-    auths: Path, *args: str, input: bytes | None = None, env: dict[str, str] | None = None
+    env: dict[str, str], *args: str, input: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the console script; checks no sample secret leaks and errors are one line."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    full_env.update(
-        QYWX_AUTHS=str(auths), QYWX_DB=str(auths.parent / "qywx.db"), PYTHONPATH=str(REPO)
-    )
-    full_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        input=input,
-        capture_output=True,
-        env=full_env,
-        cwd=auths.parent,
-        timeout=60,
-        check=False,
-    )
-    out = subprocess.CompletedProcess(
-        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
-    )
-    assert "Traceback" not in out.stderr
-    for folder in (p for p in auths.iterdir() if p.is_dir()):
-        for key in SECRET_KEYS:
-            secret = _conf(auths, folder.name)["authConfig"][key]
-            assert secret not in out.stdout and secret not in out.stderr
+    """Run the console script; errors are one line (a json run also prints its document)."""
+    out = run_qywx(*args, env=env, cwd=Path(env["QYWX_AUTHS"]).parent, input=input)
     if out.returncode != 0:
-        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert_one_line_error(out, stdout_empty=False)
     return out
-
-
-def one_json(out: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads(out.stdout)
-    return doc
 
 
 def _vector(vectors: list[dict[str, Any]], name: str) -> dict[str, Any]:
@@ -68,38 +37,26 @@ def _keys(v: dict[str, Any]) -> list[str]:
     return ["--token", v["token"], "--encoding-aes-key", v["encodingAESKey"]]
 
 
-def independent_encrypt(key43: str, message: str, receive_id: str) -> str:
-    key = base64.b64decode(key43 + "=")
-    data = message.encode()
-    plain = os.urandom(16) + struct.pack(">I", len(data)) + data + receive_id.encode()
-    pad = 32 - len(plain) % 32
-    plain += bytes([pad]) * pad
-    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return base64.b64encode(enc.update(plain) + enc.finalize()).decode()
-
-
-def sha1_sign(*values: str) -> str:
-    return hashlib.sha1("".join(sorted(values)).encode()).hexdigest()
-
-
 # -- published vectors ----------------------------------------------------------------------
 
 
-def test_verify_vector_as_a_captured_url(auths: Path, vectors: list[dict[str, Any]]) -> None:
+def test_verify_vector_as_a_captured_url(
+    cli_env: dict[str, str], vectors: list[dict[str, Any]]
+) -> None:
     v = _vector(vectors, "wecom-php-sample-verify-url")
-    out = qywx(auths, "decrypt", *_keys(v), "--url", "http://host/cb?" + v["query"], "-f", "json")
+    out = qywx(cli_env, "decrypt", *_keys(v), "--url", "http://host/cb?" + v["query"], "-f", "json")
     assert out.returncode == 0, out.stderr
     doc = one_json(out)
     assert doc["plaintext"] == v["expect_plaintext"]
     assert doc["signature_valid"] is True and doc["kind"] == "verify_url"
     assert doc["receive_id"] == v["receiveId"] and doc["receive_id_kind"] == "unknown"
     assert doc["fields"] == {}
-    text = qywx(auths, "decrypt", *_keys(v), "--url", "http://host/cb?" + v["query"])
+    text = qywx(cli_env, "decrypt", *_keys(v), "--url", "http://host/cb?" + v["query"])
     assert text.returncode == 0 and text.stdout.rstrip().endswith(v["expect_plaintext"])
 
 
 def test_post_vector_via_url_and_stdin_parts_file_and_dump(
-    auths: Path, vectors: list[dict[str, Any]], tmp_path: Path
+    cli_env: dict[str, str], vectors: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     v = _vector(vectors, "wecom-php-sample-decrypt-msg")
     body = v["body"].encode()
@@ -120,7 +77,7 @@ def test_post_vector_via_url_and_stdin_parts_file_and_dump(
     (tmp_path / "request.http").write_bytes(dump)
     runs = [
         qywx(
-            auths,
+            cli_env,
             "decrypt",
             *_keys(v),
             "--url",
@@ -130,10 +87,10 @@ def test_post_vector_via_url_and_stdin_parts_file_and_dump(
             "json",
             input=body,
         ),
-        qywx(auths, "decrypt", *_keys(v), *parts, "-", "-f", "json", input=body),
-        qywx(auths, "decrypt", *_keys(v), *parts, str(tmp_path / "body.xml"), "-f", "json"),
-        qywx(auths, "decrypt", *_keys(v), str(tmp_path / "request.http"), "-f", "json"),
-        qywx(auths, "decrypt", *_keys(v), "-", "-f", "json", input=dump),
+        qywx(cli_env, "decrypt", *_keys(v), *parts, "-", "-f", "json", input=body),
+        qywx(cli_env, "decrypt", *_keys(v), *parts, str(tmp_path / "body.xml"), "-f", "json"),
+        qywx(cli_env, "decrypt", *_keys(v), str(tmp_path / "request.http"), "-f", "json"),
+        qywx(cli_env, "decrypt", *_keys(v), "-", "-f", "json", input=dump),
     ]
     for out in runs:
         assert out.returncode == 0, out.stderr
@@ -144,7 +101,7 @@ def test_post_vector_via_url_and_stdin_parts_file_and_dump(
 
 
 def test_wrong_signature_exits_1_with_wecom_code(
-    auths: Path, vectors: list[dict[str, Any]]
+    cli_env: dict[str, str], vectors: list[dict[str, Any]]
 ) -> None:
     v = _vector(vectors, "wechatpy-check-signature")
     wrong = [
@@ -157,27 +114,27 @@ def test_wrong_signature_exits_1_with_wecom_code(
         "--echostr",
         v["echostr"],
     ]
-    out = qywx(auths, "decrypt", *_keys(v), *wrong)
+    out = qywx(cli_env, "decrypt", *_keys(v), *wrong)
     assert out.returncode == 1 and out.stdout == ""
     assert "-40001" in out.stderr and out.stderr.startswith("qywx: error: signature mismatch")
-    doc = one_json(qywx(auths, "decrypt", *_keys(v), *wrong, "-f", "json"))
+    doc = one_json(qywx(cli_env, "decrypt", *_keys(v), *wrong, "-f", "json"))
     assert doc == {"ok": False, "error": {"code": -40001, "message": doc["error"]["message"]}}
 
-    forced = qywx(auths, "decrypt", *_keys(v), *wrong, "--no-verify", "-f", "json")
+    forced = qywx(cli_env, "decrypt", *_keys(v), *wrong, "--no-verify", "-f", "json")
     assert forced.returncode == 0
     doc = one_json(forced)
     assert doc["signature_valid"] is False and doc["receive_id"] == v["receiveId"]
     assert "signature mismatch" in forced.stderr and "--no-verify" in forced.stderr
 
     right = [*wrong[:5], v["nonce"], *wrong[6:]]
-    assert qywx(auths, "decrypt", *_keys(v), *right).returncode == 0
+    assert qywx(cli_env, "decrypt", *_keys(v), *right).returncode == 0
 
 
 # -- with an auths/ instance ----------------------------------------------------------------
 
 
 def _envelope(auths: Path, name: str, message: str, receive_id: str) -> tuple[str, bytes]:
-    conf = _conf(auths, name)["authConfig"]
+    conf = auth_config(auths, name)
     encrypt = independent_encrypt(conf["encodingAESKey"], message, receive_id)
     sig = sha1_sign(conf["token"], "1700000000", "4242", encrypt)
     body = f"<xml><ToUserName>x</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
@@ -200,11 +157,11 @@ TICKET_XML = (
     ],
 )
 def test_independent_envelope_decrypts_with_the_instance(
-    auths: Path, receive_id: str, kind: str
+    cli_env: dict[str, str], auths: Path, receive_id: str, kind: str
 ) -> None:
     query, body = _envelope(auths, "QywxProxyTemp", TICKET_XML, receive_id)
     out = qywx(
-        auths, "decrypt", "--auth", "QywxProxyTemp", "--url", query, "-", "-f", "json", input=body
+        cli_env, "decrypt", "--auth", "QywxProxyTemp", "--url", query, "-", "-f", "json", input=body
     )
     assert out.returncode == 0, out.stderr
     doc = one_json(out)
@@ -216,17 +173,19 @@ def test_independent_envelope_decrypts_with_the_instance(
     assert "<SuiteTicket><![CDATA[LIV***hij]]></SuiteTicket>" in doc["plaintext"]
 
 
-def test_show_secrets_and_auth_by_path_and_authorized_corp(auths: Path) -> None:
+def test_show_secrets_and_auth_by_path_and_authorized_corp(
+    cli_env: dict[str, str], auths: Path
+) -> None:
     from qywx_cli.core.store import Store
 
-    with Store(auths.parent / "qywx.db") as store:
+    with Store(cli_env["QYWX_DB"]) as store:
         store.upsert_corp_auth(
             "tj1234567890abcdef", "wwauthorized0001", permanent_code="p", state="active"
         )
     query, body = _envelope(auths, "QywxProxyTemp", TICKET_XML, "wwauthorized0001")
     folder = str(auths / "QywxProxyTemp")
     out = qywx(
-        auths,
+        cli_env,
         "decrypt",
         "--auth",
         folder,
@@ -243,17 +202,17 @@ def test_show_secrets_and_auth_by_path_and_authorized_corp(auths: Path) -> None:
     assert doc["receive_id_kind"] == "authorized_corp"
     assert doc["plaintext"] == TICKET_XML
     assert doc["fields"]["SuiteTicket"] == "LIVE-TICKET-0123456789-abcdefghij"
-    text = qywx(auths, "decrypt", "--auth", "QywxProxyTemp", "--url", query, "-", input=body)
+    text = qywx(cli_env, "decrypt", "--auth", "QywxProxyTemp", "--url", query, "-", input=body)
     assert "receiveid:  wwauthorized0001 (authorized_corp)" in text.stdout
     assert "LIVE-TICKET-0123456789-abcdefghij" not in text.stdout
 
 
-def test_signed_but_undecryptable_exits_1(auths: Path) -> None:
-    token = _conf(auths, "QywxProxyTemp")["authConfig"]["token"]
+def test_signed_but_undecryptable_exits_1(cli_env: dict[str, str], auths: Path) -> None:
+    token = auth_config(auths)["token"]
     encrypt = base64.b64encode(b"x" * 40).decode()  # not a whole number of AES blocks
     sig = sha1_sign(token, "1", "2", encrypt)
     out = qywx(
-        auths,
+        cli_env,
         "decrypt",
         "--auth",
         "QywxProxyTemp",
@@ -298,7 +257,5 @@ def test_signed_but_undecryptable_exits_1(auths: Path) -> None:
         ),
     ],
 )
-def test_usage_errors(auths: Path, args: list[str], words: str) -> None:
-    out = qywx(auths, "decrypt", *args)
-    assert out.returncode == 2, (out.stdout, out.stderr)
-    assert words in out.stderr and out.stdout == ""
+def test_usage_errors(cli_env: dict[str, str], args: list[str], words: str) -> None:
+    assert_one_line_error(qywx(cli_env, "decrypt", *args), 2, words)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
-import os
-import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import (
+    assert_one_line_error,
+    auth_config,
+    encrypt_of,
+    independent_decrypt,
+    run_qywx,
+    sha1_sign,
+)
+
 PLAINTEXT = (
     "<xml><SuiteId><![CDATA[tj1234567890abcdef]]></SuiteId>"
     "<InfoType><![CDATA[cancel_auth]]></InfoType><TimeStamp>1700000000</TimeStamp>"
@@ -24,52 +26,24 @@ PLAINTEXT = (
 )
 
 
-def _conf(auths: Path, name: str = "QywxProxyTemp") -> dict[str, str]:
-    data: dict[str, Any] = json.loads((auths / name / f"{name}.json").read_text("utf-8"))
-    return dict(data["authConfig"])
-
-
-def qywx(auths: Path, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    env.update(QYWX_AUTHS=str(auths), PYTHONPATH=str(REPO))
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        input=input,
-        capture_output=True,
-        env=env,
-        cwd=auths.parent,
-        timeout=60,
-        check=False,
-    )
-    out = subprocess.CompletedProcess(
-        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
-    )
-    assert "Traceback" not in out.stderr
-    conf = _conf(auths)
-    for key in ("suiteSecret", "encodingAESKey", "token"):
-        assert conf[key] not in out.stdout + out.stderr
+def qywx(
+    env: dict[str, str], *args: str, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the console script; a failure is one stderr line and nothing on stdout."""
+    out = run_qywx(*args, env=env, cwd=Path(env["QYWX_AUTHS"]).parent, input=input)
     if out.returncode:
-        assert len(out.stderr.strip().splitlines()) == 1 and out.stdout == ""
+        assert_one_line_error(out)
     return out
 
 
-def independent_decrypt(key43: str, encrypt: str) -> tuple[str, str]:
-    key = base64.b64decode(key43 + "=")
-    dec = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
-    plain = dec.update(base64.b64decode(encrypt)) + dec.finalize()
-    pad = plain[-1]
-    assert plain[-pad:] == bytes([pad]) * pad and (len(plain) % 32) == 0
-    content = plain[16:-pad]
-    (length,) = struct.unpack(">I", content[:4])
-    return content[4 : 4 + length].decode(), content[4 + length :].decode()
-
-
-def test_envelope_opens_with_an_independent_implementation(auths: Path, tmp_path: Path) -> None:
-    conf = _conf(auths)
+def test_envelope_opens_with_an_independent_implementation(
+    cli_env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    conf = auth_config(auths)
     source = tmp_path / "plain.xml"
     source.write_text(PLAINTEXT, "utf-8")
     out = qywx(
-        auths,
+        cli_env,
         "encrypt",
         "--auth",
         "QywxProxyTemp",
@@ -88,9 +62,7 @@ def test_envelope_opens_with_an_independent_implementation(auths: Path, tmp_path
         "777",
         conf["suiteId"],
     )
-    expected_sig = hashlib.sha1(
-        "".join(sorted([conf["token"], "1700000000", "777", doc["encrypt"]])).encode()
-    ).hexdigest()
+    expected_sig = sha1_sign(conf["token"], "1700000000", "777", doc["encrypt"])
     assert doc["msg_signature"] == expected_sig
     assert independent_decrypt(conf["encodingAESKey"], doc["encrypt"]) == (
         PLAINTEXT,
@@ -105,9 +77,9 @@ def test_envelope_opens_with_an_independent_implementation(auths: Path, tmp_path
     }
 
 
-def test_round_trip_through_decrypt_with_receive_id_from_stdin(auths: Path) -> None:
+def test_round_trip_through_decrypt_with_receive_id_from_stdin(cli_env: dict[str, str]) -> None:
     out = qywx(
-        auths,
+        cli_env,
         "encrypt",
         "--auth",
         "QywxProxyTemp",
@@ -121,7 +93,7 @@ def test_round_trip_through_decrypt_with_receive_id_from_stdin(auths: Path) -> N
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     back = qywx(
-        auths,
+        cli_env,
         "decrypt",
         "--auth",
         "QywxProxyTemp",
@@ -138,17 +110,18 @@ def test_round_trip_through_decrypt_with_receive_id_from_stdin(auths: Path) -> N
     assert opened["receive_id_kind"] == "provider_corp" and opened["info_type"] == "cancel_auth"
 
 
-def test_text_output_and_token_key_mode(auths: Path, vectors: list[dict[str, Any]]) -> None:
+def test_text_output_and_token_key_mode(
+    cli_env: dict[str, str], vectors: list[dict[str, Any]]
+) -> None:
     v = next(x for x in vectors if x["kind"] == "encrypt_msg")
     args = ["encrypt", "--token", v["token"], "--encoding-aes-key", v["encodingAESKey"], "-"]
-    out = qywx(auths, *args, "--receive-id", v["receiveId"], input=v["plaintext"].encode())
+    out = qywx(cli_env, *args, "--receive-id", v["receiveId"], input=v["plaintext"].encode())
     assert out.returncode == 0, out.stderr
     query_line, body_line = out.stdout.splitlines()
     assert query_line.startswith("query: msg_signature=") and body_line.startswith("body:  <xml>")
-    encrypt = body_line.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+    encrypt = encrypt_of(body_line)
     assert independent_decrypt(v["encodingAESKey"], encrypt) == (v["plaintext"], v["receiveId"])
-    missing = qywx(auths, *args, input=b"<xml/>")
-    assert missing.returncode == 2 and "--receive-id" in missing.stderr
+    assert_one_line_error(qywx(cli_env, *args, input=b"<xml/>"), 2, "--receive-id")
 
 
 @pytest.mark.parametrize(
@@ -159,6 +132,5 @@ def test_text_output_and_token_key_mode(auths: Path, vectors: list[dict[str, Any
         (["-"], "--auth"),
     ],
 )
-def test_usage_errors(auths: Path, args: list[str], words: str) -> None:
-    out = qywx(auths, "encrypt", *args, input=b"<xml/>")
-    assert out.returncode == 2 and words in out.stderr
+def test_usage_errors(cli_env: dict[str, str], args: list[str], words: str) -> None:
+    assert_one_line_error(qywx(cli_env, "encrypt", *args, input=b"<xml/>"), 2, words)

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import stat
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,30 +13,15 @@ import pytest
 
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.scaffold import SCHEMA_URLS, env_var_names, write_instance
+from tests.helpers import assert_one_line_error, qywx_env, run_qywx
 
-REPO = Path(__file__).resolve().parents[2]
 SUITE = "dk7f3a9c2e51b04d18"
 SUITE_SECRET = "suite-Secret-Rb4Lx9Qm2Tz7Vc1Hn6Wd3"
 
 
-def qywx(
-    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    run_env.pop("PYTHONDONTWRITEBYTECODE", None)
-    run_env["PYTHONPATH"] = str(REPO)
-    run_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *map(str, args)],
-        cwd=cwd or REPO,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if "--debug" not in args:
-        assert "Traceback" not in proc.stderr
-    return proc
+def qywx(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The console script with ``env`` added to a clean environment."""
+    return run_qywx(*args, env=qywx_env(**(env or {})))
 
 
 def secrets_of(path: Path) -> dict[str, str]:
@@ -111,10 +94,7 @@ def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
     args = ("init", "Shop", "--suite-id", SUITE, "--dir", tmp_path)
     assert qywx(*args).returncode == 0
     before = secrets_of(tmp_path / "Shop" / "Shop.json")
-    again = qywx(*args)
-    assert again.returncode == 1 and again.stdout == ""
-    lines = again.stderr.splitlines()
-    assert len(lines) == 1 and "already exists; use --force" in lines[0]
+    assert_one_line_error(qywx(*args), 1, "already exists; use --force")
     assert secrets_of(tmp_path / "Shop" / "Shop.json") == before
     forced = qywx(*args, "--force")
     assert forced.returncode == 0
@@ -171,10 +151,8 @@ BAD_ARGUMENTS = [
 def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     with ThreadPoolExecutor(max_workers=4) as pool:
         runs = list(pool.map(lambda a: qywx(*a[0], "--dir", tmp_path), BAD_ARGUMENTS))
-    for (args, words), proc in zip(BAD_ARGUMENTS, runs, strict=True):
-        assert proc.returncode == 2, args
-        lines = proc.stderr.splitlines()
-        assert len(lines) == 1 and words in lines[0], proc.stderr
+    for (_, words), proc in zip(BAD_ARGUMENTS, runs, strict=True):
+        assert_one_line_error(proc, 2, words)
     assert not any(tmp_path.iterdir())
 
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta
@@ -18,17 +16,12 @@ import pytest
 from qywx_cli.core import events as ev
 from qywx_cli.core.config import find_instance
 from qywx_cli.core.store import Store
+from tests.helpers import QYWX, REPO, Clock, assert_one_line_error, run_qywx
 
-REPO = Path(__file__).resolve().parents[2]
 NOW = time.time()
 DAY = 86400.0
 TICKET = "TICKETsecretVALUE0123456789abcdef"
 AUTH_CODE = "AUTHCODE-wwa1b2c3d4e5f60a01-" + "s" * 64
-SAMPLE_SECRETS = (
-    "sample-8FGGBZPkm3buLjylPWWqkOw76adCdiDhzxAUNv4Z",
-    "4CUdYrBwSjnWyz4yYNsz3PukTqABgnMBwKuGToYu25b",
-    "Ob05nvp8DucDexAf5iTh6IZK",
-)
 TAIL_OPTS = ("--interval", "0.1", "--format", "json")
 LIST_KEYS = {
     "id",
@@ -43,40 +36,10 @@ LIST_KEYS = {
 }
 
 
-def qywx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-
-
 def no_secrets(proc: subprocess.CompletedProcess[str]) -> None:
-    for secret in (*SAMPLE_SECRETS, TICKET, AUTH_CODE):
+    """No ticket or AuthCode of the log (run_qywx checks the sample secrets)."""
+    for secret in (TICKET, AUTH_CODE):
         assert secret not in proc.stdout + proc.stderr
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-@pytest.fixture
-def env(auths: Path, tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    e.update(
-        QYWX_AUTHS=str(auths),
-        QYWX_DB=str(tmp_path / "qywx.db"),
-        PYTHONPATH=str(REPO),
-        COLUMNS="200",
-    )
-    return e
 
 
 def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", n: int) -> int:
@@ -100,12 +63,12 @@ def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", 
 
 
 @pytest.fixture
-def log(env: dict[str, str], auths: Path) -> dict[str, int]:
+def log(cli_env: dict[str, str], auths: Path) -> dict[str, int]:
     """Four records: an old processed ticket, a failed create_auth, two recent others."""
     clock = Clock(NOW - 3 * DAY)
     suite = "tj1234567890abcdef"
     ids: dict[str, int] = {}
-    with Store(env["QYWX_DB"], now=clock) as store:
+    with Store(cli_env["QYWX_DB"], now=clock) as store:
         ticket_xml = ev.build_event_xml(
             "suite_ticket", suite_id=suite, overrides={"SuiteTicket": TICKET}
         )
@@ -141,24 +104,24 @@ def log(env: dict[str, str], auths: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("command", [["list"], ["stats"], ["tail"], ["show", "1"]])
 def test_a_missing_database_is_reported_and_not_created(
-    env: dict[str, str], command: list[str]
+    cli_env: dict[str, str], command: list[str]
 ) -> None:
-    proc = qywx(env, "log", *command)
+    proc = run_qywx("log", *command, env=cli_env)
     assert proc.returncode == 1
     assert proc.stderr == (
-        f"qywx: error: no database at {env['QYWX_DB']}; run qywx serve first or pass --db\n"
+        f"qywx: error: no database at {cli_env['QYWX_DB']}; run qywx serve first or pass --db\n"
     )
     assert proc.stdout == ""
-    assert not Path(env["QYWX_DB"]).exists()
+    assert not Path(cli_env["QYWX_DB"]).exists()
 
 
 # -- list ----------------------------------------------------------------------------------
 
 
 def test_list_json_is_newest_first_with_the_contract_keys(
-    env: dict[str, str], log: dict[str, int]
+    cli_env: dict[str, str], log: dict[str, int]
 ) -> None:
-    proc = qywx(env, "log", "list", "--format", "json")
+    proc = run_qywx("log", "list", "--format", "json", env=cli_env)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
     assert [r["id"] for r in rows] == [log["other"], log["cancel"], log["create"], log["ticket"]]
@@ -185,34 +148,33 @@ def test_list_json_is_newest_first_with_the_contract_keys(
     ],
 )
 def test_list_filters(
-    env: dict[str, str], log: dict[str, int], args: list[str], expected: list[str]
+    cli_env: dict[str, str], log: dict[str, int], args: list[str], expected: list[str]
 ) -> None:
-    proc = qywx(env, "log", "list", "-f", "json", *args)
+    proc = run_qywx("log", "list", "-f", "json", *args, env=cli_env)
     assert proc.returncode == 0, proc.stderr
     assert [r["id"] for r in json.loads(proc.stdout)] == [log[k] for k in expected]
 
 
-def test_list_since_accepts_dates_and_iso_times(env: dict[str, str], log: dict[str, int]) -> None:
+def test_list_since_accepts_dates_and_iso_times(
+    cli_env: dict[str, str], log: dict[str, int]
+) -> None:
     day = time.strftime("%Y-%m-%d", time.gmtime(NOW - 2 * DAY))
-    proc = qywx(env, "log", "list", "-f", "json", "--since", day)
+    proc = run_qywx("log", "list", "-f", "json", "--since", day, env=cli_env)
     assert len(json.loads(proc.stdout)) == 3
     iso = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(NOW - 450))
-    proc = qywx(env, "log", "list", "-f", "json", "--since", iso)
+    proc = run_qywx("log", "list", "-f", "json", "--since", iso, env=cli_env)
     assert [r["id"] for r in json.loads(proc.stdout)] == [log["other"], log["cancel"]]
 
 
 @pytest.mark.parametrize("args", [["--since", "yesterday"], ["--status", "lost"], ["--limit", "0"]])
 def test_list_usage_errors_exit_2_with_one_line(
-    env: dict[str, str], log: dict[str, int], args: list[str]
+    cli_env: dict[str, str], log: dict[str, int], args: list[str]
 ) -> None:
-    proc = qywx(env, "log", "list", *args)
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("qywx: error: ") and proc.stderr.count("\n") == 1
-    assert proc.stdout == ""
+    assert_one_line_error(run_qywx("log", "list", *args, env=cli_env), 2)
 
 
-def test_list_text_is_a_table(env: dict[str, str], log: dict[str, int]) -> None:
-    proc = qywx(env, "log", "list")
+def test_list_text_is_a_table(cli_env: dict[str, str], log: dict[str, int]) -> None:
+    proc = run_qywx("log", "list", env=cli_env)
     assert proc.returncode == 0
     assert "Callback log, newest first (4 shown)" in proc.stdout
     assert "create_auth" in proc.stdout and "failed" in proc.stdout
@@ -222,12 +184,12 @@ def test_list_text_is_a_table(env: dict[str, str], log: dict[str, int]) -> None:
 
 
 def test_show_json_is_the_whole_record_with_the_envelope_encrypted(
-    env: dict[str, str], log: dict[str, int]
+    cli_env: dict[str, str], log: dict[str, int]
 ) -> None:
-    proc = qywx(env, "log", "show", str(log["ticket"]), "--format", "json")
+    proc = run_qywx("log", "show", str(log["ticket"]), "--format", "json", env=cli_env)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    with Store(env["QYWX_DB"]) as store:
+    with Store(cli_env["QYWX_DB"]) as store:
         stored = store.get_callback(log["ticket"])
     assert doc["envelope"] == stored.envelope
     assert (doc["msg_signature"], doc["nonce"], doc["status"]) == (
@@ -240,12 +202,14 @@ def test_show_json_is_the_whole_record_with_the_envelope_encrypted(
     no_secrets(proc)
 
 
-def test_show_decrypt_masks_ticket_and_auth_code(env: dict[str, str], log: dict[str, int]) -> None:
+def test_show_decrypt_masks_ticket_and_auth_code(
+    cli_env: dict[str, str], log: dict[str, int]
+) -> None:
     for key, secret, field in (
         ("ticket", TICKET, "SuiteTicket"),
         ("create", AUTH_CODE, "AuthCode"),
     ):
-        proc = qywx(env, "log", "show", str(log[key]), "--decrypt", "-f", "json")
+        proc = run_qywx("log", "show", str(log[key]), "--decrypt", "-f", "json", env=cli_env)
         assert proc.returncode == 0, proc.stderr
         dec = json.loads(proc.stdout)["decrypted"]
         assert dec["signature_valid"] is True
@@ -253,21 +217,23 @@ def test_show_decrypt_masks_ticket_and_auth_code(env: dict[str, str], log: dict[
         assert dec["fields"][field] == f"{secret[:3]}***{secret[-3:]}"
         assert f"<{field}><![CDATA[{secret[:3]}***{secret[-3:]}]]>" in dec["plaintext"]
         no_secrets(proc)
-        text = qywx(env, "log", "show", str(log[key]), "--decrypt")
+        text = run_qywx("log", "show", str(log[key]), "--decrypt", env=cli_env)
         assert text.returncode == 0 and field in text.stdout
         no_secrets(text)
 
 
-def test_show_secrets_reveals_them_on_request(env: dict[str, str], log: dict[str, int]) -> None:
-    proc = qywx(env, "log", "show", str(log["ticket"]), "--decrypt", "--show-secrets", "-f", "json")
+def test_show_secrets_reveals_them_on_request(cli_env: dict[str, str], log: dict[str, int]) -> None:
+    proc = run_qywx(
+        "log", "show", str(log["ticket"]), "--decrypt", "--show-secrets", "-f", "json", env=cli_env
+    )
     dec = json.loads(proc.stdout)["decrypted"]
     assert dec["fields"]["SuiteTicket"] == TICKET and TICKET in dec["plaintext"]
-    proc = qywx(env, "log", "show", str(log["ticket"]), "--show-secrets")
+    proc = run_qywx("log", "show", str(log["ticket"]), "--show-secrets", env=cli_env)
     assert proc.returncode == 2
 
 
-def test_show_unknown_id(env: dict[str, str], log: dict[str, int]) -> None:
-    proc = qywx(env, "log", "show", "999")
+def test_show_unknown_id(cli_env: dict[str, str], log: dict[str, int]) -> None:
+    proc = run_qywx("log", "show", "999", env=cli_env)
     assert proc.returncode == 1
     assert proc.stderr == "qywx: error: no callback record with id 999\n"
 
@@ -276,22 +242,22 @@ def test_show_unknown_id(env: dict[str, str], log: dict[str, int]) -> None:
 
 
 def test_tail_prints_the_latest_records_oldest_first(
-    env: dict[str, str], log: dict[str, int]
+    cli_env: dict[str, str], log: dict[str, int]
 ) -> None:
-    proc = qywx(env, "log", "tail", "-n", "2", "--format", "json")
+    proc = run_qywx("log", "tail", "-n", "2", "--format", "json", env=cli_env)
     assert proc.returncode == 0
     lines = proc.stdout.splitlines()
     assert [json.loads(line)["id"] for line in lines] == [log["cancel"], log["other"]]
-    text = qywx(env, "log", "tail", "-n", "1")
+    text = run_qywx("log", "tail", "-n", "1", env=cli_env)
     assert text.stdout.split()[0] == str(log["other"])
 
 
 def test_tail_follow_streams_new_records_and_ctrl_c_exits_0(
-    env: dict[str, str], log: dict[str, int], auths: Path
+    cli_env: dict[str, str], log: dict[str, int], auths: Path
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qywx_cli", "log", "tail", "-n", "1", "--follow", *TAIL_OPTS],
-        env=env,
+        [*QYWX, "log", "tail", "-n", "1", "--follow", *TAIL_OPTS],
+        env=cli_env,
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -307,7 +273,7 @@ def test_tail_follow_streams_new_records_and_ctrl_c_exits_0(
     threading.Thread(target=pump, daemon=True).start()
     try:
         assert json.loads(lines.get(timeout=10))["id"] == log["other"]
-        with Store(env["QYWX_DB"]) as store:
+        with Store(cli_env["QYWX_DB"]) as store:
             new_id = record(
                 store,
                 auths,
@@ -326,9 +292,9 @@ def test_tail_follow_streams_new_records_and_ctrl_c_exits_0(
 
 
 def test_stats_json_counts_failures_and_ticket_freshness(
-    env: dict[str, str], log: dict[str, int]
+    cli_env: dict[str, str], log: dict[str, int]
 ) -> None:
-    proc = qywx(env, "log", "stats", "--format", "json")
+    proc = run_qywx("log", "stats", "--format", "json", env=cli_env)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert set(doc) >= {"total", "by_status", "by_event", "failures", "suite_tickets"}
@@ -361,11 +327,11 @@ def test_stats_json_counts_failures_and_ticket_freshness(
 
 
 def test_stats_warns_about_an_old_ticket_and_honours_since(
-    env: dict[str, str], log: dict[str, int]
+    cli_env: dict[str, str], log: dict[str, int]
 ) -> None:
-    with Store(env["QYWX_DB"], now=Clock(NOW - 3600)) as store:
+    with Store(cli_env["QYWX_DB"], now=Clock(NOW - 3600)) as store:
         store.save_suite_ticket("dk7f3a9c2e51b04d18", "old-ticket-123456", int(NOW - 3600))
-    proc = qywx(env, "log", "stats", "--since", "2h")
+    proc = run_qywx("log", "stats", "--since", "2h", env=cli_env)
     assert proc.returncode == 0
     assert "3 callback record(s) since" in proc.stdout
     old = [w for w in proc.stderr.splitlines() if "dk7f3a9c2e51b04d18" in w]

@@ -21,8 +21,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "sample_auths"
+from tests.helpers import REPO, SAMPLES, qywx_env
+
 HOOKS = REPO / ".pre-commit-hooks.yaml"
 CI_DOC = REPO / "docs" / "ci.md"
 
@@ -48,10 +48,8 @@ HOOK = next(h for h in hook_manifest() if h["id"] == "qywx-validate")
 
 def clean_env(**extra: str) -> dict[str, str]:
     """The test interpreter's bin folder first on PATH, where the ``qywx`` script lives."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env = qywx_env()
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    env["PYTHONPATH"] = str(REPO)
     env.update(extra)
     return env
 

@@ -3,36 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
 from qywx_cli.core.scaffold import SCHEMA_URLS
 from qywx_cli.core.schema import schema_for
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def qywx(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *map(str, args)],
-        cwd=REPO,
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "Traceback" not in proc.stderr
-    return proc
+from tests.helpers import assert_one_line_error, run_qywx
 
 
 def test_both_schemas_as_one_document() -> None:
-    proc = qywx("schema")
+    proc = run_qywx("schema")
     assert proc.returncode == 0 and proc.stderr == ""
     doc = json.loads(proc.stdout)
     assert doc == {"e": schema_for("e"), "business": schema_for("business")}
@@ -42,16 +23,16 @@ def test_both_schemas_as_one_document() -> None:
 
 def test_one_schema_to_a_file(tmp_path: Path) -> None:
     out = tmp_path / "new" / "business.schema.json"
-    proc = qywx("schema", "business", "--output", out)
+    proc = run_qywx("schema", "business", "--output", out)
     assert proc.returncode == 0 and proc.stdout == ""
     assert proc.stderr == f"wrote {out}\n"
     assert json.loads(out.read_text(encoding="utf-8")) == schema_for("business")
-    e = qywx("schema", "e")
+    e = run_qywx("schema", "e")
     assert json.loads(e.stdout) == schema_for("e")
 
 
 def test_vscode_settings_fragment() -> None:
-    proc = qywx("schema", "--vscode")
+    proc = run_qywx("schema", "--vscode")
     assert proc.returncode == 0
     entries = json.loads(proc.stdout)["json.schemas"]
     assert [(e["url"], e["schema"]) for e in entries] == [
@@ -60,13 +41,11 @@ def test_vscode_settings_fragment() -> None:
     ]
     assert entries[0]["fileMatch"] == ["**/auths/*/e.json"]
     assert "!**/auths/*/e.json" in entries[1]["fileMatch"]
-    one = json.loads(qywx("schema", "e", "--vscode").stdout)["json.schemas"]
+    one = json.loads(run_qywx("schema", "e", "--vscode").stdout)["json.schemas"]
     assert [e["url"] for e in one] == [SCHEMA_URLS["e"]]
 
 
 def test_usage_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     for args in (["schema", "bogus"], ["schema", "e", "--output", tmp_path / "file" / "x.json"]):
-        proc = qywx(*args)
-        assert proc.returncode == 2 and proc.stdout == ""
-        assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith("qywx: error: ")
+        assert_one_line_error(run_qywx(*args), 2)

@@ -11,22 +11,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "sample_auths"
+from tests.helpers import REPO, SAMPLES, assert_one_line_error, qywx_env, run_qywx
+
 TEMP = "QywxProxyTemp"
-SAMPLE_SECRETS = sorted(
-    json.loads(p.read_text(encoding="utf-8"))["authConfig"][k]
-    for p in SAMPLES.glob("*/*.json")
-    if p.name != "e.json"
-    for k in ("suiteSecret", "encodingAESKey", "token")
-)
 ENV_TOKEN = "Wm4Xk9Qa2Zr7Tb5Nc1Vd8Hf3Jp6Gs0Ly"
 GITHUB_LINE = re.compile(r"^::(error|warning) file=([^,:]+)(?:,line=(\d+))?,title=([a-z-]+)::(.+)$")
 
@@ -34,25 +27,14 @@ GITHUB_LINE = re.compile(r"^::(error|warning) file=([^,:]+)(?:,line=(\d+))?,titl
 def qywx(
     *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI with a clean QYWX_* environment; assert it never shows a secret."""
-    run_env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    run_env.pop("PYTHONDONTWRITEBYTECODE", None)  # start-up is what CI sees; keep it fast
-    run_env["PYTHONPATH"] = str(REPO)
-    run_env.update(env or {})
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *map(str, args)],
+    """Run the real CLI with a clean QYWX_* environment plus ``env``; tokens in it stay hidden."""
+    extra = env or {}
+    return run_qywx(
+        *args,
+        env=qywx_env(**extra),
         cwd=cwd or REPO,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        secrets=[v for k, v in extra.items() if k.endswith("TOKEN")],
     )
-    secrets = [*SAMPLE_SECRETS, *(v for k, v in (env or {}).items() if k.endswith("TOKEN"))]
-    for secret in secrets:
-        assert secret not in proc.stdout and secret not in proc.stderr
-    if "--debug" not in args:
-        assert "Traceback" not in proc.stderr
-    return proc
 
 
 def qywx_all(
@@ -66,12 +48,6 @@ def qywx_all(
 
 
 FORMATS = ("text", "json", "github", "junit")
-
-
-def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
-    lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("qywx: error: "), proc.stderr
-    return lines[0]
 
 
 def biz(auths: Path, name: str = TEMP) -> Path:
@@ -138,15 +114,13 @@ USAGE_ERRORS = [
 
 def test_usage_errors_exit_2_with_one_line() -> None:
     runs = qywx_all([args for args, _ in USAGE_ERRORS])
-    for (args, words), proc in zip(USAGE_ERRORS, runs, strict=True):
-        assert proc.returncode == 2 and proc.stdout == "", args
-        assert words in one_error_line(proc), args
+    for (_, words), proc in zip(USAGE_ERRORS, runs, strict=True):
+        assert_one_line_error(proc, 2, words)
 
 
 def test_no_instances_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "auths").mkdir()
-    proc = qywx("validate", tmp_path / "auths")
-    assert proc.returncode == 2 and "no instance folders" in one_error_line(proc)
+    assert_one_line_error(qywx("validate", tmp_path / "auths"), 2, "no instance folders")
 
 
 def test_debug_shows_the_traceback_only_then() -> None:
@@ -253,8 +227,7 @@ def test_default_path_sources(tmp_path: Path) -> None:
     proc = qywx("--auths", "elsewhere", "validate", "--format", "json", cwd=tmp_path)
     assert [i["path"] for i in json.loads(proc.stdout)["instances"]] == [f"elsewhere/{TEMP}"]
     shutil.rmtree(tmp_path / "auths")
-    missing = qywx("validate", cwd=tmp_path)
-    assert missing.returncode == 2 and "no auths/ folder" in one_error_line(missing)
+    assert_one_line_error(qywx("validate", cwd=tmp_path), 2, "no auths/ folder")
 
 
 def test_default_auths_gives_relative_file_names(tmp_path: Path) -> None:

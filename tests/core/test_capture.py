@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli.core.capture import (
     from_http_dump,
@@ -23,24 +18,11 @@ from qywx_cli.core.capture import (
 from qywx_cli.core.config import AuthInstance
 from qywx_cli.core.crypto import WXBizMsgCrypt
 from qywx_cli.core.errors import CallbackCryptoError, UsageError
+from tests.helpers import independent_encrypt, sha1_sign
 
 
 def _vector(vectors: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(v for v in vectors if v["name"] == name)
-
-
-def _independent_encrypt(key43: str, message: bytes, receive_id: str) -> str:
-    """WXBizMsgCrypt encryption written against the `cryptography` package, not qywx."""
-    key = base64.b64decode(key43 + "=")
-    plain = os.urandom(16) + struct.pack(">I", len(message)) + message + receive_id.encode()
-    pad = 32 - len(plain) % 32
-    plain += bytes([pad]) * pad
-    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return base64.b64encode(enc.update(plain) + enc.finalize()).decode()
-
-
-def _sha1_sign(*values: str) -> str:
-    return hashlib.sha1("".join(sorted(values)).encode()).hexdigest()
 
 
 INSTANCE = AuthInstance(
@@ -203,9 +185,9 @@ def test_independent_envelope_opens_and_receiveid_is_classified() -> None:
         ("wwauthorized01", "authorized_corp"),
         ("wwstranger", "unknown"),
     ]:
-        encrypt = _independent_encrypt(INSTANCE.encoding_aes_key, message.encode(), receive_id)
+        encrypt = independent_encrypt(INSTANCE.encoding_aes_key, message.encode(), receive_id)
         body = f"<xml><ToUserName>x</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
-        sig = _sha1_sign(INSTANCE.token, "1700000000", "99", encrypt)
+        sig = sha1_sign(INSTANCE.token, "1700000000", "99", encrypt)
         opened = open_captured(from_parts(sig, "1700000000", "99", body=body.encode()), crypto)
         assert (opened.receive_id, opened.receive_id_kind) == (receive_id, kind)
         assert opened.plaintext == message and opened.info_type == "suite_ticket"
@@ -215,7 +197,7 @@ def test_independent_envelope_opens_and_receiveid_is_classified() -> None:
 def test_undecryptable_but_signed_data_raises_with_wecom_code() -> None:
     crypto = INSTANCE.crypto()
     encrypt = "bm90IGEgYmxvY2s="  # valid base64, 11 bytes: not whole AES blocks
-    sig = _sha1_sign(INSTANCE.token, "1", "2", encrypt)
+    sig = sha1_sign(INSTANCE.token, "1", "2", encrypt)
     with pytest.raises(CallbackCryptoError) as info:
         open_captured(from_parts(sig, "1", "2", echostr=encrypt), crypto)
     assert info.value.wecom_code == -40007

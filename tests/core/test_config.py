@@ -27,17 +27,9 @@ from qywx_cli.core.config import (
     validate_paths,
 )
 from qywx_cli.core.errors import ConfigError, InstanceNotFound, UsageError
+from tests.helpers import SAMPLE_SECRETS, SAMPLES, SHARED
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "sample_auths"
-ELEMENT_DOC = REPO.parent / "shared" / "qywx-proxy-login.md"
-SECRET_FIELDS = ("suiteSecret", "encodingAESKey", "token")
-SAMPLE_SECRETS = sorted(
-    json.loads(p.read_text(encoding="utf-8"))["authConfig"][k]
-    for p in SAMPLES.glob("*/*.json")
-    if p.name != "e.json"
-    for k in SECRET_FIELDS
-)
+ELEMENT_DOC = SHARED / "qywx-proxy-login.md"
 TEMP = "QywxProxyTemp"
 #: secret-looking values used through env:VAR; they must never reach a message
 ENV_TOKEN = "Zq8Rb3Lm0Vx6Tn2Kc5Wd9Hf1Jp4Gs7Ya"

@@ -8,13 +8,10 @@ import struct
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qsl
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import httpx
 import pytest
@@ -23,45 +20,13 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from qywx_cli.core.config import AuthInstance
 from qywx_cli.core.errors import QywxError, UsageError
 from qywx_cli.core.fakewecom import FakeWeCom, suite_ticket_xml
+from tests.helpers import Clock, serving
 
 SUITE = "dk7f3a9c2e51b04d18"
 CORP = "ww1436e0e65a779aee"
 TOKEN = "QDG6eKtoken"
 KEY = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
 T0 = 1_700_000_000.0
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def serve(app: Callable[..., Any]) -> Iterator[str]:
-    """Run a WSGI app on 127.0.0.1:<free port> in a thread; yield its base URL."""
-    server = make_server(
-        "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler
-    )
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Counting:
@@ -77,7 +42,7 @@ class Counting:
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture
@@ -87,7 +52,7 @@ def fake(clock: Clock) -> FakeWeCom:
 
 @pytest.fixture
 def api(fake: FakeWeCom) -> Iterator[httpx.Client]:
-    with serve(fake) as base, httpx.Client(base_url=base + "/cgi-bin/", timeout=5) as http:
+    with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url, timeout=5) as http:
         yield http
 
 
@@ -146,7 +111,7 @@ def test_suite_token_refusals(api: httpx.Client, body: dict[str, str], errcode: 
 def test_strict_mode_only_knows_registered_tickets(clock: Clock) -> None:
     fake = FakeWeCom(now=clock, strict=True)
     fake.register_suite_ticket(SUITE, "registered-ticket")
-    with serve(fake) as base, httpx.Client(base_url=base + "/cgi-bin/") as api:
+    with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url) as api:
         assert suite_token(api, "registered-ticket")
         data = api.post(
             "service/get_suite_token",
@@ -188,7 +153,8 @@ def test_auth_code_is_single_use(api: httpx.Client) -> None:
 def test_unshaped_auth_code_derives_a_stable_corp_id(clock: Clock) -> None:
     corp_ids = []
     for _ in range(2):
-        with serve(FakeWeCom(now=clock)) as base, httpx.Client(base_url=base + "/cgi-bin/") as api:
+        fake = FakeWeCom(now=clock)
+        with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url) as api:
             corp_ids.append(permanent_code(api, "some-opaque-code")["auth_corp_info"]["corpid"])
     assert corp_ids[0] == corp_ids[1]
     assert corp_ids[0].startswith("ww")
@@ -376,7 +342,7 @@ def test_state_masks_permanent_codes_and_counts(api: httpx.Client) -> None:
 
 
 def test_routing_prefixes_404_405_and_bad_json(fake: FakeWeCom) -> None:
-    with serve(fake) as base, httpx.Client(base_url=base) as http:
+    with serving(fake) as base, httpx.Client(base_url=base) as http:
         for path in ("/gettoken", "/cgi-bin/gettoken", "/proxy/cgi-bin/gettoken"):
             assert http.get(path).json()["errcode"] == 41002, path
         missing = http.get("/cgi-bin/service/get_corp_token")
@@ -468,7 +434,7 @@ def instance() -> AuthInstance:
 def test_push_suite_ticket_is_a_real_signed_callback(clock: Clock) -> None:
     fake = FakeWeCom(now=clock, strict=True)
     exchanged: list[int] = []
-    with serve(fake) as api_base, httpx.Client(base_url=api_base + "/cgi-bin/") as api:
+    with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url) as api:
 
         def use_ticket(ticket: str) -> None:
             # The receiver exchanges the ticket while the push is in flight (strict fake).
@@ -480,7 +446,7 @@ def test_push_suite_ticket_is_a_real_signed_callback(clock: Clock) -> None:
             exchanged.append(int(reply.get("errcode", 0)))
 
         receiver = Receiver(TOKEN, KEY, use_ticket)
-        with serve(receiver) as rx:
+        with serving(receiver) as rx:
             reply = fake.push_suite_ticket(rx + "/notify/QywxProxyTemp", instance())
     assert (reply.status_code, reply.text) == (200, "success")
     (record,) = receiver.seen
@@ -504,7 +470,7 @@ def test_run_ticket_pusher_pushes_until_stopped(clock: Clock) -> None:
         if len(results) == 3:
             stop.set()
 
-    with serve(receiver) as rx:
+    with serving(receiver) as rx:
         pushes = fake.run_ticket_pusher(rx, instance(), 0.01, stop, on_push=on_push)
     assert pushes == 3
     assert all(isinstance(r, httpx.Response) and r.text == "success" for r in results)
@@ -514,7 +480,7 @@ def test_run_ticket_pusher_pushes_until_stopped(clock: Clock) -> None:
 
 def test_push_failures_are_reported_not_raised(clock: Clock) -> None:
     fake = FakeWeCom(now=clock)
-    with serve(Receiver(TOKEN, KEY)) as rx:
+    with serving(Receiver(TOKEN, KEY)) as rx:
         dead = rx  # the port is closed once the server stops
     stop = threading.Event()
     results: list[object] = []

@@ -24,6 +24,7 @@ from qywx_cli.core.login import (
 )
 from qywx_cli.core.store import Store
 from qywx_cli.core.wecom import WeComClient
+from tests.helpers import Clock
 
 SUITE = "dk7f3a9c2e51b04d18"
 OTHER_SUITE = "dk7f3a9c2e51b04d29"
@@ -31,14 +32,6 @@ SECRET = "suite-secret-9f8e7d6c5b4a"
 CORP = "wwa1b2c3d4e5f60a01"
 CORP2 = "wwa1b2c3d4e5f60b02"
 T0 = 1_800_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Tokens:
@@ -70,7 +63,7 @@ def instance(name: str = "CompanyA", suite: str = SUITE, corp: str | None = CORP
 
 class World:
     def __init__(self, tmp_path: Path) -> None:
-        self.clock = Clock()
+        self.clock = Clock(T0)
         self.fake = FakeWeCom(now=self.clock)
         self.store = Store(tmp_path / "qywx.db", now=self.clock)
         self.client = WeComClient(

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +32,8 @@ from qywx_cli.core.config import (
 )
 from qywx_cli.core.scaffold import SCHEMA_URLS, write_instance
 from qywx_cli.core.schema import DIALECT, schema_for
+from tests.helpers import REPO, SAMPLES, SHARED, qywx_env, run_qywx
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO / "sample_auths"
 FIXTURES = REPO / "tests" / "fixtures"
 TEMP = "QywxProxyTemp"
 CASES: list[dict[str, Any]] = json.loads(
@@ -145,7 +141,7 @@ def test_broken_fixture(tmp_path: Path, case: dict[str, Any]) -> None:
 def test_qywx_validate_cli_rejects_every_fixture(tmp_path: Path) -> None:
     """The same fixtures, one instance each, through the real console script in one run."""
     auths = tmp_path / "auths"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
+    env: dict[str, str] = {}
     for i, case in enumerate(CASES):
         folder = instance_copy(auths, folder_name(case["id"]))
         if "raw" not in case and not (
@@ -158,13 +154,7 @@ def test_qywx_validate_cli_rejects_every_fixture(tmp_path: Path) -> None:
             biz.write_text(json.dumps(data), encoding="utf-8")
         apply(case, folder)
         env.update(case.get("env", {}))
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", "validate", auths, "--format", "json", "--strict"],
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_qywx("validate", auths, "--format", "json", "--strict", env=qywx_env(**env))
     assert proc.returncode == 1 and proc.stderr == ""
     found: dict[str, set[str]] = {}
     for d in json.loads(proc.stdout)["diagnostics"]:
@@ -192,7 +182,7 @@ def test_fixtures_cover_every_schema_rule() -> None:
 
 
 def test_element_doc_examples(tmp_path: Path) -> None:
-    doc = (REPO.parent / "shared" / "qywx-proxy-login.md").read_text(encoding="utf-8")
+    doc = (SHARED / "qywx-proxy-login.md").read_text(encoding="utf-8")
     e_example = re.search(r'```json title="元素配置文件"\n(.*?)```', doc, re.S)
     biz_example = re.search(r'```json title="业务配置文件"\n(.*?)```', doc, re.S)
     assert e_example is not None and biz_example is not None

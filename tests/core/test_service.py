@@ -272,3 +272,52 @@ def test_retry_skip_reason_matches_retry(world: World) -> None:
     assert "already processed" in reason
     assert world.service.retry(done.id).reason == reason
     assert CallbackService.retry_skip_reason(done, force=True) == ""
+
+
+def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
+    auths: Path, tmp_path: Path
+) -> None:
+    """No restart needed: the running service re-queues a record whose claimant died."""
+    clock = [time.time()]
+    db = tmp_path / "sweep.db"
+    inst = next(i for i in load_instances(auths) if i.name == "QywxProxyCompanyA")
+    env = inst.crypto().encrypt_msg(
+        ev.build_event_xml("suite_ticket", suite_id=inst.suite_id),
+        inst.suite_id,
+        str(int(clock[0])),
+        "77",
+    )
+    with Store(db, now=lambda: clock[0]) as store:
+        rec = store.record_callback(
+            instance=inst.name,
+            kind="command",
+            info_type="suite_ticket",
+            suite_id=inst.suite_id,
+            corp_id=None,
+            msg_signature=env.msg_signature,
+            timestamp=env.timestamp,
+            nonce=env.nonce,
+            envelope=env.request_xml(inst.suite_id),
+            content_key="k",
+        )
+        assert store.claim_callback(rec.id, "a-worker-that-was-killed") is not None
+    store = Store(db, now=lambda: clock[0])
+    service = CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API),
+        store=store,
+        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
+        instances=[inst],
+        now=lambda: clock[0],
+        rescan_interval=0.05,
+    )
+    try:
+        assert service.start() == 0  # still held: not resumed at start
+        retried = service.retry(rec.id)
+        assert not retried.ran and "claim expires in 300 s" in retried.reason
+        clock[0] += 301  # the dead worker's lease lapses
+        deadline = time.monotonic() + 10
+        while store.get_callback(rec.id).status != "processed" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert store.get_callback(rec.id).status == "processed"
+    finally:
+        service.close()

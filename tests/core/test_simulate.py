@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import itertools
-import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli.core.config import AuthInstance
 from qywx_cli.core.errors import UsageError
@@ -37,6 +29,7 @@ from qywx_cli.core.simulate import (
     send,
     target_url,
 )
+from tests.helpers import WSGIApp, encrypt_of, independent_decrypt, serving, sha1_sign
 
 KEY = "E9UHtBKCXwKg2OOuJ5GfwRkNR3dcmHKmaJjmQt4cugP"
 TOKEN = "YWGqjToTJimOPcw0culi3XVC"
@@ -57,29 +50,7 @@ INSTANCE = AuthInstance(
 )
 
 
-# -- an independent WXBizMsgCrypt (cryptography package) -----------------------------------
-
-
-def _aes(key43: str) -> tuple[bytes, Cipher[modes.CBC]]:
-    key = base64.b64decode(key43 + "=")
-    return key, Cipher(algorithms.AES(key), modes.CBC(key[:16]))
-
-
-def independent_decrypt(key43: str, encrypt: str, *, strict: bool = True) -> tuple[bytes, str]:
-    """(message, receiveid); ``strict=False`` reads only the last pad byte, as the sample does."""
-    _, cipher = _aes(key43)
-    dec = cipher.decryptor()
-    plain = dec.update(base64.b64decode(encrypt, validate=True)) + dec.finalize()
-    pad = plain[-1]
-    if strict:
-        assert 1 <= pad <= 32 and plain[-pad:] == bytes([pad]) * pad, "bad padding"
-    content = plain[16:-pad]
-    (length,) = struct.unpack(">I", content[:4])
-    return content[4 : 4 + length], content[4 + length :].decode()
-
-
-def independent_sign(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
-    return hashlib.sha1("".join(sorted([token, timestamp, nonce, encrypt])).encode()).hexdigest()
+# -- requests, read with the independent WXBizMsgCrypt of tests.helpers ----------------------
 
 
 def _query(request: SimulatedRequest) -> dict[str, str]:
@@ -90,7 +61,7 @@ def _encrypt_of(request: SimulatedRequest) -> str:
     if request.method == "GET":
         return _query(request)["echostr"]
     assert request.body is not None
-    return request.body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+    return encrypt_of(request.body)
 
 
 def _simulator(url: str = "http://127.0.0.1:9/notify/Demo", **kw: Any) -> CallbackSimulator:
@@ -103,31 +74,7 @@ def _simulator(url: str = "http://127.0.0.1:9/notify/Demo", **kw: Any) -> Callba
 # -- real HTTP servers ----------------------------------------------------------------------
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _Quiet(WSGIRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-App = Callable[[dict[str, Any], Any], Iterable[bytes]]
-
-
-@contextmanager
-def serving(app: App) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/notify/Demo"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def replying(status: str, body: bytes, delay: float = 0.0) -> App:
+def replying(status: str, body: bytes, delay: float = 0.0) -> WSGIApp:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
         if delay:
@@ -138,7 +85,7 @@ def replying(status: str, body: bytes, delay: float = 0.0) -> App:
     return app
 
 
-def wecom_strict_endpoint(seen: list[tuple[str, str, str]]) -> App:
+def wecom_strict_endpoint(seen: list[tuple[str, str, str]]) -> WSGIApp:
     """A minimal correct endpoint built on the independent crypto: verify, decrypt, dedupe."""
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -146,11 +93,9 @@ def wecom_strict_endpoint(seen: list[tuple[str, str, str]]) -> App:
         body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)).decode()
         status, reply = "403 Forbidden", b"no"
         try:
-            encrypt = body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+            encrypt = encrypt_of(body)
             key = (q["msg_signature"], q["timestamp"], q["nonce"])
-            assert (
-                independent_sign(TOKEN, q["timestamp"], q["nonce"], encrypt) == q["msg_signature"]
-            )
+            assert sha1_sign(TOKEN, q["timestamp"], q["nonce"], encrypt) == q["msg_signature"]
             assert abs(int(q["timestamp"]) - NOW) < 300 and key not in seen
             _, receive_id = independent_decrypt(KEY, encrypt)
             assert receive_id == SUITE
@@ -189,10 +134,10 @@ def test_callback_decrypts_with_an_independent_implementation() -> None:
     assert request.method == "POST" and request.url.startswith("http://h/notify/Demo?route=1&")
     assert q["timestamp"] == str(int(NOW)) and q["nonce"].isdigit()
     encrypt = _encrypt_of(request)
-    assert q["msg_signature"] == independent_sign(TOKEN, q["timestamp"], q["nonce"], encrypt)
+    assert q["msg_signature"] == sha1_sign(TOKEN, q["timestamp"], q["nonce"], encrypt)
     message, receive_id = independent_decrypt(KEY, encrypt)
     assert receive_id == SUITE
-    assert message.decode() == request.plaintext
+    assert message == request.plaintext
     assert "<SuiteTicket><![CDATA[tok0000" in request.plaintext
     assert f"<ToUserName><![CDATA[{SUITE}]]></ToUserName>" in (request.body or "")
     assert "<AgentID><![CDATA[]]></AgentID>" in (request.body or "")
@@ -219,7 +164,7 @@ def test_handshake_echostr_is_percent_encoded_and_decrypts() -> None:
     assert "+" not in raw_query and "/" not in raw_query and "==" not in raw_query
     assert "%2B" in raw_query or "%2F" in raw_query or "%3D" in raw_query
     message, receive_id = independent_decrypt(KEY, echostr)
-    assert receive_id == "wwprovider" and message.decode() == request.plaintext
+    assert receive_id == "wwprovider" and message == request.plaintext
     assert request.plaintext.isdigit() and request.expected_reply == request.plaintext.encode()
     assert request.method == "GET" and request.body is None
 
@@ -288,14 +233,14 @@ def test_judge_handshake() -> None:
 def test_send_against_real_endpoints() -> None:
     sim_spec = EventSpec(receive_id=SUITE)
     with make_client() as client:
-        with serving(wecom_strict_endpoint([])) as url:
+        with serving(wecom_strict_endpoint([]), "/notify/Demo") as url:
             ex = send(client, _simulator(url).callback(sim_spec))
             assert ex.ok and ex.reply is not None and ex.reply.status == 200
             assert ex.as_dict()["response"]["body"] == "success"
-        with serving(replying("500 Internal Server Error", b"boom")) as url:
+        with serving(replying("500 Internal Server Error", b"boom"), "/notify/Demo") as url:
             ex = send(client, _simulator(url).callback(sim_spec))
             assert not ex.ok and ex.verdict == "wrong reply" and "HTTP 500" in ex.reason
-        with serving(replying("200 OK", b"success", delay=0.3)) as url:
+        with serving(replying("200 OK", b"success", delay=0.3), "/notify/Demo") as url:
             ex = send(client, _simulator(url).callback(sim_spec), timeout=0.1)
             assert ex.verdict == "slow"
         ex = send(client, _simulator("http://127.0.0.1:9/cb").callback(sim_spec))
@@ -315,7 +260,7 @@ def test_load_counts_every_request_and_reports_percentiles() -> None:
             seen.append(environ["QUERY_STRING"])
         return replying("200 OK", b"success")(environ, start_response)
 
-    with serving(app) as url, make_client(4) as client:
+    with serving(app, "/notify/Demo") as url, make_client(4) as client:
         sim = _simulator(url, now=time.time)
         progress: list[int] = []
         summary = run_load(
@@ -336,7 +281,7 @@ def test_load_counts_every_request_and_reports_percentiles() -> None:
 
 
 def test_load_reports_wrong_replies_and_errors() -> None:
-    with serving(replying("200 OK", b"ok")) as url, make_client(2) as client:
+    with serving(replying("200 OK", b"ok"), "/notify/Demo") as url, make_client(2) as client:
         sim = _simulator(url)
         summary = run_load(
             lambda: sim.callback(EventSpec(receive_id=SUITE)), client, count=6, concurrency=2
@@ -352,7 +297,7 @@ def test_load_reports_wrong_replies_and_errors() -> None:
 
 
 def test_load_rate_and_stop() -> None:
-    with serving(replying("200 OK", b"success")) as url, make_client(2) as client:
+    with serving(replying("200 OK", b"success"), "/notify/Demo") as url, make_client(2) as client:
         sim = _simulator(url)
         started = time.perf_counter()
         summary = run_load(lambda: sim.handshake("x"), client, count=6, concurrency=3, rate=20.0)
@@ -387,17 +332,13 @@ def test_tamper_catalogue_breaks_exactly_one_thing_each() -> None:
 
     (bad_sig,) = built["bad-signature"]
     q = _query(bad_sig)
-    assert q["msg_signature"] != independent_sign(
-        TOKEN, q["timestamp"], q["nonce"], bad_sig.encrypt
-    )
+    assert q["msg_signature"] != sha1_sign(TOKEN, q["timestamp"], q["nonce"], bad_sig.encrypt)
     assert independent_decrypt(KEY, bad_sig.encrypt)[1] == SUITE
 
     for case in ("stale-timestamp", "wrong-receiveid", "bad-padding", "truncated"):
         (req,) = built[case]
         q = _query(req)
-        assert q["msg_signature"] == independent_sign(
-            TOKEN, q["timestamp"], q["nonce"], req.encrypt
-        )
+        assert q["msg_signature"] == sha1_sign(TOKEN, q["timestamp"], q["nonce"], req.encrypt)
 
     (stale,) = built["stale-timestamp"]
     assert int(_query(stale)["timestamp"]) == NOW - 3600
@@ -420,18 +361,18 @@ def test_tamper_catalogue_breaks_exactly_one_thing_each() -> None:
 def test_run_tamper_against_a_strict_and_a_naive_endpoint() -> None:
     spec = EventSpec(receive_id=SUITE)
     with make_client() as client:
-        with serving(wecom_strict_endpoint([])) as url:
+        with serving(wecom_strict_endpoint([]), "/notify/Demo") as url:
             report = run_tamper(_simulator(url), client, list(TAMPER_CASES), spec)
         assert report.baseline.ok and report.all_rejected
         assert [r.verdict for r in report.results] == ["rejected"] * len(TAMPER_CASES)
         assert report.results[-1].sent == 2 and report.results[-1].note == ""
 
-        with serving(replying("200 OK", b"success")) as url:
+        with serving(replying("200 OK", b"success"), "/notify/Demo") as url:
             report = run_tamper(_simulator(url), client, ["bad-signature", "replay"], spec)
         assert not report.all_rejected
         assert [r.verdict for r in report.results] == ["ACCEPTED (vulnerable)"] * 2
 
-        with serving(replying("403 Forbidden", b"no")) as url:
+        with serving(replying("403 Forbidden", b"no"), "/notify/Demo") as url:
             report = run_tamper(_simulator(url), client, ["replay"], spec)
         # Refusing everything is not security: the control failed, so nothing is proven.
         assert not report.baseline.ok and not report.all_rejected

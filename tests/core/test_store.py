@@ -32,24 +32,14 @@ from qywx_cli.core.store import (
     Store,
     SuiteTicket,
 )
+from tests.helpers import Clock
 
 T0 = 1_700_000_000.0
 
 
-class Clock:
-    def __init__(self, start: float = T0) -> None:
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from qywx_cli.core.wecom import (
     WeComClient,
     api_base_from_env,
 )
+from tests.helpers import Clock
 
 SUITE = "dk7f3a9c2e51b04d18"
 SECRET = "suite-secret-9f8e7d6c5b4a"
@@ -34,17 +35,9 @@ BASE = "http://fake.wecom.test/cgi-bin"
 T0 = 1_700_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(T0)
 
 
 @pytest.fixture

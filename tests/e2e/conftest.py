@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import SAMPLES
+from tests.helpers import QYWX, qywx_env
 
 _URL_RE = re.compile(r"(?:listening on|fake WeCom API on) (http://[0-9.]+:\d+)")
 
@@ -27,7 +24,7 @@ class Proc:
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.args = args
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "qywx_cli", *args],
+            [*QYWX, *args],
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -68,17 +65,9 @@ class Proc:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    auths = tmp_path / "auths"
-    if not auths.exists():
-        shutil.copytree(SAMPLES, auths)
-    e = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    e.update(
-        QYWX_AUTHS=str(auths),
-        QYWX_DB=str(tmp_path / "qywx.db"),
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-    )
-    return e
+def env(auths: Path, tmp_path: Path) -> dict[str, str]:
+    """The environment of the processes: the ``auths`` copy and a database in tmp_path."""
+    return qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=str(tmp_path / "qywx.db"))
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,33 +11,20 @@ import pytest
 from qywx_cli.core.events import EVENT_NAMES
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, http, wait_for
+from tests.helpers import one_json, run_qywx
 
 pytestmark = pytest.mark.e2e
-
-
-def qywx(env: dict[str, str], cwd: Path, *args: str, input: bytes | None = None) -> Any:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        env=env,
-        cwd=cwd,
-        input=input,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert b"Traceback" not in proc.stderr
-    return proc
 
 
 def simulate_json(
     env: dict[str, str], cwd: Path, url: str, *args: str, code: int = 0
 ) -> dict[str, Any]:
-    proc = qywx(
-        env, cwd, "simulate-callback", "--auth", "QywxProxyTemp", "--url", url, "-f", "json", *args
-    )
+    proc = run_qywx(
+        "simulate-callback", "--auth", "QywxProxyTemp", "--url", url, "-f", "json", *args,
+        env=env, cwd=cwd,
+    )  # fmt: skip
     assert proc.returncode == code, (proc.stdout, proc.stderr)
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
+    return one_json(proc)
 
 
 def test_qywx_serve_passes_every_devtools_check(
@@ -88,18 +73,10 @@ def test_dry_run_replays_against_qywx_serve_and_decrypts(
     server: Proc, env: dict[str, str], tmp_path: Path
 ) -> None:
     url = f"{server.url}/notify/QywxProxyTemp"
-    proc = qywx(
-        env,
-        tmp_path,
-        "simulate-callback",
-        "--auth",
-        "QywxProxyTemp",
-        "--url",
-        url,
-        "--dry-run",
-        "-f",
-        "json",
-    )
+    proc = run_qywx(
+        "simulate-callback", "--auth", "QywxProxyTemp", "--url", url, "--dry-run", "-f", "json",
+        env=env, cwd=tmp_path,
+    )  # fmt: skip
     request = json.loads(proc.stdout)
     with http() as client:
         first = client.request(
@@ -111,20 +88,11 @@ def test_dry_run_replays_against_qywx_serve_and_decrypts(
     assert (first.status_code, first.text) == (200, "success")
     assert again.status_code == 409  # byte-identical replay refused
 
-    opened = qywx(
-        env,
-        tmp_path,
-        "decrypt",
-        "--auth",
-        "QywxProxyTemp",
-        "--url",
-        request["url"],
-        "-",
-        "-f",
-        "json",
+    opened = run_qywx(
+        "decrypt", "--auth", "QywxProxyTemp", "--url", request["url"], "-", "-f", "json",
         "--show-secrets",
-        input=request["body"].encode(),
-    )
+        env=env, cwd=tmp_path, input=request["body"].encode(),
+    )  # fmt: skip
     assert opened.returncode == 0, opened.stderr
     doc = json.loads(opened.stdout)
     assert doc["plaintext"] == request["plaintext"] and doc["receive_id_kind"] == "suite"

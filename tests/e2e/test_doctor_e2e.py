@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,24 +11,14 @@ from qywx_cli.core.doctor import run_doctor
 from qywx_cli.core.settings import load_settings
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
+from tests.helpers import run_qywx
 
 NAME = "QywxProxyTemp"
 SUITE = "tj1234567890abcdef"
 
 
-def qywx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def doctor(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
-    r = qywx(env, "doctor", "--auth", NAME, "--format", "json", *args)
-    assert "Traceback" not in r.stderr
+    r = run_qywx("doctor", "--auth", NAME, "--format", "json", *args, env=env)
     return r.returncode, json.loads(r.stdout)
 
 
@@ -39,7 +27,9 @@ def failing(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def push_ticket(env: dict[str, str], server: Proc) -> None:
-    r = qywx(env, "simulate-callback", "--auth", NAME, "--url", f"{server.url}/notify/{NAME}")
+    r = run_qywx(
+        "simulate-callback", "--auth", NAME, "--url", f"{server.url}/notify/{NAME}", env=env
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
     def processed() -> bool:
@@ -97,8 +87,8 @@ def test_missing_db_and_unset_secret(env: dict[str, str], tmp_path: Path) -> Non
     bad = failing(doc)
     assert code == 1 and set(bad) >= {"secrets"}
     assert "QYWX_TEST_UNSET_SECRET" in bad["secrets"]["detail"]
-    r = qywx(env, "doctor", "--auth", NAME)  # text mode: a table and a summary, exit 1
-    assert r.returncode == 1 and "✗" in r.stdout and "Traceback" not in r.stderr
+    r = run_qywx("doctor", "--auth", NAME, env=env)  # text mode: a table and a summary, exit 1
+    assert r.returncode == 1 and "✗" in r.stdout
 
 
 def test_stale_ticket_and_unreachable_api(tmp_path: Path, auths: Path) -> None:

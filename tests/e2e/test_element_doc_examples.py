@@ -14,7 +14,6 @@ import contextlib
 import io
 import re
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,22 +22,16 @@ from typing import Any
 import httpx
 import pytest
 
-from qywx_cli.core import events as ev
-from qywx_cli.core.app import SERVICE_ELEMENT, App, QywxProxyAuthService
+from qywx_cli.core.app import App, QywxProxyAuthService
 from qywx_cli.core.fakewecom import FakeWeCom
 from qywx_cli.core.service import NotifyResponse
-from tests.conftest import SAMPLES, SHARED
+from tests.helpers import SAMPLE_SECRETS, SAMPLES, SHARED, CallbackSender
 
 DOC = SHARED / "qywx-proxy-login.md"
 CORP = "ww1234567890abcdef"
 SUITE = "tj1234567890abcdef"
 DOC_CODE = "auth_code_from_qywx"
 RETRY_ID = 123
-SAMPLE_SECRETS = (
-    "sample-8FGGBZPkm3buLjylPWWqkOw76adCdiDhzxAUNv4Z",
-    "4CUdYrBwSjnWyz4yYNsz3PukTqABgnMBwKuGToYu25b",
-    "Ob05nvp8DucDexAf5iTh6IZK",
-)
 
 _BLOCK = re.compile(r'```python(?: title="([^"]*)")?\n(.*?)```', re.DOTALL)
 
@@ -68,15 +61,17 @@ class Project:
             transport=httpx.WSGITransport(app=self.fake),
             background=False,
         )
-        self.service: QywxProxyAuthService = self.app.getElement(SERVICE_ELEMENT)
-        self.instance = self.app.getElement("auths.QywxProxyTemp").instance
-        self.nonce = 0
-        self.notify("suite_ticket")
-        self.notify("create_auth", CORP)
+        self.sender = CallbackSender(self.app)
+        self.service: QywxProxyAuthService = self.sender.service
+        self.instance = self.sender.instance
+        self.sender.send("suite_ticket")
+        self.sender.send("create_auth", CORP)
         store = self.app.callbacks.store
         # Callbacks 3-122: refused requests, as a busy log holds; 123: a create_auth
         # that failed on a WeCom hiccup (系统繁忙) and waits for retryCallBack.
+        refused = 0
         while store.list_callbacks(limit=1)[0].id < RETRY_ID - 1:
+            refused += 1
             store.record_callback(
                 instance="QywxProxyTemp",
                 kind="command",
@@ -85,28 +80,15 @@ class Project:
                 corp_id=None,
                 msg_signature="0" * 40,
                 timestamp="0",
-                nonce=str(self.nonce),
+                nonce=str(refused),
                 envelope="<xml/>",
                 content_key=None,
                 status="rejected",
                 last_error="timestamp is more than 300 s from now (stale or replayed)",
             )
-            self.nonce += 1
         self.fake.inject_fault("get_permanent_code", errcode=-1)
-        assert self.notify("create_auth", "wwretried000000001").record_id == RETRY_ID
+        assert self.sender.send("create_auth", "wwretried000000001").record_id == RETRY_ID
         assert store.get_callback(RETRY_ID).status == "failed"
-
-    def notify(self, name: str, corp: str | None = None) -> NotifyResponse:
-        self.nonce += 1
-        xml = ev.build_event_xml(name, suite_id=SUITE, corp_id=corp)
-        sealed = self.instance.crypto().encrypt_msg(
-            xml, SUITE, str(int(time.time())), str(self.nonce)
-        )
-        response = self.service.notify(
-            sealed.nonce, sealed.msg_signature, sealed.timestamp, body=sealed.request_xml(SUITE)
-        )
-        assert response.text == "success"
-        return response
 
     def handshake_args(self) -> dict[str, str]:
         """What WeCom's URL verification GET carries (receiveid = the corp, §2.2)."""

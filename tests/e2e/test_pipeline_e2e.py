@@ -1,28 +1,23 @@
 """The whole pipeline, offline: real ``qywx fake-wecom`` and ``qywx serve`` processes.
 
 Requests are signed and encrypted here with an independent implementation of
-WeCom's scheme (the ``cryptography`` package, wecom-protocol.md §1), so a bug shared
-by qywx's encrypting and decrypting halves cannot hide.
+WeCom's scheme (``tests.helpers``, on the ``cryptography`` package, wecom-protocol.md §1),
+so a bug shared by qywx's encrypting and decrypting halves cannot hide.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import secrets
-import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, http, wait_for
+from tests.helpers import independent_encrypt, run_qywx, sha1_sign
 
 INSTANCE = "QywxProxyTemp"
 CORP = "ww1234567890abcdef"
@@ -41,20 +36,13 @@ class WeComSender:
         self.suite_id: str = auth["suiteId"]
         self.corp_id: str = cfg["corpId"]
         self.token: str = auth["token"]
-        self.key = base64.b64decode(auth["encodingAESKey"] + "=")
+        self.key43: str = auth["encodingAESKey"]
 
     def encrypt(self, message: str, receive_id: str) -> str:
-        body = message.encode("utf-8")
-        plain = secrets.token_bytes(16) + struct.pack(">I", len(body)) + body
-        plain += receive_id.encode("utf-8")
-        pad = 32 - len(plain) % 32
-        plain += bytes([pad]) * pad
-        encryptor = Cipher(algorithms.AES(self.key), modes.CBC(self.key[:16])).encryptor()
-        return base64.b64encode(encryptor.update(plain) + encryptor.finalize()).decode("ascii")
+        return independent_encrypt(self.key43, message, receive_id)
 
     def signature(self, timestamp: str, nonce: str, encrypt: str) -> str:
-        joined = "".join(sorted([self.token, timestamp, nonce, encrypt]))
-        return hashlib.sha1(joined.encode("utf-8")).hexdigest()
+        return sha1_sign(self.token, timestamp, nonce, encrypt)
 
     def command(self, fields: list[tuple[str, str]]) -> tuple[dict[str, str], bytes]:
         """A command callback (receiveid = suite id): query parameters and POST body."""
@@ -85,18 +73,8 @@ def auth_code(corp: str) -> str:
 # -- the operator's side: the real CLI -------------------------------------------------------
 
 
-def qywx(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def log(env: dict[str, str]) -> list[dict[str, Any]]:
-    proc = qywx(env, "log", "list", "--format", "json", "--limit", "100")
+    proc = run_qywx("log", "list", "--format", "json", "--limit", "100", env=env)
     assert proc.returncode == 0, proc.stderr
     rows: list[dict[str, Any]] = json.loads(proc.stdout)
     return rows
@@ -157,7 +135,7 @@ def test_callbacks_to_login_offline(
     reply = post(client, server, wecom.event("create_auth", AuthCode=auth_code(CORP)))
     assert reply.content == b"success"
     record_when(env, newest_id(env), "processed")
-    config = qywx(env, "login-config", "--auth", INSTANCE, "--format", "json")
+    config = run_qywx("login-config", "--auth", INSTANCE, "--format", "json", env=env)
     cfg = json.loads(config.stdout)
     assert cfg["authorized"] is True and isinstance(cfg["agentId"], int)
     state = client.get(f"{fake}/fake/state").json()
@@ -170,12 +148,12 @@ def test_callbacks_to_login_offline(
 
     # Login with the fake's OAuth codes; the same code twice is refused.
     login = ["login", "--auth", INSTANCE, "--corp-id", CORP, "--code", "CODE-zhangsan"]
-    first = qywx(env, *login, "--format", "json")
+    first = run_qywx(*login, "--format", "json", env=env)
     assert first.returncode == 0, first.stderr
     issued = json.loads(first.stdout)
     assert (issued["userId"], issued["corpId"]) == ("zhangsan", CORP)
     assert issued["loginCode"] and issued["corpList"][0]["corpId"] == CORP
-    second = qywx(env, *login)
+    second = run_qywx(*login, env=env)
     assert second.returncode == 1 and "40029" in second.stderr
 
     # A WeCom fault fails the create_auth; the AuthCode was not spent (the fake
@@ -188,7 +166,7 @@ def test_callbacks_to_login_offline(
     failed = record_when(env, failed_id, "failed")
     assert "40084" in failed["last_error"]
     assert client.get(f"{fake}/fake/state").json()["faults"] == {}
-    retried = qywx(env, "retry", "--failed", "--format", "json")
+    retried = run_qywx("retry", "--failed", "--format", "json", env=env)
     assert retried.returncode == 0, retried.stderr
     (row,) = json.loads(retried.stdout)
     assert (row["id"], row["before"], row["after"], row["attempts"]) == (
@@ -200,24 +178,26 @@ def test_callbacks_to_login_offline(
     assert record_when(env, failed_id, "processed")["last_error"] is None
 
     # An org code names the corp; cancel_auth then shuts it out.
-    assert qywx(env, "org", "set-code", FAULT_CORP, "E2E-Corp").returncode == 0
-    shown = json.loads(qywx(env, "org", "show", "e2e-corp", "-f", "json").stdout)
+    assert run_qywx("org", "set-code", FAULT_CORP, "E2E-Corp", env=env).returncode == 0
+    shown = json.loads(run_qywx("org", "show", "e2e-corp", "-f", "json", env=env).stdout)
     assert (shown["corp_id"], shown["state"]) == (FAULT_CORP, "active")
     reply = post(client, server, wecom.event("cancel_auth", AuthCorpId=FAULT_CORP))
     assert reply.content == b"success"
     record_when(env, newest_id(env), "processed")
-    shown = json.loads(qywx(env, "org", "show", "e2e-corp", "-f", "json").stdout)
+    shown = json.loads(run_qywx("org", "show", "e2e-corp", "-f", "json", env=env).stdout)
     assert shown["state"] == "cancelled"
-    refused = qywx(env, "login", "--auth", INSTANCE, "--corp-id", FAULT_CORP, "--code", "CODE-lisi")
+    refused = run_qywx(
+        "login", "--auth", INSTANCE, "--corp-id", FAULT_CORP, "--code", "CODE-lisi", env=env
+    )
     assert refused.returncode == 1 and "cancelled" in refused.stderr
 
     # The log keeps the ticket encrypted; --decrypt masks it unless asked.
-    shown_log = qywx(env, "log", "show", str(ticket_id), "--decrypt", "--format", "json")
+    shown_log = run_qywx("log", "show", str(ticket_id), "--decrypt", "--format", "json", env=env)
     assert shown_log.returncode == 0, shown_log.stderr
     assert ticket not in shown_log.stdout
     decrypted = json.loads(shown_log.stdout)["decrypted"]
     assert decrypted["fields"]["SuiteTicket"] == f"{ticket[:3]}***{ticket[-3:]}"
-    stats = json.loads(qywx(env, "log", "stats", "--format", "json").stdout)
+    stats = json.loads(run_qywx("log", "stats", "--format", "json", env=env).stdout)
     assert stats["by_status"]["duplicate"] == 1 and stats["by_status"]["processed"] == 4
     fresh = next(t for t in stats["suite_tickets"] if t["suite_id"] == wecom.suite_id)
     assert fresh["stale"] is False

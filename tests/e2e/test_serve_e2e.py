@@ -2,41 +2,35 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
 import signal
-import struct
 import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, http, wait_for
+from tests.helpers import (
+    assert_one_line_error,
+    auth_config,
+    independent_encrypt,
+    run_qywx,
+    sha1_sign,
+)
 
 SUITE = "tj1234567890abcdef"  # QywxProxyTemp in sample_auths
-
-
-def sample(auths: Path, name: str = "QywxProxyTemp") -> dict[str, str]:
-    return json.loads((auths / name / f"{name}.json").read_text())["authConfig"]
 
 
 def independent_envelope(
     cfg: dict[str, str], xml: str, receive_id: str, timestamp: str | None = None
 ) -> tuple[dict[str, str], bytes]:
-    """Encrypt and sign as WeCom does, with `cryptography` and hashlib only."""
-    key = base64.b64decode(cfg["encodingAESKey"] + "=")
-    msg = xml.encode()
-    plain = os.urandom(16) + struct.pack(">I", len(msg)) + msg + receive_id.encode()
-    pad = 32 - len(plain) % 32
-    plain += bytes([pad]) * pad
-    enc = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    encrypt = base64.b64encode(enc.update(plain) + enc.finalize()).decode()
+    """Encrypt and sign as WeCom does, with the independent implementation of tests.helpers."""
+    encrypt = independent_encrypt(cfg["encodingAESKey"], xml, receive_id)
     ts, nonce = timestamp or str(int(time.time())), str(int.from_bytes(os.urandom(4), "big"))
-    sig = hashlib.sha1("".join(sorted([cfg["token"], ts, nonce, encrypt])).encode()).hexdigest()
+    sig = sha1_sign(cfg["token"], ts, nonce, encrypt)
     body = (
         f"<xml><ToUserName><![CDATA[{SUITE}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]>"
         f"</Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
@@ -94,7 +88,7 @@ def test_handshake_with_the_official_vector(
 
 
 def test_suite_ticket_from_independent_code_then_replay(server: Proc, env: dict[str, str]) -> None:
-    cfg = sample(Path(env["QYWX_AUTHS"]))
+    cfg = auth_config(Path(env["QYWX_AUTHS"]))
     params, body = independent_envelope(cfg, ticket_xml("T" * 40), SUITE)
     with http() as client:
         r = client.post(f"{server.url}/notify/QywxProxyTemp", params=params, content=body)
@@ -112,7 +106,7 @@ def test_suite_ticket_from_independent_code_then_replay(server: Proc, env: dict[
 
 
 def test_bare_notify_routes_by_signature(server: Proc, env: dict[str, str]) -> None:
-    cfg = sample(Path(env["QYWX_AUTHS"]), "QywxProxyCompanyB")
+    cfg = auth_config(Path(env["QYWX_AUTHS"]), "QywxProxyCompanyB")
     xml = ticket_xml("B" * 40).replace(SUITE, "dk7f3a9c2e51b04d29")
     params, body = independent_envelope(cfg, xml, "dk7f3a9c2e51b04d29")
     with http() as client:
@@ -154,7 +148,7 @@ def test_hostile_bodies_get_4xx_and_server_stays_healthy(
 
 
 def test_bad_signature_and_oversize_and_methods(server: Proc, env: dict[str, str]) -> None:
-    cfg = sample(Path(env["QYWX_AUTHS"]))
+    cfg = auth_config(Path(env["QYWX_AUTHS"]))
     params, body = independent_envelope(cfg, ticket_xml("X" * 40), SUITE)
     with http() as client:
         wrong = dict(params, msg_signature=hashlib.sha1(b"x").hexdigest())
@@ -183,7 +177,7 @@ def test_bad_signature_and_oversize_and_methods(server: Proc, env: dict[str, str
 def test_stale_and_wrong_receive_id_are_refused_and_logged(
     server: Proc, env: dict[str, str]
 ) -> None:
-    cfg = sample(Path(env["QYWX_AUTHS"]))
+    cfg = auth_config(Path(env["QYWX_AUTHS"]))
     with http() as client:
         params, body = independent_envelope(
             cfg, ticket_xml("S" * 40), SUITE, timestamp=str(int(time.time()) - 3600)
@@ -203,15 +197,5 @@ def test_sigterm_stops_cleanly(env: dict[str, str], tmp_path: Path, fake_wecom: 
 
 
 def test_serve_without_instances_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
     env = dict(env, QYWX_AUTHS=str(tmp_path / "missing"))
-    r = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "auths" in r.stderr
+    assert_one_line_error(run_qywx("serve", "--port", "0", env=env, timeout=30), 2, "auths")

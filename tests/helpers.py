@@ -1,0 +1,266 @@
+"""What many test files share: the console-script runner and its environment, loopback
+WSGI servers, callbacks delivered through the element API, an independent WXBizMsgCrypt
+and an injectable clock.
+
+The CLI is always run as users run it, ``python -m qywx_cli`` in a subprocess: exit codes,
+stderr and "nothing but the document on stdout" are the contract, and an in-process
+runner would hide them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from qywx_cli.core import events as ev
+
+if TYPE_CHECKING:
+    from qywx_cli.core.app import App
+    from qywx_cli.core.fakewecom import FakeWeCom
+    from qywx_cli.core.service import NotifyResponse
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SAMPLES = REPO / "sample_auths"
+SECRET_KEYS = ("suiteSecret", "encodingAESKey", "token")
+SAMPLE_SECRETS = tuple(
+    sorted(
+        json.loads(p.read_text(encoding="utf-8"))["authConfig"][k]
+        for p in SAMPLES.glob("*/*.json")
+        if p.name != "e.json"
+        for k in SECRET_KEYS
+    )
+)
+"""Every suiteSecret, EncodingAESKey and token of sample_auths: no output may show one."""
+
+QYWX = (sys.executable, "-m", "qywx_cli")
+"""The console script as a subprocess command line (the test interpreter, this checkout)."""
+
+WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
+
+
+def auth_config(auths: Path, name: str = "QywxProxyTemp") -> dict[str, str]:
+    """The ``authConfig`` of an instance's business file, read independently of qywx."""
+    data: dict[str, Any] = json.loads((auths / name / f"{name}.json").read_text("utf-8"))
+    return dict(data["authConfig"])
+
+
+# -- the console script ----------------------------------------------------------------------
+
+
+def qywx_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``QYWX_*`` setting, importing this checkout.
+
+    Bytecode writing stays on: start-up time is what users and CI see.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPATH"] = str(REPO)
+    env.update(extra)
+    return env
+
+
+def run_qywx(
+    *args: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO,
+    input: str | bytes | None = None,
+    timeout: float = 60,
+    secrets: Iterable[str] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run ``qywx ARGS`` to completion; stdout and stderr decoded as UTF-8, newlines kept.
+
+    ``env`` is the whole environment (default :func:`qywx_env`). Every run is checked: no
+    traceback unless ``--debug`` was asked for, and neither a sample secret nor any of
+    ``secrets`` in stdout or stderr.
+    """
+    argv = [*QYWX, *map(str, args)]
+    proc = subprocess.run(
+        argv,
+        env=qywx_env() if env is None else dict(env),
+        cwd=cwd,
+        input=input.encode("utf-8") if isinstance(input, str) else input,
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    out = subprocess.CompletedProcess(
+        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+    )
+    if "--debug" not in argv:
+        assert "Traceback" not in out.stderr, out.stderr
+    for secret in (*SAMPLE_SECRETS, *secrets):
+        assert secret not in out.stdout and secret not in out.stderr, "a secret was shown"
+    return out
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str],
+    code: int | None = None,
+    *fragments: str,
+    stdout_empty: bool = True,
+) -> str:
+    """A refusal as the CLI words it; returns the line.
+
+    Exit ``code`` (any failure when None); stderr is exactly one ``qywx: error: …`` line
+    holding every fragment; stdout is empty unless ``stdout_empty`` is False (a
+    ``--format json`` run prints its error document there too).
+    """
+    if code is None:
+        assert result.returncode != 0, (result.stdout, result.stderr)
+    else:
+        assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    if stdout_empty:
+        assert result.stdout == "", result.stdout
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and result.stderr == lines[0] + "\n", result.stderr
+    assert lines[0].startswith("qywx: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, result.stderr)
+    return lines[0]
+
+
+def one_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The whole of stdout parsed as one JSON document."""
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+# -- loopback servers ------------------------------------------------------------------------
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serving(app: WSGIApp, path: str = "") -> Iterator[str]:
+    """Run a WSGI app on 127.0.0.1:<free port> in a thread; yield ``http://127.0.0.1:PORT{path}``."""
+    server = make_server(
+        "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@dataclass(frozen=True)
+class LoopbackWeCom:
+    """A FakeWeCom served on 127.0.0.1; ``api_base`` is what QYWX_API_BASE takes."""
+
+    fake: FakeWeCom
+    api_base: str
+
+
+# -- callbacks through the element API -------------------------------------------------------
+
+
+class CallbackSender:
+    """Signs and delivers command callbacks to one instance through ``App``'s ``notify``.
+
+    With ``App(background=False)`` the handler has run when :meth:`send` returns.
+    """
+
+    def __init__(self, app: App, instance: str = "QywxProxyTemp") -> None:
+        from qywx_cli.core.app import SERVICE_ELEMENT
+
+        self.service = app.getElement(SERVICE_ELEMENT)
+        self.instance = app.getElement(f"auths.{instance}").instance
+        self.nonce = 0
+
+    def send(self, event: str, corp: str | None = None) -> NotifyResponse:
+        """One signed ``event`` callback (``corp`` as AuthCorpId); WeCom must get ``success``."""
+        self.nonce += 1
+        suite = self.instance.suite_id
+        xml = ev.build_event_xml(event, suite_id=suite, corp_id=corp)
+        sealed = self.instance.crypto().encrypt_msg(
+            xml, suite, str(int(time.time())), str(self.nonce)
+        )
+        response: NotifyResponse = self.service.notify(
+            sealed.nonce, sealed.msg_signature, sealed.timestamp, body=sealed.request_xml(suite)
+        )
+        assert response.text == "success", response.text
+        return response
+
+
+# -- an independent WXBizMsgCrypt (the `cryptography` package, wecom-protocol.md §1) ---------
+
+
+def _cipher(key43: str) -> Cipher[modes.CBC]:
+    key = base64.b64decode(key43 + "=")
+    return Cipher(algorithms.AES(key), modes.CBC(key[:16]))
+
+
+def independent_encrypt(key43: str, message: str | bytes, receive_id: str) -> str:
+    """Encrypt as WeCom does: random(16) + length + message + receiveid, PKCS#7 to 32 bytes."""
+    data = message.encode("utf-8") if isinstance(message, str) else message
+    plain = os.urandom(16) + struct.pack(">I", len(data)) + data + receive_id.encode("utf-8")
+    pad = 32 - len(plain) % 32
+    plain += bytes([pad]) * pad
+    enc = _cipher(key43).encryptor()
+    return base64.b64encode(enc.update(plain) + enc.finalize()).decode("ascii")
+
+
+def independent_decrypt(key43: str, encrypt: str, *, strict: bool = True) -> tuple[str, str]:
+    """(message, receiveid); ``strict=False`` reads only the last pad byte, as the sample does."""
+    dec = _cipher(key43).decryptor()
+    plain = dec.update(base64.b64decode(encrypt, validate=True)) + dec.finalize()
+    pad = plain[-1]
+    if strict:
+        assert 1 <= pad <= 32 and plain[-pad:] == bytes([pad]) * pad, "bad padding"
+        assert len(plain) % 32 == 0, "bad padding"
+    content = plain[16:-pad]
+    (length,) = struct.unpack(">I", content[:4])
+    return content[4 : 4 + length].decode("utf-8"), content[4 + length :].decode("utf-8")
+
+
+def sha1_sign(*values: str) -> str:
+    """msg_signature: SHA-1 of the sorted, concatenated token, timestamp, nonce and Encrypt."""
+    return hashlib.sha1("".join(sorted(values)).encode("utf-8")).hexdigest()
+
+
+def encrypt_of(body: str) -> str:
+    """The ``Encrypt`` CDATA of a callback envelope."""
+    return body.split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+
+
+# -- time --------------------------------------------------------------------------------------
+
+
+class Clock:
+    """An injectable ``now``: a test moves ``t`` instead of sleeping."""
+
+    def __init__(self, start: float) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
