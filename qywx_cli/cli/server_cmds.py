@@ -23,13 +23,15 @@ from qywx_cli.cli._state import globals_of
 from qywx_cli.core.errors import UsageError
 
 
-def _setup_logging() -> None:
+def _setup_logging(*, verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+    if verbose:  # accepted callbacks are logged at DEBUG (each is a row of `qywx log` anyway)
+        logging.getLogger("qywx.access").setLevel(logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
@@ -91,12 +93,15 @@ def serve(
     workers: Annotated[
         int, typer.Option("--workers", help="Background threads handling callbacks.")
     ] = 2,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every request, accepted ones too.")
+    ] = False,
 ) -> int:
     """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz."""
     from qywx_cli.core.service import CallbackService
     from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
 
-    _setup_logging()
+    _setup_logging(verbose=verbose)
     settings = globals_of(ctx).settings()
     if not settings.auths_dir.is_dir():
         raise UsageError(f"no auths/ folder at {settings.auths_dir}; pass --auths DIR")

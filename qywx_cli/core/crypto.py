@@ -149,7 +149,7 @@ class WXBizMsgCrypt:
     ``random_bytes`` is injected so encryption is reproducible in tests (vector C).
     """
 
-    __slots__ = ("_key", "_random_bytes", "receive_ids", "token")
+    __slots__ = ("_ecb", "_key", "_random_bytes", "receive_ids", "token")
 
     def __init__(
         self,
@@ -161,6 +161,9 @@ class WXBizMsgCrypt:
     ) -> None:
         self.token = token
         self._key = check_encoding_aes_key(encoding_aes_key)
+        # ECB holds only the key schedule, no chaining state, so one object serves every
+        # decryption from any thread (see decrypt).
+        self._ecb = AES.new(self._key, AES.MODE_ECB)
         self.receive_ids: dict[str, ReceiveIdKind] = dict(receive_ids or {})
         self._random_bytes = random_bytes
 
@@ -205,7 +208,13 @@ class WXBizMsgCrypt:
             raise CallbackCryptoError(
                 CallbackCryptoError.DECRYPT_AES, "ciphertext length is not a whole number of blocks"
             )
-        plain = AES.new(self._key, AES.MODE_CBC, self._key[:16]).decrypt(raw)
+        # CBC decryption is P[i] = D(C[i]) xor C[i-1], with C[-1] = IV: the block
+        # decryptions come from the shared ECB object and the chaining is one XOR of two
+        # integers, instead of a new CBC cipher (and key schedule) per callback.
+        chained = int.from_bytes(self._ecb.decrypt(raw), "big") ^ int.from_bytes(
+            self._key[:16] + raw[:-16], "big"
+        )
+        plain = chained.to_bytes(len(raw), "big")
         pad = plain[-1]
         if not 1 <= pad <= BLOCK_SIZE or plain[-pad:] != bytes([pad]) * pad:
             raise CallbackCryptoError(

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 import sqlite_utils
 
@@ -395,6 +395,26 @@ def _normalise_org_code(code: str) -> str:
 # Store
 
 
+@dataclass
+class _QueuedWrite(Generic[_T]):
+    """One write waiting for a group commit, and what became of it."""
+
+    fn: Callable[[sqlite_utils.Database], _T]
+    done: bool = False
+    result: _T | None = None
+    error: BaseException | None = None
+
+    def finish(self, result: _T | None = None, *, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+
+    def outcome(self) -> _T:
+        if isinstance(self.error, StoreError):  # a fresh exception per waiting thread
+            raise StoreError(self.error.message) from None
+        if self.error is not None:
+            raise self.error
+        return cast(_T, self.result)
+
+
 class Store:
     """The qywx database at ``path``; safe to share between threads and processes.
 
@@ -407,6 +427,10 @@ class Store:
         self._path = Path(path)
         self._now = now
         self._lock = threading.Lock()
+        # record_callback's group commit: requests waiting for the connection queue here
+        # and the next one to get it commits them all in one transaction (one fsync).
+        self._queued: list[_QueuedWrite[Any]] = []
+        self._queue_lock = threading.Lock()
         self._db: sqlite_utils.Database | None = None
         created = self._create_private_file()
         try:
@@ -528,6 +552,43 @@ class Store:
     def _write(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
         return self._run(fn, "BEGIN IMMEDIATE")
 
+    def _write_grouped(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
+        """A durable write that may share its transaction, and fsync, with other threads'.
+
+        While one thread commits, the others queue their writes; whichever thread gets
+        the connection next runs every queued write in one transaction and commits once.
+        Each caller returns only after the commit that holds its write, so "durable
+        before the reply" is unchanged, and a failed commit fails every write in it
+        (the callers answer 503 and WeCom retries).
+        """
+        job: _QueuedWrite[_T] = _QueuedWrite(fn)
+        with self._queue_lock:
+            self._queued.append(job)
+        with self._lock:
+            if not job.done:
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
+                if self._db is None:
+                    error: BaseException = StoreError(f"store {self._path} is closed")
+                    for queued in batch:
+                        queued.finish(error=error)
+                else:
+                    try:
+                        results = self._transaction(
+                            self._db, lambda db: [q.fn(db) for q in batch], "BEGIN IMMEDIATE"
+                        )
+                    except Exception as exc:
+                        for queued in batch:
+                            queued.finish(error=exc)
+                    except BaseException:  # KeyboardInterrupt: this thread's to raise
+                        for queued in batch:
+                            queued.finish(error=StoreError("commit interrupted"))
+                        raise
+                    else:
+                        for queued, result in zip(batch, results, strict=True):
+                            queued.finish(result)
+        return job.outcome()
+
     def _read(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
         return self._run(fn, "BEGIN")
 
@@ -587,12 +648,17 @@ class Store:
         content_key: str | None,
         status: str = "received",
         last_error: str | None = None,
+        suite_ticket: tuple[str, str, int] | None = None,
     ) -> CallbackRecord:
         """Durably log one request from WeCom; the caller replies only after this returns.
 
         Committed (``synchronous=FULL``) before returning. A ``rejected`` request is stored
         as is; anything else that repeats an earlier original, byte for byte or by
         ``content_key``, is stored as ``duplicate`` with ``duplicate_of`` set.
+
+        ``suite_ticket`` (suite id, ticket, WeCom TimeStamp) is saved in the same
+        transaction unless the callback is a duplicate: a suite_ticket push needs no
+        WeCom call, so it is handled as it is recorded (status ``processed``).
         """
         _require(instance, "instance")
         if kind not in CALLBACK_KINDS:
@@ -617,11 +683,12 @@ class Store:
                     row = db.execute(_FIND_CONTENT, (content_key,)).fetchone()
                     if row is not None:
                         original, reason = int(row[0]), "content"
+            handled = status == "processed" and original is None
             row = db.execute(
                 "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, "
                 "corp_id, msg_signature, timestamp, nonce, envelope, content_key, status, "
-                "attempts, last_error, duplicate_of, duplicate_reason) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                "attempts, last_error, duplicate_of, duplicate_reason, processed_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 f"RETURNING {_CALLBACK_COLUMNS}",
                 (
                     received_at,
@@ -636,14 +703,19 @@ class Store:
                     envelope,
                     content_key,
                     "duplicate" if original is not None else status,
+                    1 if handled else 0,
                     last_error,
                     original,
                     reason,
+                    received_at if handled else None,
                 ),
             ).fetchone()
-            return _callback(row)
+            rec = _callback(row)
+            if suite_ticket is not None and original is None:
+                _insert_ticket(db, *suite_ticket, received_at, rec.id)
+            return rec
 
-        return self._write(insert)
+        return self._write_grouped(insert)
 
     def get_callback(self, id: int) -> CallbackRecord:
         row = self._read(
@@ -875,17 +947,7 @@ class Store:
         _require(ticket, "ticket")
 
         def save(db: sqlite_utils.Database) -> None:
-            db.execute(
-                "INSERT OR IGNORE INTO suite_tickets "
-                "(suite_id, ticket, timestamp, received_at, callback_id) VALUES (?, ?, ?, ?, ?)",
-                (suite_id, ticket, int(timestamp), self._now(), callback_id),
-            )
-            db.execute(
-                "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
-                "SELECT id FROM suite_tickets WHERE suite_id = ? "
-                "ORDER BY timestamp DESC, id DESC LIMIT ?)",
-                (suite_id, suite_id, SUITE_TICKET_HISTORY),
-            )
+            _insert_ticket(db, suite_id, ticket, timestamp, self._now(), callback_id)
 
         self._write(save)
 
@@ -1144,6 +1206,27 @@ class Store:
 
 # ---------------------------------------------------------------------------------------
 # helpers shared by several queries
+
+
+def _insert_ticket(
+    db: sqlite_utils.Database,
+    suite_id: str,
+    ticket: str,
+    timestamp: int,
+    received_at: float,
+    callback_id: int | None,
+) -> None:
+    db.execute(
+        "INSERT OR IGNORE INTO suite_tickets "
+        "(suite_id, ticket, timestamp, received_at, callback_id) VALUES (?, ?, ?, ?, ?)",
+        (suite_id, ticket, int(timestamp), received_at, callback_id),
+    )
+    db.execute(
+        "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
+        "SELECT id FROM suite_tickets WHERE suite_id = ? "
+        "ORDER BY timestamp DESC, id DESC LIMIT ?)",
+        (suite_id, suite_id, SUITE_TICKET_HISTORY),
+    )
 
 
 def _check_limit(limit: int) -> None:

@@ -2,21 +2,24 @@
 
 The envelope must be parsed *before* the signature can be checked (msg_signature
 covers the Encrypt text, wecom-protocol.md §5.6), so this parser always sees
-unauthenticated input. WeCom's XML never carries a DTD, so any DOCTYPE or entity
-declaration is refused outright (defusedxml raises as soon as expat reports one,
-before anything is expanded), input is capped in size, and nesting is capped in
-depth (WeCom's deepest documents are three levels; a deep document would otherwise
-cost memory and recursion in every consumer).
+unauthenticated input. WeCom's XML never carries a DTD, so any DOCTYPE is refused
+outright: expat reports ``<!DOCTYPE`` before it reads a single declaration and the
+handler raises there, so no entity is ever declared, let alone expanded or fetched.
+Input is capped in size, and nesting is capped in depth (WeCom's deepest documents
+are three levels; a deep document would otherwise cost memory and recursion in every
+consumer).
+
+expat feeds the C ``TreeBuilder`` directly: every callback is parsed twice (the
+envelope, then the decrypted event), and ElementTree's pure-Python ``XMLParser``
+wrapper, which defusedxml subclasses, cost more than AES and the signature together
+for nothing WeCom's namespace-free XML needs (benchmarks/README.md).
 """
 
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from typing import Any
-from xml.parsers.expat import ExpatError
-
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import DefusedXMLParser
+from typing import NoReturn
+from xml.parsers import expat
 
 from qywx_cli.core.errors import CallbackCryptoError, UnsafeXMLError
 
@@ -28,23 +31,8 @@ MAX_XML_BYTES = 1024 * 1024
 MAX_DEPTH = 16
 
 
-class _DepthLimitedBuilder(ET.TreeBuilder):
-    """A TreeBuilder that refuses documents nested deeper than ``max_depth``."""
-
-    def __init__(self, max_depth: int) -> None:
-        super().__init__()
-        self._depth = 0
-        self._max_depth = max_depth
-
-    def start(self, tag: Any, attrs: Any) -> ET.Element:
-        self._depth += 1
-        if self._depth > self._max_depth:
-            raise UnsafeXMLError(f"XML nested deeper than {self._max_depth} levels")
-        return super().start(tag, attrs)
-
-    def end(self, tag: Any) -> ET.Element:
-        self._depth -= 1
-        return super().end(tag)
+def _refuse_dtd(*_: object) -> NoReturn:
+    raise UnsafeXMLError("DTDs and entities are not allowed")
 
 
 def parse_xml(
@@ -61,23 +49,41 @@ def parse_xml(
         raise UnsafeXMLError(f"XML larger than {max_bytes} bytes")
     if not raw.strip():
         raise CallbackCryptoError(CallbackCryptoError.PARSE_XML, "empty document")
-    parser = DefusedXMLParser(
-        target=_DepthLimitedBuilder(max_depth),
-        forbid_dtd=True,
-        forbid_entities=True,
-        forbid_external=True,
-    )
+    builder = ET.TreeBuilder()
+    depth = 0
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        nonlocal depth
+        depth += 1
+        if depth > max_depth:
+            raise UnsafeXMLError(f"XML nested deeper than {max_depth} levels")
+        builder.start(tag, attrs)
+
+    def end(tag: str) -> None:
+        nonlocal depth
+        depth -= 1
+        builder.end(tag)
+
+    parser = expat.ParserCreate()
+    parser.buffer_text = True
+    # Entities can only be declared inside a DOCTYPE, so refusing the DOCTYPE refuses
+    # them all; the entity handlers are a second lock on the same door.
+    parser.StartDoctypeDeclHandler = _refuse_dtd
+    parser.EntityDeclHandler = _refuse_dtd
+    parser.UnparsedEntityDeclHandler = _refuse_dtd
+    parser.ExternalEntityRefHandler = _refuse_dtd
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = builder.data
     try:
-        parser.feed(raw)
-        root: ET.Element = parser.close()
-    except DefusedXmlException as exc:
-        raise UnsafeXMLError(f"{type(exc).__name__}: DTDs and entities are not allowed") from None
-    except (ET.ParseError, ExpatError) as exc:
+        parser.Parse(raw, True)
+    except expat.ExpatError as exc:
         raise CallbackCryptoError(CallbackCryptoError.PARSE_XML, f"malformed XML ({exc})") from None
     except (ValueError, LookupError):  # an XML declaration naming an encoding expat lacks
         raise CallbackCryptoError(
             CallbackCryptoError.PARSE_XML, "unsupported XML encoding (WeCom sends UTF-8)"
         ) from None
+    root: ET.Element = builder.close()
     return root
 
 

@@ -199,3 +199,24 @@ def test_sigterm_stops_cleanly(env: dict[str, str], tmp_path: Path, fake_wecom: 
 def test_serve_without_instances_is_a_usage_error(env: dict[str, str], tmp_path: Path) -> None:
     env = dict(env, QYWX_AUTHS=str(tmp_path / "missing"))
     assert_one_line_error(run_qywx("serve", "--port", "0", env=env, timeout=30), 2, "auths")
+
+
+def test_access_log_shows_refusals_always_and_accepted_with_verbose(
+    env: dict[str, str], tmp_path: Path, fake_wecom: Proc
+) -> None:
+    cfg = auth_config(Path(env["QYWX_AUTHS"]))
+    for verbose in (False, True):
+        server = Proc(["serve", "--port", "0", *(["--verbose"] if verbose else [])], env, tmp_path)
+        try:
+            params, body = independent_envelope(cfg, ticket_xml(f"V{verbose}" * 20), SUITE)
+            with http() as client:
+                ok = client.post(f"{server.url}/notify/QywxProxyTemp", params=params, content=body)
+                bad = client.post(
+                    f"{server.url}/notify/QywxProxyTemp", params=params, content=b"garbage"
+                )
+            assert (ok.text, bad.status_code) == ("success", 400)
+            assert wait_for(lambda s=server: "outcome=rejected" in s.log)
+        finally:
+            server.stop()
+        assert ("outcome=accepted" in server.log) is verbose
+        assert params["msg_signature"] not in server.log  # never the query string
