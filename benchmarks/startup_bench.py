@@ -1,0 +1,184 @@
+"""CLI start-up: ``qywx --help`` and ``qywx validate sample_auths`` against ``import typer``.
+
+Usage::
+
+    pip install -e .
+    python benchmarks/startup_bench.py            # hyperfine if installed, else 30 runs
+    python benchmarks/startup_bench.py --quick    # 10 runs
+    python benchmarks/startup_bench.py --no-hyperfine
+
+Every command is a fresh interpreter, so the figures are what an operator or a CI job
+waits for. The floor is ``python -c "import typer"``: qywx's CLI is built on Typer,
+so no qywx command can start faster than that; the goal is ``qywx validate`` within
+1.5× of it. ``qywx`` is the console script pip installed next to this Python (or
+``python -m qywx_cli`` if there is none), with this checkout first on ``PYTHONPATH``.
+
+hyperfine (``apt-get install hyperfine``) runs each command with warm-up and reports
+mean ± σ and min; without it the script times ``--runs`` runs itself. A second table
+comes from ``python -X importtime``: the modules ``qywx validate`` imports beyond
+what ``import typer`` already imports, by their own import time, which is where lazy
+imports would pay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL = 1.5
+
+
+def qywx() -> list[str]:
+    script = Path(sys.executable).with_name("qywx")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "qywx_cli"]
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), out.get("PYTHONPATH")]))
+    return out
+
+
+@dataclass(frozen=True)
+class Timing:
+    label: str
+    argv: list[str]
+    mean: float
+    stdev: float
+    best: float
+
+
+def commands() -> list[tuple[str, list[str]]]:
+    return [
+        ('python -c "import typer"', [sys.executable, "-c", "import typer"]),
+        ("qywx --version", [*qywx(), "--version"]),
+        ("qywx --help", [*qywx(), "--help"]),
+        ("qywx validate sample_auths", [*qywx(), "validate", "sample_auths"]),
+        (
+            "qywx validate sample_auths --format json",
+            [*qywx(), "validate", "sample_auths", "--format", "json"],
+        ),
+    ]
+
+
+def time_with_hyperfine(runs: int) -> list[Timing]:
+    with tempfile.TemporaryDirectory() as tmp:
+        export = Path(tmp) / "hyperfine.json"
+        argv = ["hyperfine", "--warmup", "3", "--runs", str(runs), "-N", "--export-json"]
+        argv += [str(export), "--style", "none"]
+        labelled = commands()
+        for _, cmd in labelled:
+            argv.append(shlex.join(cmd))
+        subprocess.run(argv, check=True, cwd=REPO, env=env(), stdout=subprocess.DEVNULL)
+        results = json.loads(export.read_text())["results"]
+    return [
+        Timing(label, cmd, r["mean"], r["stddev"] or 0.0, r["min"])
+        for (label, cmd), r in zip(labelled, results, strict=True)
+    ]
+
+
+def time_with_loop(runs: int) -> list[Timing]:
+    timings: dict[str, list[float]] = {label: [] for label, _ in commands()}
+    for _ in range(3):  # warm the page cache and .pyc files
+        for _, cmd in commands():
+            subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, check=True)
+    for _ in range(runs):  # interleaved, so drift hits every command alike
+        for label, cmd in commands():
+            started = time.perf_counter()
+            subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, check=True)
+            timings[label].append(time.perf_counter() - started)
+    return [
+        Timing(label, cmd, statistics.mean(t), statistics.stdev(t), min(t))
+        for (label, cmd), t in ((lc, timings[lc[0]]) for lc in commands())
+    ]
+
+
+def import_times(argv: list[str]) -> dict[str, tuple[int, int]]:
+    """module → (self µs, cumulative µs) from ``-X importtime`` for ``argv``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *argv],
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    out: dict[str, tuple[int, int]] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        self_us, cumulative, name = line.removeprefix("import time:").split("|")
+        out[name.strip()] = (int(self_us), int(cumulative))
+    return out
+
+
+def beyond_typer(top: int) -> tuple[list[tuple[str, int, int]], int]:
+    """The modules ``qywx validate`` imports that ``import typer`` does not."""
+    script = qywx()
+    if script[0] == sys.executable:
+        argv = script[1:]
+    else:  # run the console script's code under -X importtime
+        argv = ["-c", "import sys; from qywx_cli.cli import main; sys.exit(main())"]
+    ours = import_times([*argv, "validate", "sample_auths"])
+    typer_only = import_times(["-c", "import typer"])
+    extra = [(name, s, c) for name, (s, c) in ours.items() if name not in typer_only]
+    extra.sort(key=lambda row: -row[1])
+    return extra[:top], sum(s for _, s, _ in extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=30, help="timed runs per command")
+    parser.add_argument("--quick", action="store_true", help="10 runs per command")
+    parser.add_argument("--no-hyperfine", action="store_true", help="time with a Python loop")
+    parser.add_argument("--top", type=int, default=20, help="rows of the import table")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs = 10
+    use_hyperfine = shutil.which("hyperfine") is not None and not args.no_hyperfine
+    timings = time_with_hyperfine(args.runs) if use_hyperfine else time_with_loop(args.runs)
+
+    given = sys.argv[1:] if argv is None else argv
+    print(f"Machine: {os.cpu_count()} CPU, Python {platform.python_version()}")
+    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"Command: python benchmarks/startup_bench.py {' '.join(given)}".rstrip())
+    tool = "hyperfine -N --warmup 3" if use_hyperfine else "time.perf_counter around subprocess"
+    print(f"{args.runs} runs per command ({tool}); qywx = {shlex.join(qywx())}\n")
+    floor = timings[0].mean
+    print("| command | mean ± σ (ms) | min (ms) | ÷ import typer |")
+    print("|---|---:|---:|---:|")
+    for t in timings:
+        print(
+            f"| `{t.label}` | {t.mean * 1000:.1f} ± {t.stdev * 1000:.1f} "
+            f"| {t.best * 1000:.1f} | {t.mean / floor:.2f}× |"
+        )
+    validate = next(t for t in timings if t.label == "qywx validate sample_auths")
+    verdict = "met" if validate.mean / floor <= GOAL else "NOT met"
+    print(f"\nGoal `qywx validate` ≤ {GOAL}× `import typer`: {verdict}")
+
+    rows, total = beyond_typer(args.top)
+    print(
+        f"\nModules `qywx validate sample_auths` imports beyond `import typer` "
+        f"(-X importtime, one run; their own time adds up to {total / 1000:.1f} ms):\n"
+    )
+    print("| module | self (ms) | cumulative (ms) |")
+    print("|---|---:|---:|")
+    for name, self_us, cumulative in rows:
+        print(f"| `{name}` | {self_us / 1000:.2f} | {cumulative / 1000:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

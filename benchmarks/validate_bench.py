@@ -1,0 +1,226 @@
+"""``qywx validate`` on 10,000 generated instance folders (goal: under 3 s).
+
+Usage::
+
+    pip install -e .
+    python benchmarks/validate_bench.py                 # 10,000 instances, 5 runs
+    python benchmarks/validate_bench.py --quick         # 2,000 instances, 3 runs
+    python benchmarks/validate_bench.py --instances 20000 --keep /tmp/auths-bench
+
+The generated auths/ folder looks like a provider with 100 代开发 templates serving
+100 corps each: every instance has its own folder, ``e.json`` and ``<Name>.json``;
+instances of one template share its suiteId, token and EncodingAESKey (as WeCom
+requires) and each names its own corp, so the cross-instance rules (one token/key per
+suite, one instance per suite + corp) run over all of them. Every tenth instance is
+inactive, every fiftieth reads its suiteSecret from an ``env:`` reference.
+
+The second variant breaks 1 % of the instances, one problem each, cycling through
+the mistakes people make: a token with a dash, a missing field, a trailing comma, a
+number where a string belongs, the element doc's placeholder, a wrong element type,
+a second token for a suite, two instances claiming one corp. The run must report all
+of them (exit 1) in the same time budget.
+
+Each run is ``qywx validate DIR --format json`` (and the text format) as a fresh
+subprocess, output captured, as CI runs it. Best and median of ``--runs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+GOAL_SECONDS = 3.0
+ELEMENT_TYPE = "auths.loginTypes.QywxProxyType"
+ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def qywx() -> list[str]:
+    script = Path(sys.executable).with_name("qywx")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "qywx_cli"]
+
+
+def env() -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), out.get("PYTHONPATH")]))
+    out["QYWX_BENCH_SECRET"] = "bench-" + "s" * 40
+    return out
+
+
+def _chars(seed: str, n: int, alphabet: str = ALNUM) -> str:
+    digest = hashlib.sha512(seed.encode()).digest()
+    while len(digest) < n:
+        digest += hashlib.sha512(digest).digest()
+    return "".join(alphabet[b % len(alphabet)] for b in digest[:n])
+
+
+def instance(i: int, per_suite: int) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(name, e.json, <Name>.json) of generated instance ``i``."""
+    suite = i // per_suite
+    name = f"QywxProxyT{suite:03d}C{i % per_suite:03d}"
+    e_json = {"title": f"模板{suite}企业{i % per_suite}的登录配置", "type": ELEMENT_TYPE}
+    business: dict[str, Any] = {
+        "authConfig": {
+            "suiteId": f"dk{_chars(f'suite{suite}', 16, '0123456789abcdef')}",
+            "suiteSecret": (
+                "env:QYWX_BENCH_SECRET" if i % 50 == 0 else _chars(f"secret{suite}", 43)
+            ),
+            "encodingAESKey": _chars(f"key{suite}", 43),
+            "token": _chars(f"token{suite}", 32),
+        },
+        "isActive": i % 10 != 9,
+        "corpId": f"ww{_chars(f'corp{i}', 16, '0123456789abcdef')}",
+    }
+    return name, e_json, business
+
+
+Breakage = Callable[[dict[str, Any], dict[str, Any]], str | None]
+"""Edits (e.json, business) in place; may return raw text to write instead of JSON."""
+
+
+def _set(path: str, value: Any) -> Breakage:
+    def edit(e_json: dict[str, Any], business: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target = business
+        for key in parents:
+            target = target[key]
+        target[last] = value
+
+    return edit
+
+
+def _delete_token(e_json: dict[str, Any], business: dict[str, Any]) -> None:
+    del business["authConfig"]["token"]
+
+
+def _trailing_comma(e_json: dict[str, Any], business: dict[str, Any]) -> str:
+    return json.dumps(business, ensure_ascii=False, indent=2)[:-2] + ",\n}"
+
+
+def _wrong_type(e_json: dict[str, Any], business: dict[str, Any]) -> None:
+    e_json["type"] = "auths.loginTypes.QywxType"
+
+
+def _second_token(e_json: dict[str, Any], business: dict[str, Any]) -> None:
+    business["isActive"] = True
+    business["authConfig"]["token"] = "AnotherToken123"
+
+
+SAME_CORP = "<the corp of the suite's first instance>"
+
+
+def _same_corp(e_json: dict[str, Any], business: dict[str, Any]) -> None:
+    business["isActive"] = True
+    business["corpId"] = SAME_CORP  # generate() fills in the suite's first corp
+
+
+BREAKAGES: tuple[tuple[str, Breakage], ...] = (
+    ("token with a dash", _set("authConfig.token", "abc-123")),
+    ("token missing", _delete_token),
+    ("trailing comma", _trailing_comma),
+    ("isActive as a string", _set("isActive", "true")),
+    ("element doc placeholder", _set("authConfig.suiteSecret", "your_suite_secret")),
+    ("wrong element type", _wrong_type),
+    ("second token for a suite", _second_token),
+    ("two instances claim one corp", _same_corp),
+)
+
+
+def generate(root: Path, count: int, broken_share: float) -> int:
+    """Write ``count`` instances under ``root``; returns how many were broken."""
+    per_suite = 100
+    step = round(1 / broken_share) if broken_share else 0
+    broken = 0
+    first_corp: dict[int, str] = {}
+    for i in range(count):
+        name, e_json, business = instance(i, per_suite)
+        first_corp.setdefault(i // per_suite, business["corpId"])
+        raw: str | None = None
+        if step and i % step == step // 2:
+            _, breakage = BREAKAGES[broken % len(BREAKAGES)]
+            raw = breakage(e_json, business)
+            if business.get("corpId") == SAME_CORP:
+                business["corpId"] = first_corp[i // per_suite]
+            broken += 1
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / "e.json").write_text(json.dumps(e_json, ensure_ascii=False, indent=2) + "\n")
+        text = raw if raw is not None else json.dumps(business, ensure_ascii=False, indent=2)
+        (folder / f"{name}.json").write_text(text + "\n")
+    return broken
+
+
+def run(args: list[str], runs: int) -> tuple[list[float], subprocess.CompletedProcess[bytes]]:
+    subprocess.run(args, cwd=REPO, env=env(), capture_output=True, check=False)  # warm caches
+    times = []
+    done: subprocess.CompletedProcess[bytes] | None = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(args, cwd=REPO, env=env(), capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+    assert done is not None
+    return times, done
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--instances", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2,000 instances, 3 runs")
+    parser.add_argument("--keep", type=Path, help="generate here and keep the folders")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.instances, args.runs = 2000, 3
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="qywx-validate-bench-"))
+    given = sys.argv[1:] if argv is None else argv
+    print(f"Machine: {os.cpu_count()} CPU, Python {platform.python_version()}")
+    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"Command: python benchmarks/validate_bench.py {' '.join(given)}".rstrip())
+    print(f"{args.instances:,} instances, best and median of {args.runs} runs\n")
+    print("| auths/ folder | command | best (s) | median (s) | exit | errors reported | < 3 s |")
+    print("|---|---|---:|---:|---:|---:|:-:|")
+    try:
+        for label, share in (("all valid", 0.0), ("1 % broken", 0.01)):
+            root = work / ("valid" if share == 0 else "broken") / "auths"
+            if not root.is_dir():
+                broken = generate(root, args.instances, share)
+            else:
+                broken = round(args.instances * share)
+            for fmt in ("json", "text"):
+                cmd = [*qywx(), "validate", str(root), "--format", fmt]
+                times, done = run(cmd, args.runs)
+                if fmt == "json":
+                    report = json.loads(done.stdout)
+                    errors = str(report["errors"])
+                    if len(report["instances"]) + broken < args.instances:
+                        raise SystemExit(f"{label}: validate did not load every instance")
+                else:
+                    errors = "—"
+                best, median = min(times), statistics.median(times)
+                print(
+                    f"| {label} ({broken} broken) | `qywx validate DIR --format {fmt}` "
+                    f"| {best:.2f} | {median:.2f} | {done.returncode} | {errors} "
+                    f"| {'yes' if median < GOAL_SECONDS else 'NO'} |",
+                    flush=True,
+                )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
