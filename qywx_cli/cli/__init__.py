@@ -115,6 +115,42 @@ def _command_name(args: list[str]) -> str | None:
     return None
 
 
+def _hoist_root_options(args: list[str]) -> list[str]:
+    """Move root options written after the command name to the front.
+
+    People write ``qywx serve --db x.db`` as often as ``qywx --db x.db serve``; click
+    only takes the root's options before the command, so the line is reordered here
+    rather than every command repeating ``--auths``/``--db``/``--config``/``--debug``.
+    Nothing after ``--`` moves.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if arg == "--debug" or (seen_command and name in _ROOT_OPTIONS_WITH_VALUE):
+            take = 1 if arg == "--debug" or "=" in arg else 2
+            if i + take > len(args):  # no value: let click say the option needs one
+                return [arg]
+            front.extend(args[i : i + take])
+            i += take
+            continue
+        if arg in _ROOT_OPTIONS_WITH_VALUE:  # before the command: keep it with its value
+            rest.extend(args[i : i + 2])
+            i += 2
+            continue
+        if not arg.startswith("-"):
+            seen_command = True
+        rest.append(arg)
+        i += 1
+    return front + rest
+
+
 def __getattr__(name: str) -> typer.Typer:
     """``qywx_cli.cli.app``: the full app, built on first use (for CliRunner and docs)."""
     if name == "app":
@@ -126,11 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every outcome leaves through ``cli._errors.run_cli``."""
     from qywx_cli.cli._errors import run_cli
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    # --debug is accepted anywhere on the line, not only before the command name.
+    args = _hoist_root_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args
-    if debug:
-        args = ["--debug", *(a for a in args if a != "--debug")]
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
     app = build_app(None if completing else _command_name(args))
     run_cli(typer.main.get_command(app), args, debug=debug)

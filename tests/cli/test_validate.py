@@ -293,3 +293,17 @@ def test_hostile_folder_never_crashes(auths: Path) -> None:
 def test_version() -> None:
     proc = qywx("--version")
     assert proc.returncode == 0 and re.fullmatch(r"qywx \d+\.\d+\.\d+\n", proc.stdout)
+
+
+def test_root_options_may_follow_the_command(tmp_path: Path) -> None:
+    """``qywx validate --auths DIR`` and ``qywx log list --db=F`` read like the root form."""
+    auths = tmp_path / "elsewhere"
+    shutil.copytree(SAMPLES, auths)
+    after = qywx("validate", "--format", "json", "--auths", auths, cwd=tmp_path)
+    before = qywx("--auths", auths, "validate", "--format", "json", cwd=tmp_path)
+    assert after.returncode == before.returncode == 0
+    assert json.loads(after.stdout)["instances"] == json.loads(before.stdout)["instances"]
+    assert len(json.loads(after.stdout)["instances"]) == 4
+    missing_db = qywx("log", "list", f"--db={tmp_path / 'none.db'}", cwd=tmp_path)
+    assert_one_line_error(missing_db, None, "none.db")
+    assert_one_line_error(qywx("validate", "--auths", cwd=tmp_path), 2, "'--auths' requires")
