@@ -44,6 +44,7 @@ def _root(
         typer.Option(
             "--config",
             help="qywx.toml with defaults (default: ./qywx.toml if present).",
+            exists=True,
             dir_okay=False,
         ),
     ] = None,

@@ -39,9 +39,9 @@ def _github_escape(value: str, *, prop: bool = False) -> str:
     return value
 
 
-def _github(report: ValidationReport, strict: bool) -> None:
+def _github(report: ValidationReport) -> None:
     for d in report.diagnostics:
-        level = "error" if d.severity == "error" or strict else "warning"
+        level = d.severity
         props = f"file={_github_escape(d.file, prop=True)}"
         if d.line:
             props += f",line={d.line}"
@@ -58,17 +58,15 @@ def _xml_text(value: str) -> str:
     return _XML_INVALID.sub("\ufffd", value)
 
 
-def _junit(report: ValidationReport, strict: bool) -> None:
-    """One <testcase> per instance folder; its errors (and warnings with --strict) fail it."""
+def _junit(report: ValidationReport) -> None:
+    """One <testcase> per instance folder; its errors fail it, its warnings are its output."""
     from xml.etree import ElementTree as ET
 
     by_instance: dict[str, list[Diagnostic]] = {}
     for d in report.diagnostics:
         by_instance.setdefault(d.instance or "", []).append(d)
     names = [Path(p).name for p in report.checked]
-    failing = [
-        n for n in names if any(d.severity == "error" or strict for d in by_instance.get(n, []))
-    ]
+    failing = [n for n in names if any(d.severity == "error" for d in by_instance.get(n, []))]
     suites = ET.Element("testsuites", name="qywx validate")
     suite = ET.SubElement(
         suites,
@@ -84,12 +82,12 @@ def _junit(report: ValidationReport, strict: bool) -> None:
             suite, "testcase", classname="auths", name=_xml_text(name), file=_xml_text(folder)
         )
         diags = by_instance.get(name, [])
-        bad = [d for d in diags if d.severity == "error" or strict]
+        bad = [d for d in diags if d.severity == "error"]
         if bad:
             failure = ET.SubElement(
                 case, "failure", message=_xml_text(bad[0].message), type=bad[0].code
             )
-            failure.text = _xml_text("\n".join(_line(d, strict) for d in bad))
+            failure.text = _xml_text("\n".join(_line(d) for d in bad))
         rest = [d for d in diags if d not in bad]
         if rest:
             ET.SubElement(case, "system-out").text = _xml_text("\n".join(_line(d) for d in rest))
@@ -97,10 +95,9 @@ def _junit(report: ValidationReport, strict: bool) -> None:
     print(ET.tostring(suites, encoding="unicode", xml_declaration=True))
 
 
-def _line(d: Diagnostic, strict: bool = False) -> str:
-    severity = "error" if d.severity == "error" or strict else "warning"
+def _line(d: Diagnostic) -> str:
     where = f"{d.file}:{d.line}" if d.line else d.file
-    return f"{where}: {severity}[{d.code}]: {d.message}"
+    return f"{where}: {d.severity}[{d.code}]: {d.message}"
 
 
 def _summary(report: ValidationReport) -> str:
@@ -111,13 +108,13 @@ def _summary(report: ValidationReport) -> str:
     )
 
 
-def _text(report: ValidationReport, strict: bool) -> None:
+def _text(report: ValidationReport) -> None:
     """Problems as ``file:line: severity[code]: message`` lines, the form compilers and
     linters use: never wrapped (a table folds long paths), clickable in terminals and
     editors, readable in a pre-commit log. The valid instances follow as plain columns
     (validate runs on every commit, so it does not pay for importing rich)."""
     for d in report.diagnostics:
-        print(_line(d, strict))
+        print(_line(d))
     if report.instances:
         columns(
             ["instance", "suiteId", "corpId", "active"],
@@ -126,7 +123,7 @@ def _text(report: ValidationReport, strict: bool) -> None:
                 for i in report.instances
             ],
         )
-    mark = "✓" if report.ok(strict=strict) else "✗"
+    mark = "✓" if report.ok() else "✗"
     print(f"{mark} {_summary(report)}")
 
 
@@ -167,23 +164,25 @@ def validate(
     report = validate_paths(targets, resolve_env=not no_env)
     if not report.checked:
         raise UsageError(f"no instance folders found under {', '.join(map(str, targets))}")
-    ok = report.ok(strict=strict)
+    if strict:
+        report = report.promoted()
+    ok = report.ok()
     if fmt is ValidateFormat.json:
         emit_json(
             {
                 "ok": ok,
-                "errors": len(report.errors) + (len(report.warnings) if strict else 0),
-                "warnings": 0 if strict else len(report.warnings),
+                "errors": len(report.errors),
+                "warnings": len(report.warnings),
                 "diagnostics": [d.as_dict() for d in report.diagnostics],
                 "instances": [i.public_dict() for i in report.instances],
             }
         )
     elif fmt is ValidateFormat.github:
-        _github(report, strict)
+        _github(report)
     elif fmt is ValidateFormat.junit:
-        _junit(report, strict)
+        _junit(report)
     else:
-        _text(report, strict)
+        _text(report)
     return EXIT_OK if ok else EXIT_FAILED
 
 
@@ -230,10 +229,16 @@ def init(
         corp_id=corp_id,
         title=title,
         suite_secret=os.environ.get("QYWX_SUITE_SECRET") or None,
+        suite_secret_source="$QYWX_SUITE_SECRET",
         force=force,
         secrets_from_env=secrets_from_env,
     )
     steps = []
+    if result.reused_from:
+        steps.append(
+            f"token, encodingAESKey and suite secret are {result.reused_from}'s: one suite "
+            "signs all its callbacks with one pair"
+        )
     if result.secrets_file:
         steps.append(
             f"load the generated secrets: source {result.secrets_file} "
@@ -242,10 +247,11 @@ def init(
     for var, what in result.env_vars.items():
         if what == "suiteSecret":
             steps.append(f"export {var}=<template secret from the WeCom provider console>")
-    steps.append(
-        "enter the same token and encodingAESKey in the WeCom console's callback "
-        "settings for the template"
-    )
+    if not result.reused_from:
+        steps.append(
+            "enter the same token and encodingAESKey in the WeCom console's callback "
+            "settings for the template"
+        )
     steps.append(f"check it: qywx validate {result.folder}")
     if fmt is Format.json:
         emit_json(
@@ -255,6 +261,7 @@ def init(
                 "files": [str(p) for p in result.files],
                 "env_vars": sorted(result.env_vars),
                 "secrets_file": str(result.secrets_file) if result.secrets_file else None,
+                "reused_from": result.reused_from,
                 "next": steps,
             }
         )

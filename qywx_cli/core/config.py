@@ -25,6 +25,7 @@ are resolved from the environment; messages name the variable, never a value.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -335,6 +336,13 @@ class ValidationReport:
     def ok(self, *, strict: bool = False) -> bool:
         return not self.errors and not (strict and self.warnings)
 
+    def promoted(self) -> ValidationReport:
+        """The report as ``--strict`` sees it: every warning is an error, in every format."""
+        return dataclasses.replace(
+            self,
+            diagnostics=tuple(dataclasses.replace(d, severity="error") for d in self.diagnostics),
+        )
+
 
 # -- text that ends up in messages -----------------------------------------------------
 
@@ -399,15 +407,22 @@ def _enclosing_instance(path: Path) -> Path | None:
     return None
 
 
+def _named(folder: Path) -> Path:
+    """``folder`` spelled so that its last part is the instance name (``.`` has none)."""
+    return Path(os.path.abspath(folder)) if folder.name in ("", "..") else folder
+
+
 def instance_dirs(path: Path) -> list[Path]:
     """Instance folders for ``path``: an auths/ folder, one instance, a project root, a file.
 
     A file (pre-commit passes changed files) or a folder inside an instance stands for
     that instance. A file lying directly in an auths/ folder belongs to no instance; it
-    stands for every instance in that folder.
+    stands for every instance in that folder. A file anywhere else is a usage error:
+    guessing would validate an unrelated folder.
     """
     if not path.exists():
         raise UsageError(f"path does not exist: {_shown(str(path))}")
+    path = _named(path)
     if path.is_dir():
         if _looks_like_instance(path):
             return [path]
@@ -417,11 +432,19 @@ def instance_dirs(path: Path) -> list[Path]:
             return children
     enclosing = _enclosing_instance(path)
     if enclosing is not None:
-        return [enclosing]
+        return [_named(enclosing)]
     if path.is_dir():
         return []
-    children = [p for p in _subfolders(path.parent) if _looks_like_instance(p)]
-    return children or [path.parent]
+    parent = _named(path.parent)
+    children = [p for p in _subfolders(parent) if _looks_like_instance(p)]
+    if children:
+        return children
+    if parent.parent.name == "auths":  # an instance folder whose files are misnamed
+        return [parent]
+    raise UsageError(
+        f"{_shown(str(path))} is not inside an auths/ instance folder; pass the folder "
+        "(auths/, auths/<Name>/ or the project root)"
+    )
 
 
 def _real(path: Path) -> Path:
@@ -900,12 +923,18 @@ def _check_object(
 
 @dataclass(frozen=True)
 class _Loaded:
-    """A valid instance plus what the cross-instance rules need to point at."""
+    """An instance plus what the cross-instance rules need to point at.
+
+    ``complete`` is False for an instance with errors of its own whose suiteId is
+    readable: it still takes part in the rules across instances, so every problem is
+    reported in one run, with its invalid fields counted as unknown (``unresolved``).
+    """
 
     instance: AuthInstance
     business_file: str
     lines: Mapping[str, int | None]
     unresolved: frozenset[str]
+    complete: bool = True
 
 
 def _find_file(
@@ -978,29 +1007,36 @@ def _validate_instance(
             elsewhere={r.name: "e.json" for r in E_JSON_FIELDS},
         )
 
-    if out.failed or e_doc is None or biz is None:
-        return None, out.items
     s = values.strings
+    if biz is None or "authConfig.suiteId" not in s:
+        return None, out.items
+    complete = not out.failed and e_doc is not None
+    unknown = {k for k in ("authConfig.token", "authConfig.encodingAESKey") if k not in s}
+    active = biz.data.get("isActive", True) if isinstance(biz.data, dict) else True
     instance = AuthInstance(
         name=name,
-        title=s["title"],
-        type=s["type"],
+        title=s.get("title", ""),
+        type=s.get("type", ""),
         suite_id=s["authConfig.suiteId"],
-        suite_secret=s["authConfig.suiteSecret"],
-        encoding_aes_key=s["authConfig.encodingAESKey"],
-        token=s["authConfig.token"],
+        suite_secret=s.get("authConfig.suiteSecret", ""),
+        encoding_aes_key=s.get("authConfig.encodingAESKey", ""),
+        token=s.get("authConfig.token", ""),
         corp_id=s.get("corpId"),
-        is_active=biz.data.get("isActive", True),
+        is_active=active if isinstance(active, bool) else True,
         path=folder,
     )
     lines = {
         "suiteId": biz.line(("authConfig", "suiteId")),
         "corpId": biz.line(("corpId",)),
     }
-    return (
-        _Loaded(instance, _shown(str(biz.path)), lines, frozenset(values.unresolved)),
-        out.items,
+    loaded = _Loaded(
+        instance,
+        _shown(str(biz.path)),
+        lines,
+        frozenset(values.unresolved | unknown),
+        complete,
     )
+    return loaded, out.items
 
 
 # -- across instances ----------------------------------------------------------------
@@ -1015,16 +1051,31 @@ def _differ(a: _Loaded, b: _Loaded, attr: str, label: str) -> bool:
 
 
 def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diagnostic]:
-    """Rules across instances: what would make callback verification or routing ambiguous.
+    """Rules across the instances of each auths/ folder: what makes callbacks or logins
+    ambiguous.
 
     WeCom signs and encrypts all command callbacks of one suite with one token and
     EncodingAESKey (wecom-protocol.md §1, §2.2), so two active instances of one suite
-    with different pairs cannot both verify; two claiming one corp make the login
-    route ambiguous. A conflict is reported once, on an instance being validated.
+    with different pairs cannot both verify; two of one suite claiming one corp make
+    the login route ambiguous (an error); two of different suites claiming one corp
+    leave only the by-corp service call ambiguous (a warning). A conflict is reported
+    once, on an instance being validated. Separate auths/ folders (two apps in one
+    repository) are separate deployments and are not compared.
     """
-    active = sorted((x for x in loaded if x.instance.is_active), key=lambda x: x.instance.path)
-    by_suite: dict[str, _Loaded] = {}
-    by_corp: dict[tuple[str, str], _Loaded] = {}
+    groups: dict[Path, list[_Loaded]] = {}
+    for x in loaded:
+        if x.instance.is_active:
+            groups.setdefault(_real(x.instance.path.parent), []).append(x)
+    for _, group in sorted(groups.items()):
+        yield from _cross_check_folder(sorted(group, key=lambda x: x.instance.path), targets)
+
+
+def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diagnostic]:
+    # Per suite, one representative per distinct (token, key, what is unknown): each
+    # instance is compared with all of them, so an instance whose pair is unknown (an
+    # unset env: reference, an invalid field) hides no conflict between the others.
+    by_suite: dict[str, list[_Loaded]] = {}
+    by_corp: dict[str, list[_Loaded]] = {}
 
     def blame(first: _Loaded, later: _Loaded) -> _Loaded | None:
         for x in (later, first):
@@ -1032,39 +1083,67 @@ def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diag
                 return x
         return None
 
+    def pair(x: _Loaded) -> tuple[str, str, frozenset[str]]:
+        return (x.instance.token, x.instance.encoding_aes_key, x.unresolved)
+
     for cur in active:
         inst = cur.instance
-        first = by_suite.setdefault(inst.suite_id, cur)
-        if first is not cur and (
-            _differ(first, cur, "token", "authConfig.token")
-            or _differ(first, cur, "encoding_aes_key", "authConfig.encodingAESKey")
-        ):
-            at = blame(first, cur)
-            if at is not None:
-                yield Diagnostic(
-                    "error",
-                    at.business_file,
-                    at.lines["suiteId"],
-                    "suite-conflict",
-                    f"active instances {first.instance.name} and {inst.name} share suiteId "
-                    f"{inst.suite_id} but have different token/encodingAESKey; WeCom signs a "
-                    "suite's callbacks with one pair, so one of them can never verify",
-                    at.instance.name,
-                )
-        if inst.corp_id:
-            other = by_corp.setdefault((inst.suite_id, inst.corp_id), cur)
-            at = blame(other, cur) if other is not cur else None
-            if at is not None:
-                yield Diagnostic(
-                    "error",
-                    at.business_file,
-                    at.lines["corpId"],
-                    "ambiguous-corp",
-                    f"active instances {other.instance.name} and {inst.name} both claim corpId "
-                    f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
-                    "be routed",
-                    at.instance.name,
-                )
+        seen = by_suite.setdefault(inst.suite_id, [])
+        clash = next(
+            (
+                first
+                for first in seen
+                if _differ(first, cur, "token", "authConfig.token")
+                or _differ(first, cur, "encoding_aes_key", "authConfig.encodingAESKey")
+            ),
+            None,
+        )
+        at = blame(clash, cur) if clash is not None else None
+        if clash is not None and at is not None:
+            yield Diagnostic(
+                "error",
+                at.business_file,
+                at.lines["suiteId"],
+                "suite-conflict",
+                f"active instances {clash.instance.name} and {inst.name} share suiteId "
+                f"{inst.suite_id} but have different token/encodingAESKey; WeCom signs a "
+                "suite's callbacks with one pair, so one of them can never verify",
+                at.instance.name,
+            )
+        if all(pair(x) != pair(cur) for x in seen):
+            seen.append(cur)
+        if not inst.corp_id:
+            continue
+        claimed = by_corp.setdefault(inst.corp_id, [])
+        same = next((x for x in claimed if x.instance.suite_id == inst.suite_id), None)
+        other = same or next(iter(claimed), None)
+        claimed.append(cur)
+        at = blame(other, cur) if other is not None else None
+        if other is None or at is None:
+            continue
+        if same is not None:
+            yield Diagnostic(
+                "error",
+                at.business_file,
+                at.lines["corpId"],
+                "ambiguous-corp",
+                f"active instances {other.instance.name} and {inst.name} both claim corpId "
+                f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
+                "be routed",
+                at.instance.name,
+            )
+        else:
+            yield Diagnostic(
+                "warning",
+                at.business_file,
+                at.lines["corpId"],
+                "shared-corp",
+                f"active instances {other.instance.name} and {inst.name} (suites "
+                f"{other.instance.suite_id} and {inst.suite_id}) both claim corpId "
+                f"{inst.corp_id}; the service's loginByWorkbench(corpId, …) cannot choose "
+                "between them, call the instance's getLoginCode instead",
+                at.instance.name,
+            )
 
 
 def _siblings(parent: Path, known: set[Path]) -> list[Path]:
@@ -1108,7 +1187,7 @@ def validate_paths(
         diagnostics.extend(diags)
         if result is not None:
             loaded.append(result)
-    valid = tuple(x.instance for x in loaded)
+    valid = tuple(x.instance for x in loaded if x.complete)
     known = set(folders)
     for parent in dict.fromkeys(f.parent for f in folders):
         for sibling in _siblings(parent, known):
@@ -1133,7 +1212,7 @@ def find_instance(ref: str, auths_dir: Path, env: Mapping[str, str] | None = Non
     env = os.environ if env is None else env
     candidate = Path(ref)
     if ("/" in ref or os.sep in ref or ref in (".", "..")) and candidate.is_dir():
-        folder = candidate
+        folder = _named(candidate)
     else:
         name = ref.removeprefix("auths.")
         folder = auths_dir / name
@@ -1148,7 +1227,7 @@ def find_instance(ref: str, auths_dir: Path, env: Mapping[str, str] | None = Non
             )
             raise InstanceNotFound(f"no auth instance named {_quoted(name)} {where}")
     result, diags = _validate_instance(folder, env)
-    if result is None:
+    if result is None or not result.complete:
         first = next(d for d in diags if d.severity == "error")
         line = f":{first.line}" if first.line else ""
         raise ConfigError(f"instance {folder.name} is invalid: {first.file}{line}: {first.message}")

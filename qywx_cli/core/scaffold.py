@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from qywx_cli.core.config import (
     E_JSON_FIELDS,
     ELEMENT_TYPE,
     ENV_PREFIX,
+    ENV_REFERENCE_PATTERN,
     NAME_RE,
     FieldRule,
     value_problem,
@@ -52,6 +54,8 @@ class Scaffold:
     env_vars: dict[str, str]
     #: 0600 file holding generated secrets, with --secrets-from-env
     secrets_file: Path | None
+    #: the instance of the same suite whose token, key and secret were reused
+    reused_from: str | None = None
 
 
 def env_var_names(name: str) -> dict[str, str]:
@@ -88,6 +92,43 @@ def _ignore_secrets(folder: Path) -> None:
         gitignore.write_text("\n".join([*lines, GITIGNORE_LINE]) + "\n", encoding="utf-8")
 
 
+def _suite_sibling(auths_dir: Path, suite_id: str, name: str) -> tuple[str, dict[str, str]]:
+    """The first other active instance of ``suite_id`` and its secrets as written.
+
+    WeCom signs every command callback of a suite with one token and EncodingAESKey,
+    and the suite has one secret, so a second instance of a suite (another corp) must
+    carry the same three values; fresh ones would fail ``suite-conflict``. Values are
+    returned as written (literal or ``env:`` reference), and only if validate would
+    accept them.
+    """
+    try:
+        folders = sorted(p for p in auths_dir.iterdir() if p.is_dir() and p.name != name)
+    except OSError:
+        return "", {}
+    for folder in folders:
+        try:
+            data = json.loads((folder / f"{folder.name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        auth = data.get("authConfig") if isinstance(data, dict) else None
+        if not isinstance(auth, dict) or auth.get("suiteId") != suite_id:
+            continue
+        if data.get("isActive", True) is False:
+            continue
+        found = {
+            k: v
+            for k in ("token", "encodingAESKey", "suiteSecret")
+            if isinstance(v := auth.get(k), str)
+            and (
+                re.fullmatch(ENV_REFERENCE_PATTERN, v)
+                or value_problem(_rule(AUTH_CONFIG_FIELDS, k), v) is None
+            )
+        }
+        if "token" in found and "encodingAESKey" in found:
+            return folder.name, found
+    return "", {}
+
+
 def _generators() -> tuple[Callable[[], str], Callable[[], str]]:
     # Imported on use: the AES backend is not needed to validate or to print a schema.
     from qywx_cli.core.crypto import generate_encoding_aes_key, generate_token
@@ -103,6 +144,7 @@ def write_instance(
     corp_id: str | None = None,
     title: str | None = None,
     suite_secret: str | None = None,
+    suite_secret_source: str = "the suite secret given",
     force: bool = False,
     secrets_from_env: bool = False,
     with_schema: bool = True,
@@ -112,10 +154,47 @@ def write_instance(
     """Write ``auths_dir/name/{e.json,name.json}``; refuse to overwrite unless ``force``.
 
     ``token`` and ``aes_key`` default to fresh random values from ``crypto``; tests pass
-    fixed sources. With ``secrets_from_env`` all three secrets become ``env:`` references
-    and the generated values go to a 0600 ``<name>.secrets.env`` (shell ``export``
-    lines), git-ignored by a ``.gitignore`` in the instance folder.
+    fixed sources. Another active instance of the same suite in ``auths_dir`` lends its
+    token, key and (unless one is given) secret instead: see :func:`_suite_sibling`.
+    With ``secrets_from_env`` all three secrets become ``env:`` references and literal
+    values go to a 0600 ``<name>.secrets.env`` (shell ``export`` lines), git-ignored by
+    a ``.gitignore`` in the instance folder. File-system failures are ConfigErrors.
     """
+    try:
+        return _write_instance(
+            name,
+            auths_dir,
+            suite_id=suite_id,
+            corp_id=corp_id,
+            title=title,
+            suite_secret=suite_secret,
+            suite_secret_source=suite_secret_source,
+            force=force,
+            secrets_from_env=secrets_from_env,
+            with_schema=with_schema,
+            token=token,
+            aes_key=aes_key,
+        )
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else auths_dir / name
+        raise ConfigError(f"cannot write {where}: {exc.strerror or exc}") from None
+
+
+def _write_instance(
+    name: str,
+    auths_dir: Path,
+    *,
+    suite_id: str,
+    corp_id: str | None,
+    title: str | None,
+    suite_secret: str | None,
+    suite_secret_source: str,
+    force: bool,
+    secrets_from_env: bool,
+    with_schema: bool,
+    token: Callable[[], str] | None,
+    aes_key: Callable[[], str] | None,
+) -> Scaffold:
     if not NAME_RE.fullmatch(name):
         raise UsageError(
             f"instance name {name!r} must start with a letter and contain only "
@@ -128,7 +207,7 @@ def write_instance(
         _require(E_JSON_FIELDS, "title", title, "--title")
     if suite_secret:
         rule = _rule(AUTH_CONFIG_FIELDS, "suiteSecret")
-        problem = value_problem(rule, suite_secret, "the suite secret given")
+        problem = value_problem(rule, suite_secret, suite_secret_source)
         if problem is not None:
             raise ConfigError(problem[1])
     folder = auths_dir / name
@@ -136,32 +215,35 @@ def write_instance(
     existing = [p for p in (e_path, biz_path) if p.exists()]
     if existing and not force:
         raise ConfigError(f"{existing[0]} already exists; use --force to overwrite")
-    if token is None or aes_key is None:
-        default_token, default_key = _generators()
-        token, aes_key = token or default_token, aes_key or default_key
+    reused_from, values = _suite_sibling(auths_dir, suite_id, name)
+    if suite_secret:
+        values["suiteSecret"] = suite_secret
+    if "token" not in values:
+        if token is None or aes_key is None:
+            default_token, default_key = _generators()
+            token, aes_key = token or default_token, aes_key or default_key
+        values.update(token=token(), encodingAESKey=aes_key())
     folder.mkdir(parents=True, exist_ok=True)
 
     names = env_var_names(name)
-    generated = {"token": token(), "encodingAESKey": aes_key()}
     env_vars: dict[str, str] = {}
     secrets_file: Path | None = None
     auth: dict[str, str] = {"suiteId": suite_id}
-    if secrets_from_env:
-        for key in ("suiteSecret", "encodingAESKey", "token"):
-            auth[key] = ENV_PREFIX + names[key]
-            env_vars[names[key]] = key
-        values = dict(generated, suiteSecret=suite_secret) if suite_secret else generated
-        lines = [f"export {names[k]}={shlex.quote(v)}" for k, v in sorted(values.items())]
+    exports: dict[str, str] = {}
+    for key in ("suiteSecret", "encodingAESKey", "token"):
+        value = values.get(key)
+        if value is not None and (value.startswith(ENV_PREFIX) or not secrets_from_env):
+            auth[key] = value  # a literal, or the sibling's reference kept as written
+            continue
+        auth[key] = ENV_PREFIX + names[key]
+        env_vars[names[key]] = key
+        if value is not None:
+            exports[names[key]] = value
+    if exports:
+        lines = [f"export {var}={shlex.quote(v)}" for var, v in sorted(exports.items())]
         secrets_file = folder / f"{name}.secrets.env"
         _write_private(secrets_file, "\n".join(lines) + "\n")
         _ignore_secrets(folder)
-    else:
-        if suite_secret:
-            auth["suiteSecret"] = suite_secret
-        else:
-            auth["suiteSecret"] = ENV_PREFIX + names["suiteSecret"]
-            env_vars[names["suiteSecret"]] = "suiteSecret"
-        auth.update(generated)
     e_doc: dict[str, object] = {
         "title": title or f"{name} 企业微信代开发登录",
         "type": ELEMENT_TYPE,
@@ -175,4 +257,4 @@ def write_instance(
     _write_private(e_path, json.dumps(e_doc, ensure_ascii=False, indent=2) + "\n")
     os.chmod(e_path, 0o644)  # e.json holds no secret
     _write_private(biz_path, json.dumps(biz_doc, ensure_ascii=False, indent=2) + "\n")
-    return Scaffold(folder, (e_path, biz_path), env_vars, secrets_file)
+    return Scaffold(folder, (e_path, biz_path), env_vars, secrets_file, reused_from or None)

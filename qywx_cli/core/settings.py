@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from qywx_cli.core.config import BUSINESS_FIELDS
-from qywx_cli.core.errors import ConfigError
+from qywx_cli.core.errors import ConfigError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,7 +95,7 @@ def load_settings(
     env = os.environ if env is None else env
     cwd = Path() if cwd is None else cwd
     if config is not None and not config.is_file():
-        raise ConfigError(f"config file not found: {config}")
+        raise UsageError(f"config file not found: {config}")
     path = config if config is not None else (cwd / CONFIG_FILE)
     data = _read_toml(path) if path.is_file() else {}
     base = path.parent if path.is_file() else cwd

@@ -17,11 +17,14 @@ from tests.helpers import assert_one_line_error, qywx_env, run_qywx
 
 SUITE = "dk7f3a9c2e51b04d18"
 SUITE_SECRET = "suite-Secret-Rb4Lx9Qm2Tz7Vc1Hn6Wd3"
+CORP = "wwa0a0a0a0a0a0a0a0"
 
 
-def qywx(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def qywx(
+    *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     """The console script with ``env`` added to a clean environment."""
-    return run_qywx(*args, env=qywx_env(**(env or {})))
+    return run_qywx(*args, env=qywx_env(**(env or {})), **({"cwd": cwd} if cwd else {}))
 
 
 def secrets_of(path: Path) -> dict[str, str]:
@@ -68,7 +71,15 @@ def test_suite_secret_reference_when_not_given(tmp_path: Path) -> None:
     proc = qywx("init", "Shop", "--suite-id", SUITE, "--dir", tmp_path, "--format", "json")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert list(doc) == ["instance", "folder", "files", "env_vars", "secrets_file", "next"]
+    assert list(doc) == [
+        "instance",
+        "folder",
+        "files",
+        "env_vars",
+        "secrets_file",
+        "reused_from",
+        "next",
+    ]
     assert doc["env_vars"] == ["QYWX_SHOP_SUITE_SECRET"] and doc["secrets_file"] is None
     assert secrets_of(tmp_path / "Shop" / "Shop.json")["suiteSecret"] == (
         "env:QYWX_SHOP_SUITE_SECRET"
@@ -83,11 +94,47 @@ def test_suite_secret_reference_when_not_given(tmp_path: Path) -> None:
 
 def test_fresh_token_and_key_each_time(tmp_path: Path) -> None:
     values = []
-    for name in ("One", "Two", "Three"):
-        write_instance(name, tmp_path, suite_id=SUITE, suite_secret=SUITE_SECRET)
+    for n, name in enumerate(("One", "Two", "Three")):
+        write_instance(name, tmp_path, suite_id=f"{SUITE}{n}", suite_secret=SUITE_SECRET)
         values.append(secrets_of(tmp_path / name / f"{name}.json"))
     assert len({v["token"] for v in values}) == 3
     assert len({v["encodingAESKey"] for v in values}) == 3
+
+
+def test_second_instance_of_a_suite_shares_its_pair(tmp_path: Path) -> None:
+    """One suite, two corps: the second init must reuse the first's token, key and
+    secret, or validate reports suite-conflict (WeCom signs a suite with one pair)."""
+    first = qywx("init", "CorpA", "--suite-id", SUITE, "--corp-id", CORP, "--dir", tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = qywx(
+        "init", "CorpB", "--suite-id", SUITE, "--corp-id", "wwb0b0b0b0b0b0b0b0",
+        "--dir", tmp_path, "--format", "json",
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["reused_from"] == "CorpA"
+    a, b = (
+        secrets_of(tmp_path / "CorpA" / "CorpA.json"),
+        secrets_of(tmp_path / "CorpB" / "CorpB.json"),
+    )
+    assert (a["token"], a["encodingAESKey"], a["suiteSecret"]) == (
+        b["token"], b["encodingAESKey"], b["suiteSecret"],
+    )  # fmt: skip
+    env = {"QYWX_CORPA_SUITE_SECRET": SUITE_SECRET}
+    proc = qywx("validate", tmp_path, "--format", "json", env=env)
+    assert proc.returncode == 0, proc.stdout
+    assert len(json.loads(proc.stdout)["instances"]) == 2
+
+
+def test_file_system_failures_are_one_line(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x", encoding="utf-8")
+    assert_one_line_error(qywx("init", "Shop", "--suite-id", SUITE, "--dir", afile), 1, "afile")
+    (tmp_path / "auths" / "Dir").mkdir(parents=True)
+    (tmp_path / "auths" / "Dir" / "e.json").mkdir()
+    forced = qywx("init", "Dir", "--suite-id", SUITE, "--force", cwd=tmp_path)
+    assert_one_line_error(forced, 1, "cannot write", "e.json")
+    long = qywx("init", "A" * 300, "--suite-id", SUITE, "--dir", tmp_path)
+    assert_one_line_error(long, 1, "cannot write", "File name too long")
 
 
 def test_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:

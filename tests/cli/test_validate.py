@@ -139,6 +139,10 @@ def test_strict_turns_warnings_into_failure(auths: Path) -> None:
     assert strict.returncode == 1
     doc = json.loads(strict.stdout)
     assert (doc["ok"], doc["errors"], doc["warnings"]) == (False, 1, 0)
+    assert [d["severity"] for d in doc["diagnostics"]] == ["error"]  # counts match the list
+    text = qywx("validate", auths, "--strict")
+    assert "error[unknown-key]" in text.stdout
+    assert text.stdout.splitlines()[-1].endswith("1 error(s), 0 warning(s)")
 
 
 def test_github_annotations(auths: Path) -> None:
@@ -165,6 +169,7 @@ def test_github_escaping(auths: Path) -> None:
     (odd / f"{TEMP}.json").rename(odd / "Odd,Name:1.json")
     data = json.loads((odd / "Odd,Name:1.json").read_text(encoding="utf-8"))
     data["50%off\r\nx"] = 1
+    data["isActive"] = False  # a copy of an active instance would also clash with it
     (odd / "Odd,Name:1.json").write_text(json.dumps(data), encoding="utf-8")
     proc = qywx("validate", auths, "--format", "github")
     lines = [x for x in proc.stdout.splitlines() if "Odd" in x]

@@ -487,6 +487,68 @@ def test_one_instance_is_still_checked_against_its_siblings(auths: Path) -> None
     assert check(auths / TEMP).diagnostics == ()
 
 
+def test_conflict_behind_an_unknown_pair_is_still_found(auths: Path) -> None:
+    """The first instance of a suite with env: references (unknown under --no-env or
+    unset) must not hide a conflict between the later ones."""
+    for name in ("QywxProxyDefault", "QywxProxyCompanyB"):
+        _copy_suite(auths, "QywxProxyCompanyA", name, keep_secrets=False)
+    set_auth(biz(auths, "QywxProxyCompanyA"), "token", "env:QYWX_TOKEN_A")
+    set_auth(biz(auths, "QywxProxyCompanyA"), "encodingAESKey", "env:QYWX_KEY_A")
+    d = only(check(auths, resolve_env=False))
+    assert (d.code, d.instance) == ("suite-conflict", "QywxProxyDefault")
+    assert "QywxProxyCompanyB" in d.message
+
+
+def test_an_instance_with_its_own_errors_still_takes_part(auths: Path) -> None:
+    """Every problem in one run: an unset env: secret does not hide a suite conflict."""
+    _copy_suite(auths, "QywxProxyCompanyA", "QywxProxyCompanyB", keep_secrets=False)
+    set_auth(biz(auths, "QywxProxyCompanyB"), "suiteSecret", "env:QYWX_UNSET_SECRET")
+    report = check(auths)
+    assert sorted(d.code for d in report.errors) == ["env-unset", "suite-conflict"]
+    assert "QywxProxyCompanyB" not in [i.name for i in report.instances]
+
+
+def test_one_corp_in_two_suites_is_a_warning(auths: Path) -> None:
+    edit(biz(auths, "QywxProxyCompanyB"), lambda d: d.__setitem__("corpId", "wwa1b2c3d4e5f60a01"))
+    d = only(check(auths))
+    assert (d.severity, d.code, d.instance) == ("warning", "shared-corp", "QywxProxyCompanyB")
+    assert "getLoginCode" in d.message and "QywxProxyCompanyA" in d.message
+
+
+def test_separate_auths_folders_are_not_compared(tmp_path: Path) -> None:
+    """Two apps in one repository (pre-commit passes files of both) are two deployments."""
+    for app in ("app1", "app2"):
+        shutil.copytree(SAMPLES, tmp_path / app / "auths")
+    files = [biz(tmp_path / app / "auths", "QywxProxyCompanyA") for app in ("app1", "app2")]
+    report = check(*files)
+    assert report.diagnostics == () and len(report.instances) == 2
+
+
+def test_dot_and_bare_file_name_inside_an_instance(auths: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(auths / TEMP)
+    for target in (Path(), Path("e.json"), Path(f"{TEMP}.json")):
+        report = check(target)
+        assert report.diagnostics == (), [d.as_dict() for d in report.diagnostics]
+        assert [i.name for i in report.instances] == [TEMP]
+    assert find_instance(".", auths, env={}).name == TEMP  # --auth . from inside it
+
+
+def test_a_file_outside_any_instance_is_a_usage_error(tmp_path: Path) -> None:
+    stray = tmp_path / "notes.txt"
+    stray.write_text("x", encoding="utf-8")
+    with pytest.raises(UsageError, match="not inside an auths/ instance folder"):
+        check(stray)
+
+
+def test_strict_promotes_every_warning(auths: Path) -> None:
+    set_auth(biz(auths), "agentId", "1000002")
+    report = check(auths)
+    assert [d.severity for d in report.diagnostics] == ["warning"] and report.ok()
+    strict = report.promoted()
+    assert [d.severity for d in strict.diagnostics] == ["error"]
+    assert (len(strict.errors), len(strict.warnings), strict.ok()) == (1, 0, False)
+
+
 def test_five_breakages_five_diagnostics(auths: Path) -> None:
     edit(e_json(auths), lambda d: d.pop("title"))
     set_auth(biz(auths), "token", "bad-token")

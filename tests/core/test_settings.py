@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from qywx_cli.core.errors import ConfigError
+from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.settings import DEFAULT_API_BASE, load_settings
 
 
@@ -91,7 +91,7 @@ def test_api_base_and_provider_precedence(tmp_path: Path) -> None:
 
 
 def test_missing_config_flag_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="config file not found"):
+    with pytest.raises(UsageError, match="config file not found"):
         load_settings(config=tmp_path / "nope.toml", env={}, cwd=tmp_path)
 
 
