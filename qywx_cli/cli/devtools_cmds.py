@@ -117,11 +117,24 @@ def _show_request(
         _fields_table("Plaintext fields", _masked(_fields_of(request.plaintext), show_secrets))
 
 
+def _exchange_doc(ex: Exchange, show_secrets: bool) -> dict[str, Any]:
+    """``Exchange.as_dict`` with SuiteTicket/AuthCode masked in the plaintext, as text shows it.
+
+    (A dry run prints the request unmasked: it is the exact request, to replay.)
+    """
+    from qywx_cli.core.capture import mask_plaintext
+
+    doc = ex.as_dict()
+    if not show_secrets and ex.request.kind != "verify_url":
+        doc["request"]["plaintext"] = mask_plaintext(ex.request.plaintext)
+    return doc
+
+
 def _render_exchange(
     ex: Exchange, event: str | None, origin: str, show_secrets: bool, fmt: Format
 ) -> int:
     if fmt is Format.json:
-        emit_json(ex.as_dict())
+        emit_json(_exchange_doc(ex, show_secrets))
         if ex.reply is None:
             note(f"qywx: error: {ex.reason}")
         return EXIT_OK if ex.ok else EXIT_FAILED
@@ -181,9 +194,11 @@ def _short(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _render_tamper(report: TamperReport, url: str, fmt: Format) -> int:
+def _render_tamper(report: TamperReport, url: str, fmt: Format, show_secrets: bool) -> int:
     if fmt is Format.json:
-        emit_json({"url": url, **report.as_dict()})
+        doc = {"url": url, **report.as_dict()}
+        doc["baseline"] = _exchange_doc(report.baseline, show_secrets)
+        emit_json(doc)
         return EXIT_OK if report.all_rejected else EXIT_FAILED
     base = report.baseline
     rows: list[list[Any]] = [
@@ -389,7 +404,11 @@ def simulate_callback(
         typer.Option("--timeout", metavar="SECONDS", help="Reply deadline in seconds (WeCom: 1)."),
     ] = 1.0,
     show_secrets: Annotated[
-        bool, typer.Option("--show-secrets", help="Show SuiteTicket/AuthCode unmasked.")
+        bool,
+        typer.Option(
+            "--show-secrets",
+            help="Show SuiteTicket/AuthCode unmasked (--dry-run json prints the exact request).",
+        ),
     ] = False,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
 ) -> int:
@@ -434,7 +453,7 @@ def simulate_callback(
     if xml is not None and (event is not None or overrides):
         raise UsageError("--xml sends your file as is; drop --event/--set (edit the file)")
     if count is not None:
-        sim.check_load_bounds(count, concurrency or 1, rate)
+        sim.check_load_bounds(count, 1 if concurrency is None else concurrency, rate)
 
     instance, settings = _load_instance(ctx, auth)
     simulator = sim.CallbackSimulator.for_instance(instance, url)
@@ -467,7 +486,7 @@ def simulate_callback(
 
     http_timeout = max(sim.DEFAULT_HTTP_TIMEOUT, timeout * 3)
     if count is not None:
-        workers = concurrency or 1
+        workers = 1 if concurrency is None else concurrency
         with sim.make_client(workers, http_timeout) as client:
             summary = _progress_load(
                 lambda progress: sim.run_load(
@@ -492,7 +511,7 @@ def simulate_callback(
         )
         with sim.make_client(1, http_timeout) as client:
             report = sim.run_tamper(simulator, client, names, spec, timeout=timeout)
-        return _render_tamper(report, simulator.url, fmt)
+        return _render_tamper(report, simulator.url, fmt, show_secrets)
     with sim.make_client(1, http_timeout) as client:
         exchange = sim.send(client, first, timeout=timeout)
     return _render_exchange(exchange, info_type, origin, show_secrets, fmt)

@@ -20,7 +20,7 @@ import typer
 
 from qywx_cli.cli._errors import EXIT_OK
 from qywx_cli.cli._state import globals_of
-from qywx_cli.core.errors import UsageError
+from qywx_cli.core.errors import QywxError, UsageError
 
 
 def _setup_logging(*, verbose: bool = False) -> None:
@@ -50,6 +50,8 @@ def _serve_forever(
 
     if threads < 1 or threads > 256:
         raise UsageError("--threads must be between 1 and 256")
+    if not 0 <= port <= 65535:  # the socket layer would silently take it modulo 65536
+        raise UsageError(f"--port must be between 0 and 65535, not {port}")
     try:
         server = create_server(
             app,
@@ -62,7 +64,9 @@ def _serve_forever(
             clear_untrusted_proxy_headers=True,
         )
     except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except ValueError:  # waitress: a host that does not resolve to an address
+        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
 
     stopping = threading.Event()
 
@@ -170,10 +174,27 @@ def fake_wecom(
         raise UsageError("--push-to needs --auth NAME (whose suite id, token and key sign pushes)")
     if interval <= 0:
         raise UsageError("--interval must be positive")
+    if push_to:
+        from qywx_cli.core.simulate import target_url
+
+        push_to = target_url(push_to, "--push-to")
     instance = find_instance(auth, globals_of(ctx).settings().auths_dir) if auth else None
     fake = FakeWeCom(token_ttl=token_ttl, strict=strict)
     stop_pushing = threading.Event()
     log = logging.getLogger("qywx.fake-wecom")
+
+    def pushed(result: Any) -> None:
+        """Report each push as WeCom's console would: only the body ``success`` counts."""
+        if isinstance(result, QywxError):
+            log.warning("%s", result.message)
+        elif result.status_code != 200 or result.content != b"success":
+            log.warning(
+                "suite_ticket push answered HTTP %d %r; WeCom expects exactly 'success'",
+                result.status_code,
+                result.content[:60],
+            )
+        else:
+            log.info("suite_ticket pushed: success")
 
     def banner(url: str) -> None:
         log.info("fake WeCom API on %s/cgi-bin (export QYWX_API_BASE=%s/cgi-bin)", url, url)
@@ -184,6 +205,7 @@ def fake_wecom(
             threading.Thread(
                 target=fake.run_ticket_pusher,
                 args=(push_to, instance, interval, stop_pushing),
+                kwargs={"on_push": pushed},
                 name="qywx-ticket-pusher",
                 daemon=True,
             ).start()

@@ -22,6 +22,7 @@ them. The database, WeCom client and callback service are created on first use, 
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -50,7 +51,7 @@ from qywx_cli.core.login import (
     check_platform,
 )
 from qywx_cli.core.service import CallbackService, NotifyResponse
-from qywx_cli.core.settings import Settings, load_settings
+from qywx_cli.core.settings import CONFIG_FILE, Settings, load_settings
 from qywx_cli.core.store import Store
 from qywx_cli.core.wecom import WeComClient
 
@@ -102,10 +103,29 @@ def login_config_dict(cfg: LoginConfig) -> dict[str, Any]:
     }
 
 
-def _locate(path: Path) -> tuple[Path, Path]:
-    """(project root, auths folder) for a project root holding ``auths/`` or ``auths/`` itself."""
+def _flask_request_body() -> bytes | None:
+    """The raw body of the current Flask request, if the caller runs inside one.
+
+    Flask is not imported here: only an application that already imported it can be
+    inside a request context.
+    """
+    flask = sys.modules.get("flask")
+    if flask is None or not flask.has_request_context():
+        return None
+    data: bytes = flask.request.get_data(cache=True)
+    return data
+
+
+def _locate(path: Path) -> tuple[Path, Path | None]:
+    """(project root, auths folder) for a project root or ``auths/`` itself.
+
+    A folder holding ``qywx.toml`` is a project root whose file names the auths folder
+    (None here: ``load_settings`` reads it), as it does for the CLI run in that folder.
+    """
     if not path.is_dir():
         raise ConfigError(f"no project or auths folder at {path}")
+    if (path / CONFIG_FILE).is_file():
+        return path, None
     if (path / "auths").is_dir():
         return path, path / "auths"
     return path.parent, path
@@ -132,8 +152,11 @@ class App:
         now: Callable[[], float] = time.time,
     ) -> None:
         root, auths_dir = _locate(Path(path))
+        source = os.environ if env is None else env
+        if auths_dir is None:  # the path given names the project: $QYWX_AUTHS does not move it
+            source = {k: v for k, v in source.items() if k != "QYWX_AUTHS"}
         settings = load_settings(
-            auths=auths_dir, db=Path(db) if db is not None else None, env=env, cwd=root
+            auths=auths_dir, db=Path(db) if db is not None else None, env=source, cwd=root
         )
         if api_base is not None:
             settings = replace(settings, api_base=api_base.rstrip("/"))
@@ -361,8 +384,12 @@ class QywxProxyAuthService:
         """Answer a request from WeCom: the GET handshake with ``echostr``, else a POST ``body``.
 
         Never raises for a bad request: the response (also a WSGI app, so a framework
-        can return it as is) carries the status and a one-line reason.
+        can return it as is) carries the status and a one-line reason. Called without
+        ``body`` inside a Flask request, as the element doc's example does, the request's
+        own body is used.
         """
+        if body is None and echostr is None:
+            body = _flask_request_body()
         return self._app._notify_service().notify(
             msg_signature=msg_signature,
             timestamp=timestamp,

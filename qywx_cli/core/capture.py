@@ -152,7 +152,10 @@ def from_url(url: str, body: bytes | None = None) -> CapturedRequest:
     text = url.strip()
     if "?" in text:
         head, _, query = text.partition("?")
-        path = urlsplit(head).path or None
+        try:
+            path = urlsplit(head).path or None
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise UsageError("the captured URL is malformed") from None
     elif "msg_signature=" in text:
         path, query = None, text
     else:
@@ -249,7 +252,11 @@ def from_http_dump(data: bytes) -> CapturedRequest:
         body = body[:length]
     if method not in ("GET", "POST"):
         raise UsageError(f"WeCom only sends GET and POST; the dump is a {method}")
-    query = urlsplit(target).query if "?" in target else ""
+    try:
+        split = urlsplit(target)
+    except ValueError:
+        raise UsageError("the dump's request line has a malformed URL") from None
+    query = split.query if "?" in target else ""
     params = _query_params(query)
     if method == "GET" and "echostr" not in params:
         raise UsageError("the dump is a GET without echostr, which is not a WeCom request")
@@ -258,7 +265,7 @@ def from_http_dump(data: bytes) -> CapturedRequest:
     return _from_params(
         params,
         body=body if method == "POST" else None,
-        path=urlsplit(target).path or None,
+        path=split.path or None,
         warnings=tuple(warnings),
     )
 

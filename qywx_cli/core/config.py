@@ -117,7 +117,7 @@ E_JSON_FIELDS: tuple[FieldRule, ...] = (
         True,
         "元素显示名称",
         "Display name of the login instance element, shown in the JitAi tools (one line).",
-        pattern=r"^[^\u0000-\u001f\u007f]*\S[^\u0000-\u001f\u007f]*$",
+        pattern=r"^[^\u0000-\u001f\u007f]*[^\s\u0000-\u001f\u007f][^\u0000-\u001f\u007f]*$",
         hint="must be one line of text without control characters",
         code="bad-title",
         min_length=1,

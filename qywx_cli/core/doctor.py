@@ -173,7 +173,7 @@ def _ticket_and_token(
     ]
     try:
         with WeComClient(store, base_url=settings.api_base, now=now, retries=1) as client:
-            client.suite_token(inst.suite_id, inst.suite_secret)
+            client.suite_token(inst.suite_id, inst.suite_secret, fresh=True)
     except QywxError as exc:
         checks.append(
             Check(
@@ -185,7 +185,7 @@ def _ticket_and_token(
             )
         )
     else:
-        checks.append(Check("suite_token", True, f"obtained from {settings.api_base}"))
+        checks.append(Check("suite_token", True, f"obtained just now from {settings.api_base}"))
     return checks
 
 
@@ -217,5 +217,13 @@ def _endpoint_checks(settings: Settings, inst: AuthInstance, url: str) -> list[C
             ),
         ):
             exchange = send(client, request)
-            checks.append(Check(name, exchange.ok, exchange.reason, "" if exchange.ok else fix))
+            detail = exchange.reason
+            if exchange.reply is None:  # nothing answered: the token is not the question
+                fix = (
+                    f"nothing answered at {sim.url}: start `qywx serve` (or your endpoint) "
+                    "and check the URL, port, proxy and firewall"
+                )
+            elif not exchange.ok and exchange.reply.preview not in detail:
+                detail = f"{detail}: {exchange.reply.preview!r}"  # e.g. the -40001 reason
+            checks.append(Check(name, exchange.ok, detail, "" if exchange.ok else fix))
     return checks

@@ -708,7 +708,7 @@ class FakeWeCom:
                 content=envelope.request_xml(instance.suite_id).encode("utf-8"),
                 headers={"Content-Type": "text/xml; charset=utf-8"},
             )
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise QywxError(
                 f"suite_ticket push to {_without_query(url)} failed: {type(exc).__name__}",
                 code="push-failed",
@@ -829,5 +829,8 @@ def _is_error_status(status: int) -> bool:
 
 
 def _without_query(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "a malformed URL"
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

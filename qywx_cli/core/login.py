@@ -200,7 +200,11 @@ def check_redirect_uri(uri: str) -> str:
     WeCom compares the redirect host with the app's 可信域名 and answers 50001 when they
     differ (§4.1); an already-encoded value would be encoded twice and never match.
     """
-    parts = urlsplit(uri.strip())
+    try:
+        parts = urlsplit(uri.strip())
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
             "redirect URI must be an absolute http(s) URL, given unencoded "
@@ -477,7 +481,10 @@ class LoginService:
         redirect_uri = check_redirect_uri(redirect_uri)
         corp = corp_id or instance.corp_id
         if not corp:
-            raise UsageError(f"instance {instance.name} has no corpId; name the corp to log into")
+            raise UsageError(
+                f"instance {instance.name} has no corpId; name the corp to log into "
+                "(--corp-id, corp_id=)"
+            )
         auth = self.authorization(instance, corp)
         if auth.agent_id is None:
             raise LoginError(

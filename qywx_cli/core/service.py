@@ -315,6 +315,12 @@ class CallbackService:
         ]
         if method == "GET" and not echostr:
             missing.append("echostr")
+        if method == "POST" and not missing and not body:
+            return _reply(
+                400,
+                "POST callback without a body: pass the raw request body (body=...)",
+                "rejected: bad-request",
+            )
         if missing:
             return _reply(
                 400, f"missing query parameter(s): {', '.join(missing)}", "rejected: bad-request"

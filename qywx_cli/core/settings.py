@@ -66,7 +66,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _check_url(value: Any, where: str) -> str:
     """WeCom's API base must be an absolute http(s) URL; tests point it at a fake server."""
-    parts = urlsplit(value) if isinstance(value, str) else None
+    try:
+        parts = urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         # The value is not echoed: a URL may carry credentials (https://user:pass@…).
         raise ConfigError(f"{where} must be an absolute http(s) URL such as {DEFAULT_API_BASE}")

@@ -108,23 +108,28 @@ _SUCCESS: Final = b"success"
 Verdict = Literal["ok", "wrong reply", "slow", "error"]
 
 
-def target_url(url: str) -> str:
+def target_url(url: str, option: str = "--url") -> str:
     """Check ``--url`` and drop WeCom's own parameters from it (a pasted captured URL).
 
     Other query parameters are kept: some endpoints route on them (``?corp=…``).
     """
-    parts = urlsplit(url.strip())
-    problem = f"--url must be an http:// or https:// URL with a host, not {url!r}"
+    problem = f"{option} must be an http:// or https:// URL with a host, not {url!r}"
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:  # also an unclosed IPv6 bracket
+        raise UsageError(problem) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(problem)
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise UsageError(problem) from None
     kept = [
         (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _QUERY_KEYS
     ]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(kept), ""))
+    result = urlunsplit((parts.scheme, parts.netloc, parts.path or "/", urlencode(kept), ""))
+    try:
+        httpx.URL(result)  # what urllib lets through but the HTTP client would refuse
+    except (httpx.InvalidURL, ValueError):
+        raise UsageError(problem) from None
+    return result
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, str]:

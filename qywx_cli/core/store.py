@@ -395,6 +395,12 @@ def _normalise_org_code(code: str) -> str:
 # Store
 
 
+def _check_id(id: object) -> None:
+    """A record id SQLite can hold; anything else names no record (not an OverflowError)."""
+    if isinstance(id, bool) or not isinstance(id, int) or not 0 < id < 2**63:
+        raise RecordNotFound(f"no callback record with id {str(id)[:40]}")
+
+
 @dataclass
 class _QueuedWrite(Generic[_T]):
     """One write waiting for a group commit, and what became of it."""
@@ -718,6 +724,7 @@ class Store:
         return self._write_grouped(insert)
 
     def get_callback(self, id: int) -> CallbackRecord:
+        _check_id(id)
         row = self._read(
             lambda db: db.execute(
                 f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE id = ?", (id,)
@@ -743,6 +750,7 @@ class Store:
         processes exactly one gets the record. Counts an attempt.
         """
         _require(worker, "worker")
+        _check_id(id)
         statuses = (*_CLAIMABLE_STATUSES, "processed") if force else _CLAIMABLE_STATUSES
 
         def claim(db: sqlite_utils.Database) -> CallbackRecord | None:
@@ -1115,7 +1123,7 @@ class Store:
             if held is not None and held[0] != corp_id and not force:
                 raise ConflictError(
                     f"org code {normalised!r} already belongs to corp {held[0]}; "
-                    "use force to reassign it"
+                    "reassign it with --force (force=True in Python)"
                 )
             row = db.execute(
                 "INSERT INTO org_codes (code, corp_id, created_at, updated_at) "

@@ -174,7 +174,11 @@ class UserDetail(_MaskedRepr):
 # -- configuration -------------------------------------------------------------------
 def _validated_base(value: str, source: str) -> str:
     """An http(s) URL without query or fragment (tokens get appended as a query)."""
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise UsageError(f"{source} is not a well-formed URL") from None
     if parts.scheme not in ("http", "https"):
         raise UsageError(f"{source} must be an http:// or https:// URL such as {DEFAULT_API_BASE}")
     if not parts.hostname:
@@ -453,11 +457,17 @@ class WeComClient:
         return value if value and value > 0 else DEFAULT_TOKEN_TTL
 
     # -- suite (代开发 template) -----------------------------------------------------------
-    def suite_token(self, suite_id: str, suite_secret: str) -> str:
+    def suite_token(self, suite_id: str, suite_secret: str, *, fresh: bool = False) -> str:
         """suite_access_token from the latest stored suite_ticket (§3.1, §4, §5.1).
 
+        ``fresh`` asks WeCom even when a cached token is valid (doctor proves the secret,
+        ticket and network work now, not two hours ago); the answer is cached as usual.
         Raises ConfigError (code ``no-suite-ticket``) when no ticket has arrived yet.
         """
+        if fresh:
+            token, expires_in = self._fetch_suite(suite_id, suite_secret)
+            self._store.put_token("suite", suite_id, token, self._now() + expires_in)
+            return token
         return self._cached("suite", suite_id, lambda: self._fetch_suite(suite_id, suite_secret))[0]
 
     def _fetch_suite(self, suite_id: str, suite_secret: str) -> tuple[str, int]:

@@ -236,6 +236,11 @@ def test_show_unknown_id(cli_env: dict[str, str], log: dict[str, int]) -> None:
     proc = run_qywx("log", "show", "999", env=cli_env)
     assert proc.returncode == 1
     assert proc.stderr == "qywx: error: no callback record with id 999\n"
+    huge = run_qywx("log", "show", str(2**63), env=cli_env)  # beyond SQLite's INTEGER
+    assert (huge.returncode, huge.stderr) == (
+        1,
+        f"qywx: error: no callback record with id {2**63}\n",
+    )
 
 
 # -- tail ----------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_a_code_held_by_another_corp_needs_force(cli_env: dict[str, str], corps:
     assert taken.returncode == 1
     assert taken.stderr == (
         f"qywx: error: org code 'shared' already belongs to corp {CORP_A}; "
-        "use force to reassign it\n"
+        "reassign it with --force (force=True in Python)\n"
     )
     assert json.loads(org(cli_env, "show", "shared", "-f", "json").stdout)["corp_id"] == CORP_A
     forced = org(cli_env, "set-code", CORP_B, "SHARED", "--force", "-f", "json")

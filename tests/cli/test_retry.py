@@ -140,6 +140,7 @@ def test_many_records_get_a_summary_table(wecom_env: dict[str, str], sender: Sen
     [
         (["999"], 1, "qywx: error: no callback record with id 999\n"),
         (["1", "999"], 1, "qywx: error: no callback record with id 999\n"),
+        ([str(10**23)], 1, f"qywx: error: no callback record with id {10**23}\n"),
         ([], 2, "qywx: error: give record IDs to retry, or --failed\n"),
         (["1", "--failed"], 2, "qywx: error: give record IDs or --failed, not both\n"),
         (

@@ -176,6 +176,8 @@ def test_dry_run_event_options_and_masking(cli_env: dict[str, str], tmp_path: Pa
         (["--verify-url", "--event", "create_auth"], "drop --event"),
         (["--count", "0"], "--count"),
         (["--count", "5", "--concurrency", "300"], "--concurrency"),
+        (["--count", "3", "--concurrency", "0"], "--concurrency"),
+        (["--url", "http://[::1"], "--url must be an http"),
         (["--tamper", "bogus"], "unknown tamper"),
         (["--timeout", "0"], "--timeout"),
         (["--auth", "Nope"], "no auth instance"),
@@ -219,6 +221,29 @@ def test_correct_endpoint_and_text_report(cli_env: dict[str, str]) -> None:
     assert out.returncode == 0, out.stderr
     assert "← HTTP 200" in out.stdout and "✓ ok" in out.stdout
     assert "reset_permanent_code" in out.stdout and "***" in out.stdout  # AuthCode masked
+
+
+def test_json_report_masks_the_auth_code_unless_asked(cli_env: dict[str, str], auths: Path) -> None:
+    """The json of a send shows the plaintext as text mode does: AuthCode masked."""
+    key = auth_config(auths)["encodingAESKey"]
+    with serving(replying("200 OK", b"success"), "/cb") as url:
+        masked = one_json(simulate(cli_env, url, "--event", "create_auth", "-f", "json"))
+        shown = one_json(
+            simulate(cli_env, url, "--event", "create_auth", "-f", "json", "--show-secrets")
+        )
+        tamper = one_json(simulate(cli_env, url, "--tamper", "replay", "-f", "json"))
+    for doc in (masked, tamper["baseline"]):
+        code = _auth_or_ticket(independent_decrypt(key, encrypt_of(doc["request"]["body"]))[0])
+        assert code not in doc["request"]["plaintext"] and "***" in doc["request"]["plaintext"]
+    real = independent_decrypt(key, encrypt_of(shown["request"]["body"]))[0]
+    assert shown["request"]["plaintext"] == real
+
+
+def _auth_or_ticket(xml: str) -> str:
+    for tag in ("AuthCode", "SuiteTicket"):
+        if f"<{tag}><![CDATA[" in xml:
+            return xml.split(f"<{tag}><![CDATA[")[1].split("]]>")[0]
+    raise AssertionError(xml)
 
 
 def test_handshake_reply_must_be_the_bare_plaintext(cli_env: dict[str, str], auths: Path) -> None:

@@ -91,6 +91,18 @@ def test_db_and_api_base_overrides_and_project_toml(auths: Path, tmp_path: Path)
     assert App(tmp_path, env=env).settings.api_base == "http://127.0.0.1:8/cgi-bin"
 
 
+def test_a_project_toml_may_keep_auths_elsewhere(auths: Path, tmp_path: Path) -> None:
+    """App(project) reads the project's qywx.toml as the CLI run there does."""
+    project = tmp_path / "project"
+    (project / "cfg").mkdir(parents=True)
+    auths.rename(project / "cfg" / "auths")
+    (project / "qywx.toml").write_text('auths = "cfg/auths"\ndb = "data.db"\n', "utf-8")
+    app = App(project, env={"QYWX_AUTHS": str(tmp_path / "elsewhere")})
+    assert app.settings.auths_dir == project / "cfg" / "auths"
+    assert app.settings.db_path == project / "data.db"
+    assert app.getElement("auths.QywxProxyTemp").getLoginConfig()["suiteId"] == SUITE
+
+
 def test_instance_element_properties_and_masked_auth_config(app: App) -> None:
     inst = app.getElement("auths.QywxProxyTemp")
     assert isinstance(inst, QywxProxyInstance)

@@ -692,6 +692,11 @@ def _title_newline(auths: Path) -> Path:
     return e_json(auths)
 
 
+def _title_escape(auths: Path) -> Path:
+    edit(e_json(auths), lambda d: d.__setitem__("title", "\u001b[31mPWNED"))
+    return e_json(auths)
+
+
 def _type_trailing_space(auths: Path) -> Path:
     edit(e_json(auths), lambda d: d.__setitem__("type", "auths.loginTypes.QywxProxyType "))
     return e_json(auths)
@@ -789,6 +794,7 @@ UNSEEN: dict[str, tuple[Callable[[Path], Path], str, str, str, bool]] = {
     "single-quotes": (_single_quotes, "json-syntax", "error", "double quotes", True),
     "title-10k": (_long_title, "bad-title", "error", "title must be at most 128", True),
     "title-newline": (_title_newline, "bad-title", "error", "title must be one line", True),
+    "title-escape": (_title_escape, "bad-title", "error", "without control characters", True),
     "type-space": (_type_trailing_space, "wrong-element-type", "error", "QywxProxyType '", True),
     "lone-surrogate": (_lone_surrogate, "encoding", "error", "title contains an unpaired", True),
     "huge-number": (_huge_number, "json-syntax", "error", "number literal is too long", True),

@@ -62,7 +62,14 @@ def test_all_green_then_server_down(env: dict[str, str], server: Proc) -> None:
     code, doc = doctor(env, "--url", url)
     bad = failing(doc)
     assert code == 1 and set(bad) == {"handshake", "callback"}
-    assert "cannot connect" in bad["handshake"]["detail"] and bad["handshake"]["fix"]
+    assert "cannot connect" in bad["handshake"]["detail"]
+    assert "nothing answered" in bad["handshake"]["fix"]
+
+    # A cached suite token does not vouch for WeCom now: doctor asks again.
+    code, doc = doctor(dict(env, QYWX_API_BASE="http://127.0.0.1:9/cgi-bin"))
+    bad = failing(doc)
+    assert code == 1 and set(bad) == {"suite_token"}
+    assert "unreachable" in bad["suite_token"]["detail"]
 
 
 def test_wrong_token_is_named(env: dict[str, str], server: Proc) -> None:
@@ -75,6 +82,7 @@ def test_wrong_token_is_named(env: dict[str, str], server: Proc) -> None:
     bad = failing(doc)
     assert code == 1 and "handshake" in bad
     assert "403" in bad["handshake"]["detail"] and "token" in bad["handshake"]["fix"]
+    assert "-40001" in bad["handshake"]["detail"]  # the server's own reason
     assert "DifferentToken123" not in json.dumps(doc)
 
 

@@ -14,6 +14,7 @@ import contextlib
 import io
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,18 @@ from typing import Any
 import httpx
 import pytest
 
+from qywx_cli.core import events as ev
 from qywx_cli.core.app import App, QywxProxyAuthService
 from qywx_cli.core.fakewecom import FakeWeCom
 from qywx_cli.core.service import NotifyResponse
-from tests.helpers import SAMPLE_SECRETS, SAMPLES, SHARED, CallbackSender
+from tests.helpers import (
+    SAMPLE_SECRETS,
+    SAMPLES,
+    SHARED,
+    CallbackSender,
+    independent_encrypt,
+    sha1_sign,
+)
 
 DOC = SHARED / "qywx-proxy-login.md"
 CORP = "ww1234567890abcdef"
@@ -217,3 +226,52 @@ def test_event_handler_answers_wecom(run: Run) -> None:
     started: list[str] = []
     body = b"".join(response({}, lambda status, headers: started.append(status)))
     assert (started, body) == (["200 OK"], b"8848123456789")
+
+
+def test_event_handler_in_a_real_flask_route(tmp_path: Path) -> None:
+    """The event-handling example as a Flask view, as written: it passes no body, so a
+    POST suite_ticket is read from Flask's own request, and GET answers the handshake."""
+    import flask  # a test dependency: the element doc's examples are Flask views
+
+    shutil.copytree(SAMPLES, tmp_path / "auths")
+    project = Project(tmp_path / "auths")
+    try:
+        title, code = next((t, c) for t, c in snippets() if t == "事件处理示例")
+        namespace: dict[str, Any] = {"auth_service": project.service, "request": flask.request}
+        exec(compile(code, f"{DOC.name}: {title}", "exec"), namespace)
+        web = flask.Flask("doc-example")
+        web.add_url_rule(
+            "/callback", view_func=namespace["handle_qywx_callback"], methods=["GET", "POST"]
+        )
+        client = web.test_client()
+
+        got = client.get("/callback", query_string=project.handshake_args())
+        assert (got.status_code, got.data) == (200, b"8848123456789")
+
+        inst = project.instance
+        ticket = "flask-route-ticket-0123456789abcdef"
+        xml = ev.build_event_xml("suite_ticket", suite_id=SUITE, overrides={"SuiteTicket": ticket})
+        encrypt = independent_encrypt(inst.encoding_aes_key, xml, SUITE)
+        timestamp, nonce = str(int(time.time())), "424242"
+        query = {
+            "msg_signature": sha1_sign(inst.token, timestamp, nonce, encrypt),
+            "timestamp": timestamp,
+            "nonce": nonce,
+        }
+        envelope = (
+            f"<xml><ToUserName><![CDATA[{SUITE}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        )
+        posted = client.post("/callback", query_string=query, data=envelope)
+        assert (posted.status_code, posted.data) == (200, b"success")
+        stored = project.app.callbacks.store.latest_suite_ticket(SUITE)
+        assert stored is not None and stored.ticket == ticket
+    finally:
+        project.app.close()
+
+
+def test_a_post_without_a_body_says_what_is_missing(run: Run) -> None:
+    """Outside Flask, a body-less POST names the fix instead of an XML parse error."""
+    response = run.project.service.notify("1", "0" * 40, str(int(time.time())))
+    assert response.status == 400
+    assert response.text == "POST callback without a body: pass the raw request body (body=...)"

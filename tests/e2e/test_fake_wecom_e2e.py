@@ -42,6 +42,25 @@ def test_scheduled_pushes_reach_serve_and_refresh_the_ticket(
             assert store.latest_suite_ticket(SUITE) is not None
     finally:
         assert pusher.stop() == 0
+    assert "suite_ticket pushed: success" in pusher.log
+
+
+def test_pushes_a_receiver_answers_wrongly_are_reported(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """What WeCom's console would show as a failed push is logged, each time."""
+    target = Proc(["fake-wecom", "--port", "0"], env, tmp_path)  # answers 404 on /notify
+    pusher = Proc(
+        ["fake-wecom", "--port", "0", "--push-to", f"{target.url}/notify/QywxProxyTemp",
+         "--auth", "QywxProxyTemp", "--interval", "0.2"],
+        env,
+        tmp_path,
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: pusher.log.count("WeCom expects exactly 'success'") >= 2)
+    finally:
+        assert pusher.stop() == 0
+        target.stop()
 
 
 def test_push_without_auth_is_a_usage_error(env: dict[str, str]) -> None:

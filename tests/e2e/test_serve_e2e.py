@@ -201,6 +201,25 @@ def test_serve_without_instances_is_a_usage_error(env: dict[str, str], tmp_path:
     assert_one_line_error(run_qywx("serve", "--port", "0", env=env, timeout=30), 2, "auths")
 
 
+@pytest.mark.parametrize(
+    ("command", "args", "words"),
+    [
+        ("serve", ["--port", "83666"], "--port must be between 0 and 65535"),
+        ("serve", ["--port", "-1"], "--port must be between 0 and 65535"),
+        ("serve", ["--host", "999.1.1.1", "--port", "0"], "not a valid host"),
+        ("serve", ["--threads", "0"], "--threads"),
+        ("fake-wecom", ["--port", "70000"], "--port must be between 0 and 65535"),
+        ("fake-wecom", ["--port", "0", "--push-to", "http://[::1", "--auth", "QywxProxyTemp"],
+         "--push-to must be an http"),
+    ],
+)  # fmt: skip
+def test_bad_listen_options_are_usage_errors(
+    env: dict[str, str], command: str, args: list[str], words: str
+) -> None:
+    """The socket layer takes a port modulo 65536; qywx refuses instead of listening elsewhere."""
+    assert_one_line_error(run_qywx(command, *args, env=env, timeout=30), 2, words)
+
+
 def test_access_log_shows_refusals_always_and_accepted_with_verbose(
     env: dict[str, str], tmp_path: Path, fake_wecom: Proc
 ) -> None:
