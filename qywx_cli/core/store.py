@@ -59,6 +59,7 @@ __all__ = [
     "NONE_LABEL",
     "SCHEMA_VERSION",
     "SUITE_TICKET_HISTORY",
+    "TICKET_PRUNE_EVERY",
     "CachedToken",
     "CallbackRecord",
     "CallbackStats",
@@ -90,6 +91,8 @@ DEFAULT_LEASE_SECONDS: Final = 300.0
 
 SUITE_TICKET_HISTORY: Final = 20
 """Tickets kept per suite: a few hours of pushes (one every ~10 min, §3.1), for forensics."""
+TICKET_PRUNE_EVERY: Final = 16
+"""History is pruned back to SUITE_TICKET_HISTORY once this many more tickets are kept."""
 
 NONE_LABEL: Final = "(none)"
 """Stats key for a NULL info_type (GET handshakes, rejected requests) or last_error."""
@@ -401,17 +404,36 @@ def _check_id(id: object) -> None:
         raise RecordNotFound(f"no callback record with id {str(id)[:40]}")
 
 
-@dataclass
 class _QueuedWrite(Generic[_T]):
-    """One write waiting for a group commit, and what became of it."""
+    """One write waiting for a group commit, and what became of it.
 
-    fn: Callable[[sqlite_utils.Database], _T]
-    done: bool = False
-    result: _T | None = None
-    error: BaseException | None = None
+    ``_gate`` is held from creation until the write is committed (or failed) or its
+    thread is asked to lead the next commit: the waiting thread blocks on it once,
+    and is woken once, instead of queueing for the connection lock only to find its
+    write already done (a convoy that cost more CPU than the commit under load).
+    """
+
+    __slots__ = ("_gate", "done", "error", "fn", "lead", "result")
+
+    def __init__(self, fn: Callable[[sqlite_utils.Database], _T]) -> None:
+        self.fn = fn
+        self.done = False
+        self.lead = False
+        self.result: _T | None = None
+        self.error: BaseException | None = None
+        self._gate = threading.Lock()
+        self._gate.acquire()
 
     def finish(self, result: _T | None = None, *, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
+        self._gate.release()
+
+    def promote(self) -> None:
+        self.lead = True
+        self._gate.release()
+
+    def wait(self) -> None:
+        self._gate.acquire()
 
     def outcome(self) -> _T:
         if isinstance(self.error, StoreError):  # a fresh exception per waiting thread
@@ -437,6 +459,7 @@ class Store:
         # and the next one to get it commits them all in one transaction (one fsync).
         self._queued: list[_QueuedWrite[Any]] = []
         self._queue_lock = threading.Lock()
+        self._committing = False  # a thread is leading a group commit
         self._db: sqlite_utils.Database | None = None
         created = self._create_private_file()
         try:
@@ -561,39 +584,54 @@ class Store:
     def _write_grouped(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
         """A durable write that may share its transaction, and fsync, with other threads'.
 
-        While one thread commits, the others queue their writes; whichever thread gets
-        the connection next runs every queued write in one transaction and commits once.
-        Each caller returns only after the commit that holds its write, so "durable
-        before the reply" is unchanged, and a failed commit fails every write in it
-        (the callers answer 503 and WeCom retries).
+        The first thread to queue a write leads: it takes the connection, commits every
+        write queued by then in one transaction, wakes their threads, and hands the lead
+        to the oldest write queued meanwhile. Each caller returns only after the commit
+        that holds its write, so "durable before the reply" is unchanged, and a failed
+        commit fails every write in it (the callers answer 503 and WeCom retries).
         """
         job: _QueuedWrite[_T] = _QueuedWrite(fn)
         with self._queue_lock:
             self._queued.append(job)
-        with self._lock:
-            if not job.done:
-                with self._queue_lock:
-                    batch, self._queued = self._queued, []
-                if self._db is None:
-                    error: BaseException = StoreError(f"store {self._path} is closed")
-                    for queued in batch:
-                        queued.finish(error=error)
+            leading = not self._committing
+            self._committing = True
+        if not leading:
+            job.wait()
+            if job.done:
+                return job.outcome()
+        with self._queue_lock:
+            batch, self._queued = self._queued, []
+        try:
+            self._commit_batch(batch)
+        finally:
+            with self._queue_lock:
+                if self._queued:
+                    self._queued[0].promote()
                 else:
-                    try:
-                        results = self._transaction(
-                            self._db, lambda db: [q.fn(db) for q in batch], "BEGIN IMMEDIATE"
-                        )
-                    except Exception as exc:
-                        for queued in batch:
-                            queued.finish(error=exc)
-                    except BaseException:  # KeyboardInterrupt: this thread's to raise
-                        for queued in batch:
-                            queued.finish(error=StoreError("commit interrupted"))
-                        raise
-                    else:
-                        for queued, result in zip(batch, results, strict=True):
-                            queued.finish(result)
+                    self._committing = False
         return job.outcome()
+
+    def _commit_batch(self, batch: list[_QueuedWrite[Any]]) -> None:
+        with self._lock:
+            if self._db is None:
+                error: BaseException = StoreError(f"store {self._path} is closed")
+                for queued in batch:
+                    queued.finish(error=error)
+                return
+            try:
+                results = self._transaction(
+                    self._db, lambda db: [q.fn(db) for q in batch], "BEGIN IMMEDIATE"
+                )
+            except Exception as exc:
+                for queued in batch:
+                    queued.finish(error=exc)
+            except BaseException:  # KeyboardInterrupt: this thread's to raise
+                for queued in batch:
+                    queued.finish(error=StoreError("commit interrupted"))
+                raise
+            else:
+                for queued, result in zip(batch, results, strict=True):
+                    queued.finish(result)
 
     def _read(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
         return self._run(fn, "BEGIN")
@@ -1229,12 +1267,19 @@ def _insert_ticket(
         "(suite_id, ticket, timestamp, received_at, callback_id) VALUES (?, ?, ?, ?, ?)",
         (suite_id, ticket, int(timestamp), received_at, callback_id),
     )
-    db.execute(
-        "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
-        "SELECT id FROM suite_tickets WHERE suite_id = ? "
-        "ORDER BY timestamp DESC, id DESC LIMIT ?)",
-        (suite_id, suite_id, SUITE_TICKET_HISTORY),
-    )
+    # Pruning sorts the suite's history, a sixth of a suite_ticket's cost in the
+    # recording transaction; counting (an index range of a few dozen entries) is cheap,
+    # so the history is pruned once it has grown TICKET_PRUNE_EVERY past its size.
+    (count,) = db.execute(
+        "SELECT count(*) FROM suite_tickets WHERE suite_id = ?", (suite_id,)
+    ).fetchone()
+    if count >= SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY:
+        db.execute(
+            "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
+            "SELECT id FROM suite_tickets WHERE suite_id = ? "
+            "ORDER BY timestamp DESC, id DESC LIMIT ?)",
+            (suite_id, suite_id, SUITE_TICKET_HISTORY),
+        )
 
 
 def _check_limit(limit: int) -> None:

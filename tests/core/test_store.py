@@ -27,6 +27,7 @@ from qywx_cli.core.store import (
     NONE_LABEL,
     SCHEMA_VERSION,
     SUITE_TICKET_HISTORY,
+    TICKET_PRUNE_EVERY,
     CachedToken,
     CallbackRecord,
     Store,
@@ -481,9 +482,10 @@ def test_ticket_history_is_pruned_and_saving_twice_is_idempotent(
     store: Store, db_path: Path
 ) -> None:
     rec = record(store)
-    for ts in range(1, 31):
+    saves = 3 * TICKET_PRUNE_EVERY + 5
+    for ts in range(1, saves + 1):
         store.save_suite_ticket("dk1", f"t{ts}", ts, callback_id=rec.id)
-    store.save_suite_ticket("dk1", "t30", 30)
+    store.save_suite_ticket("dk1", f"t{saves}", saves)
     store.save_suite_ticket("dk2", "x", 1)
     conn = sqlite3.connect(db_path)
     rows = conn.execute(
@@ -493,7 +495,17 @@ def test_ticket_history_is_pruned_and_saving_twice_is_idempotent(
         1,
     )
     conn.close()
-    assert [r[0] for r in rows] == list(range(31 - SUITE_TICKET_HISTORY, 31))
+    kept = [r[0] for r in rows]
+    # Pruned in steps: the newest SUITE_TICKET_HISTORY always stay, never many more.
+    assert kept == list(range(saves + 1 - len(kept), saves + 1))
+    assert SUITE_TICKET_HISTORY <= len(kept) < SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY
+    assert store.latest_suite_ticket("dk1").ticket == f"t{saves}"  # type: ignore[union-attr]
+    for ts in range(1, 4 * TICKET_PRUNE_EVERY):  # suites pushing in turn are each pruned
+        for suite in ("dk3", "dk4"):
+            store.save_suite_ticket(suite, f"{suite}-{ts}", ts)
+    with sqlite3.connect(db_path) as conn:
+        counts = dict(conn.execute("SELECT suite_id, count(*) FROM suite_tickets GROUP BY 1"))
+    assert all(n < SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY for n in counts.values()), counts
 
 
 def test_token_expiry_follows_the_injected_clock(store: Store, clock: Clock) -> None:
