@@ -89,6 +89,8 @@ SECRET_FIELDS: Final = frozenset(
 """Field names whose values are credentials, masked in any display."""
 
 _SECRET_SUFFIXES: Final = ("Ticket", "Token", "Secret", "AuthCode", "PermanentCode")
+MAX_CODE_BYTES: Final = 512
+"""SuiteTicket and AuthCode: "最长为512字节" (wecom-protocol.md §3.1, §3.2)."""
 
 AUTH_CODE_PREFIX: Final = "AUTHCODE-"
 """Simulated AuthCodes read ``AUTHCODE-<corp_id>-<random>`` so a fake WeCom knows the corp."""
@@ -218,10 +220,12 @@ class _Common:
     timestamp: int | None
     fields: Mapping[str, str]
 
-    def required(self, name: str) -> str:
+    def required(self, name: str, max_bytes: int | None = None) -> str:
         value = self.fields.get(name, "")
         if not value:
             raise EventError(f"{self.info_type} event is missing {name}")
+        if max_bytes is not None and len(value.encode("utf-8")) > max_bytes:
+            raise EventError(f"{self.info_type} event's {name} is longer than {max_bytes} bytes")
         return value
 
     def optional(self, name: str) -> str | None:
@@ -240,14 +244,15 @@ class _Common:
 
 def _suite_ticket(c: _Common) -> Event:
     c.required("SuiteId")
-    return SuiteTicketEvent(**c.base(), ticket=c.required("SuiteTicket"))
+    # WeCom: "最长为512字节" (§3.1); a longer one is not WeCom's and would be stored as is.
+    return SuiteTicketEvent(**c.base(), ticket=c.required("SuiteTicket", MAX_CODE_BYTES))
 
 
 def _create_auth(c: _Common) -> Event:
     c.required("SuiteId")
     return CreateAuthEvent(
         **c.base(),
-        auth_code=c.required("AuthCode"),
+        auth_code=c.required("AuthCode", MAX_CODE_BYTES),
         state=c.optional("State"),
         extra_info=c.optional("ExtraInfo"),
     )
@@ -267,7 +272,7 @@ def _cancel_auth(c: _Common) -> Event:
 
 def _reset_permanent_code(c: _Common) -> Event:
     c.required("SuiteId")
-    return ResetPermanentCodeEvent(**c.base(), auth_code=c.required("AuthCode"))
+    return ResetPermanentCodeEvent(**c.base(), auth_code=c.required("AuthCode", MAX_CODE_BYTES))
 
 
 def _change_contact(c: _Common) -> Event:

@@ -321,6 +321,17 @@ def test_empty_required_field_counts_as_missing() -> None:
         parse_event(SUITE_TICKET.replace("asdfasfdasdfasdf", "   "))
 
 
+@pytest.mark.parametrize(
+    ("name", "field"), [("suite_ticket", "SuiteTicket"), ("create_auth", "AuthCode")]
+)
+def test_codes_longer_than_wecom_allows_are_refused(name: str, field: str) -> None:
+    at_limit = build_event_xml(name, suite_id="dk1", corp_id="ww1", overrides={field: "a" * 512})
+    assert parse_event(at_limit).info_type == name
+    over = build_event_xml(name, suite_id="dk1", corp_id="ww1", overrides={field: "a" * 513})
+    with pytest.raises(EventError, match=f"{field} is longer than 512 bytes"):
+        parse_event(over)
+
+
 def test_error_messages_never_quote_secret_values() -> None:
     xml = _without(CREATE_AUTH, "SuiteId").replace("AUTHCODE", "SECRET-AUTH-CODE-VALUE")
     with pytest.raises(EventError) as err:
