@@ -117,39 +117,41 @@ def _command_name(args: list[str]) -> str | None:
 
 
 def _hoist_root_options(args: list[str]) -> list[str]:
-    """Move root options written after the command name to the front.
+    """Move root options written after the command name to just before it.
 
     People write ``qywx serve --db x.db`` as often as ``qywx --db x.db serve``; click
     only takes the root's options before the command, so the line is reordered here
     rather than every command repeating ``--auths``/``--db``/``--config``/``--debug``.
-    Nothing after ``--`` moves.
+    The moved options go after those already in front, so the last one written still
+    wins; nothing at or after ``--`` moves.
     """
-    front: list[str] = []
-    rest: list[str] = []
-    seen_command = False
+    before: list[str] = []
+    moved: list[str] = []
+    after: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        name = arg.split("=", 1)[0]
         if arg == "--":
-            rest.extend(args[i:])
+            after.extend(args[i:])
             break
-        if arg == "--debug" or (seen_command and name in _ROOT_OPTIONS_WITH_VALUE):
+        if not after:  # still before the command name
+            if arg in _ROOT_OPTIONS_WITH_VALUE:
+                before.extend(args[i : i + 2])
+                i += 2
+            else:
+                (before if arg.startswith("-") else after).append(arg)
+                i += 1
+            continue
+        if arg == "--debug" or arg.split("=", 1)[0] in _ROOT_OPTIONS_WITH_VALUE:
             take = 1 if arg == "--debug" or "=" in arg else 2
-            if i + take > len(args):  # no value: let click say the option needs one
-                return [arg]
-            front.extend(args[i : i + take])
+            if take == 2 and (i + 1 == len(args) or args[i + 1] == "--"):
+                return [*before, arg]  # no value: let click say the option needs one
+            moved.extend(args[i : i + take])
             i += take
             continue
-        if arg in _ROOT_OPTIONS_WITH_VALUE:  # before the command: keep it with its value
-            rest.extend(args[i : i + 2])
-            i += 2
-            continue
-        if not arg.startswith("-"):
-            seen_command = True
-        rest.append(arg)
+        after.append(arg)
         i += 1
-    return front + rest
+    return before + moved + after
 
 
 def __getattr__(name: str) -> typer.Typer:
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     from qywx_cli.cli._errors import run_cli
 
     args = _hoist_root_options(list(sys.argv[1:] if argv is None else argv))
-    debug = "--debug" in args
+    debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
     app = build_app(None if completing else _command_name(args))
     run_cli(typer.main.get_command(app), args, debug=debug)

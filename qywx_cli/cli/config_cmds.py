@@ -236,8 +236,8 @@ def init(
     steps = []
     if result.reused_from:
         steps.append(
-            f"token, encodingAESKey and suite secret are {result.reused_from}'s: one suite "
-            "signs all its callbacks with one pair"
+            f"{', '.join(result.reused)} taken from {result.reused_from}: one suite "
+            "signs all its callbacks with one token and key, and has one secret"
         )
     if result.secrets_file:
         steps.append(

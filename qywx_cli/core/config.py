@@ -1070,69 +1070,75 @@ def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diag
         yield from _cross_check_folder(sorted(group, key=lambda x: x.instance.path), targets)
 
 
+_PAIR = frozenset({"authConfig.token", "authConfig.encodingAESKey"})
+
+
 def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diagnostic]:
-    # Per suite, one representative per distinct (token, key, what is unknown): each
-    # instance is compared with all of them, so an instance whose pair is unknown (an
-    # unset env: reference, an invalid field) hides no conflict between the others.
-    by_suite: dict[str, list[_Loaded]] = {}
-    by_corp: dict[str, list[_Loaded]] = {}
+    # Each suite's reference is its first instance whose token and key are both known;
+    # instances before it (unset env: references, invalid fields) are compared with it
+    # once it appears, later ones as they come. One odd instance is blamed once, and the
+    # healthy ones that agree with the reference are not. Linear in the instances.
+    reference: dict[str, _Loaded] = {}
+    waiting: dict[str, list[_Loaded]] = {}
+    corp_first: dict[str, _Loaded] = {}
+    corp_in_suite: dict[tuple[str, str], _Loaded] = {}
 
-    def blame(first: _Loaded, later: _Loaded) -> _Loaded | None:
-        for x in (later, first):
-            if x.instance.path in targets:
-                return x
-        return None
+    def blame(*candidates: _Loaded) -> _Loaded | None:
+        return next((x for x in candidates if x.instance.path in targets), None)
 
-    def pair(x: _Loaded) -> tuple[str, str, frozenset[str]]:
-        return (x.instance.token, x.instance.encoding_aes_key, x.unresolved)
-
-    for cur in active:
-        inst = cur.instance
-        seen = by_suite.setdefault(inst.suite_id, [])
-        clash = next(
-            (
-                first
-                for first in seen
-                if _differ(first, cur, "token", "authConfig.token")
-                or _differ(first, cur, "encoding_aes_key", "authConfig.encodingAESKey")
-            ),
-            None,
+    def clash(a: _Loaded, b: _Loaded) -> bool:
+        return _differ(a, b, "token", "authConfig.token") or _differ(
+            a, b, "encoding_aes_key", "authConfig.encodingAESKey"
         )
-        at = blame(clash, cur) if clash is not None else None
-        if clash is not None and at is not None:
+
+    def conflict(odd: _Loaded, ref: _Loaded) -> Iterator[Diagnostic]:
+        at = blame(odd, ref)
+        if at is not None:
             yield Diagnostic(
                 "error",
                 at.business_file,
                 at.lines["suiteId"],
                 "suite-conflict",
-                f"active instances {clash.instance.name} and {inst.name} share suiteId "
-                f"{inst.suite_id} but have different token/encodingAESKey; WeCom signs a "
-                "suite's callbacks with one pair, so one of them can never verify",
+                f"active instances {ref.instance.name} and {odd.instance.name} share suiteId "
+                f"{ref.instance.suite_id} but have different token/encodingAESKey; WeCom "
+                "signs a suite's callbacks with one pair, so one of them can never verify",
                 at.instance.name,
             )
-        if all(pair(x) != pair(cur) for x in seen):
-            seen.append(cur)
+
+    for cur in active:
+        inst = cur.instance
+        ref = reference.get(inst.suite_id)
+        if ref is not None:
+            if clash(ref, cur):
+                yield from conflict(cur, ref)
+        elif _PAIR & cur.unresolved:
+            waiting.setdefault(inst.suite_id, []).append(cur)
+        else:
+            reference[inst.suite_id] = cur
+            for earlier in waiting.pop(inst.suite_id, []):
+                if clash(cur, earlier):
+                    yield from conflict(earlier, cur)
         if not inst.corp_id:
             continue
-        claimed = by_corp.setdefault(inst.corp_id, [])
-        same = next((x for x in claimed if x.instance.suite_id == inst.suite_id), None)
-        other = same or next(iter(claimed), None)
-        claimed.append(cur)
-        at = blame(other, cur) if other is not None else None
-        if other is None or at is None:
-            continue
+        same = corp_in_suite.get((inst.corp_id, inst.suite_id))
         if same is not None:
-            yield Diagnostic(
-                "error",
-                at.business_file,
-                at.lines["corpId"],
-                "ambiguous-corp",
-                f"active instances {other.instance.name} and {inst.name} both claim corpId "
-                f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
-                "be routed",
-                at.instance.name,
-            )
-        else:
+            at = blame(cur, same)
+            if at is not None:
+                yield Diagnostic(
+                    "error",
+                    at.business_file,
+                    at.lines["corpId"],
+                    "ambiguous-corp",
+                    f"active instances {same.instance.name} and {inst.name} both claim corpId "
+                    f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
+                    "be routed",
+                    at.instance.name,
+                )
+            continue
+        corp_in_suite[(inst.corp_id, inst.suite_id)] = cur
+        other = corp_first.setdefault(inst.corp_id, cur)
+        at = blame(cur, other) if other is not cur else None
+        if at is not None:
             yield Diagnostic(
                 "warning",
                 at.business_file,

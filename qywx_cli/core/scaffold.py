@@ -54,8 +54,9 @@ class Scaffold:
     env_vars: dict[str, str]
     #: 0600 file holding generated secrets, with --secrets-from-env
     secrets_file: Path | None
-    #: the instance of the same suite whose token, key and secret were reused
+    #: the instance of the same suite whose values were reused, and which ones
     reused_from: str | None = None
+    reused: tuple[str, ...] = ()
 
 
 def env_var_names(name: str) -> dict[str, str]:
@@ -218,6 +219,11 @@ def _write_instance(
     reused_from, values = _suite_sibling(auths_dir, suite_id, name)
     if suite_secret:
         values["suiteSecret"] = suite_secret
+    reused = tuple(
+        k
+        for k in ("token", "encodingAESKey", "suiteSecret")
+        if k in values and not (k == "suiteSecret" and suite_secret)
+    )
     if "token" not in values:
         if token is None or aes_key is None:
             default_token, default_key = _generators()
@@ -257,4 +263,11 @@ def _write_instance(
     _write_private(e_path, json.dumps(e_doc, ensure_ascii=False, indent=2) + "\n")
     os.chmod(e_path, 0o644)  # e.json holds no secret
     _write_private(biz_path, json.dumps(biz_doc, ensure_ascii=False, indent=2) + "\n")
-    return Scaffold(folder, (e_path, biz_path), env_vars, secrets_file, reused_from or None)
+    return Scaffold(
+        folder,
+        (e_path, biz_path),
+        env_vars,
+        secrets_file,
+        reused_from or None,
+        reused if reused_from else (),
+    )

@@ -588,7 +588,9 @@ class Store:
         write queued by then in one transaction, wakes their threads, and hands the lead
         to the oldest write queued meanwhile. Each caller returns only after the commit
         that holds its write, so "durable before the reply" is unchanged, and a failed
-        commit fails every write in it (the callers answer 503 and WeCom retries).
+        commit fails every write in it (the callers answer 503 and WeCom retries). A
+        thread interrupted while waiting or leading (KeyboardInterrupt in a library
+        user's main thread) finishes or hands on what it holds, so no one waits forever.
         """
         job: _QueuedWrite[_T] = _QueuedWrite(fn)
         with self._queue_lock:
@@ -596,20 +598,43 @@ class Store:
             leading = not self._committing
             self._committing = True
         if not leading:
-            job.wait()
+            try:
+                job.wait()
+            except BaseException:
+                self._abandon(job)
+                raise
             if job.done:
                 return job.outcome()
-        with self._queue_lock:
-            batch, self._queued = self._queued, []
+        batch: list[_QueuedWrite[Any]] = []
         try:
+            with self._queue_lock:
+                batch, self._queued = self._queued, []
             self._commit_batch(batch)
         finally:
+            interrupted = StoreError("commit interrupted")
+            for queued in batch:
+                if not queued.done:
+                    queued.finish(error=interrupted)
             with self._queue_lock:
-                if self._queued:
-                    self._queued[0].promote()
-                else:
-                    self._committing = False
+                self._pass_lead()
         return job.outcome()
+
+    def _pass_lead(self) -> None:
+        """Wake the oldest queued write to lead the next commit (``_queue_lock`` held)."""
+        if self._queued:
+            self._queued[0].promote()
+        else:
+            self._committing = False
+
+    def _abandon(self, job: _QueuedWrite[Any]) -> None:
+        """Take an interrupted waiter's write out of the queue; if it had just been made
+        leader, hand the lead on. (A write already in a leader's batch is left to it.)"""
+        with self._queue_lock:
+            if not any(q is job for q in self._queued):
+                return
+            self._queued = [q for q in self._queued if q is not job]
+            if job.lead:
+                self._pass_lead()
 
     def _commit_batch(self, batch: list[_QueuedWrite[Any]]) -> None:
         with self._lock:
@@ -625,10 +650,6 @@ class Store:
             except Exception as exc:
                 for queued in batch:
                     queued.finish(error=exc)
-            except BaseException:  # KeyboardInterrupt: this thread's to raise
-                for queued in batch:
-                    queued.finish(error=StoreError("commit interrupted"))
-                raise
             else:
                 for queued, result in zip(batch, results, strict=True):
                     queued.finish(result)
@@ -810,6 +831,7 @@ class Store:
 
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""
+        _check_id(id)
         if status not in _FINISH_STATUSES:
             raise UsageError(
                 f"a finished callback's status must be one of {sorted(_FINISH_STATUSES)}"

@@ -111,7 +111,9 @@ def test_second_instance_of_a_suite_shares_its_pair(tmp_path: Path) -> None:
         "--dir", tmp_path, "--format", "json",
     )  # fmt: skip
     assert second.returncode == 0, second.stderr
-    assert json.loads(second.stdout)["reused_from"] == "CorpA"
+    doc = json.loads(second.stdout)
+    assert doc["reused_from"] == "CorpA"
+    assert doc["next"][0].startswith("token, encodingAESKey, suiteSecret taken from CorpA")
     a, b = (
         secrets_of(tmp_path / "CorpA" / "CorpA.json"),
         secrets_of(tmp_path / "CorpB" / "CorpB.json"),

@@ -311,4 +311,6 @@ def test_root_options_may_follow_the_command(tmp_path: Path) -> None:
     assert len(json.loads(after.stdout)["instances"]) == 4
     missing_db = qywx("log", "list", f"--db={tmp_path / 'none.db'}", cwd=tmp_path)
     assert_one_line_error(missing_db, None, "none.db")
+    last_wins = qywx("--db", tmp_path / "a.db", "log", "list", "--db", tmp_path / "b.db")
+    assert_one_line_error(last_wins, None, "b.db")
     assert_one_line_error(qywx("validate", "--auths", cwd=tmp_path), 2, "'--auths' requires")

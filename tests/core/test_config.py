@@ -499,6 +499,20 @@ def test_conflict_behind_an_unknown_pair_is_still_found(auths: Path) -> None:
     assert "QywxProxyCompanyB" in d.message
 
 
+def test_only_the_odd_instance_of_a_suite_is_blamed(auths: Path) -> None:
+    """Three agree, one differs: one error, on the one that differs; validating one of
+    the healthy ones alone (as pre-commit does) reports nothing."""
+    for name in ("QywxProxyCompanyB", "QywxProxyDefault", TEMP):
+        _copy_suite(auths, "QywxProxyCompanyA", name, keep_secrets=True)
+    for name in ("QywxProxyCompanyB", "QywxProxyDefault", TEMP):
+        edit(biz(auths, name), lambda d: d.pop("corpId", None))
+    set_auth(biz(auths, "QywxProxyCompanyB"), "token", "OddToken123")
+    d = only(check(auths))
+    assert (d.code, d.instance) == ("suite-conflict", "QywxProxyCompanyB")
+    assert check(auths / "QywxProxyDefault").diagnostics == ()
+    assert only(check(auths / "QywxProxyCompanyB")).instance == "QywxProxyCompanyB"
+
+
 def test_an_instance_with_its_own_errors_still_takes_part(auths: Path) -> None:
     """Every problem in one run: an unset env: secret does not hide a suite conflict."""
     _copy_suite(auths, "QywxProxyCompanyA", "QywxProxyCompanyB", keep_secrets=False)

@@ -871,3 +871,30 @@ def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
 
 def test_every_store_error_is_a_qywx_error() -> None:
     assert issubclass(StoreError, QywxError) and issubclass(ConflictError, QywxError)
+
+
+def test_a_writer_interrupted_while_queued_leaves_the_store_usable(store: Store) -> None:
+    """Ctrl-C in a thread waiting for a group commit must not wedge later writes."""
+    started = threading.Event()
+
+    def slow(db: Any) -> str:
+        started.set()
+        time.sleep(0.6)
+        return "slow"
+
+    leader = threading.Thread(target=lambda: store._write_grouped(slow))
+    leader.start()
+    assert started.wait(5)
+    main = threading.main_thread().ident
+    assert main is not None
+    timer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        store._write_grouped(lambda db: "interrupted")  # queued behind the leader
+    leader.join(5)
+    later: list[CallbackRecord] = []
+    writer = threading.Thread(target=lambda: later.append(record(store)), daemon=True)
+    writer.start()
+    writer.join(5)
+    assert later and not writer.is_alive(), "a later write blocked behind the interrupted one"
+    assert (store._committing, store._queued) == (False, [])
