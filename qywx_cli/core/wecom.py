@@ -423,10 +423,13 @@ class WeComClient:
 
     # -- token cache ---------------------------------------------------------------------
     def _cached(
-        self, kind: str, key: str, fetch: Callable[[], tuple[str, int]]
+        self, kind: str, key: str, fetch: Callable[[], tuple[str, int]], *, fresh: bool = False
     ) -> tuple[str, bool]:
-        """The cached token if it outlives the margin, else a fresh one; (token, was_cached)."""
-        cached = self._store.get_token(kind, key, margin=self._margin)
+        """The cached token if it outlives the margin, else a fresh one; (token, was_cached).
+
+        ``fresh`` skips the cache lookup (the new token is still cached).
+        """
+        cached = None if fresh else self._store.get_token(kind, key, margin=self._margin)
         if cached is not None:
             return cached.token, True
         token, expires_in = fetch()
@@ -464,11 +467,9 @@ class WeComClient:
         ticket and network work now, not two hours ago); the answer is cached as usual.
         Raises ConfigError (code ``no-suite-ticket``) when no ticket has arrived yet.
         """
-        if fresh:
-            token, expires_in = self._fetch_suite(suite_id, suite_secret)
-            self._store.put_token("suite", suite_id, token, self._now() + expires_in)
-            return token
-        return self._cached("suite", suite_id, lambda: self._fetch_suite(suite_id, suite_secret))[0]
+        return self._cached(
+            "suite", suite_id, lambda: self._fetch_suite(suite_id, suite_secret), fresh=fresh
+        )[0]
 
     def _fetch_suite(self, suite_id: str, suite_secret: str) -> tuple[str, int]:
         ticket = self._store.latest_suite_ticket(suite_id)
