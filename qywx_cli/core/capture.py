@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final, Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 from qywx_cli.core.crypto import ReceiveIdKind, WXBizMsgCrypt
 from qywx_cli.core.errors import CallbackCryptoError, UsageError, mask
 from qywx_cli.core.events import is_secret_field
+from qywx_cli.core.urls import split_url
 from qywx_cli.core.xmlsafe import element_fields, envelope_encrypt, parse_xml
 
 __all__ = [
@@ -152,10 +153,10 @@ def from_url(url: str, body: bytes | None = None) -> CapturedRequest:
     text = url.strip()
     if "?" in text:
         head, _, query = text.partition("?")
-        try:
-            path = urlsplit(head).path or None
-        except ValueError:  # e.g. an unclosed IPv6 bracket
-            raise UsageError("the captured URL is malformed") from None
+        parts = split_url(head)
+        if parts is None:
+            raise UsageError("the captured URL is malformed")
+        path = parts.path or None
     elif "msg_signature=" in text:
         path, query = None, text
     else:
@@ -252,10 +253,9 @@ def from_http_dump(data: bytes) -> CapturedRequest:
         body = body[:length]
     if method not in ("GET", "POST"):
         raise UsageError(f"WeCom only sends GET and POST; the dump is a {method}")
-    try:
-        split = urlsplit(target)
-    except ValueError:
-        raise UsageError("the dump's request line has a malformed URL") from None
+    split = split_url(target)
+    if split is None:
+        raise UsageError("the dump's request line has a malformed URL")
     query = split.query if "?" in target else ""
     params = _query_params(query)
     if method == "GET" and "echostr" not in params:

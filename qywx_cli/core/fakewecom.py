@@ -60,12 +60,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlunsplit
 
 import httpx
 
 from qywx_cli.core.crypto import WXBizMsgCrypt
 from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError, mask
+from qywx_cli.core.urls import split_url
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -829,8 +830,7 @@ def _is_error_status(status: int) -> bool:
 
 
 def _without_query(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    parts = split_url(url)
+    if parts is None:
         return "a malformed URL"
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from qywx_cli.core.config import AuthInstance
 from qywx_cli.core.errors import (
@@ -44,6 +44,7 @@ from qywx_cli.core.errors import (
     mask,
 )
 from qywx_cli.core.store import CorpAuth, LoginCode, OrgCode, Store
+from qywx_cli.core.urls import split_url
 from qywx_cli.core.wecom import WeComClient
 
 __all__ = [
@@ -200,12 +201,8 @@ def check_redirect_uri(uri: str) -> str:
     WeCom compares the redirect host with the app's 可信域名 and answers 50001 when they
     differ (§4.1); an already-encoded value would be encoded twice and never match.
     """
-    try:
-        parts = urlsplit(uri.strip())
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(uri.strip(), check_port=True)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(
             "redirect URI must be an absolute http(s) URL, given unencoded "
             "(qywx URL-encodes it once)"

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from qywx_cli.core.config import BUSINESS_FIELDS
 from qywx_cli.core.errors import ConfigError, UsageError
+from qywx_cli.core.urls import split_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,10 +66,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _check_url(value: Any, where: str) -> str:
     """WeCom's API base must be an absolute http(s) URL; tests point it at a fake server."""
-    try:
-        parts = urlsplit(value) if isinstance(value, str) else None
-    except ValueError:  # e.g. an unclosed IPv6 bracket
-        parts = None
+    parts = split_url(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         # The value is not echoed: a URL may carry credentials (https://user:pass@…).
         raise ConfigError(f"{where} must be an absolute http(s) URL such as {DEFAULT_API_BASE}")

@@ -52,6 +52,7 @@ from qywx_cli.core.crypto import (
 )
 from qywx_cli.core.errors import UsageError
 from qywx_cli.core.events import EVENT_NAMES, build_event_xml
+from qywx_cli.core.urls import split_url
 
 __all__ = [
     "DEFAULT_HTTP_TIMEOUT",
@@ -114,12 +115,8 @@ def target_url(url: str, option: str = "--url") -> str:
     Other query parameters are kept: some endpoints route on them (``?corp=…``).
     """
     problem = f"{option} must be an http:// or https:// URL with a host, not {url!r}"
-    try:
-        parts = urlsplit(url.strip())
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:  # also an unclosed IPv6 bracket
-        raise UsageError(problem) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    parts = split_url(url.strip(), check_port=True)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise UsageError(problem)
     kept = [
         (k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _QUERY_KEYS

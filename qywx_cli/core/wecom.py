@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -47,6 +46,7 @@ from qywx_cli.core.errors import (
     mask,
     masked_repr,
 )
+from qywx_cli.core.urls import split_url
 
 __all__ = [
     "DEFAULT_API_BASE",
@@ -174,11 +174,9 @@ class UserDetail(_MaskedRepr):
 # -- configuration -------------------------------------------------------------------
 def _validated_base(value: str, source: str) -> str:
     """An http(s) URL without query or fragment (tokens get appended as a query)."""
-    try:
-        parts = urlsplit(value.strip())
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        raise UsageError(f"{source} is not a well-formed URL") from None
+    parts = split_url(value.strip(), check_port=True)
+    if parts is None:
+        raise UsageError(f"{source} is not a well-formed URL")
     if parts.scheme not in ("http", "https"):
         raise UsageError(f"{source} must be an http:// or https:// URL such as {DEFAULT_API_BASE}")
     if not parts.hostname:
