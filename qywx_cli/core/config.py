@@ -33,7 +33,7 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from qywx_cli.core.errors import ConfigError, InstanceNotFound, UsageError
 
@@ -921,6 +921,10 @@ def _check_object(
 # -- one instance folder -------------------------------------------------------------
 
 
+_PAIR: Final = frozenset({"authConfig.token", "authConfig.encodingAESKey"})
+"""The fields a suite's instances must share: WeCom signs a suite with one pair."""
+
+
 @dataclass(frozen=True)
 class _Loaded:
     """An instance plus what the cross-instance rules need to point at.
@@ -1011,7 +1015,7 @@ def _validate_instance(
     if biz is None or "authConfig.suiteId" not in s:
         return None, out.items
     complete = not out.failed and e_doc is not None
-    unknown = {k for k in ("authConfig.token", "authConfig.encodingAESKey") if k not in s}
+    unknown = {k for k in _PAIR if k not in s}
     active = biz.data.get("isActive", True) if isinstance(biz.data, dict) else True
     instance = AuthInstance(
         name=name,
@@ -1070,9 +1074,6 @@ def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diag
         yield from _cross_check_folder(sorted(group, key=lambda x: x.instance.path), targets)
 
 
-_PAIR = frozenset({"authConfig.token", "authConfig.encodingAESKey"})
-
-
 def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diagnostic]:
     # Each suite's reference is its first instance whose token and key are both known;
     # instances before it (unset env: references, invalid fields) are compared with it
@@ -1083,27 +1084,31 @@ def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterat
     corp_first: dict[str, _Loaded] = {}
     corp_in_suite: dict[tuple[str, str], _Loaded] = {}
 
-    def blame(*candidates: _Loaded) -> _Loaded | None:
-        return next((x for x in candidates if x.instance.path in targets), None)
-
     def clash(a: _Loaded, b: _Loaded) -> bool:
         return _differ(a, b, "token", "authConfig.token") or _differ(
             a, b, "encoding_aes_key", "authConfig.encodingAESKey"
         )
 
-    def conflict(odd: _Loaded, ref: _Loaded) -> Iterator[Diagnostic]:
-        at = blame(odd, ref)
+    def report(
+        blamed: tuple[_Loaded, _Loaded], severity: Severity, field: str, code: str, message: str
+    ) -> Iterator[Diagnostic]:
+        """On the first of ``blamed`` being validated, at its ``field``; else nowhere."""
+        at = next((x for x in blamed if x.instance.path in targets), None)
         if at is not None:
             yield Diagnostic(
-                "error",
-                at.business_file,
-                at.lines["suiteId"],
-                "suite-conflict",
-                f"active instances {ref.instance.name} and {odd.instance.name} share suiteId "
-                f"{ref.instance.suite_id} but have different token/encodingAESKey; WeCom "
-                "signs a suite's callbacks with one pair, so one of them can never verify",
-                at.instance.name,
+                severity, at.business_file, at.lines[field], code, message, at.instance.name
             )
+
+    def conflict(odd: _Loaded, ref: _Loaded) -> Iterator[Diagnostic]:
+        yield from report(
+            (odd, ref),
+            "error",
+            "suiteId",
+            "suite-conflict",
+            f"active instances {ref.instance.name} and {odd.instance.name} share suiteId "
+            f"{ref.instance.suite_id} but have different token/encodingAESKey; WeCom "
+            "signs a suite's callbacks with one pair, so one of them can never verify",
+        )
 
     for cur in active:
         inst = cur.instance
@@ -1122,33 +1127,28 @@ def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterat
             continue
         same = corp_in_suite.get((inst.corp_id, inst.suite_id))
         if same is not None:
-            at = blame(cur, same)
-            if at is not None:
-                yield Diagnostic(
-                    "error",
-                    at.business_file,
-                    at.lines["corpId"],
-                    "ambiguous-corp",
-                    f"active instances {same.instance.name} and {inst.name} both claim corpId "
-                    f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
-                    "be routed",
-                    at.instance.name,
-                )
+            yield from report(
+                (cur, same),
+                "error",
+                "corpId",
+                "ambiguous-corp",
+                f"active instances {same.instance.name} and {inst.name} both claim corpId "
+                f"{inst.corp_id} for suiteId {inst.suite_id}; logins for that corp cannot "
+                "be routed",
+            )
             continue
         corp_in_suite[(inst.corp_id, inst.suite_id)] = cur
         other = corp_first.setdefault(inst.corp_id, cur)
-        at = blame(cur, other) if other is not cur else None
-        if at is not None:
-            yield Diagnostic(
+        if other is not cur:
+            yield from report(
+                (cur, other),
                 "warning",
-                at.business_file,
-                at.lines["corpId"],
+                "corpId",
                 "shared-corp",
                 f"active instances {other.instance.name} and {inst.name} (suites "
                 f"{other.instance.suite_id} and {inst.suite_id}) both claim corpId "
                 f"{inst.corp_id}; the service's loginByWorkbench(corpId, …) cannot choose "
                 "between them, call the instance's getLoginCode instead",
-                at.instance.name,
             )
 
 
