@@ -16,7 +16,8 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,7 +94,7 @@ def _ignore_secrets(folder: Path) -> None:
         gitignore.write_text("\n".join([*lines, GITIGNORE_LINE]) + "\n", encoding="utf-8")
 
 
-def _suite_sibling(auths_dir: Path, suite_id: str, name: str) -> tuple[str, dict[str, str]]:
+def _suite_sibling(auths_dir: Path, suite_id: str, name: str) -> tuple[str | None, dict[str, str]]:
     """The first other active instance of ``suite_id`` and its secrets as written.
 
     WeCom signs every command callback of a suite with one token and EncodingAESKey,
@@ -105,7 +106,7 @@ def _suite_sibling(auths_dir: Path, suite_id: str, name: str) -> tuple[str, dict
     try:
         folders = sorted(p for p in auths_dir.iterdir() if p.is_dir() and p.name != name)
     except OSError:
-        return "", {}
+        return None, {}
     for folder in folders:
         try:
             data = json.loads((folder / f"{folder.name}.json").read_text(encoding="utf-8"))
@@ -127,7 +128,18 @@ def _suite_sibling(auths_dir: Path, suite_id: str, name: str) -> tuple[str, dict
         }
         if "token" in found and "encodingAESKey" in found:
             return folder.name, found
-    return "", {}
+    return None, {}
+
+
+@contextmanager
+def _file_errors(folder: Path) -> Iterator[None]:
+    """A file-system failure while writing ``folder`` (not a folder, permissions, a name
+    too long) as the one-line ConfigError every qywx failure is."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename if exc.filename is not None else folder
+        raise ConfigError(f"cannot write {where}: {exc.strerror or exc}") from None
 
 
 def _generators() -> tuple[Callable[[], str], Callable[[], str]]:
@@ -161,41 +173,6 @@ def write_instance(
     values go to a 0600 ``<name>.secrets.env`` (shell ``export`` lines), git-ignored by
     a ``.gitignore`` in the instance folder. File-system failures are ConfigErrors.
     """
-    try:
-        return _write_instance(
-            name,
-            auths_dir,
-            suite_id=suite_id,
-            corp_id=corp_id,
-            title=title,
-            suite_secret=suite_secret,
-            suite_secret_source=suite_secret_source,
-            force=force,
-            secrets_from_env=secrets_from_env,
-            with_schema=with_schema,
-            token=token,
-            aes_key=aes_key,
-        )
-    except OSError as exc:
-        where = exc.filename if exc.filename is not None else auths_dir / name
-        raise ConfigError(f"cannot write {where}: {exc.strerror or exc}") from None
-
-
-def _write_instance(
-    name: str,
-    auths_dir: Path,
-    *,
-    suite_id: str,
-    corp_id: str | None,
-    title: str | None,
-    suite_secret: str | None,
-    suite_secret_source: str,
-    force: bool,
-    secrets_from_env: bool,
-    with_schema: bool,
-    token: Callable[[], str] | None,
-    aes_key: Callable[[], str] | None,
-) -> Scaffold:
     if not NAME_RE.fullmatch(name):
         raise UsageError(
             f"instance name {name!r} must start with a letter and contain only "
@@ -213,7 +190,8 @@ def _write_instance(
             raise ConfigError(problem[1])
     folder = auths_dir / name
     e_path, biz_path = folder / "e.json", folder / f"{name}.json"
-    existing = [p for p in (e_path, biz_path) if p.exists()]
+    with _file_errors(folder):  # exists() too can fail: a name too long, a file as --dir
+        existing = [p for p in (e_path, biz_path) if p.exists()]
     if existing and not force:
         raise ConfigError(f"{existing[0]} already exists; use --force to overwrite")
     reused_from, values = _suite_sibling(auths_dir, suite_id, name)
@@ -229,11 +207,8 @@ def _write_instance(
             default_token, default_key = _generators()
             token, aes_key = token or default_token, aes_key or default_key
         values.update(token=token(), encodingAESKey=aes_key())
-    folder.mkdir(parents=True, exist_ok=True)
-
     names = env_var_names(name)
     env_vars: dict[str, str] = {}
-    secrets_file: Path | None = None
     auth: dict[str, str] = {"suiteId": suite_id}
     exports: dict[str, str] = {}
     for key in ("suiteSecret", "encodingAESKey", "token"):
@@ -245,11 +220,6 @@ def _write_instance(
         env_vars[names[key]] = key
         if value is not None:
             exports[names[key]] = value
-    if exports:
-        lines = [f"export {var}={shlex.quote(v)}" for var, v in sorted(exports.items())]
-        secrets_file = folder / f"{name}.secrets.env"
-        _write_private(secrets_file, "\n".join(lines) + "\n")
-        _ignore_secrets(folder)
     e_doc: dict[str, object] = {
         "title": title or f"{name} 企业微信代开发登录",
         "type": ELEMENT_TYPE,
@@ -260,14 +230,14 @@ def _write_instance(
     if with_schema:
         e_doc = {"$schema": SCHEMA_URLS["e"], **e_doc}
         biz_doc = {"$schema": SCHEMA_URLS["business"], **biz_doc}
-    _write_private(e_path, json.dumps(e_doc, ensure_ascii=False, indent=2) + "\n")
-    os.chmod(e_path, 0o644)  # e.json holds no secret
-    _write_private(biz_path, json.dumps(biz_doc, ensure_ascii=False, indent=2) + "\n")
-    return Scaffold(
-        folder,
-        (e_path, biz_path),
-        env_vars,
-        secrets_file,
-        reused_from or None,
-        reused if reused_from else (),
-    )
+    secrets_file = folder / f"{name}.secrets.env" if exports else None
+    with _file_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if secrets_file is not None:
+            lines = [f"export {var}={shlex.quote(v)}" for var, v in sorted(exports.items())]
+            _write_private(secrets_file, "\n".join(lines) + "\n")
+            _ignore_secrets(folder)
+        _write_private(e_path, json.dumps(e_doc, ensure_ascii=False, indent=2) + "\n")
+        os.chmod(e_path, 0o644)  # e.json holds no secret
+        _write_private(biz_path, json.dumps(biz_doc, ensure_ascii=False, indent=2) + "\n")
+    return Scaffold(folder, (e_path, biz_path), env_vars, secrets_file, reused_from, reused)
