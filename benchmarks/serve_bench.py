@@ -153,40 +153,52 @@ class Round:
     cpu_ms: float
 
 
+def start_server(
+    side: str, folder: Path, auths: Path, db: Path, threads: int, api_base: str
+) -> Server:
+    """``qywx serve`` (its WeCom API at ``api_base``) or the peer, on a free port."""
+    if side == "qywx":
+        argv = [*qywx_command(), "--auths", str(auths), "--db", str(db), "serve"]
+        env = child_env(QYWX_API_BASE=api_base)
+    else:
+        argv = [sys.executable, str(PEER), "--instance", str(auths / INSTANCE), "--db", str(db)]
+        env = child_env()
+    argv += ["--port", "0", "--threads", str(threads)]
+    return start(side, argv, folder / "server.log", env)
+
+
+def start_fake_wecom(work: Path) -> Server:
+    return start(
+        "fake-wecom",
+        [*qywx_command(), "fake-wecom", "--port", "0"],
+        work / "fake-wecom.log",
+        child_env(),
+    )
+
+
+def work_folder(keep: Path | None, prefix: str) -> Path:
+    """A fresh subfolder of ``keep`` (so --keep can be reused), else a temporary one."""
+    if keep is None:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    work = keep / time.strftime("run-%Y%m%d-%H%M%S")
+    work.mkdir(parents=True)
+    return work
+
+
+def print_header(script: str, argv: list[str] | None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    print(f"Machine: {machine_line()}", flush=True)
+    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(f"Command: python benchmarks/{script} {' '.join(given)}".rstrip())
+
+
 def run_round(side: str, work: Path, api_base: str, args: argparse.Namespace, index: int) -> Round:
     folder = work / f"{index:02d}-{side}"
     folder.mkdir()
     auths = folder / "auths"
     shutil.copytree(REPO / "sample_auths", auths)
     db = folder / "callbacks.db"
-    if side == "qywx":
-        argv = [
-            *qywx_command(),
-            "--auths",
-            str(auths),
-            "--db",
-            str(db),
-            "serve",
-            "--port",
-            "0",
-            "--threads",
-            str(args.threads),
-        ]
-        server = start(side, argv, folder / "server.log", child_env(QYWX_API_BASE=api_base))
-    else:
-        argv = [
-            sys.executable,
-            str(PEER),
-            "--instance",
-            str(auths / INSTANCE),
-            "--db",
-            str(db),
-            "--port",
-            "0",
-            "--threads",
-            str(args.threads),
-        ]
-        server = start(side, argv, folder / "server.log", child_env())
+    server = start_server(side, folder, auths, db, args.threads, api_base)
     try:
         warm = simulate(auths, server.url, WARM_UP, args.concurrency, args.timeout)
         cpu_before = server.cpu_seconds()
@@ -275,15 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if not set(sides) <= {"qywx", "peer"}:
         parser.error("--sides takes qywx and/or peer")
 
-    if args.keep is not None:  # one fresh subfolder per run, so --keep can be reused
-        work = args.keep / time.strftime("run-%Y%m%d-%H%M%S")
-        work.mkdir(parents=True)
-    else:
-        work = Path(tempfile.mkdtemp(prefix="qywx-serve-bench-"))
-    given = sys.argv[1:] if argv is None else argv
-    print(f"Machine: {machine_line()}", flush=True)
-    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
-    print(f"Command: python benchmarks/serve_bench.py {' '.join(given)}".rstrip())
+    work = work_folder(args.keep, "qywx-serve-bench-")
+    print_header("serve_bench.py", argv)
     print(
         f"{args.count} suite_ticket callbacks per round after {WARM_UP} warm-up, "
         f"concurrency {args.concurrency}, {args.threads} waitress threads, "
@@ -291,12 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(WAL, synchronous=FULL) costs {fsync_ms(work):.2f} ms on this disk",
         flush=True,
     )
-    fake = start(
-        "fake-wecom",
-        [*qywx_command(), "fake-wecom", "--port", "0"],
-        work / "fake-wecom.log",
-        child_env(),
-    )
+    fake = start_fake_wecom(work)
     results: dict[str, list[Round]] = {side: [] for side in sides}
     try:
         for i in range(args.rounds):

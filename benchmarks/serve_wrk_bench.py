@@ -35,21 +35,19 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from serve_bench import (
     INSTANCE,
-    PEER,
     REPO,
-    child_env,
     fsync_ms,
-    machine_line,
-    qywx_command,
-    start,
+    print_header,
+    start_fake_wecom,
+    start_server,
     stored,
+    work_folder,
 )
 
 SUITE_TICKET = (
@@ -126,15 +124,7 @@ def run_round(
     auths = folder / "auths"
     shutil.copytree(REPO / "sample_auths", auths)
     db = folder / "callbacks.db"
-    threads = ["--threads", str(args.threads)]
-    if side == "qywx":
-        argv = [*qywx_command(), "--auths", str(auths), "--db", str(db), "serve", "--port", "0"]
-        server = start(
-            side, [*argv, *threads], folder / "server.log", child_env(QYWX_API_BASE=api_base)
-        )
-    else:
-        argv = [sys.executable, str(PEER), "--instance", str(auths / INSTANCE), "--db", str(db)]
-        server = start(side, [*argv, "--port", "0", *threads], folder / "server.log", child_env())
+    server = start_server(side, folder, auths, db, args.threads, api_base)
     try:
         script = folder / "requests.lua"
         lua_script(signed_requests(auths, args.requests, f"/notify/{INSTANCE}"), script)
@@ -196,23 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
-    work = Path(tempfile.mkdtemp(prefix="qywx-wrk-bench-", dir=args.keep))
-    given = sys.argv[1:] if argv is None else argv
-    print(f"Machine: {machine_line()}", flush=True)
-    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
-    print(f"Command: python benchmarks/serve_wrk_bench.py {' '.join(given)}".rstrip())
+    work = work_folder(args.keep, "qywx-wrk-bench-")
+    print_header("serve_wrk_bench.py", argv)
     print(
         f"wrk -t1, {args.seconds} s per round, {args.rounds} round(s) per side alternating, "
         f"{args.threads} waitress threads; one committed SQLite transaction costs "
         f"{fsync_ms(work):.2f} ms on this disk",
         flush=True,
     )
-    fake = start(
-        "fake-wecom",
-        [*qywx_command(), "fake-wecom", "--port", "0"],
-        work / "fake-wecom.log",
-        child_env(),
-    )
+    fake = start_fake_wecom(work)
     results: dict[tuple[str, int], list[Round]] = {}
     try:
         for level in levels:
