@@ -41,7 +41,7 @@ from qywx_cli.core.config import (
     instance_dirs,
     load_instances,
 )
-from qywx_cli.core.errors import ConfigError, RecordNotFound, mask
+from qywx_cli.core.errors import ConfigError, RecordNotFound
 from qywx_cli.core.login import (
     CorpEntry,
     LoginConfig,
@@ -50,6 +50,7 @@ from qywx_cli.core.login import (
     OrgCodeInfo,
     check_platform,
 )
+from qywx_cli.core.masking import mask
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import CONFIG_FILE, Settings, load_settings
 from qywx_cli.core.store import Store

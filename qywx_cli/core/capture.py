@@ -25,8 +25,9 @@ from typing import Final, Literal
 from urllib.parse import parse_qsl
 
 from qywx_cli.core.crypto import ReceiveIdKind, WXBizMsgCrypt
-from qywx_cli.core.errors import CallbackCryptoError, UsageError, mask
+from qywx_cli.core.errors import CallbackCryptoError, UsageError
 from qywx_cli.core.events import is_secret_field
+from qywx_cli.core.masking import mask
 from qywx_cli.core.urls import split_url
 from qywx_cli.core.xmlsafe import element_fields, envelope_encrypt, parse_xml
 

@@ -19,16 +19,17 @@ Why one tree: the CLI maps classes to exit codes in exactly one place
 (``qywx_cli/cli/_errors.py``), the WSGI handler maps them to HTTP statuses in one
 place, and library users can ``except QywxError``. Messages are a single line and
 never contain a secret (token, key, ticket, permanent code, auth code): callers
-building messages pass identifiers only, and :func:`mask` exists for the rare case
-a value must be hinted at (:func:`masked_repr` applies it to the reprs of records
-that hold a credential).
+building messages pass identifiers only, and :func:`~qywx_cli.core.masking.mask`
+exists for the rare case a value must be hinted at (re-exported here; records that
+hold a credential take their repr from :class:`~qywx_cli.core.masking.MaskedRepr`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Collection, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import ClassVar
+
+# mask and masked_repr live in core/masking.py; re-exported for callers importing them here.
+from qywx_cli.core.masking import mask, masked_repr
 
 __all__ = [
     "CallbackCryptoError",
@@ -48,42 +49,6 @@ __all__ = [
     "mask",
     "masked_repr",
 ]
-
-
-def mask(secret: str | None, keep: int = 3) -> str:
-    """Show just enough of a secret to tell two apart, never enough to use it."""
-    if not secret:
-        return ""
-    if len(secret) <= keep * 3:
-        return "*" * 6
-    return f"{secret[:keep]}***{secret[-keep:]}"
-
-
-def masked_repr(
-    obj: Any,
-    secret_fields: Collection[str] = (),
-    *,
-    names: Iterable[str] | None = None,
-    shown: Mapping[str, object] | None = None,
-) -> str:
-    """A dataclass's ``Type(name=value, …)`` with each of ``secret_fields`` passed through mask.
-
-    Reprs reach logs, tracebacks and debuggers, so a record holding a credential (a
-    SuiteTicket, an access token, a permanent code) shows only its masked form; ``None``
-    stays ``None``. ``names`` picks the fields (default: every dataclass field, in order)
-    and ``shown`` gives ready-made display values, such as a mapping masked per key.
-    """
-    chosen = [f.name for f in dataclasses.fields(obj)] if names is None else names
-    parts = []
-    for name in chosen:
-        if shown is not None and name in shown:
-            value = shown[name]
-        else:
-            value = getattr(obj, name)
-            if name in secret_fields and value is not None:
-                value = mask(str(value))
-        parts.append(f"{name}={value!r}")
-    return f"{type(obj).__name__}({', '.join(parts)})"
 
 
 class QywxError(Exception):

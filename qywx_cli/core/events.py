@@ -34,9 +34,8 @@ from qywx_cli.core.errors import (
     EventError,
     UnsafeXMLError,
     UsageError,
-    mask,
-    masked_repr,
 )
+from qywx_cli.core.masking import mask, masked_repr
 from qywx_cli.core.xmlsafe import element_fields, parse_xml
 
 __all__ = [

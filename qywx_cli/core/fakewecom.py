@@ -65,7 +65,8 @@ from urllib.parse import parse_qsl, urlunsplit
 import httpx
 
 from qywx_cli.core.crypto import WXBizMsgCrypt
-from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError, mask
+from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError
+from qywx_cli.core.masking import mask
 from qywx_cli.core.urls import split_url
 
 if TYPE_CHECKING:

@@ -41,8 +41,8 @@ from qywx_cli.core.errors import (
     RecordNotFound,
     UsageError,
     WeComAPIError,
-    mask,
 )
+from qywx_cli.core.masking import MaskedRepr
 from qywx_cli.core.store import CorpAuth, LoginCode, OrgCode, Store
 from qywx_cli.core.urls import split_url
 from qywx_cli.core.wecom import WeComClient
@@ -103,8 +103,11 @@ class CorpEntry:
 
 
 @dataclass(frozen=True, repr=False)
-class LoginResult:
+class LoginResult(MaskedRepr):
     """A completed login; ``login_code`` is a bearer credential, masked in ``repr``."""
+
+    _secret_fields = frozenset({"login_code"})
+    _repr_fields = ("login_code", "instance", "corp_id", "user_id", "login_type", "expires_at")
 
     login_code: str
     instance: str
@@ -114,13 +117,6 @@ class LoginResult:
     expires_in: int
     expires_at: float
     corp_list: tuple[CorpEntry, ...]
-
-    def __repr__(self) -> str:
-        return (
-            f"LoginResult(login_code={mask(self.login_code)!r}, instance={self.instance!r}, "
-            f"corp_id={self.corp_id!r}, user_id={self.user_id!r}, "
-            f"login_type={self.login_type!r}, expires_at={self.expires_at!r})"
-        )
 
 
 @dataclass(frozen=True)

@@ -602,13 +602,6 @@ class CallbackService:
             )
         return RetryOutcome(done, True)
 
-    def failed_records(
-        self, *, since: float | None = None, info_type: str | None = None, limit: int = 10_000
-    ) -> list[CallbackRecord]:
-        return self.store.list_callbacks(
-            status="failed", since=since, info_type=info_type, limit=limit
-        )
-
     def healthcheck(self) -> dict[str, Any]:
         try:
             health = self.store.healthcheck()

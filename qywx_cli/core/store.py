@@ -49,8 +49,8 @@ from qywx_cli.core.errors import (
     RecordNotFound,
     StoreError,
     UsageError,
-    masked_repr,
 )
+from qywx_cli.core.masking import MaskedRepr
 
 __all__ = [
     "CALLBACK_KINDS",
@@ -148,37 +148,37 @@ class CallbackRecord:
 
 
 @dataclass(frozen=True, repr=False)
-class SuiteTicket:
+class SuiteTicket(MaskedRepr):
     """A SuiteTicket push (§3.1); ``timestamp`` is WeCom's TimeStamp, the ordering key."""
+
+    _secret_fields = frozenset({"ticket"})
 
     suite_id: str
     ticket: str
     timestamp: int
     received_at: float
 
-    def __repr__(self) -> str:
-        return masked_repr(self, {"ticket"})
-
 
 @dataclass(frozen=True, repr=False)
-class CachedToken:
+class CachedToken(MaskedRepr):
     """An access token (suite / provider / corp, §4.3) and when WeCom said it expires."""
+
+    _secret_fields = frozenset({"token"})
 
     kind: str
     key: str
     token: str
     expires_at: float
 
-    def __repr__(self) -> str:
-        return masked_repr(self, {"token"})
-
 
 @dataclass(frozen=True, repr=False)
-class CorpAuth:
+class CorpAuth(MaskedRepr):
     """A corp that authorized a 代开发 template; ``permanent_code`` is the app's secret (§3.2).
 
     Corp ids are compared exactly: open (encrypted) corp ids are case sensitive (§2.3).
     """
+
+    _secret_fields = frozenset({"permanent_code"})
 
     suite_id: str
     corp_id: str
@@ -193,9 +193,6 @@ class CorpAuth:
     @property
     def is_active(self) -> bool:
         return self.state == "active"
-
-    def __repr__(self) -> str:
-        return masked_repr(self, {"permanent_code"})
 
 
 @dataclass(frozen=True)

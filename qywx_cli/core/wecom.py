@@ -43,9 +43,8 @@ from qywx_cli.core.errors import (
     UsageError,
     WeComAPIError,
     WeComTransportError,
-    mask,
-    masked_repr,
 )
+from qywx_cli.core.masking import MaskedRepr, mask
 from qywx_cli.core.urls import split_url
 
 __all__ = [
@@ -96,17 +95,8 @@ class TokenStore(Protocol):
 
 
 # -- typed results -------------------------------------------------------------------
-class _MaskedRepr:
-    """``repr`` that shows fields named in ``_secret_fields`` masked (errors.masked_repr)."""
-
-    _secret_fields: frozenset[str] = frozenset()
-
-    def __repr__(self) -> str:
-        return masked_repr(self, self._secret_fields)
-
-
 @dataclass(frozen=True, repr=False)
-class AgentInfo(_MaskedRepr):
+class AgentInfo(MaskedRepr):
     """One entry of ``auth_info.agent`` (§4): the 代开发 app as installed in a corp."""
 
     agent_id: int
@@ -119,7 +109,7 @@ class AgentInfo(_MaskedRepr):
 
 
 @dataclass(frozen=True, repr=False)
-class PermanentCode(_MaskedRepr):
+class PermanentCode(MaskedRepr):
     """get_permanent_code's answer; ``permanent_code`` is the 代开发 app secret (§3.2)."""
 
     _secret_fields = frozenset({"permanent_code"})
@@ -134,7 +124,7 @@ class PermanentCode(_MaskedRepr):
 
 
 @dataclass(frozen=True, repr=False)
-class AuthInfo(_MaskedRepr):
+class AuthInfo(MaskedRepr):
     """get_auth_info's answer: what the corp currently grants (for change_auth, §3.3)."""
 
     corp_id: str
@@ -144,7 +134,7 @@ class AuthInfo(_MaskedRepr):
 
 
 @dataclass(frozen=True, repr=False)
-class UserIdentity(_MaskedRepr):
+class UserIdentity(MaskedRepr):
     """auth/getuserinfo: a member has ``user_id``; a non-member ``open_id`` (docs 96442)."""
 
     _secret_fields = frozenset({"user_ticket"})
@@ -156,7 +146,7 @@ class UserIdentity(_MaskedRepr):
 
 
 @dataclass(frozen=True, repr=False)
-class UserDetail(_MaskedRepr):
+class UserDetail(MaskedRepr):
     """auth/getuserdetail (docs 96443); fields are empty unless the admin enabled them."""
 
     _secret_fields = frozenset({"mobile", "email", "biz_mail", "address"})

@@ -1,4 +1,4 @@
-"""mask and masked_repr: the one way a credential may appear in a message or a repr."""
+"""mask, masked_repr and MaskedRepr: the one way a credential may appear in a message or a repr."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from qywx_cli.core.errors import mask, masked_repr
+from qywx_cli.core import errors
+from qywx_cli.core.masking import MaskedRepr, mask, masked_repr
 
 
 @dataclass(frozen=True, repr=False)
@@ -41,3 +42,27 @@ def test_masked_repr_picks_fields_and_takes_ready_made_values() -> None:
     held = Held("a", "TICKET-abcdef", 3)
     shown = masked_repr(held, {"secret"}, names=["count", "name"], shown={"name": {"k": "v"}})
     assert shown == "Held(count=3, name={'k': 'v'})"
+
+
+@dataclass(frozen=True, repr=False)
+class Record(MaskedRepr):
+    _secret_fields = frozenset({"secret"})
+    _repr_fields = ("secret", "name")
+
+    name: str
+    secret: str
+    hidden: int
+
+
+@dataclass(frozen=True, repr=False)
+class Plain(MaskedRepr):
+    name: str
+
+
+def test_masked_repr_base_masks_its_secret_fields_and_shows_the_chosen_ones() -> None:
+    assert repr(Record("a", "TICKET-abcdef", 1)) == "Record(secret='TIC***def', name='a')"
+    assert repr(Plain("a")) == "Plain(name='a')"
+
+
+def test_errors_reexports_the_same_helpers() -> None:
+    assert errors.mask is mask and errors.masked_repr is masked_repr
