@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
@@ -55,6 +55,10 @@ from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import CONFIG_FILE, Settings, load_settings
 from qywx_cli.core.store import Store
 from qywx_cli.core.wecom import WeComClient
+from qywx_cli.core.wsgi import MAX_BODY_BYTES
+
+if TYPE_CHECKING:
+    from flask import Response as FlaskResponse
 
 __all__ = [
     "SERVICE_ELEMENT",
@@ -104,8 +108,8 @@ def login_config_dict(cfg: LoginConfig) -> dict[str, Any]:
     }
 
 
-def _flask_request_body() -> bytes | None:
-    """The raw body of the current Flask request, if the caller runs inside one.
+def _flask() -> Any:
+    """The flask module when the caller runs inside a Flask request, else None.
 
     Flask is not imported here: only an application that already imported it can be
     inside a request context.
@@ -113,8 +117,32 @@ def _flask_request_body() -> bytes | None:
     flask = sys.modules.get("flask")
     if flask is None or not flask.has_request_context():
         return None
+    return flask
+
+
+def _flask_request_body(flask: Any) -> bytes | NotifyResponse:
+    """The raw body of the current Flask request, refused past the notify route's cap."""
+    length = flask.request.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        return NotifyResponse(
+            413,
+            f"request body larger than {MAX_BODY_BYTES} bytes".encode(),
+            "rejected: too-large",
+        )
     data: bytes = flask.request.get_data(cache=True)
     return data
+
+
+def flask_response(flask: Any, response: NotifyResponse) -> FlaskResponse:
+    """``response`` as the running Flask app's own response class ("返回Flask Response对象").
+
+    The status, body and headers are the notify endpoint's, byte for byte: WeCom reads
+    the bare plaintext or ``success``.
+    """
+    reply: FlaskResponse = flask.current_app.response_class(
+        response.body, status=response.status, headers=response.headers
+    )
+    return reply
 
 
 def _locate(path: Path) -> tuple[Path, Path | None]:
@@ -245,8 +273,11 @@ class App:
                 self._logins = LoginService(service.store, service.client, now=self._now)
             return self._logins
 
-    def _notify_service(self) -> CallbackService:
-        """The callback service with its workers running (started once, on first notify)."""
+    def notify_service(self) -> CallbackService:
+        """The callback service with its workers running (started once, on first use).
+
+        What an embedded notify endpoint (``qywx_cli.integrations``) answers through.
+        """
         with self._lock:
             service = self.callbacks
             if self._background and not self._started:
@@ -381,23 +412,29 @@ class QywxProxyAuthService:
         timestamp: str | None,
         echostr: str | None = None,
         body: bytes | str | None = None,
-    ) -> NotifyResponse:
+    ) -> NotifyResponse | FlaskResponse:
         """Answer a request from WeCom: the GET handshake with ``echostr``, else a POST ``body``.
 
-        Never raises for a bad request: the response (also a WSGI app, so a framework
-        can return it as is) carries the status and a one-line reason. Called without
-        ``body`` inside a Flask request, as the element doc's example does, the request's
-        own body is used.
+        Never raises for a bad request: the response carries the status and a one-line
+        reason. Called inside a Flask request, as the element doc's example does, it is
+        a Flask Response ("返回Flask Response对象") and, without ``body``, the request's
+        own body is used; anywhere else it is a :class:`NotifyResponse`, itself a WSGI
+        app that any framework can return.
         """
-        if body is None and echostr is None:
-            body = _flask_request_body()
-        return self._app._notify_service().notify(
+        flask = _flask()
+        if body is None and echostr is None and flask is not None:
+            got = _flask_request_body(flask)
+            if isinstance(got, NotifyResponse):
+                return flask_response(flask, got)
+            body = got
+        response = self._app.notify_service().notify(
             msg_signature=msg_signature,
             timestamp=timestamp,
             nonce=nonce,
             echostr=echostr,
             body=body,
         )
+        return response if flask is None else flask_response(flask, response)
 
     def setCode(self, corpId: str, code: str) -> None:
         """Give an authorized corp an org code; a code another corp holds is a ConflictError."""

@@ -78,14 +78,33 @@ class NotifyApp:
         self.clock = clock
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        return self.respond(environ)(environ, start_response)
+
+    def respond(self, environ: dict[str, Any]) -> NotifyResponse:
+        """Route one request by its path and answer it (logged, never raising)."""
+        return self._answer(environ, self._dispatch, environ)
+
+    def respond_notify(self, environ: dict[str, Any], instance: str | None) -> NotifyResponse:
+        """Answer a notify request whose route a web framework already matched.
+
+        ``instance`` is the ``<Instance>`` path segment (None for a bare ``/notify``);
+        ``environ`` needs ``REQUEST_METHOD``, ``QUERY_STRING``, ``CONTENT_LENGTH`` and a
+        readable ``wsgi.input``. Every check of the ``/notify`` route applies, so an
+        embedded endpoint refuses exactly what ``qywx serve`` refuses.
+        """
+        return self._answer(environ, self._notify, environ, instance)
+
+    def _answer(
+        self, environ: dict[str, Any], handler: Callable[..., NotifyResponse], *args: Any
+    ) -> NotifyResponse:
         started = self.clock()
         try:
-            response = self._dispatch(environ)
+            response = handler(*args)
         except Exception:  # never a traceback or a secret to the client
             logging.getLogger("qywx.wsgi").exception("unhandled error")
             response = _plain(500, "internal error", "error")
         self._log(environ, response, self.clock() - started)
-        return response(environ, start_response)
+        return response
 
     def _dispatch(self, environ: dict[str, Any]) -> NotifyResponse:
         path = environ.get("PATH_INFO") or "/"
@@ -105,10 +124,14 @@ class NotifyApp:
             instance = None
         elif path.startswith("/notify/"):
             instance = path[len("/notify/") :].rstrip("/")
-            if not _INSTANCE_RE.fullmatch(instance):
-                return _plain(404, "no such instance", "rejected: unknown-instance")
         else:
             return _plain(404, "not found", "rejected: not-found")
+        return self._notify(environ, instance)
+
+    def _notify(self, environ: dict[str, Any], instance: str | None) -> NotifyResponse:
+        method = (environ.get("REQUEST_METHOD") or "GET").upper()
+        if instance is not None and not _INSTANCE_RE.fullmatch(instance):
+            return _plain(404, "no such instance", "rejected: unknown-instance")
         if method not in ("GET", "POST"):
             return _plain(405, "method not allowed", "rejected: method", Allow="GET, POST")
         params: dict[str, str] = {}
