@@ -1,0 +1,282 @@
+"""A local stand-in for WeCom's server API, for offline end-to-end runs and tests.
+
+``FakeWeCom`` is a WSGI application answering the calls a 代开发 login makes
+(wecom-protocol.md §4) with the JSON shapes, error codes and single-use and expiry
+rules WeCom applies, so ``QYWX_API_BASE=http://127.0.0.1:PORT/cgi-bin`` turns a real
+deployment into a self-contained one:
+
+==============================  ======  =================================================
+path (under any ``…/cgi-bin/``)  method  behaviour
+==============================  ======  =================================================
+service/get_suite_token          POST    ticket checked (see ``strict``); on success the
+                                         reply has **no errcode**, as WeCom's (§4)
+service/get_permanent_code       POST    AuthCode single use → 40078; 代开发 reply: no
+                                         access_token, is_customized_app true (§3.2)
+service/get_auth_info            POST    ``auth_corpid`` + ``permanent_code`` → 40084
+gettoken                         GET     corpsecret must be a permanent code issued for
+                                         corpid → 40013 / 40001 (§5.4)
+auth/getuserinfo                 GET     code single use, 5 min → 40029 (docs 96442)
+auth/getuserdetail               POST    user_ticket from getuserinfo, 1800 s
+==============================  ======  =================================================
+
+Tokens expire after ``token_ttl``: 42009 / 42001 for an expired suite / app token,
+40082 / 40014 for one never issued. Error replies carry errmsg the way WeCom writes it
+(``invalid auth_code, hint: […], more info at …?e=40078``) so clients meet the real
+shape, query string included. The real code for a reused AuthCode was checked: WeCom
+answers ``{"errcode":40078,"errmsg":" invalid auth_code, hint: …"}`` (developers.weixin.qq.com
+community threads on get_permanent_code). WeCom's code for a bad user_ticket is not
+documented; the fake answers 40029, the code of the OAuth code the ticket came from.
+
+Control endpoints for tests and demos (never part of WeCom's API):
+
+* ``POST /fake/faults`` ``{"api", "errcode", "errmsg", "count"}`` or ``{"api",
+  "http_status", "count"}``: the next ``count`` calls of that API fail that way
+  (errcode -1 is WeCom's 系统繁忙). ``DELETE /fake/faults`` clears them.
+* ``GET /fake/state``: issued permanent codes (masked), live token counts, calls per API.
+* ``POST /fake/codes`` ``{"code", "user_id" | "open_id", "corp_id"}``: an OAuth code.
+* ``POST /fake/auth_codes`` ``{"auth_code", "corp_id", "corp_name", "state"}``: an
+  AuthCode with a chosen corp and state (10-minute lifetime, §3.2).
+
+Unregistered codes are accepted too, so a demo needs no set-up: an AuthCode shaped
+``AUTHCODE-<corpid>-…`` authorizes that corp (any other derives a stable ``ww…`` id),
+and an OAuth code ``CODE-<userid>`` belongs to that member.
+
+:meth:`FakeWeCom.push_suite_ticket` plays WeCom's ten-minute suite_ticket push (§3.1):
+a real signed and encrypted command callback, receiveid = suite id (§2.2).
+
+One lock guards all state, so the app is safe under a threaded WSGI server; the lock
+is never held while pushing, since the receiver may call straight back.
+
+Layout, mirroring :mod:`qywx_cli.core.wecom` family by family: ``_routing`` (requests,
+responses, errmsg layout), ``_state`` (what the fake remembers, token rules),
+``_control`` (the ``/fake/…`` endpoints), ``push`` (command callbacks to a receiver),
+and one module per API family (``suite``, ``corp``) exporting its ``ROUTES``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+import httpx
+
+from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError
+from qywx_cli.core.fakewecom import _control, corp, suite
+from qywx_cli.core.fakewecom._routing import (
+    Handler,
+    Request,
+    Response,
+    error_page,
+    json_response,
+    read_request,
+)
+from qywx_cli.core.fakewecom._state import State
+from qywx_cli.core.fakewecom.push import SuiteInstanceLike, post_command, suite_ticket_xml
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+__all__ = ["APIS", "FakeWeCom", "SuiteInstanceLike", "suite_ticket_xml"]
+
+_ROUTES: dict[str, tuple[str, Handler]] = {**suite.ROUTES, **corp.ROUTES}
+
+APIS: dict[str, str] = {path: method for path, (method, _) in _ROUTES.items()}
+"""WeCom paths served (relative to ``/cgi-bin/``) and the method each expects."""
+
+
+class FakeWeCom:
+    """WSGI stand-in for WeCom's server API (see the module docstring).
+
+    ``strict`` accepts only suite tickets this fake pushed or had registered, as WeCom
+    only knows tickets it issued (40085 otherwise, §5.1); the lenient default takes
+    any ticket of 8+ characters so a service that got its ticket elsewhere still runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        now: Callable[[], float] = time.time,
+        token_ttl: int = 7200,
+        random: Callable[[int], str] = secrets.token_hex,
+        strict: bool = False,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._state = State(now=now, ttl=token_ttl, random=random, strict=strict)
+
+    @property
+    def strict(self) -> bool:
+        return self._state.strict
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self._state.strict = value
+
+    def __repr__(self) -> str:
+        return f"FakeWeCom(strict={self.strict}, token_ttl={self._state.ttl})"
+
+    # -- WSGI ----------------------------------------------------------------------------
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> list[bytes]:
+        response = self._dispatch(environ)
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+        ]
+        if response.allow:
+            headers.append(("Allow", response.allow))
+        status = HTTPStatus(response.status)
+        start_response(f"{status.value} {status.phrase}", headers)
+        return [response.body]
+
+    def _dispatch(self, environ: WSGIEnvironment) -> Response:
+        path = str(environ.get("PATH_INFO") or "/")
+        # Serve under any prefix ending in /cgi-bin/, or at the root.
+        route = path.rsplit("/cgi-bin/", 1)[-1].strip("/")
+        method = str(environ.get("REQUEST_METHOD") or "GET").upper()
+        allowed = frozenset({APIS[route]}) if route in APIS else _control.CONTROL.get(route)
+        if allowed is None:
+            return json_response({"errcode": 404, "errmsg": f"no such api: {route}"}, 404)
+        if method not in allowed:
+            return Response(
+                405,
+                json_response({"errcode": 405, "errmsg": f"{method} not allowed"}).body,
+                allow=", ".join(sorted(allowed)),
+            )
+        request = read_request(environ, route, method)
+        if isinstance(request, Response):
+            return request
+        with self._lock:
+            if route in APIS:
+                return self._serve_api(request)
+            return _control.serve_control(self._state, request, APIS)
+
+    def _serve_api(self, request: Request) -> Response:
+        state = self._state
+        state.calls[request.path] += 1
+        fault = _control.take_fault(state, request.path)
+        if fault is not None:
+            if fault.http_status is not None:
+                return error_page(fault.http_status)
+            return json_response({"errcode": fault.errcode, "errmsg": fault.errmsg})
+        try:
+            return json_response(_ROUTES[request.path][1](state, request))
+        except WeComAPIError as refusal:
+            return json_response(
+                {"errcode": refusal.errcode, "errmsg": state.errmsg(refusal.errcode)}
+            )
+
+    # -- Python API of the controls (the endpoints call the same functions) ---------------
+    def inject_fault(
+        self,
+        api: str,
+        *,
+        errcode: int | None = None,
+        errmsg: str | None = None,
+        http_status: int | None = None,
+        count: int = 1,
+    ) -> str:
+        """Make the next ``count`` calls of ``api`` fail; returns the canonical path."""
+        with self._lock:
+            return _control.inject_fault(
+                self._state,
+                APIS,
+                api,
+                errcode=errcode,
+                errmsg=errmsg,
+                http_status=http_status,
+                count=count,
+            )
+
+    def register_code(
+        self,
+        code: str,
+        *,
+        user_id: str | None = None,
+        open_id: str | None = None,
+        corp_id: str | None = None,
+    ) -> None:
+        """An OAuth code for a member (``user_id``) or a non-member (``open_id``)."""
+        with self._lock:
+            _control.register_code(
+                self._state, code, user_id=user_id, open_id=open_id, corp_id=corp_id
+            )
+
+    def register_auth_code(
+        self,
+        auth_code: str,
+        *,
+        corp_id: str | None = None,
+        corp_name: str | None = None,
+        state: str | None = None,
+    ) -> None:
+        """An AuthCode as a create_auth / reset_permanent_code callback would carry it."""
+        with self._lock:
+            _control.register_auth_code(
+                self._state, auth_code, corp_id=corp_id, corp_name=corp_name, state=state
+            )
+
+    def register_suite_ticket(self, suite_id: str, ticket: str) -> None:
+        """Make ``ticket`` valid for ``suite_id`` even in strict mode."""
+        with self._lock:
+            self._state.tickets.setdefault(suite_id, set()).add(ticket)
+
+    # -- suite_ticket pushes ---------------------------------------------------------------
+    def push_suite_ticket(
+        self, url: str, instance: SuiteInstanceLike, *, client: httpx.Client | None = None
+    ) -> httpx.Response:
+        """POST a fresh suite_ticket command callback to ``url``, as WeCom does (§3.1).
+
+        The ticket becomes valid *before* the POST: a receiver may exchange it for a
+        suite_access_token while the push is still in flight.
+        """
+        ticket = self._state.random(32)
+        timestamp = int(self._state.now())
+        self.register_suite_ticket(instance.suite_id, ticket)
+        return post_command(
+            url,
+            instance,
+            suite_ticket_xml(instance.suite_id, ticket, timestamp),
+            timestamp=timestamp,
+            nonce=str(int(self._state.random(4), 16)),
+            what="suite_ticket",
+            client=client,
+        )
+
+    def run_ticket_pusher(
+        self,
+        url: str,
+        instance: SuiteInstanceLike,
+        interval: float,
+        stop_event: threading.Event,
+        *,
+        client: httpx.Client | None = None,
+        on_push: Callable[[httpx.Response | QywxError], None] | None = None,
+    ) -> int:
+        """Push a ticket now and every ``interval`` seconds until ``stop_event`` is set.
+
+        A failed push is reported to ``on_push`` and the loop carries on, as WeCom keeps
+        pushing whatever the receiver answered. Returns how many pushes were made.
+        """
+        if interval <= 0:
+            raise UsageError("the push interval must be a positive number of seconds")
+        http = client or httpx.Client(timeout=5.0)
+        pushes = 0
+        try:
+            while not stop_event.is_set():
+                result: httpx.Response | QywxError
+                try:
+                    result = self.push_suite_ticket(url, instance, client=http)
+                except QywxError as exc:
+                    result = exc
+                pushes += 1
+                if on_push is not None:
+                    on_push(result)
+                if stop_event.wait(interval):
+                    break
+        finally:
+            if client is None:
+                http.close()
+        return pushes

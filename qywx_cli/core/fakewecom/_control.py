@@ -1,0 +1,183 @@
+"""The fake's control endpoints (``/fake/…``): faults, state, registered codes.
+
+Never part of WeCom's API; tests and demos use them to shape what the fake answers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+from qywx_cli.core.errors import UsageError
+from qywx_cli.core.fakewecom._routing import ERRMSG, Request, Response, json_response, text
+from qywx_cli.core.fakewecom._state import AuthCodeGrant, Fault, OAuthCode, State
+from qywx_cli.core.fakewecom.suite import corp_from_auth_code
+from qywx_cli.core.masking import mask
+
+CONTROL: dict[str, frozenset[str]] = {
+    "fake/faults": frozenset({"POST", "DELETE"}),
+    "fake/state": frozenset({"GET"}),
+    "fake/codes": frozenset({"POST"}),
+    "fake/auth_codes": frozenset({"POST"}),
+}
+
+
+def serve_control(state: State, request: Request, apis: Iterable[str]) -> Response:
+    try:
+        if request.path == "fake/state":
+            return json_response(snapshot(state))
+        if request.path == "fake/faults" and request.method == "DELETE":
+            state.faults.clear()
+            return json_response({"errcode": 0, "errmsg": "ok"})
+        data = _control_json(request.body)
+        if request.path == "fake/faults":
+            count = _opt_int(data, "count")
+            api = inject_fault(
+                state,
+                apis,
+                str(data.get("api") or ""),
+                errcode=_opt_int(data, "errcode"),
+                errmsg=data.get("errmsg") if isinstance(data.get("errmsg"), str) else None,
+                http_status=_opt_int(data, "http_status"),
+                count=1 if count is None else count,
+            )
+            return json_response({"errcode": 0, "errmsg": "ok", "api": api})
+        if request.path == "fake/codes":
+            register_code(
+                state,
+                text(data, "code"),
+                user_id=text(data, "user_id") or None,
+                open_id=text(data, "open_id") or None,
+                corp_id=text(data, "corp_id") or None,
+            )
+        else:
+            register_auth_code(
+                state,
+                text(data, "auth_code"),
+                corp_id=text(data, "corp_id") or None,
+                corp_name=text(data, "corp_name") or None,
+                state=text(data, "state") or None,
+            )
+        return json_response({"errcode": 0, "errmsg": "ok"})
+    except UsageError as exc:
+        return json_response({"errcode": 400, "errmsg": str(exc)}, 400)
+
+
+def snapshot(state: State) -> dict[str, Any]:
+    now = state.now()
+    live = Counter(t.kind for t in state.tokens.values() if t.expires_at > now)
+    return {
+        "permanent_codes": [
+            {
+                "suite_id": a.suite_id,
+                "corp_id": a.corp_id,
+                "agent_id": a.agent_id,
+                "permanent_code": mask(a.permanent_code),
+            }
+            for a in state.authorizations.values()
+        ],
+        "tokens": {"suite": live["suite"], "corp": live["corp"]},
+        "calls": dict(state.calls),
+        "faults": {api: sum(f.remaining for f in fs) for api, fs in state.faults.items() if fs},
+        "suite_tickets": {suite: len(ts) for suite, ts in state.tickets.items()},
+    }
+
+
+def canonical_api(name: str, apis: Iterable[str]) -> str:
+    """Accept ``service/get_permanent_code`` or its last segment ``get_permanent_code``."""
+    name = name.strip().strip("/")
+    known = list(apis)
+    for path in known:
+        if name in (path, path.rsplit("/", 1)[-1]):
+            return path
+    raise UsageError(f"unknown api {name!r}; one of {', '.join(sorted(known))}")
+
+
+def inject_fault(
+    state: State,
+    apis: Iterable[str],
+    api: str,
+    *,
+    errcode: int | None,
+    errmsg: str | None,
+    http_status: int | None,
+    count: int,
+) -> str:
+    path = canonical_api(api, apis)
+    if (errcode is None) == (http_status is None) or errcode == 0:
+        raise UsageError("a fault needs exactly one of a non-zero errcode or an http_status")
+    if http_status is not None and not _is_error_status(http_status):
+        raise UsageError("http_status must be an HTTP error status (400-599)")
+    if count < 1:
+        raise UsageError("count must be at least 1")
+    message = errmsg if errmsg is not None else ERRMSG.get(errcode or 0, "injected fault")
+    state.faults.setdefault(path, []).append(Fault(errcode, message, http_status, count))
+    return path
+
+
+def take_fault(state: State, path: str) -> Fault | None:
+    """The fault the next call of ``path`` should meet, counting it down."""
+    faults = state.faults.get(path)
+    if not faults:
+        return None
+    fault = faults[0]
+    fault.remaining -= 1
+    if fault.remaining <= 0:
+        faults.pop(0)
+    return fault
+
+
+def register_code(
+    state: State, code: str, *, user_id: str | None, open_id: str | None, corp_id: str | None
+) -> None:
+    if not code or (user_id is None) == (open_id is None):
+        raise UsageError("an OAuth code needs a code and exactly one of user_id or open_id")
+    state.codes[code] = OAuthCode(user_id, open_id, corp_id, state.now())
+    state.used_codes.discard(code)
+
+
+def register_auth_code(
+    memory: State,
+    auth_code: str,
+    *,
+    corp_id: str | None,
+    corp_name: str | None,
+    state: str | None,
+) -> None:
+    """``memory`` is the fake's State; ``state`` the 带参授权链接 state the code carries."""
+    if not auth_code:
+        raise UsageError("auth_code is required")
+    memory.auth_codes[auth_code] = AuthCodeGrant(
+        corp_id or corp_from_auth_code(auth_code), corp_name, state, memory.now()
+    )
+    memory.used_auth_codes.discard(auth_code)
+
+
+def _control_json(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError):
+        raise UsageError("body is not JSON") from None
+    if not isinstance(data, dict):
+        raise UsageError("body must be a JSON object")
+    return data
+
+
+def _opt_int(data: dict[str, Any], key: str) -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{key} must be an integer")
+    return value
+
+
+def _is_error_status(status: int) -> bool:
+    try:
+        HTTPStatus(status)
+    except ValueError:
+        return False
+    return 400 <= status <= 599

@@ -1,0 +1,129 @@
+"""Everything the fake remembers, and the token rules every family shares."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from qywx_cli.core.errors import WeComAPIError
+from qywx_cli.core.fakewecom._routing import ERRMSG
+
+AUTH_CODE_TTL = 600
+"""AuthCode lifetime, "10分钟内有效" (§3.2)."""
+
+OAUTH_CODE_TTL = 300
+"""OAuth code lifetime, five minutes (docs 96442)."""
+
+USER_TICKET_TTL = 1800
+"""user_ticket lifetime (docs 96442)."""
+
+LENIENT_TICKET_MIN = 8
+
+_INVALID = {"suite": 40082, "corp": 40014}
+"""errcode for a token never issued (or of another kind), per kind."""
+
+_EXPIRED = {"suite": 42009, "corp": 42001}
+"""errcode for an expired token, per kind."""
+
+
+@dataclass(frozen=True)
+class Authorization:
+    suite_id: str
+    corp_id: str
+    corp_name: str
+    agent_id: int
+    permanent_code: str
+    state: str | None
+
+
+@dataclass(frozen=True)
+class Token:
+    kind: str  # "suite" | "corp" | …
+    subject: str  # suite id | corp id | …
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AuthCodeGrant:
+    corp_id: str
+    corp_name: str | None
+    state: str | None
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class OAuthCode:
+    user_id: str | None
+    open_id: str | None
+    corp_id: str | None
+    issued_at: float
+
+
+@dataclass(frozen=True)
+class UserTicket:
+    corp_id: str
+    user_id: str
+    expires_at: float
+
+
+@dataclass
+class Fault:
+    errcode: int | None
+    errmsg: str
+    http_status: int | None
+    remaining: int
+
+
+@dataclass
+class State:
+    """The fake's memory; only touched under FakeWeCom's lock."""
+
+    now: Callable[[], float]
+    ttl: int
+    random: Callable[[int], str]
+    strict: bool
+    tickets: dict[str, set[str]] = field(default_factory=dict)
+    auth_codes: dict[str, AuthCodeGrant] = field(default_factory=dict)
+    used_auth_codes: set[str] = field(default_factory=set)
+    authorizations: dict[str, Authorization] = field(default_factory=dict)  # by permanent code
+    tokens: dict[str, Token] = field(default_factory=dict)
+    codes: dict[str, OAuthCode] = field(default_factory=dict)
+    used_codes: set[str] = field(default_factory=set)
+    user_tickets: dict[str, UserTicket] = field(default_factory=dict)
+    faults: dict[str, list[Fault]] = field(default_factory=dict)
+    calls: Counter[str] = field(default_factory=Counter)
+
+    def issue(self, kind: str, subject: str) -> str:
+        token = self.random(32)
+        self.tokens[token] = Token(kind, subject, self.now() + self.ttl)
+        return token
+
+    def check_token(self, token: str | None, kind: str) -> Token:
+        if not token:
+            raise WeComAPIError(41001, "")
+        issued = self.tokens.get(token)
+        if issued is None or issued.kind != kind:
+            raise WeComAPIError(_INVALID[kind], "")
+        if issued.expires_at <= self.now():
+            raise WeComAPIError(_EXPIRED[kind], "")
+        return issued
+
+    def ticket_ok(self, suite_id: str, ticket: str) -> bool:
+        if ticket in self.tickets.get(suite_id, set()):
+            return True
+        return not self.strict and len(ticket) >= LENIENT_TICKET_MIN
+
+    def errmsg(self, errcode: int) -> str:
+        """WeCom's errmsg layout: text, a hint id, and a lookup URL with a query string."""
+        text = ERRMSG.get(errcode, "error")
+        hint = f"{int(self.now())}_{self.random(8)}"
+        return (
+            f"{text}, hint: [{hint}], from ip: 127.0.0.1, "
+            f"more info at https://open.work.weixin.qq.com/devtool/query?e={errcode}"
+        )
+
+
+def digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
