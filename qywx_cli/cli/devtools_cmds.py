@@ -19,7 +19,7 @@ import typer
 from qywx_cli.cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from qywx_cli.cli._output import Format, emit_json, note, table
 from qywx_cli.cli._state import globals_of
-from qywx_cli.core.errors import CallbackCryptoError, QywxError, UsageError
+from qywx_cli.core.errors import CallbackCryptoError, ConfigError, QywxError, UsageError
 
 if TYPE_CHECKING:
     from qywx_cli.core.capture import OpenedRequest
@@ -323,15 +323,53 @@ def _builder(
     )
 
 
+def _provider_builder(
+    simulator: CallbackSimulator,
+    provider_corp_id: str,
+    *,
+    verify_url: bool,
+    receive_id: str | None,
+    info_type: str | None,
+    corp_id: str | None,
+    overrides: dict[str, str],
+    xml: Path | None,
+) -> tuple[Callable[[], SimulatedRequest], EventSpec | None, str]:
+    """:func:`_builder` for the system event URL: receiveid the provider corp id (§7.2)."""
+    from qywx_cli.core.simulate import EventSpec
+
+    rid = receive_id or provider_corp_id
+    origin = "--receive-id" if receive_id else "the provider corp id"
+    if verify_url:
+        return (lambda: simulator.handshake(rid)), None, origin
+    spec = EventSpec(
+        receive_id=rid,
+        info_type=info_type,
+        corp_id=corp_id,
+        overrides=overrides,
+        xml=None if xml is None else _read_xml(xml),
+        system=True,
+    )
+    return (lambda: simulator.callback(spec)), spec, origin
+
+
 def simulate_callback(
     ctx: typer.Context,
+    url: Annotated[str, typer.Option("--url", metavar="URL", help="Callback endpoint to call.")],
     auth: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--auth", metavar="NAME", help="Instance name in auths/, or a path to its folder."
         ),
-    ],
-    url: Annotated[str, typer.Option("--url", metavar="URL", help="Callback endpoint to call.")],
+    ] = None,
+    provider: Annotated[
+        bool,
+        typer.Option(
+            "--provider",
+            help="Sign with the provider's system-event key (provider_token, "
+            "provider_encoding_aes_key) instead of an instance's; events "
+            "license_pay_success (default), license_refund, auto_activate.",
+        ),
+    ] = False,
     event: Annotated[
         str | None,
         typer.Option(
@@ -455,23 +493,58 @@ def simulate_callback(
     if count is not None:
         sim.check_load_bounds(count, 1 if concurrency is None else concurrency, rate)
 
-    instance, settings = _load_instance(ctx, auth)
-    simulator = sim.CallbackSimulator.for_instance(instance, url)
-    info_type = None if xml is not None else (event or "suite_ticket")
-    corp = corp_id or instance.corp_id
-    if info_type in _CORP_EVENTS and not corp:
-        raise UsageError(f"--event {info_type} needs --corp-id (instance {instance.name} has none)")
-    build, spec, origin = _builder(
-        simulator,
-        instance,
-        settings,
-        verify_url=verify_url,
-        receive_id=receive_id,
-        info_type=info_type,
-        corp_id=corp,
-        overrides=sim.parse_overrides(overrides or []),
-        xml=xml,
-    )
+    if provider:
+        if auth is not None:
+            raise UsageError("--provider signs with the provider's key; drop --auth")
+        settings = globals_of(ctx).settings()
+        if not settings.has_provider_callbacks:
+            raise ConfigError(
+                "--provider needs provider_token, provider_encoding_aes_key and "
+                "provider_corp_id in qywx.toml or QYWX_PROVIDER_* variables"
+            )
+        assert settings.provider_token and settings.provider_encoding_aes_key
+        assert settings.provider_corp_id
+        simulator = sim.CallbackSimulator.for_provider(
+            settings.provider_token,
+            settings.provider_encoding_aes_key,
+            settings.provider_corp_id,
+            url,
+        )
+        info_type = None if xml is not None else (event or "license_pay_success")
+        if info_type is not None and not verify_url and not corp_id:
+            raise UsageError(f"--event {info_type} needs --corp-id (the AuthCorpId)")
+        build, spec, origin = _provider_builder(
+            simulator,
+            settings.provider_corp_id,
+            verify_url=verify_url,
+            receive_id=receive_id,
+            info_type=info_type,
+            corp_id=corp_id,
+            overrides=sim.parse_overrides(overrides or []),
+            xml=xml,
+        )
+    else:
+        if auth is None:
+            raise UsageError("--auth NAME is required (or --provider for the system event URL)")
+        instance, settings = _load_instance(ctx, auth)
+        simulator = sim.CallbackSimulator.for_instance(instance, url)
+        info_type = None if xml is not None else (event or "suite_ticket")
+        corp = corp_id or instance.corp_id
+        if info_type in _CORP_EVENTS and not corp:
+            raise UsageError(
+                f"--event {info_type} needs --corp-id (instance {instance.name} has none)"
+            )
+        build, spec, origin = _builder(
+            simulator,
+            instance,
+            settings,
+            verify_url=verify_url,
+            receive_id=receive_id,
+            info_type=info_type,
+            corp_id=corp,
+            overrides=sim.parse_overrides(overrides or []),
+            xml=xml,
+        )
     first = build()  # usage problems (bad --set) surface before anything is sent
     if dry_run:
         if fmt is Format.json:

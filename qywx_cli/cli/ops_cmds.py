@@ -202,10 +202,13 @@ def _decrypted(rec: CallbackRecord, settings: Settings, show_secrets: bool) -> d
     from qywx_cli.core import events as ev
     from qywx_cli.core.config import find_instance
     from qywx_cli.core.errors import CallbackCryptoError
+    from qywx_cli.core.service import PROVIDER_ROUTE, provider_crypto
     from qywx_cli.core.xmlsafe import envelope_encrypt
 
-    inst = find_instance(rec.instance, settings.auths_dir)
-    crypto = inst.crypto(inst.receive_ids(provider_corp_id=settings.provider_corp_id))
+    crypto = provider_crypto(settings) if rec.instance == PROVIDER_ROUTE else None
+    if crypto is None:
+        inst = find_instance(rec.instance, settings.auths_dir)
+        crypto = inst.crypto(inst.receive_ids(provider_corp_id=settings.provider_corp_id))
     # A GET handshake's envelope is the echostr itself; a POST's is the XML envelope.
     encrypt = rec.envelope if rec.kind == "verify" else envelope_encrypt(rec.envelope)
     try:

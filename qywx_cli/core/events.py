@@ -6,7 +6,12 @@ WeCom sends two shapes (wecom-protocol.md §3):
   ``SuiteId``, ``TimeStamp`` and, for corp-specific events, ``AuthCorpId`` (§3.1-3.5);
 * **data callbacks** to the 代开发 app's own URL in the self-built-app format, keyed by
   ``MsgType`` (``event`` plus ``Event`` for events), with the corp in ``ToUserName`` and the
-  time in ``CreateTime`` (§3.6, §3.7).
+  time in ``CreateTime`` (§3.6, §3.7): member messages and events (``enter_agent``, text
+  messages, ``change_contact``, ``batch_job_result``, ``unlicensed_notify``; docs 97165);
+* **system events** to the provider's 系统事件接收URL, in the command shape but with
+  ``ServiceCorpId`` instead of ``SuiteId``: the interface-licence events
+  ``license_pay_success``, ``license_refund`` and ``auto_activate`` (docs 97196, 95805,
+  95994; wecom-provider-apis.md §7.2).
 
 Values are stripped: the documentation's own suite_ticket sample pads a CDATA section
 with a space (``<InfoType> <![CDATA[suite_ticket]]></InfoType>``, §3.1). Parsing goes
@@ -22,8 +27,9 @@ import hashlib
 import re
 import secrets
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from types import MappingProxyType
 from typing import ClassVar, Final, Literal, TypedDict
@@ -41,18 +47,28 @@ from qywx_cli.core.xmlsafe import element_fields, parse_xml
 __all__ = [
     "AUTH_CODE_PREFIX",
     "EVENT_NAMES",
+    "PROVIDER_EVENT_NAMES",
     "SECRET_FIELDS",
+    "AutoActivateEvent",
+    "AutoActivatedAccount",
+    "BatchJobResultEvent",
     "CancelAuthEvent",
     "ChangeAuthEvent",
     "ChangeContactEvent",
     "ChangeExternalContactEvent",
     "CreateAuthEvent",
+    "EnterAgentEvent",
     "Event",
     "EventKind",
+    "LicensePaySuccessEvent",
+    "LicenseRefundEvent",
     "ResetPermanentCodeEvent",
     "SuiteTicketEvent",
+    "TextMessageEvent",
     "UnknownEvent",
+    "UnlicensedNotifyEvent",
     "build_event_xml",
+    "build_provider_event_xml",
     "content_key",
     "corp_id_from_auth_code",
     "is_secret_field",
@@ -173,12 +189,19 @@ class ResetPermanentCodeEvent(Event):
 
 @dataclass(frozen=True, kw_only=True, repr=False)
 class ChangeContactEvent(Event):
-    """change_contact (§3.6), command format (InfoType) or data format (Event)."""
+    """change_contact (§3.6), command format (InfoType) or data format (Event).
+
+    ``user_id`` is UserID for the *_user changes, ``new_user_id`` NewUserID when an
+    update_user renamed the member, ``party_id`` Id for the *_party changes and
+    ``tag_id`` TagId for update_tag. Since the ID upgrade a 代开发 app may get only
+    UserID and Department (docs 96302), so every other field is optional.
+    """
 
     change_type: str
     user_id: str | None
     party_id: str | None
     tag_id: str | None
+    new_user_id: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -190,6 +213,110 @@ class ChangeExternalContactEvent(Event):
     external_user_id: str | None
 
     secret_fields: ClassVar[frozenset[str]] = frozenset({"WelcomeCode"})
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class EnterAgentEvent(Event):
+    """enter_agent (data callback): a member opened the app; sent only with isreportenter=1.
+
+    ``user_id`` is FromUserName; ``event_key`` is empty in every published sample.
+    """
+
+    user_id: str
+    agent_id: int | None
+    event_key: str | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class TextMessageEvent(Event):
+    """A text message a member sent to the app (MsgType text); ``info_type`` is ``text``.
+
+    WeCom redelivers a message it got no 200 for; MsgId is the documented dedupe key
+    (§3.8), and the store's content key already covers a redelivery.
+    """
+
+    user_id: str
+    content: str
+    msg_id: str | None
+    agent_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class BatchJobResultEvent(Event):
+    """batch_job_result (data callback): an asynchronous contact job (sync_user…) finished.
+
+    The documented sample nests JobId, JobType, ErrCode and ErrMsg in ``<BatchJob>``;
+    some mirrors put them at the top level, so both layouts are read.
+    """
+
+    job_id: str
+    job_type: str
+    errcode: int
+    errmsg: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.errcode == 0
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class UnlicensedNotifyEvent(Event):
+    """unlicensed_notify (data callback, docs 95716): a member without an active interface
+    licence opened the app, so WeCom refused the app's calls on that member's behalf."""
+
+    user_id: str
+    agent_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class LicensePaySuccessEvent(Event):
+    """license_pay_success (system event, docs 97196): an order was paid and its activation
+    codes exist; ``order_id`` is the sub-order id for a multi-corp order."""
+
+    service_corp_id: str
+    order_id: str
+    buyer_user_id: str | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class LicenseRefundEvent(Event):
+    """license_refund (system event, docs 95805): ``order_status`` 1 refunded, 2 refused."""
+
+    service_corp_id: str
+    order_id: str
+    order_status: int | None
+
+    @property
+    def refunded(self) -> bool:
+        return self.order_status == 1
+
+
+@dataclass(frozen=True)
+class AutoActivatedAccount:
+    """One ``<AccountList>`` of auto_activate: the code WeCom bound to a member by itself.
+
+    ``previous_status``: 1 no licence before, 2 active with ≤ 7 days left, 3 expired.
+    """
+
+    active_code: str
+    type: int | None
+    user_id: str
+    expire_time: int | None
+    previous_status: int | None
+    previous_active_code: str | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class AutoActivateEvent(Event):
+    """auto_activate (system event, docs 95994): a corp with auto-activation on bound codes.
+
+    ``scene``: 1 a member opened the app, 2 the provider sent a message, 3 the provider
+    called an 互通 API. Each ``<AccountList>`` element is one account.
+    """
+
+    service_corp_id: str
+    scene: int | None
+    accounts: tuple[AutoActivatedAccount, ...]
 
 
 @dataclass(frozen=True, kw_only=True, repr=False)
@@ -218,6 +345,7 @@ class _Common:
     corp_id: str | None
     timestamp: int | None
     fields: Mapping[str, str]
+    root: ET.Element
 
     def required(self, name: str, max_bytes: int | None = None) -> str:
         value = self.fields.get(name, "")
@@ -229,6 +357,13 @@ class _Common:
 
     def optional(self, name: str) -> str | None:
         return self.fields.get(name) or None
+
+    def integer(self, name: str) -> int | None:
+        return _int_field(self.fields, name)
+
+    def nested(self, node: ET.Element) -> _Common:
+        """The same event read at ``node`` (``<BatchJob>``, one ``<AccountList>``)."""
+        return replace(self, fields=MappingProxyType(element_fields(node)), root=node)
 
     def base(self) -> _BaseFields:
         return {
@@ -281,6 +416,7 @@ def _change_contact(c: _Common) -> Event:
         user_id=c.optional("UserID"),
         party_id=c.optional("Id"),
         tag_id=c.optional("TagId"),
+        new_user_id=c.optional("NewUserID"),
     )
 
 
@@ -293,6 +429,99 @@ def _change_external_contact(c: _Common) -> Event:
     )
 
 
+def _enter_agent(c: _Common) -> Event:
+    return EnterAgentEvent(
+        **c.base(),
+        user_id=c.required("FromUserName"),
+        agent_id=c.integer("AgentID"),
+        event_key=c.optional("EventKey"),
+    )
+
+
+def _text(c: _Common) -> Event:
+    # Content is the member's text as typed: not stripped (element_fields strips, so the
+    # element's own text is read), and an empty message is still a message.
+    node = c.root.find("Content")
+    if node is None:
+        raise EventError("text message is missing Content")
+    return TextMessageEvent(
+        **c.base(),
+        user_id=c.required("FromUserName"),
+        content=node.text or "",
+        msg_id=c.optional("MsgId"),
+        agent_id=c.integer("AgentID"),
+    )
+
+
+def _batch_job_result(c: _Common) -> Event:
+    job = c.root.find("BatchJob")
+    inner = c.nested(job) if job is not None and len(job) else c
+    errcode = inner.integer("ErrCode")
+    if errcode is None:
+        raise EventError("batch_job_result event is missing ErrCode")
+    return BatchJobResultEvent(
+        **c.base(),
+        job_id=inner.required("JobId"),
+        job_type=inner.required("JobType"),
+        errcode=errcode,
+        errmsg=inner.optional("ErrMsg"),
+    )
+
+
+def _unlicensed_notify(c: _Common) -> Event:
+    return UnlicensedNotifyEvent(
+        **c.base(), user_id=c.required("FromUserName"), agent_id=c.integer("AgentID")
+    )
+
+
+def _licence_common(c: _Common) -> str:
+    c.required("AuthCorpId")
+    return c.required("ServiceCorpId")
+
+
+def _license_pay_success(c: _Common) -> Event:
+    return LicensePaySuccessEvent(
+        **c.base(),
+        service_corp_id=_licence_common(c),
+        order_id=c.required("OrderId"),
+        buyer_user_id=c.optional("BuyerUserId"),
+    )
+
+
+def _license_refund(c: _Common) -> Event:
+    return LicenseRefundEvent(
+        **c.base(),
+        service_corp_id=_licence_common(c),
+        order_id=c.required("OrderId"),
+        order_status=c.integer("OrderStatus"),
+    )
+
+
+def _auto_activate(c: _Common) -> Event:
+    accounts = []
+    for node in c.root.iter("AccountList"):
+        # Some samples wrap each account in <Item>; read the leaves either way.
+        items = node.findall("Item") or [node]
+        for item in items:
+            one = c.nested(item)
+            accounts.append(
+                AutoActivatedAccount(
+                    active_code=one.required("ActiveCode"),
+                    type=one.integer("Type"),
+                    user_id=one.required("UserId"),
+                    expire_time=one.integer("ExpireTime"),
+                    previous_status=one.integer("PreviousStatus"),
+                    previous_active_code=one.optional("PreviousActiveCode"),
+                )
+            )
+    return AutoActivateEvent(
+        **c.base(),
+        service_corp_id=_licence_common(c),
+        scene=c.integer("Scene"),
+        accounts=tuple(accounts),
+    )
+
+
 _COMMAND_PARSERS: Final[Mapping[str, Callable[[_Common], Event]]] = {
     "suite_ticket": _suite_ticket,
     "create_auth": _create_auth,
@@ -301,11 +530,19 @@ _COMMAND_PARSERS: Final[Mapping[str, Callable[[_Common], Event]]] = {
     "reset_permanent_code": _reset_permanent_code,
     "change_contact": _change_contact,
     "change_external_contact": _change_external_contact,
+    # System events (provider URL): the command shape, ServiceCorpId for SuiteId.
+    "license_pay_success": _license_pay_success,
+    "license_refund": _license_refund,
+    "auto_activate": _auto_activate,
 }
-# Only contact events arrive in the data format (§3.6, §3.7); the auth events never do.
+# The auth events never arrive in the data format; contact events come in both (§3.6).
 _DATA_PARSERS: Final[Mapping[str, Callable[[_Common], Event]]] = {
     "change_contact": _change_contact,
     "change_external_contact": _change_external_contact,
+    "enter_agent": _enter_agent,
+    "text": _text,
+    "batch_job_result": _batch_job_result,
+    "unlicensed_notify": _unlicensed_notify,
 }
 
 
@@ -336,6 +573,7 @@ def parse_event(xml: str | bytes) -> Event:
             corp_id=fields.get("AuthCorpId") or None,
             timestamp=_int_field(fields, "TimeStamp"),
             fields=fields,
+            root=root,
         )
         parsers = _COMMAND_PARSERS
     else:
@@ -355,6 +593,7 @@ def parse_event(xml: str | bytes) -> Event:
             corp_id=fields.get("ToUserName") or None,
             timestamp=_int_field(fields, "CreateTime"),
             fields=fields,
+            root=root,
         )
         parsers = _DATA_PARSERS
     parser = parsers.get(info_type)
@@ -450,22 +689,89 @@ def build_event_xml(
     ``overrides`` replace a field's value in place (keeping its CDATA or plain style) or
     append a new CDATA field; any value is escaped so the document stays well-formed.
     """
-    fields = _template(info_type, suite_id, corp_id, int(now()), token)
+    return _render(_template(info_type, suite_id, corp_id, int(now()), token), overrides)
+
+
+PROVIDER_EVENT_NAMES: Final = ("license_pay_success", "license_refund", "auto_activate")
+"""System events :func:`build_provider_event_xml` builds (``simulate-callback --provider``)."""
+
+
+def build_provider_event_xml(
+    info_type: str,
+    *,
+    provider_corp_id: str,
+    corp_id: str,
+    overrides: Mapping[str, str] = _NO_OVERRIDES,
+    now: Callable[[], float] = time.time,
+    token: Callable[[int], str] = secrets.token_urlsafe,
+) -> str:
+    """A system event for the provider URL, fields in the order of the docs' samples.
+
+    Each build gets a fresh OrderId / ActiveCode, so repeated sends are distinct
+    deliveries; ``overrides`` work as in :func:`build_event_xml`.
+    """
+    stamp = int(now())
+    head = [
+        ("ServiceCorpId", provider_corp_id, True),
+        ("InfoType", info_type, True),
+        ("AuthCorpId", corp_id, True),
+    ]
+    order = ("OrderId", "OI" + token(24).replace("-", "").replace("_", ""), True)
+    fields: list[tuple[str, str, bool]]
+    if info_type == "license_pay_success":
+        fields = [*head, order, ("BuyerUserId", "zhangsan", True), ("TimeStamp", str(stamp), False)]
+    elif info_type == "license_refund":
+        fields = [*head, order, ("OrderStatus", "1", False), ("TimeStamp", str(stamp), False)]
+    elif info_type == "auto_activate":
+        fields = [
+            *head,
+            ("Scene", "1", False),
+            ("TimeStamp", str(stamp), False),
+            # One account; the nested element is written out whole by _render.
+            ("AccountList", _account_xml(token(24), stamp), False),
+        ]
+    else:
+        raise UsageError(
+            f"unknown system event {info_type!r}; choose one of {', '.join(PROVIDER_EVENT_NAMES)}"
+        )
+    return _render(fields, overrides, raw={"AccountList"})
+
+
+def _account_xml(code: str, now: int) -> str:
+    year = 365 * 86400
+    return (
+        f"<ActiveCode>{_cdata(code)}</ActiveCode><Type>1</Type>"
+        f"<ExpireTime>{now + year}</ExpireTime><UserId>{_cdata('zhangsan')}</UserId>"
+        "<PreviousStatus>1</PreviousStatus>"
+    )
+
+
+def _render(
+    fields: list[tuple[str, str, bool]],
+    overrides: Mapping[str, str],
+    raw: frozenset[str] | set[str] = frozenset(),
+) -> str:
+    """``<xml>`` of ``fields`` with ``overrides`` applied; names in ``raw`` hold markup."""
     positions = {name: i for i, (name, _, _) in enumerate(fields)}
+    raw = set(raw)
     for name, value in overrides.items():
         if not _FIELD_NAME.fullmatch(name):
             raise UsageError(f"{name!r} is not a valid XML field name")
         if _NOT_XML_CHAR.search(value):
             raise UsageError(f"the value for {name} contains characters XML cannot carry")
+        raw.discard(name)  # an override is a value, never markup
         if name in positions:
             fields[positions[name]] = (name, value, fields[positions[name]][2])
         else:
             positions[name] = len(fields)
             fields.append((name, value, True))
-    body = "\n".join(
-        f"<{name}>{_cdata(value) if as_cdata else escape(value)}</{name}>"
-        for name, value, as_cdata in fields
-    )
+
+    def text(name: str, value: str, as_cdata: bool) -> str:
+        if name in raw:
+            return value
+        return _cdata(value) if as_cdata else escape(value)
+
+    body = "\n".join(f"<{n}>{text(n, v, c)}</{n}>" for n, v, c in fields)
     return f"<xml>\n{body}\n</xml>"
 
 

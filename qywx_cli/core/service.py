@@ -16,6 +16,13 @@ instead: a suite_ticket is one more INSERT (§3.1), and change_contact and the o
 events qywx only records have no handler at all, so the busiest callbacks cost one
 transaction and no worker round trip.
 
+The provider's 系统事件接收URL is the route ``/notify/provider`` (:data:`PROVIDER_ROUTE`):
+signed and encrypted with the provider's own Token and EncodingAESKey (settings
+``provider_token``, ``provider_encoding_aes_key``), receiveid the provider corp id
+(wecom-provider-apis.md §7.2). Its callbacks are recorded under the instance name
+``provider`` and go through the same record → reply → handle path, dedupe and retry
+included; a request signed with a template's key is refused there (-40001).
+
 Replies, chosen so WeCom and a scanner can both tell what happened:
 a byte-identical replay (same instance, msg_signature, timestamp, nonce) is logged
 ``duplicate`` and refused with 409; a redelivery of the same content under a fresh
@@ -40,6 +47,7 @@ from qywx_cli.core.config import AuthInstance, load_instances
 from qywx_cli.core.crypto import Decrypted, WXBizMsgCrypt
 from qywx_cli.core.errors import (
     CallbackCryptoError,
+    ConfigError,
     EventError,
     QywxError,
     RecordNotFound,
@@ -51,11 +59,33 @@ from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
-__all__ = ["CallbackService", "NotifyResponse", "RetryOutcome"]
+__all__ = [
+    "PROVIDER_ROUTE",
+    "CallbackService",
+    "NotifyResponse",
+    "RetryOutcome",
+    "provider_crypto",
+]
 
 log = logging.getLogger("qywx.service")
 
 _RETRYABLE = frozenset({"received", "failed", "unknown"})
+
+PROVIDER_ROUTE = "provider"
+"""``/notify/provider``, and the instance column of what arrives there."""
+
+
+def provider_crypto(settings: Settings) -> WXBizMsgCrypt | None:
+    """The system event URL's crypto (receiveid: the provider corp id only), if configured."""
+    if not settings.has_provider_callbacks:
+        return None
+    assert settings.provider_token and settings.provider_encoding_aes_key
+    assert settings.provider_corp_id
+    return WXBizMsgCrypt(
+        settings.provider_token,
+        settings.provider_encoding_aes_key,
+        {settings.provider_corp_id: "provider_corp"},
+    )
 
 
 @dataclass(frozen=True)
@@ -194,6 +224,12 @@ class CallbackService:
             i.name: i.crypto(i.receive_ids(provider_corp_id=settings.provider_corp_id))
             for i in found
         }
+        self._provider = provider_crypto(settings)
+        if self._provider is not None and PROVIDER_ROUTE in self.instances:
+            raise ConfigError(
+                f"auth instance {PROVIDER_ROUTE!r} would shadow the system event URL "
+                f"/notify/{PROVIDER_ROUTE}; rename the instance"
+            )
         self.worker_id = f"{uuid.uuid4().hex[:8]}"
         self._background = background
         self._worker = _Worker(self.process, threads=threads) if background else None
@@ -262,6 +298,11 @@ class CallbackService:
         if name is None:
             return self.active_instances()
         inst = self.instances.get(name)
+        if inst is None and name == PROVIDER_ROUTE:
+            raise RecordNotFound(
+                f"the system event URL /notify/{PROVIDER_ROUTE} is not configured: set "
+                "provider_token, provider_encoding_aes_key and provider_corp_id"
+            )
         if inst is None or not inst.is_active:
             raise RecordNotFound(f"no active auth instance named {name!r}")
         return [inst]
@@ -340,13 +381,19 @@ class CallbackService:
         self, name: str | None, sig: str, ts: str, nonce: str, echostr: str
     ) -> NotifyResponse:
         echostr = echostr.replace(" ", "+")  # a proxy decoded '+' as space (§5.3)
-        inst = self._pick(name, sig, ts, nonce, echostr)
-        dec = self._decrypt(inst, echostr)
+        if self._is_provider_route(name):
+            assert self._provider is not None
+            dec = self._provider.verify_url(sig, ts, nonce, echostr)
+            route, suite_id = PROVIDER_ROUTE, None
+        else:
+            inst = self._pick(name, sig, ts, nonce, echostr)
+            dec = self._decrypt(inst, echostr)
+            route, suite_id = inst.name, inst.suite_id
         rec = self.store.record_callback(
-            instance=inst.name,
+            instance=route,
             kind="verify",
             info_type="verify_url",
-            suite_id=inst.suite_id,
+            suite_id=suite_id,
             corp_id=dec.receive_id if dec.receive_id_kind != "suite" else None,
             msg_signature=sig,
             timestamp=ts,
@@ -356,7 +403,11 @@ class CallbackService:
             status="processed",
         )
         # The plaintext exactly: no quotes, BOM or newline (§1.4).
-        return NotifyResponse(200, dec.message, "handshake", rec.id, inst.name)
+        return NotifyResponse(200, dec.message, "handshake", rec.id, route)
+
+    def _is_provider_route(self, name: str | None) -> bool:
+        """``/notify/provider`` is the system event URL once the provider key is set."""
+        return name == PROVIDER_ROUTE and self._provider is not None
 
     def _callback(
         self, name: str | None, sig: str, ts: str, nonce: str, body: bytes | str
@@ -368,38 +419,77 @@ class CallbackService:
                 CallbackCryptoError.PARSE_XML, "envelope is not UTF-8"
             ) from None
         encrypt = envelope_encrypt(envelope)
+        if self._is_provider_route(name):
+            provider = self._provider
+            assert provider is not None
+            provider.verify(sig, ts, nonce, encrypt)  # a template's key fails here: -40001
+            # receiveid must be the provider corp id (-40005 otherwise).
+            return self._accept(
+                PROVIDER_ROUTE,
+                None,
+                None,
+                lambda: provider.decrypt(encrypt),
+                sig,
+                ts,
+                nonce,
+                envelope,
+            )
         inst = self._pick(name, sig, ts, nonce, encrypt)
+        return self._accept(
+            inst.name,
+            inst.suite_id,
+            inst,
+            lambda: self._decrypt(inst, encrypt),
+            sig,
+            ts,
+            nonce,
+            envelope,
+        )
+
+    def _accept(
+        self,
+        route: str,
+        suite_id: str | None,
+        inst: AuthInstance | None,
+        decrypt: Callable[[], Decrypted],
+        sig: str,
+        ts: str,
+        nonce: str,
+        envelope: str,
+    ) -> NotifyResponse:
+        """Record a signature-checked callback durably, reply, then hand it to a worker."""
         common: dict[str, Any] = dict(
-            instance=inst.name, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=envelope
+            instance=route, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=envelope
         )
         try:
             self._check_clock(ts)
-            dec = self._decrypt(inst, encrypt)
+            dec = decrypt()
             event = ev.parse_event(dec.message)
         except (CallbackCryptoError, EventError, RequestRejected) as exc:
             # Signed with our token, yet unusable: keep it for the operator to inspect.
             rec = self.store.record_callback(
                 kind="command",
                 info_type=None,
-                suite_id=inst.suite_id,
+                suite_id=suite_id,
                 corp_id=None,
                 content_key=None,
                 status="rejected",
                 last_error=exc.message,
                 **common,
             )
-            return _refusal(exc, record_id=rec.id, instance=inst.name)
+            return _refusal(exc, record_id=rec.id, instance=route)
         unknown = isinstance(event, ev.UnknownEvent)
-        ticket = self._ticket_of(inst, event)
+        ticket = self._ticket_of(inst, event) if inst is not None else None
         # Events that need no WeCom call are finished in the recording transaction; only
         # the rest (create_auth, change_auth, …) go to the workers.
-        done = ticket is not None or type(event) not in self._handlers()
+        handlers = self._handlers() if inst is not None else self._system_handlers()
+        done = ticket is not None or type(event) not in handlers
         rec = self.store.record_callback(
             kind=event.kind,
             info_type=event.info_type,
-            suite_id=event.suite_id or inst.suite_id,
+            suite_id=event.suite_id or suite_id,
             corp_id=event.corp_id,
-            content_key=ev.content_key(inst.name, dec.message),
+            content_key=ev.content_key(route, dec.message),
             status="unknown" if unknown else ("processed" if done else "received"),
             suite_ticket=ticket,
             **common,
@@ -411,17 +501,15 @@ class CallbackService:
                     "replayed request",
                     "duplicate: replay",
                     record_id=rec.id,
-                    instance=inst.name,
+                    instance=route,
                 )
-            return _reply(
-                200, "success", "duplicate: redelivery", record_id=rec.id, instance=inst.name
-            )
+            return _reply(200, "success", "duplicate: redelivery", record_id=rec.id, instance=route)
         if rec.status == "received":
             if self._worker is not None:
                 self._worker.submit(rec.id)
             else:
                 self.process(rec.id)
-        return _reply(200, "success", "accepted", record_id=rec.id, instance=inst.name)
+        return _reply(200, "success", "accepted", record_id=rec.id, instance=route)
 
     def _ticket_of(self, inst: AuthInstance, event: ev.Event) -> tuple[str, str, int] | None:
         """What :meth:`_on_suite_ticket` would save, or None (not a ticket, unknown suite)."""
@@ -462,12 +550,16 @@ class CallbackService:
             self.store.finish_callback(rec.id, status)
         return self.store.get_callback(rec.id)
 
-    def _event_of(self, rec: CallbackRecord) -> tuple[AuthInstance, ev.Event]:
+    def _event_of(self, rec: CallbackRecord) -> tuple[AuthInstance | None, ev.Event]:
         """Re-read the event from the stored (still encrypted) envelope.
 
         The signature was verified on receipt; the timestamp window is not applied
-        again, so a retry hours later still works.
+        again, so a retry hours later still works. System events have no instance.
         """
+        if self._is_provider_route(rec.instance):
+            assert self._provider is not None
+            dec = self._provider.decrypt(envelope_encrypt(rec.envelope))
+            return None, ev.parse_event(dec.message)
         inst = self.instance(rec.instance)
         dec = self._crypto[inst.name].decrypt(
             envelope_encrypt(rec.envelope), check_receive_id=False
@@ -476,11 +568,21 @@ class CallbackService:
 
     def _handle(self, rec: CallbackRecord) -> str:
         inst, event = self._event_of(rec)
+        if inst is None:
+            system = self._system_handlers().get(type(event))
+            if system is None:
+                return "unknown" if isinstance(event, ev.UnknownEvent) else "processed"
+            system(event, rec)
+            return "processed"
         handler = self._handlers().get(type(event))
         if handler is None:
             return "unknown" if isinstance(event, ev.UnknownEvent) else "processed"
         handler(inst, event, rec)
         return "processed"
+
+    def _system_handlers(self) -> dict[type, Callable[[Any, CallbackRecord], None]]:
+        """Handlers of what the system event URL receives (no template instance)."""
+        return {}
 
     def _handlers(self) -> dict[type, Callable[[AuthInstance, Any, CallbackRecord], None]]:
         return {

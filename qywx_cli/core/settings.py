@@ -15,11 +15,11 @@ import os
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qywx_cli.core.config import BUSINESS_FIELDS
+from qywx_cli.core.config import AUTH_CONFIG_FIELDS, BUSINESS_FIELDS, ENV_PREFIX, FieldRule
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.urls import split_url
 
@@ -33,8 +33,29 @@ __all__ = ["CONFIG_FILE", "DEFAULT_API_BASE", "Settings", "load_settings"]
 CONFIG_FILE = "qywx.toml"
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin"
 
-_KNOWN_KEYS = {"auths", "db", "api_base", "provider_corp_id", "max_clock_skew"}
+_KNOWN_KEYS = {
+    "auths",
+    "db",
+    "api_base",
+    "provider_corp_id",
+    "max_clock_skew",
+    "provider_token",
+    "provider_encoding_aes_key",
+}
 _CORP_ID_RULE = next(r for r in BUSINESS_FIELDS if r.name == "corpId")
+_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The system event URL's Token and EncodingAESKey follow the console's rules for any
+# callback URL, the same as an instance's (wecom-protocol.md §1.1).
+_SECRET_RULES: dict[str, tuple[FieldRule, str]] = {
+    "provider_token": (
+        next(r for r in AUTH_CONFIG_FIELDS if r.name == "token"),
+        "must be 1 to 32 ASCII letters and digits",
+    ),
+    "provider_encoding_aes_key": (
+        next(r for r in AUTH_CONFIG_FIELDS if r.name == "encodingAESKey"),
+        "must be 43 characters of letters, digits, '+' and '/'",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,17 @@ class Settings:
     #: seconds a POST callback's timestamp may differ from now (0 = unchecked)
     max_clock_skew: int = 300
     config_file: Path | None = None
+    #: the 系统事件接收URL's Token and EncodingAESKey (服务商后台 → 通用开发参数); with
+    #: ``provider_corp_id`` they enable the ``/notify/provider`` route. Never in a repr.
+    provider_token: str | None = field(default=None, repr=False)
+    provider_encoding_aes_key: str | None = field(default=None, repr=False)
+
+    @property
+    def has_provider_callbacks(self) -> bool:
+        """True when the system event URL can be served: token, key and provider corp id."""
+        return bool(
+            self.provider_token and self.provider_encoding_aes_key and self.provider_corp_id
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -76,6 +108,34 @@ def _check_url(value: Any, where: str) -> str:
 def _check_corp_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(_CORP_ID_RULE.pattern or "", value):
         raise ConfigError(f"{where} must be a corp id (ww…/wx… or an open corpid), not {value!r}")
+    return value
+
+
+def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> str | None:
+    """A secret setting: ``QYWX_<KEY>`` in the environment, else ``key`` in qywx.toml, whose
+    value may be ``env:VAR``. Messages name the key or variable, never the value."""
+    rule, shape = _SECRET_RULES[key]
+    env_key = f"QYWX_{key.upper()}"
+    if env.get(env_key):
+        value, where = env[env_key], env_key
+    elif key in data:
+        raw = data[key]
+        where = f"{path}: {key}"
+        if not isinstance(raw, str) or not raw:
+            raise ConfigError(f"{where} must be a non-empty string or env:VAR")
+        if raw.startswith(ENV_PREFIX):
+            var = raw[len(ENV_PREFIX) :]
+            if not _ENV_VAR.fullmatch(var):
+                raise ConfigError(f"{where} is not a valid env:VAR reference")
+            if not env.get(var):
+                raise ConfigError(f"{where} refers to ${var}, which is not set")
+            value, where = env[var], f"{where} (from ${var})"
+        else:
+            value = raw
+    else:
+        return None
+    if not re.fullmatch(rule.pattern or "", value):
+        raise ConfigError(f"{where} {shape} (the value is not shown)")
     return value
 
 
@@ -131,6 +191,21 @@ def load_settings(
     elif "provider_corp_id" in data:
         provider = _check_corp_id(data["provider_corp_id"], f"{path}: provider_corp_id")
 
+    provider_token = _secret("provider_token", data, env, path)
+    provider_key = _secret("provider_encoding_aes_key", data, env, path)
+    if (provider_token is None) != (provider_key is None):
+        given, needed = (
+            ("provider_token", "provider_encoding_aes_key")
+            if provider_key is None
+            else ("provider_encoding_aes_key", "provider_token")
+        )
+        raise ConfigError(f"{given} is set but {needed} is not; the system event URL needs both")
+    if provider_token is not None and provider is None:
+        raise ConfigError(
+            "provider_token is set but provider_corp_id is not; the system event URL's "
+            "receiveid is the provider corp id"
+        )
+
     return Settings(
         auths_dir=pick_path(auths, "QYWX_AUTHS", "auths", "auths"),
         db_path=pick_path(db, "QYWX_DB", "db", "qywx.db"),
@@ -138,4 +213,6 @@ def load_settings(
         provider_corp_id=provider,
         max_clock_skew=skew,
         config_file=path if path.is_file() else None,
+        provider_token=provider_token,
+        provider_encoding_aes_key=provider_key,
     )

@@ -51,7 +51,12 @@ from qywx_cli.core.crypto import (
     sign,
 )
 from qywx_cli.core.errors import UsageError
-from qywx_cli.core.events import EVENT_NAMES, build_event_xml
+from qywx_cli.core.events import (
+    EVENT_NAMES,
+    PROVIDER_EVENT_NAMES,
+    build_event_xml,
+    build_provider_event_xml,
+)
 from qywx_cli.core.urls import split_url
 
 __all__ = [
@@ -189,6 +194,8 @@ class EventSpec:
 
     Each request built from a spec gets a fresh SuiteTicket / AuthCode (events builds
     them), so repeated sends are distinct deliveries, not redeliveries (§3.8 dedupe).
+    ``system`` specs are the provider's system events (license_pay_success …), whose
+    receiveid is the provider corp id and which name the corp in AuthCorpId.
     """
 
     receive_id: str
@@ -196,13 +203,16 @@ class EventSpec:
     corp_id: str | None = None
     overrides: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     xml: str | None = None
+    system: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "overrides", MappingProxyType(dict(self.overrides)))
-        if self.xml is None and self.info_type not in EVENT_NAMES:
-            raise UsageError(
-                f"unknown event {self.info_type!r}; choose one of {', '.join(EVENT_NAMES)}"
-            )
+        names = PROVIDER_EVENT_NAMES if self.system else EVENT_NAMES
+        if self.xml is None and self.info_type not in names:
+            what = "system event" if self.system else "event"
+            raise UsageError(f"unknown {what} {self.info_type!r}; choose one of {', '.join(names)}")
+        if self.system and self.xml is None and not self.corp_id:
+            raise UsageError(f"a {self.info_type} event needs a corp id (AuthCorpId)")
 
 
 class CallbackSimulator:
@@ -243,6 +253,19 @@ class CallbackSimulator:
             **kwargs,
         )
 
+    @classmethod
+    def for_provider(
+        cls, token: str, encoding_aes_key: str, provider_corp_id: str, url: str, **kwargs: Any
+    ) -> CallbackSimulator:
+        """The provider's 系统事件接收URL: its own key; the envelope names the provider corp."""
+        return cls(
+            url,
+            token=token,
+            encoding_aes_key=encoding_aes_key,
+            suite_id=provider_corp_id,
+            **kwargs,
+        )
+
     # -- building blocks -------------------------------------------------------------
     def _nonce(self) -> str:
         # WeCom's nonces are decimal numbers (§1.7 vectors: "1372623149").
@@ -254,6 +277,16 @@ class CallbackSimulator:
             return spec.xml
         assert spec.info_type is not None  # checked in EventSpec
         when = self._now() if at is None else at
+        if spec.system:
+            assert spec.corp_id is not None  # checked in EventSpec
+            return build_provider_event_xml(
+                spec.info_type,
+                provider_corp_id=spec.receive_id,
+                corp_id=spec.corp_id,
+                overrides=spec.overrides,
+                now=lambda: when,
+                token=self._token_source,
+            )
         return build_event_xml(
             spec.info_type,
             suite_id=self.suite_id,

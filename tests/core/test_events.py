@@ -20,6 +20,7 @@ from qywx_cli.core.events import (
     Event,
     ResetPermanentCodeEvent,
     SuiteTicketEvent,
+    TextMessageEvent,
     UnknownEvent,
     build_event_xml,
     content_key,
@@ -242,9 +243,9 @@ def test_change_external_contact_sample() -> None:
     assert mask_fields(event)["WelcomeCode"] != "WELCOMECODE"
 
 
-def test_a_text_message_is_an_unknown_data_event() -> None:
+def test_a_text_message_is_a_typed_data_event() -> None:
     event = parse_event(TEXT_MESSAGE)
-    assert type(event) is UnknownEvent
+    assert type(event) is TextMessageEvent
     assert (event.info_type, event.kind, event.corp_id, event.timestamp) == (
         "text",
         "data",
@@ -252,6 +253,7 @@ def test_a_text_message_is_an_unknown_data_event() -> None:
         1409659813,
     )
     assert event.fields["Content"] == "hello"
+    assert event.content == "hello"
 
 
 def test_unknown_info_type_is_not_an_error() -> None:

@@ -137,3 +137,60 @@ def test_non_utf8_toml(tmp_path: Path) -> None:
     (tmp_path / "qywx.toml").write_bytes(b'auths = "\xff"\n')
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(env={}, cwd=tmp_path)
+
+
+# -- the system event URL's token and key ------------------------------------------------
+
+_PROVIDER_KEY = "Pr0v1derEnc0d1ngAESKeyF0rSystemEventsXYZ012"
+
+
+def test_provider_callback_settings_from_toml_and_env_references(tmp_path: Path) -> None:
+    conf = toml(
+        tmp_path,
+        'provider_corp_id = "wwprov1d3r0c0rp1d0"\n'
+        'provider_token = "env:SYS_TOKEN"\n'
+        f'provider_encoding_aes_key = "{_PROVIDER_KEY}"\n',
+    )
+    s = load_settings(config=conf, env={"SYS_TOKEN": "Tok3n"}, cwd=tmp_path)
+    assert (s.provider_token, s.provider_encoding_aes_key) == ("Tok3n", _PROVIDER_KEY)
+    assert s.has_provider_callbacks
+    assert "Tok3n" not in repr(s) and _PROVIDER_KEY not in repr(s)
+
+
+def test_provider_callback_settings_from_the_environment(tmp_path: Path) -> None:
+    s = load_settings(
+        env={
+            "QYWX_PROVIDER_CORP_ID": "wwprov1d3r0c0rp1d0",
+            "QYWX_PROVIDER_TOKEN": "T0ken",
+            "QYWX_PROVIDER_ENCODING_AES_KEY": _PROVIDER_KEY,
+        },
+        cwd=tmp_path,
+    )
+    assert s.has_provider_callbacks and s.provider_token == "T0ken"
+    assert not load_settings(env={}, cwd=tmp_path).has_provider_callbacks
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "fragment"),
+    [
+        ('provider_token = "bad token!"\n', {}, "1 to 32 ASCII letters"),
+        ('provider_encoding_aes_key = "short"\n', {}, "43 characters"),
+        ('provider_token = "env:1BAD"\n', {}, "not a valid env:VAR"),
+        ('provider_token = "env:UNSET_VAR"\n', {}, "$UNSET_VAR, which is not set"),
+        ('provider_token = "Tok3n"\nprovider_corp_id = "wwprov1d3r0c0rp1d0"\n', {}, "needs both"),
+        (
+            f'provider_token = "Tok3n"\nprovider_encoding_aes_key = "{_PROVIDER_KEY}"\n',
+            {},
+            "provider_corp_id is not",
+        ),
+        ("provider_token = 42\n", {}, "non-empty string"),
+    ],
+)
+def test_provider_callback_setting_errors_never_show_the_value(
+    tmp_path: Path, text: str, env: dict[str, str], fragment: str
+) -> None:
+    conf = toml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config=conf, env=env, cwd=tmp_path)
+    assert fragment in info.value.message
+    assert "bad token!" not in info.value.message and "Tok3n" not in info.value.message
