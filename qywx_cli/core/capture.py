@@ -29,7 +29,7 @@ from qywx_cli.core.errors import CallbackCryptoError, UsageError
 from qywx_cli.core.events import is_secret_field
 from qywx_cli.core.masking import mask
 from qywx_cli.core.urls import split_url
-from qywx_cli.core.xmlsafe import element_fields, envelope_encrypt, parse_xml
+from qywx_cli.core.xmlsafe import envelope_encrypt, parse_fields
 
 __all__ = [
     "MAX_CAPTURE_BYTES",
@@ -302,7 +302,7 @@ def open_captured(
     info_type: str | None = None
     if captured.kind == "callback":
         try:
-            fields = MappingProxyType(element_fields(parse_xml(plaintext)))
+            fields = MappingProxyType(parse_fields(plaintext))
         except CallbackCryptoError as exc:
             warnings.append(f"the plaintext is not callback XML: {exc}")
         info_type = fields.get("InfoType") or fields.get("Event") or fields.get("MsgType") or None

@@ -13,6 +13,11 @@ The receiveid trailer differs by scenario (§2.2: provider corp id for the GET
 handshake, suite id for command callbacks, the authorized corp for data callbacks),
 so the crypto is given a mapping of acceptable ids to their kind and reports which
 one matched instead of hard-coding one.
+
+Decryption is on every callback's path, so it stays in C end to end: ``binascii`` for
+base64, ``hashlib`` for the signature, and one AES-256-CBC call of the ``cryptography``
+package per message on a cipher context kept per thread (the key schedule is built once,
+see ``WXBizMsgCrypt.decrypt``).
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ import hmac
 import re
 import secrets
 import struct
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from Crypto.Cipher import AES
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli.core.errors import CallbackCryptoError
+from qywx_cli.core.xmlsafe import envelope_encrypt
 
 __all__ = [
     "BLOCK_SIZE",
@@ -49,6 +57,7 @@ BLOCK_SIZE = 32
 
 ReceiveIdKind = Literal["suite", "provider_corp", "authorized_corp", "unknown"]
 
+_AES_BLOCK = 16
 _AES_KEY_RE = re.compile(r"[A-Za-z0-9+/]{43}")
 _ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -58,6 +67,17 @@ def sign(token: str, timestamp: str, nonce: str, encrypt: str) -> str:
     joined = "".join(sorted((token, str(timestamp), str(nonce), encrypt)))
     # surrogatepass: a lone surrogate from a hostile query must not crash, only mismatch
     return hashlib.sha1(joined.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+if sys.version_info >= (3, 11):
+
+    def _b64decode(text: str) -> bytes:
+        return binascii.a2b_base64(text, strict_mode=True)
+
+else:  # pragma: no cover - strict_mode is new in 3.11
+
+    def _b64decode(text: str) -> bytes:
+        return base64.b64decode(text, validate=True)
 
 
 def check_encoding_aes_key(encoding_aes_key: str) -> bytes:
@@ -149,7 +169,7 @@ class WXBizMsgCrypt:
     ``random_bytes`` is injected so encryption is reproducible in tests (vector C).
     """
 
-    __slots__ = ("_ecb", "_key", "_random_bytes", "receive_ids", "token")
+    __slots__ = ("_iv", "_key", "_local", "_random_bytes", "receive_ids", "token")
 
     def __init__(
         self,
@@ -161,9 +181,8 @@ class WXBizMsgCrypt:
     ) -> None:
         self.token = token
         self._key = check_encoding_aes_key(encoding_aes_key)
-        # ECB holds only the key schedule, no chaining state, so one object serves every
-        # decryption from any thread (see decrypt).
-        self._ecb = AES.new(self._key, AES.MODE_ECB)
+        self._iv = self._key[:16]
+        self._local = threading.local()  # one CBC context per thread (see decrypt)
         self.receive_ids: dict[str, ReceiveIdKind] = dict(receive_ids or {})
         self._random_bytes = random_bytes
 
@@ -193,28 +212,37 @@ class WXBizMsgCrypt:
         )
         pad = BLOCK_SIZE - len(plain) % BLOCK_SIZE  # a full block when already aligned
         plain += bytes([pad]) * pad
-        cipher = AES.new(self._key, AES.MODE_CBC, self._key[:16])
-        return base64.b64encode(cipher.encrypt(plain)).decode("ascii")
+        cipher = Cipher(algorithms.AES(self._key), modes.CBC(self._iv)).encryptor()
+        return base64.b64encode(cipher.update(plain) + cipher.finalize()).decode("ascii")
+
+    def _cbc(self) -> Any:
+        """This thread's decryption context (a context carries chaining state: not shared)."""
+        try:
+            return self._local.cbc
+        except AttributeError:
+            cbc = self._local.cbc = Cipher(
+                algorithms.AES(self._key), modes.CBC(self._iv)
+            ).decryptor()
+            return cbc
 
     def decrypt(self, encrypt: str, *, check_receive_id: bool = True) -> Decrypted:
         """Decrypt the base64 ``Encrypt`` text; every malformation maps to a WeCom code."""
         try:
-            raw = base64.b64decode((encrypt or "").strip(), validate=True)
+            raw = _b64decode((encrypt or "").strip())
         except (binascii.Error, ValueError):
             raise CallbackCryptoError(
                 CallbackCryptoError.DECODE_BASE64, "Encrypt is not valid base64"
             ) from None
-        if not raw or len(raw) % AES.block_size:
+        if not raw or len(raw) % _AES_BLOCK:
             raise CallbackCryptoError(
                 CallbackCryptoError.DECRYPT_AES, "ciphertext length is not a whole number of blocks"
             )
-        # CBC decryption is P[i] = D(C[i]) xor C[i-1], with C[-1] = IV: the block
-        # decryptions come from the shared ECB object and the chaining is one XOR of two
-        # integers, instead of a new CBC cipher (and key schedule) per callback.
-        chained = int.from_bytes(self._ecb.decrypt(raw), "big") ^ int.from_bytes(
-            self._key[:16] + raw[:-16], "big"
-        )
-        plain = chained.to_bytes(len(raw), "big")
+        # CBC decryption is P[i] = D(C[i]) xor C[i-1]; a context carries C[i-1] from one
+        # call to the next. Feeding the IV as a first block makes it the C[-1] of this
+        # message whatever the context saw before (that block's output is dropped), so
+        # one context per thread serves every message with one C call and no new key
+        # schedule. Inputs are whole blocks (checked above), so nothing stays buffered.
+        plain = self._cbc().update(self._iv + raw)[_AES_BLOCK:]
         pad = plain[-1]
         if not 1 <= pad <= BLOCK_SIZE or plain[-pad:] != bytes([pad]) * pad:
             raise CallbackCryptoError(
@@ -271,8 +299,6 @@ class WXBizMsgCrypt:
         check_receive_id: bool = True,
     ) -> Decrypted:
         """A POST callback: read ``Encrypt`` from the envelope, verify, decrypt."""
-        from qywx_cli.core.xmlsafe import envelope_encrypt
-
         encrypt = envelope_encrypt(body)
         self.verify(msg_signature, timestamp, nonce, encrypt)
         return self.decrypt(encrypt, check_receive_id=check_receive_id)

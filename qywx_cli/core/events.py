@@ -15,7 +15,8 @@ WeCom sends two shapes (wecom-protocol.md §3):
 
 Values are stripped: the documentation's own suite_ticket sample pads a CDATA section
 with a space (``<InfoType> <![CDATA[suite_ticket]]></InfoType>``, §3.1). Parsing goes
-through :func:`qywx_cli.core.xmlsafe.parse_xml` only, which refuses DTDs and entities.
+through :func:`qywx_cli.core.xmlsafe.parse_fields` only: flat documents are read
+directly, anything else by ``parse_xml``, which refuses DTDs and entities.
 
 Error messages name a missing field but never quote a value: SuiteTicket and AuthCode are
 credentials (an AuthCode buys a permanent code, §3.2).
@@ -42,7 +43,7 @@ from qywx_cli.core.errors import (
     UsageError,
 )
 from qywx_cli.core.masking import mask, masked_repr
-from qywx_cli.core.xmlsafe import element_fields, parse_xml
+from qywx_cli.core.xmlsafe import parse_fields
 
 __all__ = [
     "AUTH_CODE_PREFIX",
@@ -559,12 +560,11 @@ def _int_field(fields: Mapping[str, str], name: str) -> int | None:
 def parse_event(xml: str | bytes) -> Event:
     """Parse a decrypted callback into its event type; unknown types give UnknownEvent."""
     try:
-        root = parse_xml(xml)
+        fields = MappingProxyType(parse_fields(xml))
     except UnsafeXMLError:
         raise
     except CallbackCryptoError as exc:
         raise EventError(f"callback event is not well-formed XML: {exc}") from None
-    fields = MappingProxyType(element_fields(root))
     if info_type := fields.get("InfoType", ""):
         common = _Common(
             info_type=info_type,

@@ -38,7 +38,7 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
-from Crypto.Cipher import AES
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli import __version__
 from qywx_cli.core.capture import RequestKind
@@ -410,9 +410,8 @@ class CallbackSimulator:
         plain = self._random_bytes(16) + struct.pack(">I", len(message)) + message + trailer
         pad = BLOCK_SIZE - len(plain) % BLOCK_SIZE
         plain += bytes(pad - 1) + bytes([pad])
-        encrypt = base64.b64encode(
-            AES.new(self._key, AES.MODE_CBC, self._key[:16]).encrypt(plain)
-        ).decode("ascii")
+        cipher = Cipher(algorithms.AES(self._key), modes.CBC(self._key[:16])).encryptor()
+        encrypt = base64.b64encode(cipher.update(plain) + cipher.finalize()).decode("ascii")
         return self._assemble(
             "callback",
             message.decode("utf-8"),

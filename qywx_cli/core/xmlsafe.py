@@ -13,22 +13,89 @@ expat feeds the C ``TreeBuilder`` directly: every callback is parsed twice (the
 envelope, then the decrypted event), and ElementTree's pure-Python ``XMLParser``
 wrapper, which defusedxml subclasses, cost more than AES and the signature together
 for nothing WeCom's namespace-free XML needs (benchmarks/README.md).
+
+Every document WeCom sends is *flat*: ``<xml>`` holding simple elements whose text is
+CDATA or plain characters, no attributes, declaration, comment or entity. Such a
+document is recognised by one regular expression that only matches text expat would
+parse to the very same fields (no ``&``, no ``\r``, which expat rewrites, no character
+XML forbids), and its fields are read without building a tree. Anything else,
+including every hostile shape, goes to expat exactly as before; the property test in
+``tests/core/test_xmlsafe.py`` checks both routes give the same answer.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from typing import NoReturn
 from xml.parsers import expat
 
 from qywx_cli.core.errors import CallbackCryptoError, UnsafeXMLError
 
-__all__ = ["MAX_DEPTH", "MAX_XML_BYTES", "element_fields", "envelope_encrypt", "parse_xml"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_XML_BYTES",
+    "element_fields",
+    "envelope_encrypt",
+    "parse_fields",
+    "parse_xml",
+]
 
 MAX_XML_BYTES = 1024 * 1024
 """Largest XML document accepted (1 MiB); WeCom's callbacks are a few KiB."""
 
 MAX_DEPTH = 16
+
+
+# Characters a flat document's text may hold: anything XML allows except "]" (which
+# could start "]]>"), "<" and "&" (markup) and "\r" (expat normalises line ends);
+# U+FFFE, U+FFFF and lone surrogates are ruled out before matching.
+_TEXT = r"[^\]<&\x00-\x08\x0b-\x1f]*"
+_WS = r"[ \t\n]*"
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_OPEN = re.compile(rf"{_WS}<({_NAME})>")
+_ITEM = re.compile(rf"{_WS}<({_NAME})>(?:{_WS}<!\[CDATA\[({_TEXT})\]\]>{_WS}|({_TEXT}))</\1>")
+_CLOSE = re.compile(rf"{_WS}</({_NAME})>{_WS}")
+
+
+def _flat_pairs(data: str | bytes) -> list[tuple[str, str]] | None:
+    """(tag, stripped text) of each child of a flat document, or None if it is not one.
+
+    None sends the document to :func:`parse_xml`, which gives the verdict (and the
+    error) for everything this does not recognise.
+    """
+    if isinstance(data, bytes):
+        if len(data) > MAX_XML_BYTES:
+            return None
+        try:
+            text = data.decode("utf-8")  # expat's default; also refuses surrogates
+        except UnicodeDecodeError:
+            return None
+    else:
+        text = data
+        if len(text) > MAX_XML_BYTES // 4:  # its UTF-8 might pass the cap: parse_xml judges
+            return None
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate
+                return None
+    if "\ufffe" in text or "\uffff" in text:  # not XML characters
+        return None
+    opened = _OPEN.match(text)
+    if opened is None:
+        return None
+    pairs = []
+    pos = opened.end()
+    item = _ITEM.match
+    while (m := item(text, pos)) is not None:
+        cdata = m[2]
+        pairs.append((m[1], (cdata if cdata is not None else m[3]).strip()))
+        pos = m.end()
+    closed = _CLOSE.fullmatch(text, pos)
+    if closed is None or closed[1] != opened[1]:
+        return None
+    return pairs
 
 
 def _refuse_dtd(*_: object) -> NoReturn:
@@ -92,11 +159,23 @@ def element_fields(root: ET.Element) -> dict[str, str]:
     return {child.tag: (child.text or "").strip() for child in root}
 
 
+def parse_fields(data: str | bytes) -> dict[str, str]:
+    """``element_fields(parse_xml(data))``, without a tree when the document is flat."""
+    pairs = _flat_pairs(data)
+    if pairs is None:
+        return element_fields(parse_xml(data))
+    return dict(pairs)
+
+
 def envelope_encrypt(body: str | bytes) -> str:
     """The ``Encrypt`` text of a POST envelope, the input to signature and AES."""
-    root = parse_xml(body)
-    node = root.find("Encrypt")
-    text = (node.text or "").strip() if node is not None else ""
+    pairs = _flat_pairs(body)
+    if pairs is None:
+        root = parse_xml(body)
+        node = root.find("Encrypt")
+        text = (node.text or "").strip() if node is not None else ""
+    else:
+        text = next((value for tag, value in pairs if tag == "Encrypt"), "")
     if not text:
         raise CallbackCryptoError(CallbackCryptoError.PARSE_XML, "envelope has no Encrypt element")
     return text

@@ -274,3 +274,30 @@ def test_generators_make_valid_values() -> None:
         assert len(check_encoding_aes_key(generate_encoding_aes_key())) == 32
         tok = generate_token()
         assert len(tok) == 32 and tok.isalnum()
+
+
+def test_one_context_per_thread_decrypts_every_message_alike() -> None:
+    # The decryption context carries CBC state from one message to the next; messages of
+    # every length, refused ones in between, and eight threads at once must not disturb it.
+    import threading
+
+    crypt = WXBizMsgCrypt(TOKEN, KEY, {SUITE: "suite"})
+    messages = [os.urandom(n) for n in (0, 1, 15, 16, 31, 32, 33, 200, 1000)]
+    texts = [ref_encrypt(KEY, m, SUITE.encode()) for m in messages]
+    broken = ref_encrypt(KEY, b"a" * 26, SUITE.encode(), pad_override=b"\x00" * 32)
+    failures: list[str] = []
+
+    def work() -> None:
+        for _ in range(200):
+            for message, text in zip(messages, texts, strict=True):
+                if crypt.decrypt(text).message != message:
+                    failures.append("wrong plaintext")
+                with pytest.raises(CallbackCryptoError):
+                    crypt.decrypt(broken)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

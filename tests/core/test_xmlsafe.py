@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qywx_cli.core.errors import CallbackCryptoError, UnsafeXMLError
-from qywx_cli.core.xmlsafe import MAX_XML_BYTES, element_fields, envelope_encrypt, parse_xml
+from qywx_cli.core.xmlsafe import (
+    MAX_XML_BYTES,
+    _flat_pairs,
+    element_fields,
+    envelope_encrypt,
+    parse_fields,
+    parse_xml,
+)
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <xml><Encrypt>&xxe;</Encrypt></xml>"""
@@ -55,3 +64,102 @@ def test_envelope_without_encrypt() -> None:
     with pytest.raises(CallbackCryptoError, match="no Encrypt"):
         envelope_encrypt("<xml><ToUserName>x</ToUserName></xml>")
     assert envelope_encrypt("<xml><Encrypt>\n abc= \n</Encrypt></xml>") == "abc="
+
+
+# -- flat documents are read without a tree: both routes must agree ---------------------
+
+# Mostly characters a flat document may hold, some that send it to expat instead.
+_TEXTS = st.text(
+    alphabet=st.sampled_from(
+        list("aZ09+/= \t\né中\x7f\x85\u2028\U0001f600") * 8
+        + list("\r]>[<&;!-\x00\x01\ufffe\uffff\ud800")
+    ),
+    max_size=12,
+)
+_TAGS = st.sampled_from(["xml", "Encrypt", "InfoType", "a_1", "Encrypt", "xml", "1a", "x-y", ""])
+
+
+@st.composite
+def _flat_like(draw: st.DrawFn) -> str:
+    """Documents close to WeCom's flat shape, with the odd character or tag thrown in."""
+    root = draw(_TAGS)
+    parts = [draw(st.sampled_from(["", "", "", " ", "\n", "\r\n", "\ufeff"])), f"<{root}>"]
+    for _ in range(draw(st.integers(0, 4))):
+        tag = draw(_TAGS)
+        close = tag if draw(st.integers(0, 9)) else draw(_TAGS)
+        value = draw(_TEXTS)
+        if draw(st.booleans()):
+            ws = draw(st.sampled_from(["", " ", "\n "]))
+            value = f"{ws}<![CDATA[{value}]]>{ws}"
+        parts.append(draw(st.sampled_from(["", "\n", " "])) + f"<{tag}>{value}</{close}>")
+    parts.append(f"</{root if draw(st.integers(0, 9)) else draw(_TAGS)}>")
+    parts.append(draw(st.sampled_from(["", "", "\n", "x"])))
+    return "".join(parts)
+
+
+def _slow_route(doc: str | bytes) -> tuple[str, object]:
+    try:
+        root = parse_xml(doc)
+    except CallbackCryptoError as exc:
+        return ("error", (type(exc), exc.wecom_code))
+    node = root.find("Encrypt")
+    return ("ok", (element_fields(root), (node.text or "").strip() if node is not None else ""))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_flat_like(), st.booleans())
+def test_the_flat_route_reads_what_expat_reads(doc: str, as_bytes: bool) -> None:
+    data: str | bytes = doc.encode("utf-8", "surrogatepass") if as_bytes else doc
+    pairs = _flat_pairs(data)
+    outcome, detail = _slow_route(data)
+    if pairs is not None:  # recognised as flat: expat must agree on every field
+        assert outcome == "ok"
+        fields, encrypt = detail  # type: ignore[misc]
+        assert dict(pairs) == fields
+        assert next((v for t, v in pairs if t == "Encrypt"), "") == encrypt
+    try:
+        fast = ("ok", parse_fields(data))
+    except CallbackCryptoError as exc:
+        fast = ("error", (type(exc), exc.wecom_code))
+    assert fast[0] == outcome
+    if outcome == "ok":
+        assert fast[1] == detail[0]  # type: ignore[index]
+    else:
+        assert fast[1] == detail
+
+
+def test_wecom_envelopes_take_the_flat_route() -> None:
+    envelope = (
+        "<xml><ToUserName><![CDATA[ww1]]></ToUserName>"
+        "<Encrypt><![CDATA[abc=]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
+    )
+    assert _flat_pairs(envelope) == [("ToUserName", "ww1"), ("Encrypt", "abc="), ("AgentID", "")]
+    assert envelope_encrypt(envelope.encode()) == "abc="
+    # what WeCom never sends goes to expat, which refuses it as before
+    assert _flat_pairs(XXE) is None
+    with pytest.raises(UnsafeXMLError):
+        envelope_encrypt(XXE)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Encrypt", "InfoType", "SuiteTicket", "a_1"]),
+            st.text(alphabet=st.sampled_from(list("aZ09+/= \t\né中>\x7f\u2028")), max_size=20),
+            st.booleans(),
+        ),
+        max_size=6,
+    )
+)
+def test_flat_documents_are_recognised_and_read_alike(
+    items: list[tuple[str, str, bool]],
+) -> None:
+    doc = "<xml>" + "".join(
+        f"<{tag}>{f'<![CDATA[{value}]]>' if cdata else value}</{tag}>"
+        for tag, value, cdata in items
+    )
+    doc += "</xml>\n"
+    pairs = _flat_pairs(doc.encode())
+    assert pairs is not None
+    assert dict(pairs) == element_fields(parse_xml(doc))
