@@ -26,10 +26,12 @@ are resolved from the environment; messages name the variable, never a value.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 import stat
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,9 +449,30 @@ def instance_dirs(path: Path) -> list[Path]:
     )
 
 
-def _real(path: Path) -> Path:
-    """Identity of a folder for de-duplication; unlike ``resolve`` it survives link loops."""
-    return Path(os.path.realpath(path))
+class _Identities:
+    """Folders' identities for de-duplication, at one ``lstat`` per folder.
+
+    The identity is ``os.path.realpath``, which unlike ``resolve`` survives link loops.
+
+    ``realpath`` walks every component of every path (ten ``lstat`` calls for a folder
+    ten levels deep); for 10,000 instances in one auths/ folder that was a fifth of the
+    run. A folder that is not itself a link is its parent's real path plus its name, so
+    each parent is resolved once and each folder only asked whether it is a link.
+    """
+
+    def __init__(self) -> None:
+        self._parents: dict[Path, str] = {}
+
+    def parent(self, folder: Path) -> str:
+        real = self._parents.get(folder)
+        if real is None:
+            real = self._parents[folder] = os.path.realpath(folder)
+        return real
+
+    def of(self, folder: Path) -> str:
+        if folder.name in ("", ".", "..") or os.path.islink(folder):
+            return os.path.realpath(folder)
+        return os.path.join(self.parent(folder.parent), folder.name)
 
 
 # -- reading JSON with positions --------------------------------------------------------
@@ -556,11 +579,22 @@ def _reject_constant(name: str) -> Any:
 
 @dataclass(frozen=True)
 class _Doc:
-    """A parsed JSON object file and where its keys are."""
+    """A parsed JSON object file; where its keys are is worked out only when asked.
+
+    Line numbers serve diagnostics alone, and most files have none: tokenising every
+    file for positions was a fifth of validating 10,000 valid instances.
+    """
 
     path: Path
     data: dict[str, Any]
-    scan: _Scan
+    text: str = field(repr=False)
+    #: whether the text has a \u escape: only an escape can put a lone surrogate in a
+    #: string (strict UTF-8 decoding refuses them), so without one no string is checked
+    escapes: bool = True
+
+    @functools.cached_property
+    def scan(self) -> _Scan:
+        return _scan(self.text)
 
     def line(self, key_path: Sequence[str]) -> int | None:
         """Line of a key; for an empty path, the line where the top-level object opens."""
@@ -627,11 +661,28 @@ def _decode(raw: bytes, path: Path, out: _Collector) -> str | None:
         return None
 
 
+_parse_state = threading.local()
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Build each object as json does, noting a repeated key (positions come later)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        _parse_state.duplicates = True
+    return obj
+
+
+# One decoder for every file: json.loads with options builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_hook)
+
+
 def _parse(text: str, path: Path, out: _Collector) -> tuple[bool, Any]:
     """``json.loads`` held to RFC 8259, every failure turned into one diagnostic."""
     bad: tuple[int | None, str]
     try:
-        return True, json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # json.loads has the message for a second BOM
+            return True, json.loads(text, parse_constant=_reject_constant)
+        return True, _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         hint = _syntax_hint(text, exc.pos)
         bad = exc.lineno, f"{exc.msg} (line {exc.lineno}, column {exc.colno}){hint}"
@@ -700,24 +751,26 @@ def _read_json(path: Path, out: _Collector) -> _Doc | None:
     if not text.strip():
         out.add("error", path, 1, "json-syntax", "file is empty; expected a JSON object")
         return None
+    _parse_state.duplicates = False
     parsed, data = _parse(text, path, out)
     if not parsed:
         return None
-    scan = _scan(text)
-    for key_path, lines in scan.keys.items():
-        if len(lines) > 1:
-            out.add(
-                "warning",
-                path,
-                lines[1],
-                "duplicate-key",
-                f"key {_key_label(key_path)} appears {len(lines)} times; the last one wins",
-            )
-    for key_path in _lone_surrogates(data):
+    doc = _Doc(path, data, text, escapes="\\u" in text)
+    if _parse_state.duplicates:
+        for key_path, lines in doc.scan.keys.items():
+            if len(lines) > 1:
+                out.add(
+                    "warning",
+                    path,
+                    lines[1],
+                    "duplicate-key",
+                    f"key {_key_label(key_path)} appears {len(lines)} times; the last one wins",
+                )
+    for key_path in _lone_surrogates(data) if doc.escapes else ():
         out.add(
             "error",
             path,
-            _first(scan.keys.get(key_path)),
+            _first(doc.scan.keys.get(key_path)),
             "encoding",
             f"{_key_label(key_path) or 'top level'} contains an unpaired UTF-16 surrogate "
             "escape (\\ud800-\\udfff), which is not text",
@@ -726,12 +779,12 @@ def _read_json(path: Path, out: _Collector) -> _Doc | None:
         out.add(
             "error",
             path,
-            scan.first_line,
+            doc.scan.first_line,
             "wrong-type",
             f"top level must be a JSON object {{…}}, not {_json_type_name(data)}",
         )
         return None
-    return _Doc(path, data, scan)
+    return doc
 
 
 def _first(lines: list[int] | None) -> int | None:
@@ -798,13 +851,13 @@ def _check_string(
     value: str,
     label: str,
     doc: _Doc,
-    line: int | None,
+    path: tuple[str, ...],
     env: Mapping[str, str] | None,
     out: _Collector,
     values: _Values,
 ) -> None:
     """One string field; ``env`` is None when references are checked for syntax only."""
-    if _has_surrogate(value):
+    if doc.escapes and _has_surrogate(value):
         return  # reported while reading the file
     source = ""
     if rule.secret and value.startswith(ENV_PREFIX):
@@ -813,7 +866,7 @@ def _check_string(
             out.add(
                 "error",
                 doc.path,
-                line,
+                doc.line(path),
                 "env-reference",
                 f"{label} is not a valid env:VAR reference: after 'env:' write a variable "
                 "name of letters, digits and '_' that does not start with a digit",
@@ -827,7 +880,7 @@ def _check_string(
             out.add(
                 "error",
                 doc.path,
-                line,
+                doc.line(path),
                 "env-unset",
                 f"{label} refers to environment variable {var}, which is not set or empty",
             )
@@ -835,7 +888,7 @@ def _check_string(
         value, source = env[var], f" (from ${var})"
     problem = value_problem(rule, value, label + source)
     if problem is not None:
-        out.add("error", doc.path, line, *problem)
+        out.add("error", doc.path, doc.line(path), *problem)
         return
     values.strings[label] = value
 
@@ -865,7 +918,7 @@ def _check_object(
                     f"required field {label} is missing",
                 )
             continue
-        value, line = data[rule.name], doc.line(path)
+        value = data[rule.name]
         actual = _json_type_name(value)
         if actual != rule.json_type:
             hint = ""
@@ -874,7 +927,7 @@ def _check_object(
             out.add(
                 "error",
                 doc.path,
-                line,
+                doc.line(path),
                 "wrong-type",
                 f"{label} must be a{'n' if rule.json_type == 'object' else ''} "
                 f"{rule.json_type}, not {actual}{hint}",
@@ -882,10 +935,10 @@ def _check_object(
         elif rule.json_type == "object":
             _check_object(value, rule.fields, doc, env, out, values, parents=path)
         elif rule.json_type == "string":
-            _check_string(rule, value, label, doc, line, env, out, values)
+            _check_string(rule, value, label, doc, path, env, out, values)
     known = {r.name for r in rules}
     for key in data:
-        if key in known or _has_surrogate(key):
+        if key in known or (doc.escapes and _has_surrogate(key)):
             continue
         path = (*parents, key)
         if not parents and key in META_KEYS:
@@ -936,9 +989,13 @@ class _Loaded:
 
     instance: AuthInstance
     business_file: str
-    lines: Mapping[str, int | None]
+    business: _Doc
     unresolved: frozenset[str]
     complete: bool = True
+
+    def line(self, field: Literal["suiteId", "corpId"]) -> int | None:
+        """Where a diagnostic about this instance points (looked up only when one is made)."""
+        return self.business.line(("authConfig", "suiteId") if field == "suiteId" else (field,))
 
 
 def _find_file(
@@ -1029,14 +1086,10 @@ def _validate_instance(
         is_active=active if isinstance(active, bool) else True,
         path=folder,
     )
-    lines = {
-        "suiteId": biz.line(("authConfig", "suiteId")),
-        "corpId": biz.line(("corpId",)),
-    }
     loaded = _Loaded(
         instance,
         _shown(str(biz.path)),
-        lines,
+        biz,
         frozenset(values.unresolved | unknown),
         complete,
     )
@@ -1054,7 +1107,9 @@ def _differ(a: _Loaded, b: _Loaded, attr: str, label: str) -> bool:
     return not ({label} & (a.unresolved | b.unresolved))
 
 
-def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diagnostic]:
+def _cross_check(
+    loaded: Sequence[_Loaded], targets: set[Path], identities: _Identities
+) -> Iterator[Diagnostic]:
     """Rules across the instances of each auths/ folder: what makes callbacks or logins
     ambiguous.
 
@@ -1066,11 +1121,11 @@ def _cross_check(loaded: Sequence[_Loaded], targets: set[Path]) -> Iterator[Diag
     once, on an instance being validated. Separate auths/ folders (two apps in one
     repository) are separate deployments and are not compared.
     """
-    groups: dict[Path, list[_Loaded]] = {}
+    groups: dict[str, list[_Loaded]] = {}
     for x in loaded:
         if x.instance.is_active:
-            groups.setdefault(_real(x.instance.path.parent), []).append(x)
-    for _, group in sorted(groups.items()):
+            groups.setdefault(identities.parent(x.instance.path.parent), []).append(x)
+    for _, group in sorted(groups.items(), key=lambda item: Path(item[0])):
         yield from _cross_check_folder(sorted(group, key=lambda x: x.instance.path), targets)
 
 
@@ -1090,13 +1145,17 @@ def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterat
         )
 
     def report(
-        blamed: tuple[_Loaded, _Loaded], severity: Severity, field: str, code: str, message: str
+        blamed: tuple[_Loaded, _Loaded],
+        severity: Severity,
+        field: Literal["suiteId", "corpId"],
+        code: str,
+        message: str,
     ) -> Iterator[Diagnostic]:
         """On the first of ``blamed`` being validated, at its ``field``; else nowhere."""
         at = next((x for x in blamed if x.instance.path in targets), None)
         if at is not None:
             yield Diagnostic(
-                severity, at.business_file, at.lines[field], code, message, at.instance.name
+                severity, at.business_file, at.line(field), code, message, at.instance.name
             )
 
     def conflict(odd: _Loaded, ref: _Loaded) -> Iterator[Diagnostic]:
@@ -1179,10 +1238,11 @@ def validate_paths(
     """
     source = (os.environ if env is None else env) if resolve_env else None
     folders: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
+    identities = _Identities()
     for p in paths:
         for folder in instance_dirs(Path(p)):
-            real = _real(folder)
+            real = identities.of(folder)
             if real not in seen:
                 seen.add(real)
                 folders.append(folder)
@@ -1197,14 +1257,14 @@ def validate_paths(
     known = set(folders)
     for parent in dict.fromkeys(f.parent for f in folders):
         for sibling in _siblings(parent, known):
-            real = _real(sibling)
+            real = identities.of(sibling)
             if real in seen:
                 continue
             seen.add(real)
             result, _ = _validate_instance(sibling, source)
             if result is not None:
                 loaded.append(result)
-    diagnostics.extend(_cross_check(loaded, set(folders)))
+    diagnostics.extend(_cross_check(loaded, set(folders), identities))
     return ValidationReport(valid, tuple(diagnostics), tuple(_shown(str(f)) for f in folders))
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qywx_cli.core.config import AUTH_CONFIG_FIELDS, BUSINESS_FIELDS, ENV_PREFIX, FieldRule
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.urls import split_url
 
@@ -42,20 +41,26 @@ _KNOWN_KEYS = {
     "provider_token",
     "provider_encoding_aes_key",
 }
-_CORP_ID_RULE = next(r for r in BUSINESS_FIELDS if r.name == "corpId")
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The system event URL's Token and EncodingAESKey follow the console's rules for any
-# callback URL, the same as an instance's (wecom-protocol.md §1.1).
-_SECRET_RULES: dict[str, tuple[FieldRule, str]] = {
-    "provider_token": (
-        next(r for r in AUTH_CONFIG_FIELDS if r.name == "token"),
-        "must be 1 to 32 ASCII letters and digits",
-    ),
+# callback URL, the same as an instance's (wecom-protocol.md §1.1): setting -> (the
+# field whose rule applies, what the rule says).
+_SECRET_RULES: dict[str, tuple[str, str]] = {
+    "provider_token": ("token", "must be 1 to 32 ASCII letters and digits"),
     "provider_encoding_aes_key": (
-        next(r for r in AUTH_CONFIG_FIELDS if r.name == "encodingAESKey"),
+        "encodingAESKey",
         "must be 43 characters of letters, digits, '+' and '/'",
     ),
 }
+
+
+def _pattern(rules: str, name: str) -> str:
+    """A field rule's pattern from config, imported only when a setting needs checking:
+    every command loads settings, and ``log …`` must not pay for the validation rules."""
+    from qywx_cli.core import config
+
+    fields = config.BUSINESS_FIELDS if rules == "business" else config.AUTH_CONFIG_FIELDS
+    return next(r for r in fields if r.name == name).pattern or ""
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ def _check_url(value: Any, where: str) -> str:
 
 
 def _check_corp_id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(_CORP_ID_RULE.pattern or "", value):
+    if not isinstance(value, str) or not re.fullmatch(_pattern("business", "corpId"), value):
         raise ConfigError(f"{where} must be a corp id (ww…/wx… or an open corpid), not {value!r}")
     return value
 
@@ -114,7 +119,7 @@ def _check_corp_id(value: Any, where: str) -> str:
 def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> str | None:
     """A secret setting: ``QYWX_<KEY>`` in the environment, else ``key`` in qywx.toml, whose
     value may be ``env:VAR``. Messages name the key or variable, never the value."""
-    rule, shape = _SECRET_RULES[key]
+    field_name, shape = _SECRET_RULES[key]
     env_key = f"QYWX_{key.upper()}"
     if env.get(env_key):
         value, where = env[env_key], env_key
@@ -123,8 +128,8 @@ def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Pat
         where = f"{path}: {key}"
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{where} must be a non-empty string or env:VAR")
-        if raw.startswith(ENV_PREFIX):
-            var = raw[len(ENV_PREFIX) :]
+        if raw.startswith("env:"):
+            var = raw[len("env:") :]
             if not _ENV_VAR.fullmatch(var):
                 raise ConfigError(f"{where} is not a valid env:VAR reference")
             if not env.get(var):
@@ -134,7 +139,7 @@ def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Pat
             value = raw
     else:
         return None
-    if not re.fullmatch(rule.pattern or "", value):
+    if not re.fullmatch(_pattern("auth_config", field_name), value):
         raise ConfigError(f"{where} {shape} (the value is not shown)")
     return value
 
