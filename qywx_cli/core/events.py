@@ -24,6 +24,7 @@ credentials (an AuthCode buys a permanent code, §3.2).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
@@ -43,7 +44,7 @@ from qywx_cli.core.errors import (
     UsageError,
 )
 from qywx_cli.core.masking import mask, masked_repr
-from qywx_cli.core.xmlsafe import parse_fields
+from qywx_cli.core.xmlsafe import element_fields, parse_document, parse_xml
 
 __all__ = [
     "AUTH_CODE_PREFIX",
@@ -346,7 +347,14 @@ class _Common:
     corp_id: str | None
     timestamp: int | None
     fields: Mapping[str, str]
-    root: ET.Element
+    #: the document's tree, or None for a flat one (read without a tree; built on demand)
+    node: ET.Element | None
+    xml: str | bytes = field(default=b"", repr=False)
+
+    @functools.cached_property
+    def root(self) -> ET.Element:
+        """The element the fields came from; a flat document is parsed only if asked."""
+        return self.node if self.node is not None else parse_xml(self.xml)
 
     def required(self, name: str, max_bytes: int | None = None) -> str:
         value = self.fields.get(name, "")
@@ -364,7 +372,7 @@ class _Common:
 
     def nested(self, node: ET.Element) -> _Common:
         """The same event read at ``node`` (``<BatchJob>``, one ``<AccountList>``)."""
-        return replace(self, fields=MappingProxyType(element_fields(node)), root=node)
+        return replace(self, fields=MappingProxyType(element_fields(node)), node=node)
 
     def base(self) -> _BaseFields:
         return {
@@ -560,11 +568,12 @@ def _int_field(fields: Mapping[str, str], name: str) -> int | None:
 def parse_event(xml: str | bytes) -> Event:
     """Parse a decrypted callback into its event type; unknown types give UnknownEvent."""
     try:
-        fields = MappingProxyType(parse_fields(xml))
+        parsed, root = parse_document(xml)
     except UnsafeXMLError:
         raise
     except CallbackCryptoError as exc:
         raise EventError(f"callback event is not well-formed XML: {exc}") from None
+    fields = MappingProxyType(parsed)
     if info_type := fields.get("InfoType", ""):
         common = _Common(
             info_type=info_type,
@@ -573,7 +582,8 @@ def parse_event(xml: str | bytes) -> Event:
             corp_id=fields.get("AuthCorpId") or None,
             timestamp=_int_field(fields, "TimeStamp"),
             fields=fields,
-            root=root,
+            node=root,
+            xml=xml,
         )
         parsers = _COMMAND_PARSERS
     else:
@@ -593,7 +603,8 @@ def parse_event(xml: str | bytes) -> Event:
             corp_id=fields.get("ToUserName") or None,
             timestamp=_int_field(fields, "CreateTime"),
             fields=fields,
-            root=root,
+            node=root,
+            xml=xml,
         )
         parsers = _DATA_PARSERS
     parser = parsers.get(info_type)

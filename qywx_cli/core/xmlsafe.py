@@ -37,6 +37,7 @@ __all__ = [
     "MAX_XML_BYTES",
     "element_fields",
     "envelope_encrypt",
+    "parse_document",
     "parse_fields",
     "parse_xml",
 ]
@@ -159,12 +160,18 @@ def element_fields(root: ET.Element) -> dict[str, str]:
     return {child.tag: (child.text or "").strip() for child in root}
 
 
-def parse_fields(data: str | bytes) -> dict[str, str]:
-    """``element_fields(parse_xml(data))``, without a tree when the document is flat."""
+def parse_document(data: str | bytes) -> tuple[dict[str, str], ET.Element | None]:
+    """``element_fields(parse_xml(data))`` and the tree; no tree (None) when it is flat."""
     pairs = _flat_pairs(data)
     if pairs is None:
-        return element_fields(parse_xml(data))
-    return dict(pairs)
+        root = parse_xml(data)
+        return element_fields(root), root
+    return dict(pairs), None
+
+
+def parse_fields(data: str | bytes) -> dict[str, str]:
+    """``element_fields(parse_xml(data))``, without a tree when the document is flat."""
+    return parse_document(data)[0]
 
 
 def envelope_encrypt(body: str | bytes) -> str:
