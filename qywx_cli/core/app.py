@@ -53,7 +53,7 @@ from qywx_cli.core.login import (
 from qywx_cli.core.masking import mask
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import CONFIG_FILE, Settings, load_settings
-from qywx_cli.core.store import Store
+from qywx_cli.core.store import open_store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.wsgi import MAX_BODY_BYTES
 
@@ -244,7 +244,7 @@ class App:
         """The callback service over this app's database (created on first use)."""
         with self._lock:
             if self._callbacks is None:
-                store = Store(self.settings.db_path, now=self._now)
+                store = open_store(self.settings.db_path, now=self._now)
                 try:
                     client = WeComClient(
                         store,

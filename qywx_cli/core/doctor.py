@@ -23,7 +23,7 @@ from qywx_cli.core.config import AuthInstance, validate_paths
 from qywx_cli.core.errors import QywxError
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
-from qywx_cli.core.store import SCHEMA_VERSION, Store
+from qywx_cli.core.store import SCHEMA_VERSION, Store, open_store
 from qywx_cli.core.wecom import WeComClient
 
 __all__ = ["STALE_TICKET_SECONDS", "Check", "run_doctor"]
@@ -110,7 +110,7 @@ def run_doctor(
         )
     else:
         try:
-            store = Store(db, now=now)
+            store = open_store(db, now=now)
         except QywxError as exc:
             checks.append(
                 Check(

@@ -55,7 +55,7 @@ from qywx_cli.core.errors import (
     StoreError,
 )
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store
+from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store, open_store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
@@ -211,7 +211,7 @@ class CallbackService:
     ) -> None:
         self.settings = settings
         self.now = now
-        self.store = store if store is not None else Store(settings.db_path, now=now)
+        self.store = store if store is not None else open_store(settings.db_path, now=now)
         self.client = (
             client
             if client is not None

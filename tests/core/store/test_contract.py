@@ -1,17 +1,17 @@
-"""Store: a real SQLite file in tmp_path, several connections, threads and processes."""
+"""The store contract: every test here runs on every backend (see conftest.py).
+
+Real databases only: a SQLite file in tmp_path and a fresh database on a real
+PostgreSQL server; several connections, threads and processes where the contract
+speaks of them.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import signal
-import sqlite3
-import stat
 import threading
-import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +25,6 @@ from qywx_cli.core.errors import (
 )
 from qywx_cli.core.store import (
     NONE_LABEL,
-    SCHEMA_VERSION,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
     CachedToken,
@@ -33,182 +32,27 @@ from qywx_cli.core.store import (
     Store,
     SuiteTicket,
 )
+from tests.core.store.conftest import T0, Backend
+from tests.core.store.conftest import make_record as record
 from tests.helpers import Clock
 
-T0 = 1_700_000_000.0
 
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(T0)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "qywx.db"
-
-
-@pytest.fixture
-def store(db_path: Path, clock: Clock) -> Iterator[Store]:
-    with Store(db_path, now=clock) as s:
-        yield s
-
-
-_seq = iter(range(1, 10**9))
-
-
-def record(store: Store, **overrides: Any) -> CallbackRecord:
-    """A fresh, distinct callback unless the test overrides the dedupe keys."""
-    n = next(_seq)
-    fields: dict[str, Any] = {
-        "instance": "QywxProxyTemp",
-        "kind": "command",
-        "info_type": "suite_ticket",
-        "suite_id": "dk0001",
-        "corp_id": None,
-        "msg_signature": f"sig{n:040d}",
-        "timestamp": str(1_700_000_000 + n),
-        "nonce": f"nonce{n}",
-        "envelope": f"<xml><Encrypt><![CDATA[cipher{n}]]></Encrypt></xml>",
-        "content_key": f"content{n}",
-    }
-    fields.update(overrides)
-    return store.record_callback(**fields)
-
-
-# -- file, schema, migration -----------------------------------------------------------
-
-
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def test_database_file_is_private_and_survives_reopen(db_path: Path, clock: Clock) -> None:
-    old_umask = os.umask(0)  # the widest umask must still give 0600
-    try:
-        with Store(db_path, now=clock) as s:
-            rec = record(s)
-            siblings = [p for p in db_path.parent.iterdir() if p.name != db_path.name]
-            assert _mode(db_path) == 0o600
-            assert siblings, "WAL mode should have created -wal / -shm files"
-            for sibling in siblings:
-                assert _mode(sibling) == 0o600, sibling.name
-    finally:
-        os.umask(old_umask)
-    with Store(db_path, now=clock) as s:
-        assert s.get_callback(rec.id) == rec
-        assert s.schema_version == SCHEMA_VERSION
-    assert _mode(db_path) == 0o600
-
-
-def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
-    path = tmp_path / "var" / "lib" / "qywx.db"
-    with Store(path) as s:
-        assert s.healthcheck()["ok"] is True
-    assert path.is_file()
-
-
-def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: Store) -> None:
-    assert store.healthcheck() == {
-        "ok": True,
-        "schema_version": SCHEMA_VERSION,
-        "journal_mode": "wal",
-        "callbacks": 0,
-    }
-    for _ in range(3):
-        last = record(store)
-    assert store.healthcheck()["callbacks"] == last.id
-
-
-def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
-    conn = sqlite3.connect(db_path)
-    conn.execute("PRAGMA user_version = 0")
-    conn.close()
-    with Store(db_path) as s:
-        assert s.schema_version == SCHEMA_VERSION
-        assert s.list_callbacks() == []
-    conn = sqlite3.connect(db_path)
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    conn.close()
-    assert {"callbacks", "suite_tickets", "tokens", "corp_auths", "org_codes", "login_codes"} <= (
-        tables
-    )
-
-
-def test_newer_schema_is_refused_untouched(db_path: Path) -> None:
-    Store(db_path).close()
-    conn = sqlite3.connect(db_path)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    conn.close()
-    with pytest.raises(StoreError) as err:
-        Store(db_path)
-    assert str(err.value) == (
-        f"database schema v{SCHEMA_VERSION + 1} is newer than this qywx "
-        f"(v{SCHEMA_VERSION}); upgrade qywx"
-    )
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
-    conn.close()
-
-
-@pytest.mark.parametrize("content", [os.urandom(4096), b"not a database, just some text\n" * 40])
-def test_a_file_that_is_not_sqlite_is_refused_in_one_line(db_path: Path, content: bytes) -> None:
-    db_path.write_bytes(content)
-    with pytest.raises(StoreError) as err:
-        Store(db_path)
-    message = str(err.value)
-    assert "not a qywx SQLite database" in message
-    assert "\n" not in message
-    assert db_path.read_bytes() == content
-
-
-def test_an_unrelated_database_with_a_clashing_table_is_refused(db_path: Path) -> None:
-    conn = sqlite3.connect(db_path)
-    conn.execute("CREATE TABLE callbacks (whatever TEXT)")
-    conn.commit()
-    conn.close()
-    with pytest.raises(StoreError, match=r"cannot migrate .* to schema v1"):
-        Store(db_path)
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
-    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'tokens'").fetchone() == (
-        0,
-    )
-    conn.close()
-
-
-def test_closed_store_refuses_work(db_path: Path) -> None:
-    s = Store(db_path)
+def test_closed_store_refuses_work(backend: Backend) -> None:
+    s = backend.open()
     s.close()
     s.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         s.list_callbacks()
 
 
-def test_a_write_waits_for_another_connection_to_release_the_lock(
-    store: Store, db_path: Path
-) -> None:
-    other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")
-    releaser = threading.Timer(0.3, lambda: other.execute("COMMIT"))
-    releaser.start()
-    started = time.monotonic()
-    rec = record(store)
-    waited = time.monotonic() - started
-    releaser.join()
-    other.close()
-    assert rec.id == 1
-    assert waited >= 0.25
-
-
 # -- recording and dedupe ----------------------------------------------------------------
 
 
-def test_recorded_callback_is_committed_before_return(store: Store, db_path: Path) -> None:
+def test_recorded_callback_is_committed_before_return(store: Store, backend: Backend) -> None:
     rec = record(store, corp_id="wwcorp", status="received")
     assert rec.status == "received" and rec.attempts == 0 and not rec.is_duplicate
     assert rec.received_at == T0
-    with Store(db_path) as other:  # a second connection sees it at once
+    with backend.open() as other:  # a second connection sees it at once
         assert other.get_callback(rec.id) == rec
 
 
@@ -229,15 +73,15 @@ def _kill_after_recording(path: str) -> None:  # pragma: no cover - runs in a ch
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_recorded_callback_survives_kill_minus_nine(db_path: Path) -> None:
-    Store(db_path).close()
+def test_recorded_callback_survives_kill_minus_nine(backend: Backend) -> None:
+    backend.open().close()
     child = multiprocessing.get_context("spawn").Process(
-        target=_kill_after_recording, args=(str(db_path),)
+        target=_kill_after_recording, args=(backend.target,)
     )
     child.start()
     child.join(30)
     assert child.exitcode == -signal.SIGKILL
-    with Store(db_path) as s:
+    with backend.open() as s:
         [rec] = s.list_callbacks()
     assert (rec.info_type, rec.status, rec.envelope) == ("create_auth", "received", "<xml/>")
 
@@ -399,7 +243,7 @@ def _drain(store: Store, ids: list[int], worker: str, claimed: Any) -> list[int]
 
 
 def test_eight_threads_process_each_callback_exactly_once(
-    store: Store, db_path: Path, clock: Clock
+    store: Store, backend: Backend, clock: Clock
 ) -> None:
     ids = [record(store).id for _ in range(120)]
     barrier = threading.Barrier(8)
@@ -407,7 +251,7 @@ def test_eight_threads_process_each_callback_exactly_once(
     results: dict[str, list[int]] = {}
     # Half the threads share the fixture's Store (one connection behind a lock), half open
     # their own connection, so both the lock and SQLite's locking are exercised.
-    own = [Store(db_path, now=clock) for _ in range(4)]
+    own = [backend.open(now=clock) for _ in range(4)]
 
     def work(name: str, s: Store) -> None:
         barrier.wait()
@@ -438,14 +282,14 @@ def _process_worker(
         out.put((name, _drain(s, ids, name, start)))
 
 
-def test_two_processes_process_each_callback_exactly_once(db_path: Path) -> None:
-    with Store(db_path) as s:
+def test_two_processes_process_each_callback_exactly_once(backend: Backend) -> None:
+    with backend.open() as s:
         ids = [record(s).id for _ in range(150)]
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
     start = ctx.Barrier(2)
     procs = [
-        ctx.Process(target=_process_worker, args=(str(db_path), f"p{i}", ids, start, out))
+        ctx.Process(target=_process_worker, args=(backend.target, f"p{i}", ids, start, out))
         for i in range(2)
     ]
     for p in procs:
@@ -456,7 +300,7 @@ def test_two_processes_process_each_callback_exactly_once(db_path: Path) -> None
         assert p.exitcode == 0
     handled = Counter(id for mine in results.values() for id in mine)
     assert handled == Counter(ids)
-    with Store(db_path) as s:
+    with backend.open() as s:
         assert {s.get_callback(id).attempts for id in ids} == {1}
 
 
@@ -479,7 +323,7 @@ def test_latest_ticket_is_the_one_with_the_greatest_wecom_timestamp(
 
 
 def test_ticket_history_is_pruned_and_saving_twice_is_idempotent(
-    store: Store, db_path: Path
+    store: Store, backend: Backend
 ) -> None:
     rec = record(store)
     saves = 3 * TICKET_PRUNE_EVERY + 5
@@ -487,14 +331,10 @@ def test_ticket_history_is_pruned_and_saving_twice_is_idempotent(
         store.save_suite_ticket("dk1", f"t{ts}", ts, callback_id=rec.id)
     store.save_suite_ticket("dk1", f"t{saves}", saves)
     store.save_suite_ticket("dk2", "x", 1)
-    conn = sqlite3.connect(db_path)
-    rows = conn.execute(
+    rows = backend.query(
         "SELECT timestamp FROM suite_tickets WHERE suite_id = 'dk1' ORDER BY timestamp"
-    ).fetchall()
-    assert conn.execute("SELECT count(*) FROM suite_tickets WHERE suite_id='dk2'").fetchone() == (
-        1,
     )
-    conn.close()
+    assert backend.query("SELECT count(*) FROM suite_tickets WHERE suite_id='dk2'") == [(1,)]
     kept = [r[0] for r in rows]
     # Pruned in steps: the newest SUITE_TICKET_HISTORY always stay, never many more.
     assert kept == list(range(saves + 1 - len(kept), saves + 1))
@@ -503,8 +343,7 @@ def test_ticket_history_is_pruned_and_saving_twice_is_idempotent(
     for ts in range(1, 4 * TICKET_PRUNE_EVERY):  # suites pushing in turn are each pruned
         for suite in ("dk3", "dk4"):
             store.save_suite_ticket(suite, f"{suite}-{ts}", ts)
-    with sqlite3.connect(db_path) as conn:
-        counts = dict(conn.execute("SELECT suite_id, count(*) FROM suite_tickets GROUP BY 1"))
+    counts = dict(backend.query("SELECT suite_id, count(*) FROM suite_tickets GROUP BY 1"))
     assert all(n < SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY for n in counts.values()), counts
 
 
@@ -677,9 +516,9 @@ def test_login_code_is_single_use_and_expires(store: Store, clock: Clock) -> Non
         store.save_login_code("h1", instance="i", corp_id="c", user_id="u", expires_at=T0)
 
 
-def test_login_code_race_has_one_winner(store: Store, db_path: Path, clock: Clock) -> None:
+def test_login_code_race_has_one_winner(store: Store, backend: Backend, clock: Clock) -> None:
     store.save_login_code("race", instance="i", corp_id="c", user_id="u", expires_at=T0 + 60)
-    stores = [Store(db_path, now=clock) for _ in range(8)]
+    stores = [backend.open(now=clock) for _ in range(8)]
     barrier = threading.Barrier(8)
     wins: list[bool] = []
 
@@ -806,95 +645,5 @@ def test_failures_are_grouped_by_error_most_common_first(store: Store) -> None:
     ]
 
 
-# -- query plans: no full table scans on the hot paths ----------------------------------
-
-
-def _assert_indexed(plan: list[str]) -> None:
-    for line in plan:
-        if "callbacks" in line and line.startswith("SCAN"):
-            assert "USING INDEX" in line or "USING COVERING INDEX" in line, plan
-    assert plan, "no plan"
-
-
-@pytest.mark.parametrize(
-    "filters",
-    [
-        {},
-        {"status": "failed"},
-        {"info_type": "create_auth"},
-        {"corp_id": "wwA"},
-        {"instance": "QywxProxyTemp"},
-        {"since": T0},
-        {"status": "failed", "since": T0},
-        {"info_type": "create_auth", "since": T0},
-        {"corp_id": "wwA", "since": T0},
-        {"instance": "QywxProxyTemp", "since": T0},
-        {"status": "received", "newest_first": False},
-    ],
-)
-def test_list_queries_walk_an_index_without_sorting(store: Store, filters: dict[str, Any]) -> None:
-    plan = store.explain_list_callbacks(limit=50, **filters)
-    _assert_indexed(plan)
-    assert not any("TEMP B-TREE" in line for line in plan), plan
-    first = next(line for line in plan if "callbacks" in line)
-    if len(filters) - ("newest_first" in filters) == 1 and "since" not in filters:
-        column = next(k for k in filters if k != "newest_first")
-        assert f"({column}=?" in first, plan
-
-
-@pytest.mark.parametrize("filters", [{}, {"status": "failed"}, {"corp_id": "wwA", "since": T0}])
-def test_follow_queries_use_the_rowid_range(store: Store, filters: dict[str, Any]) -> None:
-    plan = store.explain_list_callbacks(after_id=1000, **filters)
-    assert plan == ["SEARCH callbacks USING INTEGER PRIMARY KEY (rowid>?)"]
-
-
-@pytest.mark.parametrize("since", [None, T0])
-def test_stats_read_covering_indexes(store: Store, since: float | None) -> None:
-    plan = store.explain_callback_stats(since=since)
-    _assert_indexed(plan)
-    assert sum("COVERING INDEX callbacks_by_" in line for line in plan) == 2, plan
-
-
-def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
-    plans = store.query_plans()
-    assert plans["record_callback.replay"] == [
-        "SEARCH callbacks USING INDEX callbacks_replay "
-        "(instance=? AND msg_signature=? AND timestamp=? AND nonce=?)"
-    ]
-    assert plans["record_callback.content"] == [
-        "SEARCH callbacks USING INDEX callbacks_content (content_key=?)"
-    ]
-    assert plans["pending_callbacks"] == [
-        "SEARCH callbacks USING INDEX callbacks_by_status (status=? AND received_at<?)"
-    ]
-
-
 def test_every_store_error_is_a_qywx_error() -> None:
     assert issubclass(StoreError, QywxError) and issubclass(ConflictError, QywxError)
-
-
-def test_a_writer_interrupted_while_queued_leaves_the_store_usable(store: Store) -> None:
-    """Ctrl-C in a thread waiting for a group commit must not wedge later writes."""
-    started = threading.Event()
-
-    def slow(db: Any) -> str:
-        started.set()
-        time.sleep(0.6)
-        return "slow"
-
-    leader = threading.Thread(target=lambda: store._write_grouped(slow))
-    leader.start()
-    assert started.wait(5)
-    main = threading.main_thread().ident
-    assert main is not None
-    timer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        store._write_grouped(lambda db: "interrupted")  # queued behind the leader
-    leader.join(5)
-    later: list[CallbackRecord] = []
-    writer = threading.Thread(target=lambda: later.append(record(store)), daemon=True)
-    writer.start()
-    writer.join(5)
-    assert later and not writer.is_alive(), "a later write blocked behind the interrupted one"
-    assert (store._committing, store._queued) == (False, [])

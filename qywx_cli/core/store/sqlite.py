@@ -1,31 +1,18 @@
-"""The one SQLite database: callback log, suite tickets, token cache, corp auths, codes.
+"""The SQLite backend: one file in WAL mode, the embedded default that needs no set-up.
 
-Why SQLite, and why these rules (design.md "The SQLite database"):
+How it keeps the contract of :mod:`qywx_cli.core.store.base` on one host:
 
-* **Durable before reply.** WeCom pushes each command callback once or a few times and
-  wants ``success`` within 1000 ms (wecom-protocol.md §3.8); a callback we acknowledge but
-  lose (an AuthCode is single use and valid 10 minutes, §3.2) is an installation that can
-  never be completed. So :meth:`Store.record_callback` commits one ``BEGIN IMMEDIATE``
-  transaction with ``synchronous=FULL`` in WAL mode before it returns, and only then does
-  the caller answer WeCom.
-* **Deduplicated in the same transaction.** WeCom retries data callbacks three times
-  (§3.8) and a restarted server may see a request again; a byte-identical replay (same
-  instance, msg_signature, timestamp, nonce) or a redelivery of the same decrypted content
-  (same caller-computed ``content_key``) is stored with status ``duplicate`` pointing at
-  the original, so the log shows every delivery but work happens once.
-* **Claimed, not just read.** Several threads and several ``qywx serve`` processes share
-  one file; :meth:`Store.claim_callback` hands a record to exactly one worker, with a lease
-  so a crashed worker's records come back through :meth:`Store.pending_callbacks`.
-* **Suite tickets live apart from the token cache.** Dropping cached tokens after a 42001
-  must never wipe the ticket (wecom-protocol.md §5.1, go-laoji/wecom-go-sdk#13), and an
-  older ticket delivered late must never replace a newer one (§5.1, WxJava#1991): the
-  latest ticket is the one with the greatest WeCom ``TimeStamp``, not the last written.
-* **Private file.** It holds permanent codes (the 代开发 app secret, §3.2) and cached
-  access tokens, so it is created 0600. The callback ``envelope`` is kept exactly as
-  received, still encrypted; nothing here decrypts or logs a secret.
-
-All SQL and connection handling stays in this module so that a PostgreSQL backend for
-several hosts (design.md) only has to re-implement :class:`Store`.
+* **Durable before reply.** :meth:`SQLiteStore.record_callback` commits one ``BEGIN
+  IMMEDIATE`` transaction with ``synchronous=FULL`` in WAL mode before it returns; the
+  threads of one process share that commit (:mod:`.groupcommit`), one fsync for all.
+* **Deduplicated in the same transaction.** The replay and content lookups run under
+  the write lock, so no other writer can insert between the check and the insert.
+* **Claimed, not just read.** One ``UPDATE … RETURNING`` under the write lock hands a
+  record to exactly one worker of any thread or process sharing the file.
+* **Processes coordinate through SQLite's locking**: a 5 s busy timeout, then a few
+  retries with back-off before :class:`~qywx_cli.core.errors.StoreError`.
+* **Private file.** It holds permanent codes and cached access tokens, so it is created
+  0600 before SQLite opens it.
 """
 
 from __future__ import annotations
@@ -37,196 +24,39 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, cast
+from typing import Any, Final, TypeVar
 
 import sqlite_utils
 
-from qywx_cli.core.errors import (
-    ConflictError,
-    RecordNotFound,
-    StoreError,
-    UsageError,
+from qywx_cli.core.errors import RecordNotFound, StoreError
+from qywx_cli.core.store import rules
+from qywx_cli.core.store.base import SCHEMA_VERSION, Store
+from qywx_cli.core.store.groupcommit import GroupCommit
+from qywx_cli.core.store.records import (
+    DEFAULT_LEASE_SECONDS,
+    SUITE_TICKET_HISTORY,
+    TICKET_PRUNE_EVERY,
+    CachedToken,
+    CallbackRecord,
+    CallbackStats,
+    CorpAuth,
+    LoginCode,
+    OrgCode,
+    SuiteTicket,
 )
-from qywx_cli.core.masking import MaskedRepr
+from qywx_cli.core.store.rules import check_id as _check_id
+from qywx_cli.core.store.rules import check_limit as _check_limit
+from qywx_cli.core.store.rules import require as _require
 
-__all__ = [
-    "CALLBACK_KINDS",
-    "CALLBACK_STATUSES",
-    "DEFAULT_LEASE_SECONDS",
-    "NONE_LABEL",
-    "SCHEMA_VERSION",
-    "SUITE_TICKET_HISTORY",
-    "TICKET_PRUNE_EVERY",
-    "CachedToken",
-    "CallbackRecord",
-    "CallbackStats",
-    "CorpAuth",
-    "LoginCode",
-    "OrgCode",
-    "Store",
-    "SuiteTicket",
-]
+__all__ = ["MIGRATIONS", "SQLiteStore"]
 
 _T = TypeVar("_T")
-
-CALLBACK_KINDS: Final = frozenset({"command", "data", "verify"})
-"""``command``: 指令回调 on the template URL; ``data``: the 代开发 app's own callback URL;
-``verify``: the GET URL handshake (§2.2)."""
-
-CALLBACK_STATUSES: Final = frozenset(
-    {"received", "processed", "failed", "duplicate", "rejected", "unknown"}
-)
-"""``rejected``: signature / decryption failed; ``unknown``: an InfoType nobody handles."""
-
-_RECORDABLE_STATUSES: Final = CALLBACK_STATUSES - {"duplicate"}
-_FINISH_STATUSES: Final = frozenset({"processed", "failed", "unknown"})
-_CLAIMABLE_STATUSES: Final = ("received", "failed", "unknown")
-_CORP_AUTH_STATES: Final = frozenset({"active", "cancelled"})
-
-DEFAULT_LEASE_SECONDS: Final = 300.0
-"""How long a claim keeps other workers away; far longer than any WeCom API round trip."""
-
-SUITE_TICKET_HISTORY: Final = 20
-"""Tickets kept per suite: a few hours of pushes (one every ~10 min, §3.1), for forensics."""
-TICKET_PRUNE_EVERY: Final = 16
-"""History is pruned back to SUITE_TICKET_HISTORY once this many more tickets are kept."""
-
-NONE_LABEL: Final = "(none)"
-"""Stats key for a NULL info_type (GET handshakes, rejected requests) or last_error."""
 
 BUSY_TIMEOUT_MS: Final = 5000
 _LOCK_RETRIES: Final = 3
 _LOCK_BACKOFF: Final = (0.05, 0.2, 0.5)
-_ORG_CODE_CHARS: Final = frozenset(
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-)
-_LOGIN_CODE_RETENTION: Final = 86400.0
-
-
-# ---------------------------------------------------------------------------------------
-# Records
-
-
-@dataclass(frozen=True)
-class CallbackRecord:
-    """One HTTP request from WeCom as it was received, and what became of it.
-
-    ``envelope`` is the encrypted body exactly as received (for a GET handshake, the
-    echostr), so ``qywx log show --decrypt`` and ``qywx retry`` can redo the work with the
-    instance's key. ``duplicate_reason`` is ``"replay"`` for a byte-identical request (same
-    msg_signature, timestamp, nonce) and ``"content"`` for the same decrypted content
-    re-encrypted by WeCom (a redelivery).
-    """
-
-    id: int
-    received_at: float
-    instance: str
-    kind: str
-    info_type: str | None
-    suite_id: str | None
-    corp_id: str | None
-    msg_signature: str
-    timestamp: str
-    nonce: str
-    envelope: str = field(repr=False)
-    content_key: str | None
-    status: str
-    attempts: int
-    last_error: str | None
-    processed_at: float | None
-    duplicate_of: int | None
-    duplicate_reason: str | None
-    claimed_by: str | None
-    claimed_at: float | None
-
-    @property
-    def is_duplicate(self) -> bool:
-        return self.status == "duplicate"
-
-
-@dataclass(frozen=True, repr=False)
-class SuiteTicket(MaskedRepr):
-    """A SuiteTicket push (§3.1); ``timestamp`` is WeCom's TimeStamp, the ordering key."""
-
-    _secret_fields = frozenset({"ticket"})
-
-    suite_id: str
-    ticket: str
-    timestamp: int
-    received_at: float
-
-
-@dataclass(frozen=True, repr=False)
-class CachedToken(MaskedRepr):
-    """An access token (suite / provider / corp, §4.3) and when WeCom said it expires."""
-
-    _secret_fields = frozenset({"token"})
-
-    kind: str
-    key: str
-    token: str
-    expires_at: float
-
-
-@dataclass(frozen=True, repr=False)
-class CorpAuth(MaskedRepr):
-    """A corp that authorized a 代开发 template; ``permanent_code`` is the app's secret (§3.2).
-
-    Corp ids are compared exactly: open (encrypted) corp ids are case sensitive (§2.3).
-    """
-
-    _secret_fields = frozenset({"permanent_code"})
-
-    suite_id: str
-    corp_id: str
-    permanent_code: str | None
-    agent_id: int | None
-    corp_name: str | None
-    state: str
-    auth_user_id: str | None
-    created_at: float
-    updated_at: float
-
-    @property
-    def is_active(self) -> bool:
-        return self.state == "active"
-
-
-@dataclass(frozen=True)
-class OrgCode:
-    """An organisation code (the element API's setCode) naming a corp for QR login."""
-
-    code: str
-    corp_id: str
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True)
-class LoginCode:
-    """A one-time login code, stored only as a hash; ``used_at`` is set on first use."""
-
-    code_hash: str
-    instance: str
-    corp_id: str
-    user_id: str
-    created_at: float
-    expires_at: float
-    used_at: float | None
-
-
-@dataclass(frozen=True)
-class CallbackStats:
-    """Counts for ``qywx log stats``; ``None`` info types / errors count under NONE_LABEL."""
-
-    total: int
-    by_status: dict[str, int]
-    by_event: dict[str, int]
-    failures_by_error: list[tuple[str, int]]
-    latest_suite_ticket_at: float | None
 
 
 # ---------------------------------------------------------------------------------------
@@ -327,11 +157,11 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
     )
 
 
-_MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (_migrate_v1,)
-"""Forward migrations in order; migration i takes the schema from v(i) to v(i+1)."""
+MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (_migrate_v1,)
+"""Forward migrations in order; migration i takes the schema from v(i) to v(i+1).
+The version is kept in ``PRAGMA user_version``."""
 
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
-"""The schema this qywx writes, kept in ``PRAGMA user_version``."""
+assert len(MIGRATIONS) == SCHEMA_VERSION, "every backend's migrations end at SCHEMA_VERSION"
 
 
 _CALLBACK_COLUMNS: Final = (
@@ -348,7 +178,7 @@ _LOGIN_CODE_COLUMNS: Final = (
 )
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
-_NOT_ORIGINAL: Final = "status NOT IN ('duplicate', 'rejected')"
+_NOT_ORIGINAL: Final = f"status NOT IN ({', '.join(repr(s) for s in rules.NOT_ORIGINAL_STATUSES)})"
 _FIND_REPLAY: Final = (
     "SELECT id FROM callbacks WHERE instance = ? AND msg_signature = ? AND timestamp = ? "
     f"AND nonce = ? AND {_NOT_ORIGINAL} ORDER BY id LIMIT 1"
@@ -379,84 +209,24 @@ def _placeholders(values: Iterable[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-def _require(value: str | None, what: str) -> None:
-    if not value:
-        raise UsageError(f"{what} must not be empty")
-
-
-def _normalise_org_code(code: str) -> str:
-    """Org codes are typed by people on a login page: case-insensitive, URL-safe."""
-    if not code or len(code) > 64 or not set(code) <= _ORG_CODE_CHARS:
-        raise UsageError("org code must be 1-64 characters of letters, digits, '_' or '-'")
-    return code.lower()
-
-
-# ---------------------------------------------------------------------------------------
-# Store
-
-
-def _check_id(id: object) -> None:
-    """A record id SQLite can hold; anything else names no record (not an OverflowError)."""
-    if isinstance(id, bool) or not isinstance(id, int) or not 0 < id < 2**63:
-        raise RecordNotFound(f"no callback record with id {str(id)[:40]}")
-
-
-class _QueuedWrite(Generic[_T]):
-    """One write waiting for a group commit, and what became of it.
-
-    ``_gate`` is held from creation until the write is committed (or failed) or its
-    thread is asked to lead the next commit: the waiting thread blocks on it once,
-    and is woken once, instead of queueing for the connection lock only to find its
-    write already done (a convoy that cost more CPU than the commit under load).
-    """
-
-    __slots__ = ("_gate", "done", "error", "fn", "lead", "result")
-
-    def __init__(self, fn: Callable[[sqlite_utils.Database], _T]) -> None:
-        self.fn = fn
-        self.done = False
-        self.lead = False
-        self.result: _T | None = None
-        self.error: BaseException | None = None
-        self._gate = threading.Lock()
-        self._gate.acquire()
-
-    def finish(self, result: _T | None = None, *, error: BaseException | None = None) -> None:
-        self.result, self.error, self.done = result, error, True
-        self._gate.release()
-
-    def promote(self) -> None:
-        self.lead = True
-        self._gate.release()
-
-    def wait(self) -> None:
-        self._gate.acquire()
-
-    def outcome(self) -> _T:
-        if isinstance(self.error, StoreError):  # a fresh exception per waiting thread
-            raise StoreError(self.error.message) from None
-        if self.error is not None:
-            raise self.error
-        return cast(_T, self.result)
-
-
-class Store:
-    """The qywx database at ``path``; safe to share between threads and processes.
+class SQLiteStore(Store):
+    """The qywx database in the SQLite file ``path``; safe to share between threads and
+    processes of one host.
 
     One connection per Store, serialised by a lock; processes coordinate through SQLite's
     own locking (WAL, ``BEGIN IMMEDIATE`` for every read-modify-write, a 5 s busy timeout,
     then a few retries with back-off before :class:`StoreError`).
     """
 
+    backend = "sqlite"
+
     def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time) -> None:
-        self._path = Path(path)
+        self._path = sqlite_path(path)
         self._now = now
         self._lock = threading.Lock()
-        # record_callback's group commit: requests waiting for the connection queue here
+        # record_callback's group commit: requests waiting for the connection queue there
         # and the next one to get it commits them all in one transaction (one fsync).
-        self._queued: list[_QueuedWrite[Any]] = []
-        self._queue_lock = threading.Lock()
-        self._committing = False  # a thread is leading a group commit
+        self._group: GroupCommit[sqlite_utils.Database] = GroupCommit(self._commit_batch)
         self._db: sqlite_utils.Database | None = None
         created = self._create_private_file()
         try:
@@ -491,6 +261,10 @@ class Store:
         return self._path
 
     @property
+    def url(self) -> str:
+        return str(self._path)
+
+    @property
     def schema_version(self) -> int:
         return int(self._read(lambda db: db.execute("PRAGMA user_version").fetchone()[0]))
 
@@ -499,20 +273,6 @@ class Store:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"Store({str(self._path)!r})"
 
     def _create_private_file(self) -> bool:
         """Create the file 0600 before SQLite does, so no umask can widen it."""
@@ -561,7 +321,7 @@ class Store:
                     f"database schema v{version} is newer than this qywx "
                     f"(v{SCHEMA_VERSION}); upgrade qywx"
                 )
-            for target, step in enumerate(_MIGRATIONS[version:], start=version + 1):
+            for target, step in enumerate(MIGRATIONS[version:], start=version + 1):
                 try:
                     step(db)
                 except sqlite3.Error as exc:
@@ -579,77 +339,14 @@ class Store:
         return self._run(fn, "BEGIN IMMEDIATE")
 
     def _write_grouped(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
-        """A durable write that may share its transaction, and fsync, with other threads'.
+        """A durable write that may share its transaction, and fsync, with other threads'."""
+        return self._group.submit(fn)
 
-        The first thread to queue a write leads: it takes the connection, commits every
-        write queued by then in one transaction, wakes their threads, and hands the lead
-        to the oldest write queued meanwhile. Each caller returns only after the commit
-        that holds its write, so "durable before the reply" is unchanged, and a failed
-        commit fails every write in it (the callers answer 503 and WeCom retries). A
-        thread interrupted while waiting or leading (KeyboardInterrupt in a library
-        user's main thread) finishes or hands on what it holds, so no one waits forever.
-        """
-        job: _QueuedWrite[_T] = _QueuedWrite(fn)
-        with self._queue_lock:
-            self._queued.append(job)
-            leading = not self._committing
-            self._committing = True
-        if not leading:
-            try:
-                job.wait()
-            except BaseException:
-                self._abandon(job)
-                raise
-            if job.done:
-                return job.outcome()
-        batch: list[_QueuedWrite[Any]] = []
-        try:
-            with self._queue_lock:
-                batch, self._queued = self._queued, []
-            self._commit_batch(batch)
-        finally:
-            interrupted = StoreError("commit interrupted")
-            for queued in batch:
-                if not queued.done:
-                    queued.finish(error=interrupted)
-            with self._queue_lock:
-                self._pass_lead()
-        return job.outcome()
-
-    def _pass_lead(self) -> None:
-        """Wake the oldest queued write to lead the next commit (``_queue_lock`` held)."""
-        if self._queued:
-            self._queued[0].promote()
-        else:
-            self._committing = False
-
-    def _abandon(self, job: _QueuedWrite[Any]) -> None:
-        """Take an interrupted waiter's write out of the queue; if it had just been made
-        leader, hand the lead on. (A write already in a leader's batch is left to it.)"""
-        with self._queue_lock:
-            if not any(q is job for q in self._queued):
-                return
-            self._queued = [q for q in self._queued if q is not job]
-            if job.lead:
-                self._pass_lead()
-
-    def _commit_batch(self, batch: list[_QueuedWrite[Any]]) -> None:
+    def _commit_batch(self, fns: Sequence[Callable[[sqlite_utils.Database], Any]]) -> list[Any]:
         with self._lock:
             if self._db is None:
-                error: BaseException = StoreError(f"store {self._path} is closed")
-                for queued in batch:
-                    queued.finish(error=error)
-                return
-            try:
-                results = self._transaction(
-                    self._db, lambda db: [q.fn(db) for q in batch], "BEGIN IMMEDIATE"
-                )
-            except Exception as exc:
-                for queued in batch:
-                    queued.finish(error=exc)
-            else:
-                for queued, result in zip(batch, results, strict=True):
-                    queued.finish(result)
+                raise StoreError(f"store {self._path} is closed")
+            return self._transaction(self._db, lambda db: [fn(db) for fn in fns], "BEGIN IMMEDIATE")
 
     def _read(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
         return self._run(fn, "BEGIN")
@@ -722,30 +419,23 @@ class Store:
         transaction unless the callback is a duplicate: a suite_ticket push needs no
         WeCom call, so it is handled as it is recorded (status ``processed``).
         """
-        _require(instance, "instance")
-        if kind not in CALLBACK_KINDS:
-            raise UsageError(f"callback kind must be one of {sorted(CALLBACK_KINDS)}")
-        if status not in _RECORDABLE_STATUSES:
-            raise UsageError(
-                f"a new callback's status must be one of {sorted(_RECORDABLE_STATUSES)}"
-            )
+        rules.check_new_callback(instance, kind, status)
 
         def insert(db: sqlite_utils.Database) -> CallbackRecord:
             # Taken inside the write lock, so received_at follows id order across processes.
             received_at = self._now()
-            original: int | None = None
-            reason: str | None = None
-            if status != "rejected":
+            replay_of: int | None = None
+            content_of: int | None = None
+            if status != "rejected":  # the checks in rules.DEDUPE_ORDER; stop at a hit
                 row = db.execute(
                     _FIND_REPLAY, (instance, msg_signature, timestamp, nonce)
                 ).fetchone()
-                if row is not None:
-                    original, reason = int(row[0]), "replay"
-                elif content_key is not None:
+                replay_of = int(row[0]) if row is not None else None
+                if replay_of is None and content_key is not None:
                     row = db.execute(_FIND_CONTENT, (content_key,)).fetchone()
-                    if row is not None:
-                        original, reason = int(row[0]), "content"
-            handled = status == "processed" and original is None
+                    content_of = int(row[0]) if row is not None else None
+            original, reason = rules.dedupe_verdict(status, replay_of, content_of)
+            handled = rules.handled_on_record(status, original)
             row = db.execute(
                 "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, "
                 "corp_id, msg_signature, timestamp, nonce, envelope, content_key, status, "
@@ -807,7 +497,7 @@ class Store:
         """
         _require(worker, "worker")
         _check_id(id)
-        statuses = (*_CLAIMABLE_STATUSES, "processed") if force else _CLAIMABLE_STATUSES
+        statuses = rules.claimable_statuses(force)
 
         def claim(db: sqlite_utils.Database) -> CallbackRecord | None:
             now = self._now()
@@ -829,10 +519,7 @@ class Store:
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""
         _check_id(id)
-        if status not in _FINISH_STATUSES:
-            raise UsageError(
-                f"a finished callback's status must be one of {sorted(_FINISH_STATUSES)}"
-            )
+        rules.check_finish_status(status)
 
         def finish(db: sqlite_utils.Database) -> int:
             return db.execute(
@@ -955,23 +642,15 @@ class Store:
         queries = _stats_queries(since)
 
         def stats(db: sqlite_utils.Database) -> CallbackStats:
-            counts: dict[str, dict[str, int]] = {}
-            for dimension, (sql, params) in queries.counts.items():
-                counts[dimension] = {
-                    key if key is not None else NONE_LABEL: int(count)
-                    for key, count in db.execute(sql, params).fetchall()
-                }
-            failures = [
-                (error if error is not None else NONE_LABEL, int(count))
-                for error, count in db.execute(*queries.failures).fetchall()
-            ]
-            latest = db.execute(*queries.latest_ticket).fetchone()[0]
-            return CallbackStats(
-                total=sum(counts["status"].values()),
-                by_status=counts["status"],
-                by_event=counts["info_type"],
-                failures_by_error=failures,
-                latest_suite_ticket_at=float(latest) if latest is not None else None,
+            counts = {
+                dimension: db.execute(sql, params).fetchall()
+                for dimension, (sql, params) in queries.counts.items()
+            }
+            return rules.build_stats(
+                counts["status"],
+                counts["info_type"],
+                db.execute(*queries.failures).fetchall(),
+                db.execute(*queries.latest_ticket).fetchone()[0],
             )
 
         return self._read(stats)
@@ -1021,7 +700,7 @@ class Store:
         row = self._read(
             lambda db: db.execute(
                 "SELECT suite_id, ticket, timestamp, received_at FROM suite_tickets "
-                "WHERE suite_id = ? ORDER BY timestamp DESC, id DESC LIMIT 1",
+                f"WHERE suite_id = ? ORDER BY {rules.TICKET_ORDER} LIMIT 1",
                 (suite_id,),
             ).fetchone()
         )
@@ -1072,8 +751,7 @@ class Store:
         """Create or update a corp's authorization; a None argument keeps the stored value."""
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
-        if state not in _CORP_AUTH_STATES:
-            raise UsageError(f"corp auth state must be one of {sorted(_CORP_AUTH_STATES)}")
+        rules.check_corp_auth_state(state)
         values = (permanent_code, agent_id, corp_name, auth_user_id, state)
         return self._write(lambda db: _upsert_corp(db, self._now(), suite_id, corp_id, *values))
 
@@ -1169,7 +847,7 @@ class Store:
 
     def set_org_code(self, code: str, corp_id: str, *, force: bool = False) -> OrgCode:
         """Point an org code at a corp; taking a code from another corp needs ``force``."""
-        normalised = _normalise_org_code(code)
+        normalised = rules.normalise_org_code(code)
         _require(corp_id, "corp_id")
 
         def set_code(db: sqlite_utils.Database) -> OrgCode:
@@ -1178,10 +856,7 @@ class Store:
                 "SELECT corp_id FROM org_codes WHERE code = ?", (normalised,)
             ).fetchone()
             if held is not None and held[0] != corp_id and not force:
-                raise ConflictError(
-                    f"org code {normalised!r} already belongs to corp {held[0]}; "
-                    "reassign it with --force (force=True in Python)"
-                )
+                raise rules.org_code_conflict(normalised, held[0])
             row = db.execute(
                 "INSERT INTO org_codes (code, corp_id, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (code) DO UPDATE SET "
@@ -1194,7 +869,7 @@ class Store:
         return self._write(set_code)
 
     def get_org_code(self, code: str) -> OrgCode:
-        normalised = _normalise_org_code(code)
+        normalised = rules.normalise_org_code(code)
         row = self._read(
             lambda db: db.execute(
                 "SELECT code, corp_id, created_at, updated_at FROM org_codes WHERE code = ?",
@@ -1224,7 +899,7 @@ class Store:
         def save(db: sqlite_utils.Database) -> None:
             now = self._now()
             db.execute(
-                "DELETE FROM login_codes WHERE expires_at < ?", (now - _LOGIN_CODE_RETENTION,)
+                "DELETE FROM login_codes WHERE expires_at < ?", (now - rules.LOGIN_CODE_RETENTION,)
             )
             db.execute(
                 f"INSERT INTO login_codes ({_LOGIN_CODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, NULL)",
@@ -1296,14 +971,9 @@ def _insert_ticket(
         db.execute(
             "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
             "SELECT id FROM suite_tickets WHERE suite_id = ? "
-            "ORDER BY timestamp DESC, id DESC LIMIT ?)",
+            f"ORDER BY {rules.TICKET_ORDER} LIMIT ?)",
             (suite_id, suite_id, SUITE_TICKET_HISTORY),
         )
-
-
-def _check_limit(limit: int) -> None:
-    if limit < 1:
-        raise UsageError("limit must be at least 1")
 
 
 def _upsert_corp(
@@ -1376,3 +1046,13 @@ def _stats_queries(since: float | None) -> _StatsQueries:
         ),
         latest_ticket=("SELECT max(received_at) FROM suite_tickets", []),
     )
+
+
+def sqlite_path(target: str | Path) -> Path:
+    """The file a SQLite target names: a path, or a URL the way SQLAlchemy spells it,
+    ``sqlite:///relative/q.db`` or ``sqlite:////absolute/q.db``."""
+    text = str(target)
+    if text.startswith("sqlite://"):
+        rest = text[len("sqlite://") :]
+        return Path(rest[1:] if rest.startswith("/") else rest)
+    return Path(target)

@@ -1,0 +1,104 @@
+"""The qywx store: one contract, a backend per database, chosen by the URL's scheme.
+
+Layout (the seam is the contract in :mod:`.base`; nothing above the store knows which
+backend it runs on)::
+
+    records      the record dataclasses and status words
+    base         Store, the abstract contract, durability promises in its docstrings
+    rules        what every backend decides the same way (dedupe order, org codes,
+                 ticket order, argument checks, stats shape)
+    groupcommit  many threads' writes in one transaction (used by SQLite)
+    sqlite       SQLite, one file in WAL mode: the embedded default, one host
+    postgres     PostgreSQL via psycopg 3 and its pool: several hosts, one database
+
+``Store(target)`` / :func:`open_store` take a path or ``sqlite://…`` (SQLite) or a
+``postgresql://…`` URL (PostgreSQL, the ``qywx-cli[postgres]`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from qywx_cli.core.errors import UsageError
+from qywx_cli.core.store.base import SCHEMA_VERSION, Store
+from qywx_cli.core.store.records import (
+    CALLBACK_KINDS,
+    CALLBACK_STATUSES,
+    DEFAULT_LEASE_SECONDS,
+    NONE_LABEL,
+    SUITE_TICKET_HISTORY,
+    TICKET_PRUNE_EVERY,
+    CachedToken,
+    CallbackRecord,
+    CallbackStats,
+    CorpAuth,
+    LoginCode,
+    OrgCode,
+    SuiteTicket,
+)
+
+__all__ = [
+    "BACKENDS",
+    "CALLBACK_KINDS",
+    "CALLBACK_STATUSES",
+    "DEFAULT_LEASE_SECONDS",
+    "NONE_LABEL",
+    "SCHEMA_VERSION",
+    "SUITE_TICKET_HISTORY",
+    "TICKET_PRUNE_EVERY",
+    "CachedToken",
+    "CallbackRecord",
+    "CallbackStats",
+    "CorpAuth",
+    "LoginCode",
+    "OrgCode",
+    "Store",
+    "SuiteTicket",
+    "backend_class",
+    "open_store",
+    "scheme_of",
+]
+
+
+def _sqlite() -> type[Store]:
+    from qywx_cli.core.store.sqlite import SQLiteStore
+
+    return SQLiteStore
+
+
+BACKENDS: Final[dict[str, Callable[[], type[Store]]]] = {
+    "sqlite": _sqlite,
+}
+"""URL scheme → the backend class (imported only when used, to keep start-up fast)."""
+
+
+def scheme_of(target: str | Path) -> str:
+    """The backend a target names: ``sqlite`` for a path, else the URL's scheme.
+
+    Only ``word://`` counts as a URL, so a file name with a colon stays a file name, and
+    an unknown scheme is refused rather than opened as a file called ``mysql:``.
+    """
+    text = str(target)
+    head, sep, _ = text.partition("://")
+    if not sep or not head.replace("+", "").isalnum() or not head[:1].isalpha():
+        return "sqlite"
+    return head.lower()
+
+
+def backend_class(target: str | Path | None) -> type[Store]:
+    if target is None:
+        raise UsageError("a store needs a path or a URL")
+    scheme = scheme_of(target)
+    load = BACKENDS.get(scheme)
+    if load is None:
+        known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+        raise UsageError(f"unknown database URL scheme {scheme}://; use a path, {known}")
+    return load()
+
+
+def open_store(target: str | Path, *, now: Callable[[], float] | None = None) -> Store:
+    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold)."""
+    cls = backend_class(target)
+    return cls(target) if now is None else cls(target, now=now)

@@ -1,0 +1,321 @@
+"""The store contract: what every backend promises, written where a backend author reads it.
+
+Every method below is abstract; :mod:`qywx_cli.core.store.sqlite` and
+:mod:`qywx_cli.core.store.postgres` implement all of them, and ``tests/core/store/``
+runs one contract suite against each. Nothing above the store may know which backend
+it has: callers write ``Store(target)`` (a path or a URL, see :func:`open_store`) and
+get the right subclass.
+
+Durability contract (every backend):
+
+* **Committed before return.** A write method returns only after its transaction is
+  durably committed (SQLite ``synchronous=FULL``; PostgreSQL ``synchronous_commit`` on,
+  the server default); the caller answers WeCom only after :meth:`Store.record_callback`
+  returned. A write that raises was not committed, and nothing half of it is visible.
+* **Atomic per method.** Each method is one transaction: :meth:`record_callback` writes
+  the record and its suite ticket together; :meth:`save_permanent_code` drops the corp's
+  old token, stores the code and names the record's corp together.
+* **Safe across threads, processes and hosts.** Claims, login-code use and org-code
+  assignment are decided by the database in one statement, so of any number of
+  concurrent callers exactly one wins, whichever host it runs on.
+* **Errors are StoreError.** Database failures (down, read-only, locked for too long)
+  are :class:`~qywx_cli.core.errors.StoreError` with a one-line message that never holds
+  a password; bad arguments are ``UsageError``; unknown ids ``RecordNotFound``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from qywx_cli.core.store.records import (
+    DEFAULT_LEASE_SECONDS,
+    CachedToken,
+    CallbackRecord,
+    CallbackStats,
+    CorpAuth,
+    LoginCode,
+    OrgCode,
+    SuiteTicket,
+)
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+SCHEMA_VERSION = 1
+"""The logical schema this qywx writes. Every backend's migrations end at this version,
+so a number means the same tables and rules whichever database holds them."""
+
+
+class Store(abc.ABC):
+    """The qywx database: callback log, suite tickets, token cache, corp auths, codes.
+
+    ``Store(target, now=...)`` opens the backend ``target`` names (a file path or
+    ``sqlite://`` URL: SQLite; ``postgresql://``: PostgreSQL) and returns that backend's
+    instance, so ``isinstance(s, Store)`` holds for every backend.
+    """
+
+    backend: str = "?"
+    """Short backend name shown by ``qywx db info`` and ``/healthz``."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Store:
+        if cls is Store:
+            from qywx_cli.core.store import backend_class
+
+            target = args[0] if args else kwargs.get("target", kwargs.get("path"))
+            cls = backend_class(target)
+        return super().__new__(cls)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    @abc.abstractmethod
+    def url(self) -> str:
+        """Where the store is, safe to print: a path, or a URL with no password."""
+
+    @property
+    @abc.abstractmethod
+    def schema_version(self) -> int:
+        """The schema version the database is at now."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release connections; idempotent. A closed store raises StoreError."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- callbacks ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_callback(
+        self,
+        *,
+        instance: str,
+        kind: str,
+        info_type: str | None,
+        suite_id: str | None,
+        corp_id: str | None,
+        msg_signature: str,
+        timestamp: str,
+        nonce: str,
+        envelope: str,
+        content_key: str | None,
+        status: str = "received",
+        last_error: str | None = None,
+        suite_ticket: tuple[str, str, int] | None = None,
+    ) -> CallbackRecord:
+        """Durably log one request from WeCom; the caller replies only after this returns.
+
+        Committed before returning. A ``rejected`` request is stored as is; anything else
+        that repeats an earlier original, byte for byte or by ``content_key``, is stored
+        as ``duplicate`` with ``duplicate_of`` set (order and meaning: :mod:`.rules`).
+        Two deliveries of the same request at once, on any two hosts, give exactly one
+        original and one duplicate.
+
+        ``suite_ticket`` (suite id, ticket, WeCom TimeStamp) is saved in the same
+        transaction unless the callback is a duplicate: a suite_ticket push needs no
+        WeCom call, so it is handled as it is recorded (status ``processed``).
+        """
+
+    @abc.abstractmethod
+    def get_callback(self, id: int) -> CallbackRecord:
+        """One record; RecordNotFound if there is none."""
+
+    @abc.abstractmethod
+    def claim_callback(
+        self,
+        id: int,
+        worker: str,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        force: bool = False,
+    ) -> CallbackRecord | None:
+        """Take record ``id`` for processing, or None if it is not claimable.
+
+        Claimable: status received / failed / unknown (plus processed with ``force``, for
+        an operator's deliberate re-run), and not claimed by another worker within the
+        last ``lease_seconds``. Decided in one statement, so of any number of threads,
+        processes or hosts exactly one gets the record. Counts an attempt. The claimant
+        may claim again (a renewal that counts an attempt).
+        """
+
+    @abc.abstractmethod
+    def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
+        """Record the outcome of processing and release the claim."""
+
+    @abc.abstractmethod
+    def pending_callbacks(
+        self,
+        limit: int = 100,
+        older_than: float | None = None,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+    ) -> list[CallbackRecord]:
+        """Records still ``received`` and not held by a live claim, oldest first.
+
+        What a crash left behind, for start-up and the sweeper. ``older_than`` is an age
+        in seconds: skip records younger than that, which a sibling may be about to claim.
+        """
+
+    @abc.abstractmethod
+    def list_callbacks(
+        self,
+        *,
+        status: str | None = None,
+        info_type: str | None = None,
+        corp_id: str | None = None,
+        instance: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        after_id: int | None = None,
+        newest_first: bool = True,
+    ) -> list[CallbackRecord]:
+        """The callback log, filtered; newest first unless ``after_id`` or ``newest_first=False``.
+
+        With ``after_id`` (``log tail --follow``) only rows with a greater id, oldest first.
+        ``since`` is an epoch time compared with ``received_at``.
+        """
+
+    @abc.abstractmethod
+    def callback_stats(self, *, since: float | None = None) -> CallbackStats:
+        """Counts by status and by event, the ten commonest failures, ticket freshness."""
+
+    # -- suite tickets ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_suite_ticket(
+        self, suite_id: str, ticket: str, timestamp: int, callback_id: int | None = None
+    ) -> None:
+        """Keep a pushed ticket (§3.1); saving the same push twice is a no-op."""
+
+    @abc.abstractmethod
+    def latest_suite_ticket(self, suite_id: str) -> SuiteTicket | None:
+        """The ticket with the greatest WeCom TimeStamp: "always use the newest" (§3.1).
+
+        An older push stored later, by any host, never wins (:data:`.rules.TICKET_ORDER`).
+        """
+
+    # -- tokens -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_token(self, kind: str, key: str, *, margin: float = 0) -> CachedToken | None:
+        """A cached token still valid ``margin`` seconds from now, else None."""
+
+    @abc.abstractmethod
+    def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None:
+        """Cache a token, replacing the one of the same (kind, key)."""
+
+    @abc.abstractmethod
+    def drop_tokens(self, kind: str | None = None, key: str | None = None) -> int:
+        """Forget cached tokens (all, one kind, or one key); suite tickets are untouched."""
+
+    # -- corp auths ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def upsert_corp_auth(
+        self,
+        suite_id: str,
+        corp_id: str,
+        *,
+        permanent_code: str | None = None,
+        agent_id: int | None = None,
+        corp_name: str | None = None,
+        auth_user_id: str | None = None,
+        state: str = "active",
+    ) -> CorpAuth:
+        """Create or update a corp's authorization; a None argument keeps the stored value."""
+
+    @abc.abstractmethod
+    def save_permanent_code(
+        self,
+        suite_id: str,
+        corp_id: str,
+        permanent_code: str,
+        *,
+        callback_id: int,
+        agent_id: int | None = None,
+        corp_name: str | None = None,
+        auth_user_id: str | None = None,
+    ) -> CorpAuth:
+        """Store a freshly exchanged permanent code in ONE transaction.
+
+        The AuthCode it came from is single use (wecom-protocol.md §5.5), so the window
+        between WeCom's answer and a durable copy must be as short as possible: the
+        corp's old token (issued for the previous secret) is dropped, the corp is
+        upserted, and the callback record learns its corp, all in one commit.
+        """
+
+    @abc.abstractmethod
+    def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
+        """The corp's authorization; without ``suite_id`` the active, most recent one."""
+
+    @abc.abstractmethod
+    def list_corp_auths(
+        self, suite_id: str | None = None, state: str | None = None
+    ) -> list[CorpAuth]:
+        """Corp authorizations ordered by (suite_id, corp_id)."""
+
+    @abc.abstractmethod
+    def cancel_corp_auth(self, suite_id: str, corp_id: str) -> bool:
+        """cancel_auth (§3.4): forget the permanent code and the corp's cached tokens.
+
+        "服务商收到取消授权事件后,应当确保删除该企业所有相关的数据" — the row itself stays,
+        as state ``cancelled``, so the log can still name the corp. False if unknown.
+        """
+
+    # -- org codes ----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def set_org_code(self, code: str, corp_id: str, *, force: bool = False) -> OrgCode:
+        """Point an org code at a corp; taking a code from another corp needs ``force``.
+
+        Codes are unique case-insensitively (:func:`.rules.normalise_org_code`); the
+        check and the write are one statement, so two hosts cannot both take a code.
+        """
+
+    @abc.abstractmethod
+    def get_org_code(self, code: str) -> OrgCode:
+        """The org code (any case); RecordNotFound if unknown."""
+
+    @abc.abstractmethod
+    def list_org_codes(self) -> list[OrgCode]:
+        """Every org code, ordered by code."""
+
+    # -- login codes --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def save_login_code(
+        self, code_hash: str, *, instance: str, corp_id: str, user_id: str, expires_at: float
+    ) -> None:
+        """Store a one-time code by its hash; codes expired a day ago are pruned here."""
+
+    @abc.abstractmethod
+    def consume_login_code(self, code_hash: str) -> LoginCode | None:
+        """Use a login code once: only an unused, unexpired code is returned, and marked
+        used, in one statement, so of concurrent uses on any hosts one wins."""
+
+    # -- health -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def healthcheck(self) -> dict[str, object]:
+        """Cheap probe for ``/healthz``: ``ok`` (bool), ``schema_version``, ``callbacks``
+        (the greatest id), backend details; ``{"ok": False, "error": line}`` when the
+        database cannot be used. Never raises for a database failure."""
+
+
+NowFn = Callable[[], float]
+PathLike = str | Path

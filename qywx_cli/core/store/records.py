@@ -1,0 +1,181 @@
+"""What the store holds, as frozen dataclasses, and the status words every backend uses.
+
+Records are plain values: a backend builds them from its rows, and nothing above the
+store sees a row, a cursor or a connection. Reprs of records that hold a credential
+mask it (:class:`qywx_cli.core.masking.MaskedRepr`), so a record logged by mistake does
+not leak a permanent code, a ticket or an access token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from qywx_cli.core.masking import MaskedRepr
+
+__all__ = [
+    "CALLBACK_KINDS",
+    "CALLBACK_STATUSES",
+    "CLAIMABLE_STATUSES",
+    "CORP_AUTH_STATES",
+    "DEFAULT_LEASE_SECONDS",
+    "FINISH_STATUSES",
+    "NONE_LABEL",
+    "RECORDABLE_STATUSES",
+    "SUITE_TICKET_HISTORY",
+    "TICKET_PRUNE_EVERY",
+    "CachedToken",
+    "CallbackRecord",
+    "CallbackStats",
+    "CorpAuth",
+    "LoginCode",
+    "OrgCode",
+    "SuiteTicket",
+]
+
+CALLBACK_KINDS: Final = frozenset({"command", "data", "verify"})
+"""``command``: 指令回调 on the template URL; ``data``: the 代开发 app's own callback URL;
+``verify``: the GET URL handshake (§2.2)."""
+
+CALLBACK_STATUSES: Final = frozenset(
+    {"received", "processed", "failed", "duplicate", "rejected", "unknown"}
+)
+"""``rejected``: signature / decryption failed; ``unknown``: an InfoType nobody handles."""
+
+RECORDABLE_STATUSES: Final = CALLBACK_STATUSES - {"duplicate"}
+"""What a new record may be created as; ``duplicate`` is the store's own verdict."""
+FINISH_STATUSES: Final = frozenset({"processed", "failed", "unknown"})
+"""What processing may end in."""
+CLAIMABLE_STATUSES: Final = ("received", "failed", "unknown")
+"""What a worker may claim (``processed`` too, when an operator forces a re-run)."""
+CORP_AUTH_STATES: Final = frozenset({"active", "cancelled"})
+
+DEFAULT_LEASE_SECONDS: Final = 300.0
+"""How long a claim keeps other workers away; far longer than any WeCom API round trip."""
+
+SUITE_TICKET_HISTORY: Final = 20
+"""Tickets kept per suite: a few hours of pushes (one every ~10 min, §3.1), for forensics."""
+TICKET_PRUNE_EVERY: Final = 16
+"""History is pruned back to SUITE_TICKET_HISTORY once this many more tickets are kept."""
+
+NONE_LABEL: Final = "(none)"
+"""Stats key for a NULL info_type (GET handshakes, rejected requests) or last_error."""
+
+
+@dataclass(frozen=True)
+class CallbackRecord:
+    """One HTTP request from WeCom as it was received, and what became of it.
+
+    ``envelope`` is the encrypted body exactly as received (for a GET handshake, the
+    echostr), so ``qywx log show --decrypt`` and ``qywx retry`` can redo the work with the
+    instance's key. ``duplicate_reason`` is ``"replay"`` for a byte-identical request (same
+    msg_signature, timestamp, nonce) and ``"content"`` for the same decrypted content
+    re-encrypted by WeCom (a redelivery).
+    """
+
+    id: int
+    received_at: float
+    instance: str
+    kind: str
+    info_type: str | None
+    suite_id: str | None
+    corp_id: str | None
+    msg_signature: str
+    timestamp: str
+    nonce: str
+    envelope: str = field(repr=False)
+    content_key: str | None
+    status: str
+    attempts: int
+    last_error: str | None
+    processed_at: float | None
+    duplicate_of: int | None
+    duplicate_reason: str | None
+    claimed_by: str | None
+    claimed_at: float | None
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.status == "duplicate"
+
+
+@dataclass(frozen=True, repr=False)
+class SuiteTicket(MaskedRepr):
+    """A SuiteTicket push (§3.1); ``timestamp`` is WeCom's TimeStamp, the ordering key."""
+
+    _secret_fields = frozenset({"ticket"})
+
+    suite_id: str
+    ticket: str
+    timestamp: int
+    received_at: float
+
+
+@dataclass(frozen=True, repr=False)
+class CachedToken(MaskedRepr):
+    """An access token (suite / provider / corp, §4.3) and when WeCom said it expires."""
+
+    _secret_fields = frozenset({"token"})
+
+    kind: str
+    key: str
+    token: str
+    expires_at: float
+
+
+@dataclass(frozen=True, repr=False)
+class CorpAuth(MaskedRepr):
+    """A corp that authorized a 代开发 template; ``permanent_code`` is the app's secret (§3.2).
+
+    Corp ids are compared exactly: open (encrypted) corp ids are case sensitive (§2.3).
+    """
+
+    _secret_fields = frozenset({"permanent_code"})
+
+    suite_id: str
+    corp_id: str
+    permanent_code: str | None
+    agent_id: int | None
+    corp_name: str | None
+    state: str
+    auth_user_id: str | None
+    created_at: float
+    updated_at: float
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == "active"
+
+
+@dataclass(frozen=True)
+class OrgCode:
+    """An organisation code (the element API's setCode) naming a corp for QR login."""
+
+    code: str
+    corp_id: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class LoginCode:
+    """A one-time login code, stored only as a hash; ``used_at`` is set on first use."""
+
+    code_hash: str
+    instance: str
+    corp_id: str
+    user_id: str
+    created_at: float
+    expires_at: float
+    used_at: float | None
+
+
+@dataclass(frozen=True)
+class CallbackStats:
+    """Counts for ``qywx log stats``; ``None`` info types / errors count under NONE_LABEL."""
+
+    total: int
+    by_status: dict[str, int]
+    by_event: dict[str, int]
+    failures_by_error: list[tuple[str, int]]
+    latest_suite_ticket_at: float | None

@@ -1,0 +1,172 @@
+"""The rules every store backend must apply the same way, in one place.
+
+A backend owns its SQL and its connections; what a record *means* is decided here, so
+SQLite and PostgreSQL cannot drift apart:
+
+* **argument checks** (:func:`check_new_callback`, :func:`require`, :func:`check_id` …)
+  raise the same :class:`~qywx_cli.core.errors.UsageError` / ``RecordNotFound`` lines;
+* **duplicate-check order** (:data:`DEDUPE_ORDER`, :func:`dedupe_verdict`): a
+  byte-identical replay (same instance, msg_signature, timestamp, nonce) is looked for
+  first, then the same decrypted content (``content_key``); the original is the oldest
+  record that is neither ``duplicate`` nor ``rejected``; a ``rejected`` request is
+  never deduplicated and is never anyone's original;
+* **org codes** (:func:`normalise_org_code`): typed by people, so case-insensitive,
+  stored lower-case, 1-64 URL-safe characters;
+* **ticket ordering** (:data:`TICKET_ORDER`, :func:`ticket_sort_key`): the latest ticket
+  is the one with the greatest WeCom ``TimeStamp`` (ties: the later stored), never merely
+  the last written (§5.1);
+* **stats shape** (:func:`build_stats`): NULL keys count under :data:`NONE_LABEL`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from qywx_cli.core.errors import ConflictError, RecordNotFound, UsageError
+from qywx_cli.core.store.records import (
+    CALLBACK_KINDS,
+    CLAIMABLE_STATUSES,
+    CORP_AUTH_STATES,
+    FINISH_STATUSES,
+    NONE_LABEL,
+    RECORDABLE_STATUSES,
+    CallbackStats,
+)
+
+__all__ = [
+    "DEDUPE_ORDER",
+    "LOGIN_CODE_RETENTION",
+    "NOT_ORIGINAL_STATUSES",
+    "ORG_CODE_CHARS",
+    "TICKET_ORDER",
+    "build_stats",
+    "check_corp_auth_state",
+    "check_finish_status",
+    "check_id",
+    "check_limit",
+    "check_new_callback",
+    "claimable_statuses",
+    "dedupe_verdict",
+    "handled_on_record",
+    "normalise_org_code",
+    "org_code_conflict",
+    "require",
+    "ticket_sort_key",
+]
+
+ORG_CODE_CHARS: Final = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+)
+LOGIN_CODE_RETENTION: Final = 86400.0
+"""Login codes expired longer ago than this are pruned when a new one is saved."""
+
+NOT_ORIGINAL_STATUSES: Final = ("duplicate", "rejected")
+"""Records that can never be the original another delivery duplicates."""
+DEDUPE_ORDER: Final = ("replay", "content")
+"""The duplicate checks, in the order they are made; the first hit decides the reason."""
+
+TICKET_ORDER: Final = "timestamp DESC, id DESC"
+"""SQL ORDER BY (both backends) putting the latest suite ticket first."""
+
+MAX_RECORD_ID: Final = 2**63
+"""Ids are 64-bit signed on both backends (SQLite rowid, PostgreSQL bigint)."""
+
+
+def require(value: str | None, what: str) -> None:
+    if not value:
+        raise UsageError(f"{what} must not be empty")
+
+
+def check_id(id: object) -> None:
+    """A record id a backend can hold; anything else names no record (not an OverflowError)."""
+    if isinstance(id, bool) or not isinstance(id, int) or not 0 < id < MAX_RECORD_ID:
+        raise RecordNotFound(f"no callback record with id {str(id)[:40]}")
+
+
+def check_limit(limit: int) -> None:
+    if limit < 1:
+        raise UsageError("limit must be at least 1")
+
+
+def check_new_callback(instance: str, kind: str, status: str) -> None:
+    require(instance, "instance")
+    if kind not in CALLBACK_KINDS:
+        raise UsageError(f"callback kind must be one of {sorted(CALLBACK_KINDS)}")
+    if status not in RECORDABLE_STATUSES:
+        raise UsageError(f"a new callback's status must be one of {sorted(RECORDABLE_STATUSES)}")
+
+
+def check_finish_status(status: str) -> None:
+    if status not in FINISH_STATUSES:
+        raise UsageError(f"a finished callback's status must be one of {sorted(FINISH_STATUSES)}")
+
+
+def check_corp_auth_state(state: str) -> None:
+    if state not in CORP_AUTH_STATES:
+        raise UsageError(f"corp auth state must be one of {sorted(CORP_AUTH_STATES)}")
+
+
+def claimable_statuses(force: bool) -> tuple[str, ...]:
+    """``processed`` is claimable only for an operator's deliberate re-run (``force``)."""
+    return (*CLAIMABLE_STATUSES, "processed") if force else CLAIMABLE_STATUSES
+
+
+def dedupe_verdict(
+    status: str, replay_of: int | None, content_of: int | None
+) -> tuple[int | None, str | None]:
+    """(original id, reason) for a new record, given what each dedupe lookup found.
+
+    ``replay_of`` / ``content_of`` are the oldest original matching by request bytes
+    and by content. A rejected request is never a duplicate: it may be an attacker's
+    copy and must not hide (or be hidden by) the genuine delivery.
+    """
+    if status == "rejected":
+        return None, None
+    if replay_of is not None:
+        return replay_of, "replay"
+    if content_of is not None:
+        return content_of, "content"
+    return None, None
+
+
+def handled_on_record(status: str, original: int | None) -> bool:
+    """A record created ``processed`` (a suite_ticket saved as it is recorded) counts one
+    attempt and gets its processed_at; a duplicate is never handled."""
+    return status == "processed" and original is None
+
+
+def normalise_org_code(code: str) -> str:
+    """Org codes are typed by people on a login page: case-insensitive, URL-safe."""
+    if not code or len(code) > 64 or not set(code) <= ORG_CODE_CHARS:
+        raise UsageError("org code must be 1-64 characters of letters, digits, '_' or '-'")
+    return code.lower()
+
+
+def org_code_conflict(code: str, held_by: str) -> ConflictError:
+    return ConflictError(
+        f"org code {code!r} already belongs to corp {held_by}; "
+        "reassign it with --force (force=True in Python)"
+    )
+
+
+def ticket_sort_key(timestamp: int, id: int) -> tuple[int, int]:
+    """The Python twin of :data:`TICKET_ORDER` (greatest first when sorted descending)."""
+    return (int(timestamp), id)
+
+
+def build_stats(
+    by_status: Iterable[tuple[str | None, int]],
+    by_event: Iterable[tuple[str | None, int]],
+    failures: Iterable[tuple[str | None, int]],
+    latest_ticket_at: float | None,
+) -> CallbackStats:
+    """Assemble :class:`CallbackStats` from a backend's (key, count) rows."""
+    status = {k if k is not None else NONE_LABEL: int(n) for k, n in by_status}
+    return CallbackStats(
+        total=sum(status.values()),
+        by_status=status,
+        by_event={k if k is not None else NONE_LABEL: int(n) for k, n in by_event},
+        failures_by_error=[(e if e is not None else NONE_LABEL, int(n)) for e, n in failures],
+        latest_suite_ticket_at=float(latest_ticket_at) if latest_ticket_at is not None else None,
+    )

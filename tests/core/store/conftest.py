@@ -1,0 +1,91 @@
+"""The store contract suite's fixtures: one ``backend`` per database, a ``store`` on it.
+
+Every test that takes ``store`` or ``backend`` runs once per backend: a SQLite file in
+tmp_path, and a fresh database on the session's real PostgreSQL server.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qywx_cli.core.store import CallbackRecord, Store
+from tests.helpers import Clock
+
+T0 = 1_700_000_000.0
+
+
+@dataclass
+class Backend:
+    """A database for one test: where it is, how to open it, and raw SQL on it."""
+
+    name: str
+    target: str
+    query: Callable[[str], list[tuple[Any, ...]]]
+
+    def open(self, now: Callable[[], float] | None = None) -> Store:
+        return Store(self.target) if now is None else Store(self.target, now=now)
+
+
+def _sqlite_backend(tmp_path: Path) -> Backend:
+    path = tmp_path / "qywx.db"
+
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as conn:
+            return list(conn.execute(sql).fetchall())
+
+    return Backend("sqlite", str(path), query)
+
+
+BACKEND_NAMES = ("sqlite",)
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return _sqlite_backend(tmp_path)
+    raise AssertionError(request.param)  # pragma: no cover
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(T0)
+
+
+@pytest.fixture
+def store(backend: Backend, clock: Clock) -> Iterator[Store]:
+    with backend.open(now=clock) as s:
+        yield s
+
+
+_seq = itertools.count(1)
+
+
+def make_record(store: Store, **overrides: Any) -> CallbackRecord:
+    """A fresh, distinct callback unless the test overrides the dedupe keys."""
+    n = next(_seq)
+    fields: dict[str, Any] = {
+        "instance": "QywxProxyTemp",
+        "kind": "command",
+        "info_type": "suite_ticket",
+        "suite_id": "dk0001",
+        "corp_id": None,
+        "msg_signature": f"sig{n:040d}",
+        "timestamp": str(1_700_000_000 + n),
+        "nonce": f"nonce{n}",
+        "envelope": f"<xml><Encrypt><![CDATA[cipher{n}]]></Encrypt></xml>",
+        "content_key": f"content{n}",
+    }
+    fields.update(overrides)
+    return store.record_callback(**fields)
+
+
+@pytest.fixture
+def record() -> Callable[..., CallbackRecord]:
+    return make_record
