@@ -32,6 +32,7 @@ from qywx_cli.core import events as ev
 
 if TYPE_CHECKING:
     from qywx_cli.core.app import App
+    from qywx_cli.core.config import AuthInstance
     from qywx_cli.core.fakewecom import FakeWeCom
     from qywx_cli.core.service import NotifyResponse
 
@@ -264,3 +265,69 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+# -- WeCom's requests, signed independently of qywx --------------------------------------
+
+_SAMPLE_SUITE = "tj1234567890abcdef"
+_SAMPLE_CORP = "ww1234567890abcdef"
+
+
+@dataclass
+class Signed:
+    """One request as WeCom sends it: query parameters and (for a POST) the body."""
+
+    query: dict[str, str]
+    body: str = ""
+
+
+class WeComRequests:
+    """Builds WeCom's URL-verification GET and signed callback POSTs for one instance."""
+
+    def __init__(self, instance: AuthInstance) -> None:
+        self.instance = instance
+        self.nonce = 0
+
+    def handshake(self, plaintext: str = "8848123456789") -> Signed:
+        encrypt = independent_encrypt(self.instance.encoding_aes_key, plaintext, _SAMPLE_CORP)
+        ts, nonce = "1409659589", "1372623149"
+        return Signed(
+            {
+                "msg_signature": sha1_sign(self.instance.token, ts, nonce, encrypt),
+                "timestamp": ts,
+                "nonce": nonce,
+                "echostr": encrypt,
+            }
+        )
+
+    def suite_ticket(self, ticket: str, *, now: float | None = None) -> Signed:
+        """A suite_ticket push carrying ``ticket``, timestamped ``now`` (default: the clock)."""
+        return self.callback("suite_ticket", {"SuiteTicket": ticket}, now=now)
+
+    def callback(
+        self,
+        event: str,
+        overrides: dict[str, str] | None = None,
+        *,
+        corp: str | None = None,
+        now: float | None = None,
+    ) -> Signed:
+        """A signed, encrypted POST of ``event`` as WeCom sends it (receiveid: the suite)."""
+        self.nonce += 1
+        sent = time.time() if now is None else now
+        xml = ev.build_event_xml(
+            event, suite_id=_SAMPLE_SUITE, corp_id=corp, overrides=overrides or {}, now=lambda: sent
+        )
+        encrypt = independent_encrypt(self.instance.encoding_aes_key, xml, _SAMPLE_SUITE)
+        ts = str(int(sent))
+        nonce = str(7000 + self.nonce)
+        body = (
+            f"<xml><ToUserName><![CDATA[{_SAMPLE_SUITE}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        )
+        query = {
+            "msg_signature": sha1_sign(self.instance.token, ts, nonce, encrypt),
+            "timestamp": ts,
+            "nonce": nonce,
+        }
+        return Signed(query, body)

@@ -107,8 +107,23 @@ def serve(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every request, accepted ones too.")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="Serve Prometheus /metrics on this port (0 picks one), bound to "
+            "--metrics-host. Off unless given here or as metrics_port in qywx.toml. "
+            "Set QYWX_METRICS_TOKEN to serve /metrics on the public port instead, "
+            "to bearer-token requests only. Needs qywx-cli[metrics].",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option("--metrics-host", help="Interface of the metrics listener [127.0.0.1]."),
+    ] = None,
 ) -> int:
     """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz."""
+    from qywx_cli.core.instrument import instrument
     from qywx_cli.core.service import CallbackService
     from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
 
@@ -123,6 +138,16 @@ def serve(
             f"no valid active instance in {settings.auths_dir}; "
             f"run `qywx validate {settings.auths_dir}`"
         )
+    try:
+        attached = instrument(
+            service,
+            metrics_port=metrics_port if metrics_port is not None else settings.metrics_port,
+            metrics_host=metrics_host or settings.metrics_host,
+            metrics_token=settings.metrics_token,
+        )
+    except QywxError:
+        service.close()
+        raise
     resumed = service.start()
     log = logging.getLogger("qywx.serve")
 
@@ -135,18 +160,27 @@ def serve(
             settings.db_path,
             settings.api_base,
         )
+        for line in attached.describe():
+            log.info("%s", line)
         if resumed:
             log.info("resuming %d callback(s) acknowledged before the last stop", resumed)
 
     def on_stop() -> None:
         log.info("stopping: finishing queued callbacks")
         service.drain()
+        attached.close()
         service.close()
 
     # waitress refuses bodies over the cap with 413 before buffering them; NotifyApp
     # checks again so the limit holds under any WSGI server.
     _serve_forever(
-        NotifyApp(service), host, port, threads, banner, on_stop, max_body=MAX_BODY_BYTES
+        attached.wrap(NotifyApp(service)),
+        host,
+        port,
+        threads,
+        banner,
+        on_stop,
+        max_body=MAX_BODY_BYTES,
     )
     return EXIT_OK
 

@@ -54,6 +54,7 @@ from qywx_cli.core.errors import (
     RequestRejected,
     StoreError,
 )
+from qywx_cli.core.observe import Handled, Observer, Observers
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store, open_store
 from qywx_cli.core.wecom import WeComClient
@@ -99,6 +100,10 @@ class NotifyResponse:
     instance: str | None = None
     content_type: str = "text/plain; charset=utf-8"
     extra_headers: tuple[tuple[str, str], ...] = ()
+    #: the callback's kind (verify, command, data) and InfoType/Event, once decrypted;
+    #: what metrics and structured logs label a request with
+    kind: str | None = None
+    event: str | None = None
 
     @property
     def text(self) -> str:
@@ -182,6 +187,9 @@ class _Worker:
     def join(self) -> None:
         self._queue.join()
 
+    def depth(self) -> int:
+        return self._queue.qsize()
+
     def stop(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
@@ -208,14 +216,19 @@ class CallbackService:
         background: bool = True,
         threads: int = 2,
         rescan_interval: float = 60.0,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
         self.now = now
+        #: told of every reply, handler run and WeCom call (metrics, logs, alerts)
+        self.observer: Observer = observer if observer is not None else Observers()
         self.store = store if store is not None else open_store(settings.db_path, now=now)
         self.client = (
             client
             if client is not None
-            else WeComClient(self.store, base_url=settings.api_base, now=now)
+            else WeComClient(
+                self.store, base_url=settings.api_base, now=now, observer=self.observer
+            )
         )
         found = list(instances) if instances is not None else load_instances(settings.auths_dir)
         self.instances: dict[str, AuthInstance] = {i.name: i for i in found}
@@ -263,6 +276,10 @@ class CallbackService:
                 self._submit_pending()
             except QywxError as exc:  # a busy database: try again next round
                 log.warning("rescan of pending callbacks failed: %s", exc.message)
+
+    def queue_depth(self) -> int:
+        """Callbacks waiting for a worker in this process (0 without workers)."""
+        return self._worker.depth() if self._worker is not None else 0
 
     def drain(self) -> None:
         """Wait until every submitted callback has been handled."""
@@ -403,7 +420,9 @@ class CallbackService:
             status="processed",
         )
         # The plaintext exactly: no quotes, BOM or newline (§1.4).
-        return NotifyResponse(200, dec.message, "handshake", rec.id, route)
+        return NotifyResponse(
+            200, dec.message, "handshake", rec.id, route, kind="verify", event="verify_url"
+        )
 
     def _is_provider_route(self, name: str | None) -> bool:
         """``/notify/provider`` is the system event URL once the provider key is set."""
@@ -494,22 +513,17 @@ class CallbackService:
             suite_ticket=ticket,
             **common,
         )
+        tags = dict(record_id=rec.id, instance=route, kind=event.kind, event=event.info_type)
         if rec.status == "duplicate":
             if rec.duplicate_reason == "replay":
-                return _reply(
-                    409,
-                    "replayed request",
-                    "duplicate: replay",
-                    record_id=rec.id,
-                    instance=route,
-                )
-            return _reply(200, "success", "duplicate: redelivery", record_id=rec.id, instance=route)
+                return _reply(409, "replayed request", "duplicate: replay", **tags)
+            return _reply(200, "success", "duplicate: redelivery", **tags)
         if rec.status == "received":
             if self._worker is not None:
                 self._worker.submit(rec.id)
             else:
                 self.process(rec.id)
-        return _reply(200, "success", "accepted", record_id=rec.id, instance=route)
+        return _reply(200, "success", "accepted", **tags)
 
     def _ticket_of(self, inst: AuthInstance, event: ev.Event) -> tuple[str, str, int] | None:
         """What :meth:`_on_suite_ticket` would save, or None (not a ticket, unknown suite)."""
@@ -539,15 +553,21 @@ class CallbackService:
         rec = self.store.claim_callback(record_id, worker, force=force)
         if rec is None:
             return None
+        started = time.perf_counter()
+        error: str | None = None
         try:
             status = self._handle(rec)
         except QywxError as exc:
-            self.store.finish_callback(rec.id, "failed", exc.message)
+            status, error = "failed", exc.message
         except Exception as exc:  # a bug: record it rather than lose the callback
             log.exception("handler failed for callback %s", rec.id)
-            self.store.finish_callback(rec.id, "failed", f"internal error: {type(exc).__name__}")
-        else:
-            self.store.finish_callback(rec.id, status)
+            status, error = "failed", f"internal error: {type(exc).__name__}"
+        self.store.finish_callback(rec.id, status, error)
+        self.observer.handled(
+            Handled(
+                rec.id, rec.instance, rec.info_type, status, time.perf_counter() - started, error
+            )
+        )
         return self.store.get_callback(rec.id)
 
     def _event_of(self, rec: CallbackRecord) -> tuple[AuthInstance | None, ev.Event]:

@@ -40,7 +40,15 @@ _KNOWN_KEYS = {
     "max_clock_skew",
     "provider_token",
     "provider_encoding_aes_key",
+    # qywx serve: observability (core/metrics.py, core/alerts.py, core/logfmt.py)
+    "log_format",
+    "metrics_port",
+    "metrics_host",
+    "metrics_token",
+    "alert_webhook",
 }
+LOG_FORMATS = ("text", "json")
+_WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The system event URL's Token and EncodingAESKey follow the console's rules for any
 # callback URL, the same as an instance's (wecom-protocol.md §1.1): setting -> (the
@@ -76,6 +84,16 @@ class Settings:
     #: ``provider_corp_id`` they enable the ``/notify/provider`` route. Never in a repr.
     provider_token: str | None = field(default=None, repr=False)
     provider_encoding_aes_key: str | None = field(default=None, repr=False)
+    #: ``qywx serve``: access and event log lines as text or one JSON object each
+    log_format: str = "text"
+    #: ``qywx serve``: a separate /metrics listener (None = off) and its interface
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    #: ``qywx serve``: /metrics on the public port for ``Authorization: Bearer`` this
+    metrics_token: str | None = field(default=None, repr=False)
+    #: ``qywx serve``: where alerts are POSTed (a WeCom group robot or any JSON webhook);
+    #: its query string holds the robot's key, so it is a secret too
+    alert_webhook: str | None = field(default=None, repr=False)
 
     @property
     def has_provider_callbacks(self) -> bool:
@@ -101,12 +119,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _check_url(value: Any, where: str) -> str:
+def _check_url(value: Any, where: str, *, example: str = DEFAULT_API_BASE) -> str:
     """WeCom's API base must be an absolute http(s) URL; tests point it at a fake server."""
     parts = split_url(value) if isinstance(value, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         # The value is not echoed: a URL may carry credentials (https://user:pass@…).
-        raise ConfigError(f"{where} must be an absolute http(s) URL such as {DEFAULT_API_BASE}")
+        raise ConfigError(f"{where} must be an absolute http(s) URL such as {example}")
     return str(value).rstrip("/")
 
 
@@ -119,7 +137,6 @@ def _check_corp_id(value: Any, where: str) -> str:
 def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> str | None:
     """A secret setting: ``QYWX_<KEY>`` in the environment, else ``key`` in qywx.toml, whose
     value may be ``env:VAR``. Messages name the key or variable, never the value."""
-    field_name, shape = _SECRET_RULES[key]
     env_key = f"QYWX_{key.upper()}"
     if env.get(env_key):
         value, where = env[env_key], env_key
@@ -139,8 +156,12 @@ def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Pat
             value = raw
     else:
         return None
-    if not re.fullmatch(_pattern("auth_config", field_name), value):
-        raise ConfigError(f"{where} {shape} (the value is not shown)")
+    if key in _SECRET_RULES:
+        field_name, shape = _SECRET_RULES[key]
+        if not re.fullmatch(_pattern("auth_config", field_name), value):
+            raise ConfigError(f"{where} {shape} (the value is not shown)")
+    if key == "alert_webhook":
+        value = _check_url(value, where, example=_WEBHOOK_EXAMPLE)
     return value
 
 
@@ -211,7 +232,26 @@ def load_settings(
             "receiveid is the provider corp id"
         )
 
+    log_format = data.get("log_format", "text")
+    if log_format not in LOG_FORMATS:
+        raise ConfigError(f"{path}: log_format must be one of {', '.join(LOG_FORMATS)}")
+    metrics_port = data.get("metrics_port")
+    if metrics_port is not None and (
+        not isinstance(metrics_port, int)
+        or isinstance(metrics_port, bool)
+        or not 0 <= metrics_port <= 65535
+    ):
+        raise ConfigError(f"{path}: metrics_port must be a port number (0-65535)")
+    metrics_host = data.get("metrics_host", "127.0.0.1")
+    if not isinstance(metrics_host, str) or not metrics_host:
+        raise ConfigError(f"{path}: metrics_host must be an interface name or address")
+
     return Settings(
+        log_format=log_format,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        metrics_token=_secret("metrics_token", data, env, path),
+        alert_webhook=_secret("alert_webhook", data, env, path),
         auths_dir=pick_path(auths, "QYWX_AUTHS", "auths", "auths"),
         db_path=pick_path(db, "QYWX_DB", "db", "qywx.db"),
         api_base=api_base,

@@ -82,7 +82,15 @@ class NotifyApp:
 
     def respond(self, environ: dict[str, Any]) -> NotifyResponse:
         """Route one request by its path and answer it (logged, never raising)."""
-        return self._answer(environ, self._dispatch, environ)
+        path = environ.get("PATH_INFO") or "/"
+        route = (
+            "healthz"
+            if path == "/healthz"
+            else "notify"
+            if path == "/notify" or path.startswith("/notify/")
+            else "not-found"
+        )
+        return self._answer(environ, route, self._dispatch, environ)
 
     def respond_notify(self, environ: dict[str, Any], instance: str | None) -> NotifyResponse:
         """Answer a notify request whose route a web framework already matched.
@@ -92,10 +100,14 @@ class NotifyApp:
         readable ``wsgi.input``. Every check of the ``/notify`` route applies, so an
         embedded endpoint refuses exactly what ``qywx serve`` refuses.
         """
-        return self._answer(environ, self._notify, environ, instance)
+        return self._answer(environ, "notify", self._notify, environ, instance)
 
     def _answer(
-        self, environ: dict[str, Any], handler: Callable[..., NotifyResponse], *args: Any
+        self,
+        environ: dict[str, Any],
+        route: str,
+        handler: Callable[..., NotifyResponse],
+        *args: Any,
     ) -> NotifyResponse:
         started = self.clock()
         try:
@@ -103,7 +115,9 @@ class NotifyApp:
         except Exception:  # never a traceback or a secret to the client
             logging.getLogger("qywx.wsgi").exception("unhandled error")
             response = _plain(500, "internal error", "error")
-        self._log(environ, response, self.clock() - started)
+        seconds = self.clock() - started
+        self._log(environ, response, seconds)
+        self.service.observer.request(route, response, seconds)
         return response
 
     def _dispatch(self, environ: dict[str, Any]) -> NotifyResponse:

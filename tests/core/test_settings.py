@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,38 @@ def test_provider_callback_setting_errors_never_show_the_value(
         load_settings(config=conf, env=env, cwd=tmp_path)
     assert fragment in info.value.message
     assert "bad token!" not in info.value.message and "Tok3n" not in info.value.message
+
+
+def test_serve_observability_keys(tmp_path: Path) -> None:
+    hook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=robot-key-1234"
+    toml(
+        tmp_path,
+        'log_format = "json"\nmetrics_port = 9100\nmetrics_token = "env:MY_METRICS"\n'
+        'alert_webhook = "env:MY_HOOK"\n',
+    )
+    env = {"MY_METRICS": "m" * 20, "MY_HOOK": hook}
+    s = load_settings(env=env, cwd=tmp_path)
+    assert (s.log_format, s.metrics_port, s.metrics_host) == ("json", 9100, "127.0.0.1")
+    assert (s.metrics_token, s.alert_webhook) == ("m" * 20, hook)
+    assert "robot-key" not in repr(s) and "m" * 20 not in repr(s)
+    # The environment beats the file, as for every key.
+    other = load_settings(env={**env, "QYWX_ALERT_WEBHOOK": "http://127.0.0.1:9/h"}, cwd=tmp_path)
+    assert other.alert_webhook == "http://127.0.0.1:9/h"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ('log_format = "xml"\n', {}, "log_format must be one of text, json"),
+        ("metrics_port = 70000\n", {}, "metrics_port must be a port number"),
+        ('metrics_token = "env:NOT_SET"\n', {}, "refers to $NOT_SET, which is not set"),
+        ('alert_webhook = "env:HOOK"\n', {"HOOK": "ftp://x/y?key=secret-key"}, "absolute http(s)"),
+    ],
+)
+def test_serve_observability_errors(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    toml(tmp_path, text)
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_settings(env=env, cwd=tmp_path)
+    assert "secret-key" not in str(caught.value)

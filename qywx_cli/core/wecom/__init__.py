@@ -26,6 +26,7 @@ from types import TracebackType
 
 import httpx
 
+from qywx_cli.core.observe import NOOP, Observer
 from qywx_cli.core.wecom._http import (
     DEFAULT_API_BASE,
     DEFAULT_TOKEN_TTL,
@@ -91,6 +92,7 @@ class WeComClient(SuiteAPI, CorpAPI):
         margin: float = 300.0,
         now: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        observer: Observer = NOOP,
     ) -> None:
         self._store = store
         self.base_url = (
@@ -105,8 +107,18 @@ class WeComClient(SuiteAPI, CorpAPI):
             retries=retries,
             backoff=backoff,
             sleep=sleep,
+            observer=observer,
         )
         self._tokens = TokenCache(store, self._http, margin=margin, now=now)
+
+    @property
+    def observer(self) -> Observer:
+        """Told of every API call's errcode and every token fetched (see core/observe.py)."""
+        return self._http.observer
+
+    @observer.setter
+    def observer(self, observer: Observer) -> None:
+        self._http.observer = observer
 
     def __repr__(self) -> str:
         return f"WeComClient(base_url={self.base_url!r})"

@@ -25,6 +25,7 @@ import httpx
 
 from qywx_cli.core.errors import UsageError, WeComAPIError, WeComTransportError
 from qywx_cli.core.masking import mask
+from qywx_cli.core.observe import NOOP, Observer
 from qywx_cli.core.urls import split_url
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin"
@@ -197,8 +198,11 @@ class Http:
         retries: int,
         backoff: float,
         sleep: Callable[[float], None],
+        observer: Observer = NOOP,
     ) -> None:
         self.base_url = base_url
+        #: told the errcode of every call and of every token fetched (metrics)
+        self.observer = observer
         self._apis = apis
         self._retries = max(0, retries)
         self._backoff = backoff
@@ -222,6 +226,27 @@ class Http:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         single_use: bool = False,
+    ) -> dict[str, Any]:
+        """:meth:`_call`, its result (errcode, or "transport") told to the observer."""
+        try:
+            data = self._call(method, api, params=params, body=body, single_use=single_use)
+        except WeComAPIError as exc:
+            self.observer.api_call(api, str(exc.errcode))
+            raise
+        except WeComTransportError:
+            self.observer.api_call(api, "transport")
+            raise
+        self.observer.api_call(api, "0")
+        return data
+
+    def _call(
+        self,
+        method: str,
+        api: str,
+        *,
+        params: Mapping[str, str] | None,
+        body: Mapping[str, Any] | None,
+        single_use: bool,
     ) -> dict[str, Any]:
         """One API call: retry unreachable/5xx, then parse JSON and raise on errcode.
 

@@ -94,6 +94,7 @@ class TokenCache:
             return cached.token, True
         token, expires_in = fetch()
         self._store.put_token(kind.name, key, token, self._now() + expires_in)
+        self._http.observer.token_refresh(kind.name)
         return token, False
 
     def drop(self, kind: TokenKind, key: str) -> None:
