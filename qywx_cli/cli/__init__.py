@@ -1,7 +1,7 @@
 """The ``qywx`` command line: a thin Typer layer over ``qywx_cli.core``.
 
 Each command parses options, makes one library call and renders the result; command
-modules import heavy libraries (httpx, sqlite_utils, rich) inside the command body so
+modules import heavy libraries (httpx, rich, the store) inside the command body so
 ``qywx --help`` and ``qywx validate`` start fast.
 """
 

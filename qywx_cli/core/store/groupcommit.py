@@ -31,10 +31,11 @@ Commit = Callable[[Sequence[Callable[[_C], Any]]], list[Any]]
 class _QueuedWrite(Generic[_C, _T]):
     """One write waiting for a group commit, and what became of it.
 
-    ``_gate`` is held from creation until the write is committed (or failed) or its
-    thread is asked to lead the next commit: the waiting thread blocks on it once,
-    and is woken once, instead of queueing for the connection lock only to find its
-    write already done (a convoy that cost more CPU than the commit under load).
+    A write that has to wait gets a ``_gate``, held until the write is committed (or
+    failed) or its thread is asked to lead the next commit: the waiting thread blocks on
+    it once, and is woken once, instead of queueing for the connection lock only to find
+    its write already done (a convoy that cost more CPU than the commit under load). A
+    write whose thread leads at once, the only case without concurrency, needs no gate.
     """
 
     __slots__ = ("_gate", "done", "error", "fn", "lead", "result")
@@ -45,16 +46,24 @@ class _QueuedWrite(Generic[_C, _T]):
         self.lead = False
         self.result: _T | None = None
         self.error: BaseException | None = None
+        self._gate: Any = None
+
+    def close_gate(self) -> None:
+        """Make this write's thread wait in :meth:`wait` (called under the queue lock)."""
         self._gate = threading.Lock()
         self._gate.acquire()
 
+    def _open(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
+
     def finish(self, result: _T | None = None, *, error: BaseException | None = None) -> None:
         self.result, self.error, self.done = result, error, True
-        self._gate.release()
+        self._open()
 
     def promote(self) -> None:
         self.lead = True
-        self._gate.release()
+        self._open()
 
     def wait(self) -> None:
         self._gate.acquire()
@@ -96,6 +105,8 @@ class GroupCommit(Generic[_C]):
         with self._queue_lock:
             self._queued.append(job)
             leading = not self._committing
+            if not leading:
+                job.close_gate()
             self._committing = True
         if not leading:
             try:

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import sqlite_utils
-
 from qywx_cli.core.errors import RecordNotFound, StoreError
 from qywx_cli.core.store import rules
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
@@ -63,7 +61,27 @@ _LOCK_BACKOFF: Final = (0.05, 0.2, 0.5)
 # Schema
 
 
-def _migrate_v1(db: sqlite_utils.Database) -> None:
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    """Run each statement of ``script`` inside the caller's transaction.
+
+    ``sqlite3``'s own ``executescript`` commits first, which would split a migration
+    into pieces another process could see half done.
+    """
+    statement = ""
+    for part in script.split(";"):
+        statement += part + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.strip(" \n;"):
+                db.execute(statement)
+            statement = ""
+
+
+_NOT_ORIGINAL: Final = f"status NOT IN ({', '.join(repr(s) for s in rules.NOT_ORIGINAL_STATUSES)})"
+_OPEN: Final = "status != 'processed'"
+"""The partial status index's condition; a query names it word for word to use it."""
+
+
+def _migrate_v1(db: sqlite3.Connection) -> None:
     """The initial schema.
 
     Every list filter of ``qywx log list`` has an index ending in ``received_at`` (and,
@@ -72,7 +90,8 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
     ``log stats``, so those never read the table. AUTOINCREMENT keeps ids strictly
     increasing, which ``log tail --follow`` (``after_id``) relies on.
     """
-    db.executescript(
+    _run_script(
+        db,
         """
         CREATE TABLE callbacks (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -153,11 +172,105 @@ def _migrate_v1(db: sqlite_utils.Database) -> None:
             expires_at REAL NOT NULL,
             used_at REAL
         );
-        """
+        """,
     )
 
 
-MIGRATIONS: Final[tuple[Callable[[sqlite_utils.Database], None], ...]] = (_migrate_v1,)
+_CALLBACKS_V2: Final = """
+    CREATE TABLE callbacks_v2 (
+        id INTEGER PRIMARY KEY,
+        received_at REAL NOT NULL,
+        instance TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        info_type TEXT,
+        suite_id TEXT,
+        corp_id TEXT,
+        msg_signature TEXT NOT NULL,
+        timestamp TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        envelope TEXT NOT NULL,
+        content_key TEXT,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        processed_at REAL,
+        duplicate_of INTEGER REFERENCES callbacks(id),
+        duplicate_reason TEXT,
+        claimed_by TEXT,
+        claimed_at REAL
+    )
+"""
+
+_DEDUPE_KEY: Final = "substr(coalesce(content_key, msg_signature), 1, 16)"
+"""What the one dedupe index holds. A byte-identical replay decrypts to the same content,
+so it carries the same ``content_key`` as its original and is found under that key;
+records without one (the GET handshake) are found by their msg_signature. The index only
+names candidates, which the lookup then compares in full, so 16 characters of those
+hashes do: a third of the entry, and of the page splits."""
+
+
+def _migrate_v2(db: sqlite3.Connection) -> None:
+    """Fewer pages per callback: each index is a page every insert writes, and an fsync
+    of the WAL costs what it writes.
+
+    * ``callbacks`` without AUTOINCREMENT: its ``sqlite_sequence`` row was one more page
+      per commit. Ids still only grow (SQLite takes max(rowid) + 1, and callback records
+      are never deleted), which ``log tail --follow`` relies on.
+    * One index every callback writes, ``callbacks_log (received_at, id, info_type,
+      instance, status)``: newest-first walks it backwards with the filters checked in
+      the index itself, and ``--since`` is a range of it, so the log and ``log stats
+      --since`` read in proportion to the window.
+    * Partial indexes for the rest, which a suite_ticket never touches: records not yet
+      ``processed`` by status (pending work, ``--status failed``, the failures table) and
+      records that name a corp by corp.
+    * One dedupe index (:data:`_DEDUPE_KEY`) serving both duplicate checks, only over
+      records that can be an original.
+    * ``suite_tickets`` keyed by (suite, TimeStamp, ticket) in a WITHOUT ROWID table: the
+      history lookup, the once-only insert and the latest ticket are one b-tree.
+
+    The table is rebuilt (ids kept); :meth:`SQLiteStore._migrate` turns foreign keys off
+    around it, as SQLite's documented procedure for changing a table requires.
+    """
+    db.execute(_CALLBACKS_V2)
+    db.execute("INSERT INTO callbacks_v2 SELECT * FROM callbacks")
+    db.execute("DROP TABLE callbacks")
+    db.execute("ALTER TABLE callbacks_v2 RENAME TO callbacks")
+    db.execute("DELETE FROM sqlite_sequence WHERE name = 'callbacks'")
+    db.execute(
+        "CREATE INDEX callbacks_log ON callbacks(received_at, id, info_type, instance, status)"
+    )
+    db.execute(f"CREATE INDEX callbacks_open ON callbacks(status, received_at) WHERE {_OPEN}")
+    db.execute(
+        "CREATE INDEX callbacks_by_corp ON callbacks(corp_id, received_at) "
+        "WHERE corp_id IS NOT NULL"
+    )
+    db.execute(f"CREATE INDEX callbacks_dedupe ON callbacks({_DEDUPE_KEY}) WHERE {_NOT_ORIGINAL}")
+    db.execute(
+        """
+        CREATE TABLE suite_tickets_v2 (
+            suite_id TEXT NOT NULL,
+            timestamp INTEGER NOT NULL,
+            ticket TEXT NOT NULL,
+            id INTEGER NOT NULL,
+            received_at REAL NOT NULL,
+            callback_id INTEGER REFERENCES callbacks(id),
+            PRIMARY KEY (suite_id, timestamp, ticket)
+        ) WITHOUT ROWID
+        """
+    )
+    db.execute(
+        "INSERT INTO suite_tickets_v2 (suite_id, timestamp, ticket, id, received_at, "
+        "callback_id) SELECT suite_id, timestamp, ticket, id, received_at, callback_id "
+        "FROM suite_tickets"
+    )
+    db.execute("DROP TABLE suite_tickets")
+    db.execute("ALTER TABLE suite_tickets_v2 RENAME TO suite_tickets")
+    broken = db.execute("PRAGMA foreign_key_check").fetchall()
+    if broken:
+        raise StoreError(f"foreign key check failed after the rebuild: {broken[:3]}")
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1, _migrate_v2)
 """Forward migrations in order; migration i takes the schema from v(i) to v(i+1).
 The version is kept in ``PRAGMA user_version``."""
 
@@ -178,16 +291,15 @@ _LOGIN_CODE_COLUMNS: Final = (
 )
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
-_NOT_ORIGINAL: Final = f"status NOT IN ({', '.join(repr(s) for s in rules.NOT_ORIGINAL_STATUSES)})"
-_FIND_REPLAY: Final = (
-    "SELECT id FROM callbacks WHERE instance = ? AND msg_signature = ? AND timestamp = ? "
-    f"AND nonce = ? AND {_NOT_ORIGINAL} ORDER BY id LIMIT 1"
-)
-_FIND_CONTENT: Final = (
-    f"SELECT id FROM callbacks WHERE content_key = ? AND {_NOT_ORIGINAL} ORDER BY id LIMIT 1"
+_FIND_ORIGINALS: Final = (
+    # Both duplicate checks in one statement: (oldest replay, oldest same content) among
+    # the candidates the dedupe index holds under the new record's key or signature.
+    "SELECT min(CASE WHEN instance = ? AND msg_signature = ? AND timestamp = ? AND nonce = ? "
+    "THEN id END), min(CASE WHEN content_key = ? THEN id END) FROM callbacks "
+    f"WHERE {_DEDUPE_KEY} IN (substr(?, 1, 16), substr(?, 1, 16)) AND {_NOT_ORIGINAL}"
 )
 _PENDING: Final = (
-    f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE status = 'received' "
+    f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE status = 'received' AND {_OPEN} "
     f"AND (claimed_by IS NULL OR claimed_at <= ?) AND received_at <= ? {_OLDEST_FIRST} LIMIT ?"
 )
 
@@ -226,8 +338,8 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         # record_callback's group commit: requests waiting for the connection queue there
         # and the next one to get it commits them all in one transaction (one fsync).
-        self._group: GroupCommit[sqlite_utils.Database] = GroupCommit(self._commit_batch)
-        self._db: sqlite_utils.Database | None = None
+        self._group: GroupCommit[sqlite3.Connection] = GroupCommit(self._commit_batch)
+        self._db: sqlite3.Connection | None = None
         created = self._create_private_file()
         try:
             conn = sqlite3.connect(
@@ -239,7 +351,7 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self._path}: {exc}") from None
         try:
-            db = sqlite_utils.Database(conn, execute_plugins=False)
+            db = conn
             self._configure(db)
             self._migrate(db)
         except sqlite3.Error as exc:
@@ -289,7 +401,7 @@ class SQLiteStore(Store):
             os.close(fd)
         return True
 
-    def _configure(self, db: sqlite_utils.Database) -> None:
+    def _configure(self, db: sqlite3.Connection) -> None:
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
@@ -312,8 +424,8 @@ class SQLiteStore(Store):
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
 
-    def _migrate(self, db: sqlite_utils.Database) -> None:
-        def migrate(db: sqlite_utils.Database) -> None:
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        def migrate(db: sqlite3.Connection) -> None:
             # Re-read inside the write lock: another process may have migrated meanwhile.
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
@@ -331,34 +443,41 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
         if int(db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
-            self._transaction(db, migrate, "BEGIN IMMEDIATE")
+            # A table rebuild must not cascade through foreign keys (SQLite's procedure for
+            # changing a table); the pragma only takes effect outside a transaction, and
+            # each migration checks the keys itself before its commit.
+            db.execute("PRAGMA foreign_keys = OFF")
+            try:
+                self._transaction(db, migrate, "BEGIN IMMEDIATE")
+            finally:
+                db.execute("PRAGMA foreign_keys = ON")
 
     # -- transactions -------------------------------------------------------------------
 
-    def _write(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
+    def _write(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         return self._run(fn, "BEGIN IMMEDIATE")
 
-    def _write_grouped(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
+    def _write_grouped(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """A durable write that may share its transaction, and fsync, with other threads'."""
         return self._group.submit(fn)
 
-    def _commit_batch(self, fns: Sequence[Callable[[sqlite_utils.Database], Any]]) -> list[Any]:
+    def _commit_batch(self, fns: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
         with self._lock:
             if self._db is None:
                 raise StoreError(f"store {self._path} is closed")
             return self._transaction(self._db, lambda db: [fn(db) for fn in fns], "BEGIN IMMEDIATE")
 
-    def _read(self, fn: Callable[[sqlite_utils.Database], _T]) -> _T:
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         return self._run(fn, "BEGIN")
 
-    def _run(self, fn: Callable[[sqlite_utils.Database], _T], begin: str) -> _T:
+    def _run(self, fn: Callable[[sqlite3.Connection], _T], begin: str) -> _T:
         with self._lock:
             if self._db is None:
                 raise StoreError(f"store {self._path} is closed")
             return self._transaction(self._db, fn, begin)
 
     def _transaction(
-        self, db: sqlite_utils.Database, fn: Callable[[sqlite_utils.Database], _T], begin: str
+        self, db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T], begin: str
     ) -> _T:
         """Run ``fn`` in one transaction; re-run it from scratch if the file stays locked."""
         for attempt in range(_LOCK_RETRIES + 1):
@@ -386,9 +505,9 @@ class SQLiteStore(Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _rollback(db: sqlite_utils.Database) -> None:
-        if db.conn.in_transaction:
-            db.conn.execute("ROLLBACK")
+    def _rollback(db: sqlite3.Connection) -> None:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
 
     # -- callbacks ----------------------------------------------------------------------
 
@@ -421,19 +540,24 @@ class SQLiteStore(Store):
         """
         rules.check_new_callback(instance, kind, status)
 
-        def insert(db: sqlite_utils.Database) -> CallbackRecord:
+        def insert(db: sqlite3.Connection) -> CallbackRecord:
             # Taken inside the write lock, so received_at follows id order across processes.
             received_at = self._now()
             replay_of: int | None = None
             content_of: int | None = None
-            if status != "rejected":  # the checks in rules.DEDUPE_ORDER; stop at a hit
-                row = db.execute(
-                    _FIND_REPLAY, (instance, msg_signature, timestamp, nonce)
+            if status != "rejected":  # rules.DEDUPE_ORDER decides between the two hits
+                replay_of, content_of = db.execute(
+                    _FIND_ORIGINALS,
+                    (
+                        instance,
+                        msg_signature,
+                        timestamp,
+                        nonce,
+                        content_key,
+                        content_key,
+                        msg_signature,
+                    ),
                 ).fetchone()
-                replay_of = int(row[0]) if row is not None else None
-                if replay_of is None and content_key is not None:
-                    row = db.execute(_FIND_CONTENT, (content_key,)).fetchone()
-                    content_of = int(row[0]) if row is not None else None
             original, reason = rules.dedupe_verdict(status, replay_of, content_of)
             handled = rules.handled_on_record(status, original)
             row = db.execute(
@@ -499,7 +623,7 @@ class SQLiteStore(Store):
         _check_id(id)
         statuses = rules.claimable_statuses(force)
 
-        def claim(db: sqlite_utils.Database) -> CallbackRecord | None:
+        def claim(db: sqlite3.Connection) -> CallbackRecord | None:
             now = self._now()
             row = db.execute(
                 "UPDATE callbacks SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
@@ -521,7 +645,7 @@ class SQLiteStore(Store):
         _check_id(id)
         rules.check_finish_status(status)
 
-        def finish(db: sqlite_utils.Database) -> int:
+        def finish(db: sqlite3.Connection) -> int:
             return db.execute(
                 "UPDATE callbacks SET status = ?, last_error = ?, processed_at = ?, "
                 "claimed_by = NULL, claimed_at = NULL WHERE id = ?",
@@ -545,7 +669,7 @@ class SQLiteStore(Store):
         """
         _check_limit(limit)
 
-        def pending(db: sqlite_utils.Database) -> list[CallbackRecord]:
+        def pending(db: sqlite3.Connection) -> list[CallbackRecord]:
             now = self._now()
             newest = now - older_than if older_than is not None else math.inf
             params = (now - lease_seconds, newest, limit)
@@ -621,6 +745,8 @@ class SQLiteStore(Store):
         if since is not None:
             where.append(f"{unindexed}received_at >= ?")
             params.append(since)
+        if status is not None and status != "processed" and after_id is None:
+            where.append(_OPEN)  # lets SQLite use the partial index of open records
         if after_id is not None:
             where.append("id > ?")
             params.append(after_id)
@@ -634,21 +760,23 @@ class SQLiteStore(Store):
     def callback_stats(self, *, since: float | None = None) -> CallbackStats:
         """Counts by status and by event, the commonest failures, and ticket freshness.
 
-        Each count is one pass over a covering index, (status, received_at) or (info_type,
-        received_at), filtering ``since`` inside the index: about 0.1 s for a million rows
-        whatever the window. Only the failed rows' error texts are read from the table.
+        The counts are one pass over the covering ``callbacks_log`` index, and with
+        ``since`` only over its range for the window (it leads with ``received_at``), so
+        the cost follows the window, not the log. Only failed rows' error texts are read
+        from the table, through the partial index of open records.
         """
 
         queries = _stats_queries(since)
 
-        def stats(db: sqlite_utils.Database) -> CallbackStats:
-            counts = {
-                dimension: db.execute(sql, params).fetchall()
-                for dimension, (sql, params) in queries.counts.items()
-            }
+        def stats(db: sqlite3.Connection) -> CallbackStats:
+            by_status: dict[str | None, int] = {}
+            by_event: dict[str | None, int] = {}
+            for status, info_type, n in db.execute(*queries.counts).fetchall():
+                by_status[status] = by_status.get(status, 0) + n
+                by_event[info_type] = by_event.get(info_type, 0) + n
             return rules.build_stats(
-                counts["status"],
-                counts["info_type"],
+                by_status.items(),
+                by_event.items(),
                 db.execute(*queries.failures).fetchall(),
                 db.execute(*queries.latest_ticket).fetchone()[0],
             )
@@ -658,9 +786,7 @@ class SQLiteStore(Store):
     def explain_callback_stats(self, *, since: float | None = None) -> list[str]:
         """``EXPLAIN QUERY PLAN`` of every query :meth:`callback_stats` runs."""
         queries = _stats_queries(since)
-        plans: list[str] = []
-        for sql, params in queries.counts.values():
-            plans.extend(self._explain(sql, params))
+        plans = self._explain(*queries.counts)
         plans.extend(self._explain(*queries.failures))
         plans.extend(self._explain(*queries.latest_ticket))
         return plans
@@ -672,8 +798,7 @@ class SQLiteStore(Store):
         log grows.
         """
         return {
-            "record_callback.replay": self._explain(_FIND_REPLAY, ("", "", "", "")),
-            "record_callback.content": self._explain(_FIND_CONTENT, ("",)),
+            "record_callback.dedupe": self._explain(_FIND_ORIGINALS, ("",) * 7),
             "pending_callbacks": self._explain(_PENDING, (0.0, 0.0, 1)),
         }
 
@@ -690,7 +815,7 @@ class SQLiteStore(Store):
         _require(suite_id, "suite_id")
         _require(ticket, "ticket")
 
-        def save(db: sqlite_utils.Database) -> None:
+        def save(db: sqlite3.Connection) -> None:
             _insert_ticket(db, suite_id, ticket, timestamp, self._now(), callback_id)
 
         self._write(save)
@@ -777,7 +902,7 @@ class SQLiteStore(Store):
         _require(corp_id, "corp_id")
         _require(permanent_code, "permanent_code")
 
-        def save(db: sqlite_utils.Database) -> CorpAuth:
+        def save(db: sqlite3.Connection) -> CorpAuth:
             _drop_tokens(db, "corp", corp_id)
             db.execute("UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, callback_id))
             return _upsert_corp(
@@ -832,7 +957,7 @@ class SQLiteStore(Store):
         as state ``cancelled``, so the log can still name the corp. False if unknown.
         """
 
-        def cancel(db: sqlite_utils.Database) -> bool:
+        def cancel(db: sqlite3.Connection) -> bool:
             changed = db.execute(
                 "UPDATE corp_auths SET state = 'cancelled', permanent_code = NULL, "
                 "updated_at = ? WHERE suite_id = ? AND corp_id = ?",
@@ -850,7 +975,7 @@ class SQLiteStore(Store):
         normalised = rules.normalise_org_code(code)
         _require(corp_id, "corp_id")
 
-        def set_code(db: sqlite_utils.Database) -> OrgCode:
+        def set_code(db: sqlite3.Connection) -> OrgCode:
             now = self._now()
             held = db.execute(
                 "SELECT corp_id FROM org_codes WHERE code = ?", (normalised,)
@@ -896,7 +1021,7 @@ class SQLiteStore(Store):
         """Store a one-time code by its hash; codes expired a day ago are pruned here."""
         _require(code_hash, "code_hash")
 
-        def save(db: sqlite_utils.Database) -> None:
+        def save(db: sqlite3.Connection) -> None:
             now = self._now()
             db.execute(
                 "DELETE FROM login_codes WHERE expires_at < ?", (now - rules.LOGIN_CODE_RETENTION,)
@@ -911,7 +1036,7 @@ class SQLiteStore(Store):
     def consume_login_code(self, code_hash: str) -> LoginCode | None:
         """Use a login code once: only an unused, unexpired code is returned, and marked used."""
 
-        def consume(db: sqlite_utils.Database) -> LoginCode | None:
+        def consume(db: sqlite3.Connection) -> LoginCode | None:
             now = self._now()
             row = db.execute(
                 "UPDATE login_codes SET used_at = ? "
@@ -929,7 +1054,7 @@ class SQLiteStore(Store):
         """Cheap liveness probe for ``/healthz``: one index lookup, never a count."""
         try:
 
-            def probe(db: sqlite_utils.Database) -> dict[str, object]:
+            def probe(db: sqlite3.Connection) -> dict[str, object]:
                 return {
                     "ok": True,
                     "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
@@ -949,25 +1074,26 @@ class SQLiteStore(Store):
 
 
 def _insert_ticket(
-    db: sqlite_utils.Database,
+    db: sqlite3.Connection,
     suite_id: str,
     ticket: str,
     timestamp: int,
     received_at: float,
     callback_id: int | None,
 ) -> None:
-    db.execute(
+    # id only orders tickets of one suite with the same TimeStamp (the later stored is
+    # greater): the next one after the suite's greatest, read from the same b-tree range.
+    row = db.execute(
         "INSERT OR IGNORE INTO suite_tickets "
-        "(suite_id, ticket, timestamp, received_at, callback_id) VALUES (?, ?, ?, ?, ?)",
-        (suite_id, ticket, int(timestamp), received_at, callback_id),
-    )
-    # Pruning sorts the suite's history, a sixth of a suite_ticket's cost in the
-    # recording transaction; counting (an index range of a few dozen entries) is cheap,
-    # so the history is pruned once it has grown TICKET_PRUNE_EVERY past its size.
-    (count,) = db.execute(
-        "SELECT count(*) FROM suite_tickets WHERE suite_id = ?", (suite_id,)
+        "(suite_id, ticket, timestamp, id, received_at, callback_id) VALUES (?, ?, ?, "
+        "(SELECT coalesce(max(id), 0) + 1 FROM suite_tickets WHERE suite_id = ?), ?, ?) "
+        "RETURNING id",
+        (suite_id, ticket, int(timestamp), suite_id, received_at, callback_id),
     ).fetchone()
-    if count >= SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY:
+    # Pruning sorts the suite's history, a sixth of a suite_ticket's cost in the
+    # recording transaction, so it is done once every TICKET_PRUNE_EVERY tickets of a
+    # suite; the per-suite id counts them, without a query of its own.
+    if row is not None and row[0] % TICKET_PRUNE_EVERY == 0:
         db.execute(
             "DELETE FROM suite_tickets WHERE suite_id = ? AND id NOT IN ("
             "SELECT id FROM suite_tickets WHERE suite_id = ? "
@@ -977,7 +1103,7 @@ def _insert_ticket(
 
 
 def _upsert_corp(
-    db: sqlite_utils.Database,
+    db: sqlite3.Connection,
     now: float,
     suite_id: str,
     corp_id: str,
@@ -1002,7 +1128,7 @@ def _upsert_corp(
     return _corp_auth(row)
 
 
-def _drop_tokens(db: sqlite_utils.Database, kind: str | None, key: str | None) -> int:
+def _drop_tokens(db: sqlite3.Connection, kind: str | None, key: str | None) -> int:
     where: list[str] = []
     params: list[object] = []
     if kind is not None:
@@ -1020,9 +1146,9 @@ _Query = tuple[str, list[object]]
 
 @dataclass(frozen=True)
 class _StatsQueries:
-    """callback_stats' SQL: one (key, count) query per dimension, failures, ticket time."""
+    """callback_stats' SQL: (status, event, count) rows, failures, ticket time."""
 
-    counts: dict[str, _Query]
+    counts: _Query
     failures: _Query
     latest_ticket: _Query
 
@@ -1031,15 +1157,13 @@ def _stats_queries(since: float | None) -> _StatsQueries:
     window = "WHERE received_at >= ?" if since is not None else ""
     params: list[object] = [since] if since is not None else []
     return _StatsQueries(
-        counts={
-            dimension: (
-                f"SELECT {dimension}, count(*) FROM callbacks {window} GROUP BY {dimension}",
-                params,
-            )
-            for dimension in ("status", "info_type")
-        },
+        counts=(
+            f"SELECT status, info_type, count(*) FROM callbacks {window} "
+            "GROUP BY status, info_type",
+            params,
+        ),
         failures=(
-            "SELECT last_error, count(*) FROM callbacks WHERE status = 'failed' "
+            f"SELECT last_error, count(*) FROM callbacks WHERE status = 'failed' AND {_OPEN} "
             f"{window.replace('WHERE', 'AND')} GROUP BY last_error "
             "ORDER BY count(*) DESC, last_error LIMIT 10",
             params,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from qywx_cli.core.errors import StoreError
-from qywx_cli.core.store import SCHEMA_VERSION, CallbackRecord, Store
+from qywx_cli.core.store import SCHEMA_VERSION, CallbackRecord, Store, SuiteTicket
 from qywx_cli.core.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.core.store.conftest import T0
 from tests.core.store.conftest import make_record as record
@@ -116,6 +116,97 @@ def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
     )
 
 
+def _v1_database(path: Path) -> None:
+    """A file as qywx 0.1 (schema v1) left it: AUTOINCREMENT ids, seven indexes."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_v1_database_is_rebuilt_keeping_every_record(db_path: Path, clock: Clock) -> None:
+    _v1_database(db_path)
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO callbacks (id, received_at, instance, kind, info_type, corp_id, "
+            "msg_signature, timestamp, nonce, envelope, content_key, status, duplicate_of, "
+            "duplicate_reason) VALUES (?, ?, 'QywxProxyTemp', 'command', ?, ?, ?, '1', ?, "
+            "'<xml/>', ?, ?, ?, ?)",
+            [
+                (5, T0, "suite_ticket", None, "s5", "n5", "c5", "processed", None, None),
+                (9, T0 + 1, "create_auth", "wwA", "s9", "n9", "c9", "failed", None, None),
+                (12, T0 + 2, "create_auth", "wwA", "s12", "n12", "c9", "duplicate", 9, "content"),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO suite_tickets (id, suite_id, ticket, timestamp, received_at, "
+            "callback_id) VALUES (3, 'dk1', 'old-ticket', 100, ?, 5)",
+            (T0,),
+        )
+    with SQLiteStore(db_path, now=clock) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        assert [r.id for r in s.list_callbacks()] == [12, 9, 5]
+        assert s.get_callback(12).duplicate_of == 9
+        assert [r.id for r in s.list_callbacks(status="failed")] == [9]
+        assert [r.id for r in s.list_callbacks(corp_id="wwA")] == [12, 9]
+        # the migrated records are still originals for the dedupe checks
+        again = record(s, msg_signature="s9", timestamp="1", nonce="n9", content_key="c9")
+        assert (again.duplicate_of, again.duplicate_reason) == (9, "replay")
+        fresh = record(s)
+        assert fresh.id == 14  # ids keep growing past the largest
+        assert s.latest_suite_ticket("dk1") == SuiteTicket("dk1", "old-ticket", 100, T0)
+        s.save_suite_ticket("dk1", "new-ticket", 100)  # same TimeStamp: the later one wins
+        assert s.latest_suite_ticket("dk1").ticket == "new-ticket"  # type: ignore[union-attr]
+        assert s.callback_stats().by_status == {
+            "processed": 1,
+            "failed": 1,
+            "duplicate": 2,
+            "received": 1,
+        }
+    with sqlite3.connect(db_path) as conn:
+        assert (
+            "AUTOINCREMENT"
+            not in conn.execute(
+                "SELECT sql FROM sqlite_master WHERE name = 'callbacks'"
+            ).fetchone()[0]
+        )
+        indexes = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'callbacks'"
+            )
+        }
+        assert indexes == {
+            "callbacks_log",
+            "callbacks_open",
+            "callbacks_by_corp",
+            "callbacks_dedupe",
+        }
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_dedupe_candidates_that_share_a_key_are_told_apart(store: SQLiteStore) -> None:
+    """The one dedupe index holds content_key, or msg_signature for records without one;
+    a value that happens to be both is only a candidate, and the columns decide."""
+    handshake = record(store, kind="verify", msg_signature="same", content_key=None)
+    other = record(store, content_key="same")  # equal to the handshake's signature
+    assert other.status == "received" and other.duplicate_of is None
+    replayed = record(
+        store,
+        kind="verify",
+        msg_signature="same",
+        timestamp=handshake.timestamp,
+        nonce=handshake.nonce,
+        content_key=None,
+    )
+    assert (replayed.duplicate_of, replayed.duplicate_reason) == (handshake.id, "replay")
+    redelivered = record(store, content_key="same")
+    assert (redelivered.duplicate_of, redelivered.duplicate_reason) == (other.id, "content")
+
+
 def test_newer_schema_is_refused_untouched(db_path: Path) -> None:
     Store(db_path).close()
     conn = sqlite3.connect(db_path)
@@ -185,29 +276,47 @@ def _assert_indexed(plan: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
-    "filters",
+    ("filters", "walk"),
     [
-        {},
-        {"status": "failed"},
-        {"info_type": "create_auth"},
-        {"corp_id": "wwA"},
-        {"instance": "QywxProxyTemp"},
-        {"since": T0},
-        {"status": "failed", "since": T0},
-        {"info_type": "create_auth", "since": T0},
-        {"corp_id": "wwA", "since": T0},
-        {"instance": "QywxProxyTemp", "since": T0},
-        {"status": "received", "newest_first": False},
+        ({}, "SCAN callbacks USING INDEX callbacks_log"),
+        ({"status": "failed"}, "SEARCH callbacks USING INDEX callbacks_open (status=?)"),
+        ({"status": "processed"}, "SCAN callbacks USING INDEX callbacks_log"),
+        ({"info_type": "create_auth"}, "SCAN callbacks USING INDEX callbacks_log"),
+        ({"corp_id": "wwA"}, "SEARCH callbacks USING INDEX callbacks_by_corp (corp_id=?)"),
+        ({"instance": "QywxProxyTemp"}, "SCAN callbacks USING INDEX callbacks_log"),
+        ({"since": T0}, "SEARCH callbacks USING INDEX callbacks_log (received_at>?)"),
+        (
+            {"status": "failed", "since": T0},
+            "SEARCH callbacks USING INDEX callbacks_open (status=? AND received_at>?)",
+        ),
+        (
+            {"info_type": "create_auth", "since": T0},
+            "SEARCH callbacks USING INDEX callbacks_log (received_at>?)",
+        ),
+        (
+            {"corp_id": "wwA", "since": T0},
+            "SEARCH callbacks USING INDEX callbacks_by_corp (corp_id=? AND received_at>?)",
+        ),
+        (
+            {"instance": "QywxProxyTemp", "since": T0},
+            "SEARCH callbacks USING INDEX callbacks_log (received_at>?)",
+        ),
+        (
+            {"status": "received", "newest_first": False},
+            "SEARCH callbacks USING INDEX callbacks_open (status=?)",
+        ),
     ],
 )
-def test_list_queries_walk_an_index_without_sorting(store: Store, filters: dict[str, Any]) -> None:
+def test_list_queries_walk_an_index_without_sorting(
+    store: Store, filters: dict[str, Any], walk: str
+) -> None:
+    """Each filter walks one index in received order and stops at the limit: the corp
+    and open-status partial indexes where they apply, else ``callbacks_log``, whose
+    entries carry event, instance and status so rows that do not match are skipped
+    without reading the table."""
     plan = store.explain_list_callbacks(limit=50, **filters)
     _assert_indexed(plan)
-    assert not any("TEMP B-TREE" in line for line in plan), plan
-    first = next(line for line in plan if "callbacks" in line)
-    if len(filters) - ("newest_first" in filters) == 1 and "since" not in filters:
-        column = next(k for k in filters if k != "newest_first")
-        assert f"({column}=?" in first, plan
+    assert plan == [walk]
 
 
 @pytest.mark.parametrize("filters", [{}, {"status": "failed"}, {"corp_id": "wwA", "since": T0}])
@@ -220,20 +329,21 @@ def test_follow_queries_use_the_rowid_range(store: Store, filters: dict[str, Any
 def test_stats_read_covering_indexes(store: Store, since: float | None) -> None:
     plan = store.explain_callback_stats(since=since)
     _assert_indexed(plan)
-    assert sum("COVERING INDEX callbacks_by_" in line for line in plan) == 2, plan
+    # one pass over the covering log index; with since, only the window's range of it
+    counts = "SCAN callbacks USING COVERING INDEX callbacks_log"
+    if since is not None:
+        counts = "SEARCH callbacks USING COVERING INDEX callbacks_log (received_at>?)"
+    assert plan[0] == counts, plan
+    assert any("callbacks_open (status=?" in line for line in plan), plan
 
 
 def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
     plans = store.query_plans()
-    assert plans["record_callback.replay"] == [
-        "SEARCH callbacks USING INDEX callbacks_replay "
-        "(instance=? AND msg_signature=? AND timestamp=? AND nonce=?)"
-    ]
-    assert plans["record_callback.content"] == [
-        "SEARCH callbacks USING INDEX callbacks_content (content_key=?)"
+    assert plans["record_callback.dedupe"] == [
+        "SEARCH callbacks USING INDEX callbacks_dedupe (<expr>=?)"
     ]
     assert plans["pending_callbacks"] == [
-        "SEARCH callbacks USING INDEX callbacks_by_status (status=? AND received_at<?)"
+        "SEARCH callbacks USING INDEX callbacks_open (status=? AND received_at<?)"
     ]
 
 

@@ -1,0 +1,344 @@
+"""Per-callback cost in process, each figure beside the physical limit it is bounded by.
+
+Usage::
+
+    pip install -e . && pip install -r benchmarks/requirements.txt
+    python benchmarks/pipeline_bench.py             # 3,000 callbacks per round, 5 rounds
+    python benchmarks/pipeline_bench.py --quick     # 600 callbacks, 3 rounds
+    python benchmarks/pipeline_bench.py --dir /var/tmp   # put the databases on that disk
+
+What it measures, on the sample instance ``QywxProxyTemp`` and fresh signed suite_ticket
+callbacks (each with its own ticket, nonce and IV, timestamped now):
+
+* **crypto floor**: what verify + decrypt cannot go below in Python: SHA-1 over the
+  sorted values (``hashlib``), base64 (``binascii``) and AES-256-CBC (one
+  ``cryptography`` call on a context made beforehand), with no XML, no checks and no
+  object built. **verify + decrypt** is ``WXBizMsgCrypt.decrypt_msg`` on the POST body
+  (envelope parse, constant-time signature check, AES, 32-byte PKCS#7 and receiveid
+  checks); wechatpy's ``WeChatCrypto.decrypt_message`` is shown beside it when installed.
+* **durable commit**: one ``INSERT`` of a one-table row in its own ``BEGIN IMMEDIATE`` …
+  ``COMMIT`` through ``sqlite3``, WAL and ``synchronous=FULL``, on the same disk as the
+  store: commits per second (the disk's fsync rate bounds it) and CPU per commit.
+* **pipeline CPU**: ``NotifyApp`` (the WSGI app ``qywx serve`` runs) answering each
+  callback in process, no HTTP: query parsing, verify, decrypt, parse, the durable
+  record with its dedupe checks and the SuiteTicket saved in the same transaction, the
+  access-log call. Process CPU (user + system, ``resource.getrusage``) per callback;
+  its floor is the crypto floor plus one durable commit's CPU.
+* **WAL pages per suite_ticket**: frames appended to the ``-wal`` file per callback
+  (a reader holds a snapshot so no checkpoint resets the file mid-count), against a
+  one-table insert of the same envelope.
+
+Rounds alternate between the parts; CPU figures are the best round (the least disturbed
+by other jobs on the machine), throughput figures the median. Each figure is printed as
+a ratio to its reference measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import gc
+import hashlib
+import io
+import os
+import platform
+import resource
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from qywx_cli.core.crypto import WXBizMsgCrypt  # noqa: E402
+from qywx_cli.core.events import build_event_xml  # noqa: E402
+
+# The sample instance's credentials (sample_auths/QywxProxyTemp): not secrets.
+TOKEN = "Ob05nvp8DucDexAf5iTh6IZK"
+AES_KEY = "4CUdYrBwSjnWyz4yYNsz3PukTqABgnMBwKuGToYu25b"
+SUITE_ID = "tj1234567890abcdef"
+CORP_ID = "ww1234567890abcdef"
+INSTANCE = "QywxProxyTemp"
+
+
+@dataclass(frozen=True)
+class Request:
+    msg_signature: str
+    timestamp: str
+    nonce: str
+    body: bytes
+    encrypt: str
+
+
+def make_requests(count: int, tag: str) -> list[Request]:
+    """``count`` distinct signed suite_ticket callbacks, timestamped now."""
+    crypto = WXBizMsgCrypt(TOKEN, AES_KEY)
+    now = int(time.time())
+    out = []
+    for i in range(count):
+        ticket = hashlib.sha256(f"{tag}:{i}".encode()).hexdigest()[:48]
+        plain = build_event_xml(
+            "suite_ticket",
+            suite_id=SUITE_ID,
+            corp_id=CORP_ID,
+            now=lambda: now,
+            token=lambda n, t=ticket: t[: max(n, 1)],
+        )
+        env = crypto.encrypt_msg(plain, SUITE_ID, str(now), f"{tag}{i}")
+        body = env.request_xml(SUITE_ID).encode()
+        out.append(Request(env.msg_signature, env.timestamp, env.nonce, body, env.encrypt))
+    return out
+
+
+def cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def per_op_us(fn: Callable[[Request], object], requests: Sequence[Request]) -> float:
+    gc.collect()
+    started = cpu()
+    for r in requests:
+        fn(r)
+    return (cpu() - started) / len(requests) * 1e6
+
+
+# -- crypto -------------------------------------------------------------------------------
+
+
+def crypto_floor_runner() -> Callable[[Request], object]:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = base64.b64decode(AES_KEY + "=")
+    iv = key[:16]
+    context = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+
+    def floor(r: Request) -> object:
+        joined = "".join(sorted((TOKEN, r.timestamp, r.nonce, r.encrypt)))
+        hashlib.sha1(joined.encode()).hexdigest()
+        return context.update(iv + binascii.a2b_base64(r.encrypt))
+
+    return floor
+
+
+def qywx_crypto_runner() -> Callable[[Request], object]:
+    crypto = WXBizMsgCrypt(TOKEN, AES_KEY, {SUITE_ID: "suite"})
+    return lambda r: crypto.decrypt_msg(r.msg_signature, r.timestamp, r.nonce, r.body)
+
+
+def wechatpy_runner() -> Callable[[Request], object] | None:
+    try:
+        from wechatpy.enterprise.crypto import WeChatCrypto
+    except ImportError:
+        return None
+    crypto = WeChatCrypto(TOKEN, AES_KEY, SUITE_ID)
+    return lambda r: crypto.decrypt_message(r.body.decode(), r.msg_signature, r.timestamp, r.nonce)
+
+
+# -- SQLite references ----------------------------------------------------------------------
+
+
+def _plain_db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE IF NOT EXISTS log (id INTEGER PRIMARY KEY, at REAL, body TEXT)")
+    return conn
+
+
+def commit_reference(path: Path, requests: Sequence[Request]) -> tuple[float, float]:
+    """(commits per second, CPU µs per commit) for one-row durable inserts."""
+    conn = _plain_db(path)
+    gc.collect()
+    wall, started = time.perf_counter(), cpu()
+    for r in requests:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO log (at, body) VALUES (?, ?)", (time.time(), r.body))
+        conn.execute("COMMIT")
+    used, elapsed = cpu() - started, time.perf_counter() - wall
+    conn.close()
+    return len(requests) / elapsed, used / len(requests) * 1e6
+
+
+class WalCounter:
+    """Frames appended to a database's -wal file; a held snapshot stops WAL resets."""
+
+    def __init__(self, db: Path) -> None:
+        self.wal = db.with_name(db.name + "-wal")
+        self.reader = sqlite3.connect(str(db), isolation_level=None)
+        self.page = int(self.reader.execute("PRAGMA page_size").fetchone()[0])
+        self.reader.execute("BEGIN")
+        self.reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    def frames(self) -> int:
+        size = self.wal.stat().st_size if self.wal.exists() else 32
+        return max(size - 32, 0) // (self.page + 24)
+
+    def close(self) -> None:
+        self.reader.execute("COMMIT")
+        self.reader.close()
+
+
+def plain_pages(path: Path, requests: Sequence[Request]) -> float:
+    conn = _plain_db(path)
+    conn.execute("INSERT INTO log (at, body) VALUES (0, '')")
+    counter = WalCounter(path)
+    before = counter.frames()
+    for r in requests:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO log (at, body) VALUES (?, ?)", (time.time(), r.body))
+        conn.execute("COMMIT")
+    pages = (counter.frames() - before) / len(requests)
+    counter.close()
+    conn.close()
+    return pages
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+def pipeline(work: Path, requests: Sequence[Request], *, count_pages: bool) -> tuple[float, float]:
+    """(CPU µs per callback, WAL pages per callback) through NotifyApp on a fresh database."""
+    from qywx_cli.core.service import CallbackService
+    from qywx_cli.core.settings import load_settings
+    from qywx_cli.core.wsgi import NotifyApp
+
+    db = work / "qywx.db"
+    for suffix in ("", "-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    settings = load_settings(auths=work / "auths", db=db, env={})
+    service = CallbackService(settings, background=False)
+    app = NotifyApp(service)
+    try:
+        # warm-up: the first callbacks create the pages every later one appends to
+        for r in make_requests(50, f"warm{time.monotonic_ns()}-"):
+            _call(app, r)
+        counter = WalCounter(db) if count_pages else None
+        before = counter.frames() if counter else 0
+        gc.collect()
+        started = cpu()
+        for r in requests:
+            status = _call(app, r)
+            if status != 200:
+                raise SystemExit(f"pipeline answered {status}, not 200")
+        used = cpu() - started
+        pages = (counter.frames() - before) / len(requests) if counter else float("nan")
+        if counter:
+            counter.close()
+    finally:
+        service.close()
+    return used / len(requests) * 1e6, pages
+
+
+def _call(app: Any, r: Request) -> int:
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": f"/notify/{INSTANCE}",
+        "QUERY_STRING": f"msg_signature={r.msg_signature}&timestamp={r.timestamp}&nonce={r.nonce}",
+        "CONTENT_LENGTH": str(len(r.body)),
+        "wsgi.input": io.BytesIO(r.body),
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    seen: list[str] = []
+    b"".join(app(environ, lambda status, headers, exc_info=None: seen.append(status)))
+    return int(seen[0].split()[0])
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def machine_line() -> str:
+    import importlib.metadata as md
+
+    def v(dist: str) -> str:
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return "absent"
+
+    return (
+        f"Machine: {os.cpu_count()} CPU, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, cryptography {v('cryptography')}, "
+        f"wechatpy {v('wechatpy')}, load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.count, args.rounds = 600, 3
+    given = sys.argv[1:] if argv is None else argv
+    print(machine_line())
+    print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}; checkout: {REPO}")
+    print(f"Command: python benchmarks/pipeline_bench.py {' '.join(given)}".rstrip())
+    work = Path(tempfile.mkdtemp(prefix="qywx-pipeline-", dir=args.dir))
+    try:
+        shutil.copytree(REPO / "sample_auths", work / "auths")
+        floor, ours, theirs = crypto_floor_runner(), qywx_crypto_runner(), wechatpy_runner()
+        res: dict[str, list[float]] = {}
+        for i in range(args.rounds):
+            reqs = make_requests(args.count, f"r{i}-")
+            for name, fn in (("floor", floor), ("qywx", ours), ("wechatpy", theirs)):
+                if fn is not None:
+                    res.setdefault(name, []).append(per_op_us(fn, reqs))
+            rate, commit_cpu = commit_reference(work / f"plain{i}.db", reqs)
+            res.setdefault("commit_rate", []).append(rate)
+            res.setdefault("commit_cpu", []).append(commit_cpu)
+            pipe_cpu, pages = pipeline(work, reqs, count_pages=(i == 0))
+            res.setdefault("pipeline", []).append(pipe_cpu)
+            if i == 0:
+                res["pages"] = [pages]
+                res["plain_pages"] = [plain_pages(work / "pages.db", reqs)]
+            print(f"round {i + 1}/{args.rounds} done", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    best = {k: min(v) for k, v in res.items()}
+    rate = statistics.median(res["commit_rate"])
+    pipe_floor = best["floor"] + best["commit_cpu"]
+    print(f"\n{args.count:,} suite_ticket callbacks per round, {args.rounds} rounds\n")
+    print("Physical limits (the references):\n")
+    print("| limit | figure |")
+    print("|---|---:|")
+    print(f"| crypto floor: SHA-1 + base64 + AES-256-CBC in C | {best['floor']:.1f} µs |")
+    print(f"| durable commit, one-row insert, WAL + synchronous=FULL | {rate:,.0f} commits/s |")
+    print(f"| … its CPU | {best['commit_cpu']:.0f} µs |")
+    print(f"| WAL pages of a one-table insert | {best['plain_pages']:.1f} |")
+    print("\nGoals:\n")
+    print("| figure | qywx | reference | qywx ÷ reference | goal |")
+    print("|---|---:|---:|---:|---|")
+    print(
+        f"| verify + decrypt | {best['qywx']:.1f} µs | floor {best['floor']:.1f} µs "
+        f"| {best['qywx'] / best['floor']:.2f}× | ≤ 11 µs |"
+    )
+    if "wechatpy" in best:
+        print(
+            f"| verify + decrypt vs wechatpy | {best['qywx']:.1f} µs | wechatpy "
+            f"{best['wechatpy']:.1f} µs | {best['qywx'] / best['wechatpy']:.2f}× | — |"
+        )
+    print(
+        f"| pipeline CPU per callback | {best['pipeline']:.0f} µs | floor {pipe_floor:.0f} µs "
+        f"| {best['pipeline'] / pipe_floor:.2f}× | ≤ 130 µs |"
+    )
+    print(
+        f"| WAL pages per suite_ticket | {best['pages']:.1f} | one-table insert "
+        f"{best['plain_pages']:.1f} | {best['pages'] / best['plain_pages']:.2f}× | ≤ 5 |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
