@@ -49,6 +49,12 @@ class Status(str, enum.Enum):
     unknown = "unknown"
 
 
+class Kind(str, enum.Enum):
+    command = "command"
+    data = "data"
+    verify = "verify"
+
+
 # -- shared helpers (login_cmds uses open_store too) ---------------------------------------
 
 
@@ -164,6 +170,12 @@ def log_list(
     instance: Annotated[
         str | None, typer.Option("--instance", help="Only this auth instance.")
     ] = None,
+    kind: Annotated[
+        Kind | None,
+        typer.Option(
+            "--kind", help="command (template URL), data (the app's URL) or verify (GET)."
+        ),
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--since", help="30m, 2h, 7d, 2026-11-01 or an ISO time (UTC).")
     ] = None,
@@ -180,6 +192,7 @@ def log_list(
             instance=instance,
             since=since_ts,
             limit=limit,
+            kind=kind.value if kind else None,
         )
     if fmt is Format.json:
         emit_json([record_summary(r) for r in records])

@@ -339,13 +339,15 @@ class CallbackService:
     def _decrypt(self, inst: AuthInstance, encrypt: str) -> Decrypted:
         """Decrypt and accept a receiveid from the suite, the provider or an authorized corp."""
         dec = self._crypto[inst.name].decrypt(encrypt, check_receive_id=False)
-        if dec.receive_id_kind == "unknown":
-            authorized = {c.corp_id for c in self.store.list_corp_auths(inst.suite_id)}
-            if dec.receive_id not in authorized:
-                raise CallbackCryptoError(
-                    CallbackCryptoError.VALIDATE_RECEIVE_ID,
-                    f"receiveid {dec.receive_id!r} is not accepted",
-                )
+        # Either form of an authorized corp's id, once its mapping is known (ID upgrade).
+        if (
+            dec.receive_id_kind == "unknown"
+            and self.store.get_corp_auth(dec.receive_id, inst.suite_id) is None
+        ):
+            raise CallbackCryptoError(
+                CallbackCryptoError.VALIDATE_RECEIVE_ID,
+                f"receiveid {dec.receive_id!r} is not accepted",
+            )
         return dec
 
     # -- notify -------------------------------------------------------------------
@@ -507,7 +509,7 @@ class CallbackService:
             kind=event.kind,
             info_type=event.info_type,
             suite_id=event.suite_id or suite_id,
-            corp_id=event.corp_id,
+            corp_id=self._stored_corp_id(event.corp_id, inst),
             content_key=ev.content_key(route, dec.message),
             status="unknown" if unknown else ("processed" if done else "received"),
             suite_ticket=ticket,
@@ -524,6 +526,15 @@ class CallbackService:
             else:
                 self.process(rec.id)
         return _reply(200, "success", "accepted", **tags)
+
+    def _stored_corp_id(self, corp_id: str | None, inst: AuthInstance | None) -> str | None:
+        """The id the store knows the corp by: during the ID upgrade WeCom may send the
+        open corp id of a corp stored under its plain one (or the reverse, docs 97104), and
+        the log files the callback under the corp it belongs to."""
+        if not corp_id:
+            return corp_id
+        auth = self.store.get_corp_auth(corp_id, inst.suite_id if inst is not None else None)
+        return auth.corp_id if auth is not None else corp_id
 
     def _ticket_of(self, inst: AuthInstance, event: ev.Event) -> tuple[str, str, int] | None:
         """What :meth:`_on_suite_ticket` would save, or None (not a ticket, unknown suite)."""
@@ -611,6 +622,7 @@ class CallbackService:
             ev.ResetPermanentCodeEvent: self._on_auth_code,
             ev.ChangeAuthEvent: self._on_change_auth,
             ev.CancelAuthEvent: self._on_cancel_auth,
+            ev.UnlicensedNotifyEvent: self._on_unlicensed,
         }
 
     def _suite_of(self, inst: AuthInstance, event: ev.Event) -> AuthInstance:
@@ -691,7 +703,20 @@ class CallbackService:
         owner = self._suite_of(inst, event)
         if not event.corp_id:
             raise EventError("cancel_auth without AuthCorpId")
-        self.store.cancel_corp_auth(owner.suite_id, event.corp_id)
+        auth = self.store.get_corp_auth(event.corp_id, owner.suite_id)  # either id form
+        self.store.cancel_corp_auth(owner.suite_id, auth.corp_id if auth else event.corp_id)
+
+    def _on_unlicensed(
+        self, inst: AuthInstance, event: ev.UnlicensedNotifyEvent, rec: CallbackRecord
+    ) -> None:
+        """unlicensed_notify: the member is listed by ``log stats`` and ``doctor`` until a
+        licence for them is recorded (docs 95716)."""
+        corp = rec.corp_id or event.corp_id
+        if not corp:
+            raise EventError("unlicensed_notify without ToUserName")
+        self.store.record_unlicensed(
+            corp, event.user_id, agent_id=event.agent_id, seen_at=event.timestamp or rec.received_at
+        )
 
     # -- retry ---------------------------------------------------------------------
     @staticmethod

@@ -49,7 +49,7 @@ def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", 
     event = ev.parse_event(xml)
     rec = store.record_callback(
         instance=name,
-        kind="command",
+        kind=event.kind,
         info_type=event.info_type,
         suite_id=inst.suite_id,
         corp_id=event.corp_id,
@@ -341,3 +341,23 @@ def test_stats_warns_about_an_old_ticket_and_honours_since(
     assert "3 callback record(s) since" in proc.stdout
     old = [w for w in proc.stderr.splitlines() if "dk7f3a9c2e51b04d18" in w]
     assert len(old) == 1 and "is 1h 0m old" in old[0]
+
+
+def test_log_list_by_kind(cli_env: dict[str, str], auths: Path) -> None:
+    """Typed data callbacks (the app's own URL) are listed apart with --kind data."""
+    enter = (
+        "<xml><ToUserName><![CDATA[wwa1b2c3d4e5f60a01]]></ToUserName><FromUserName>"
+        "<![CDATA[zhangsan]]></FromUserName><CreateTime>1408091189</CreateTime><MsgType>"
+        "<![CDATA[event]]></MsgType><Event><![CDATA[enter_agent]]></Event><AgentID>1</AgentID>"
+        "</xml>"
+    )
+    with Store(cli_env["QYWX_DB"]) as store:
+        record(store, auths, ev.build_event_xml("suite_ticket", suite_id="tj1234567890abcdef"), n=1)
+        data_id = record(store, auths, enter, n=2)
+    listed = run_qywx("log", "list", "--kind", "data", "-f", "json", env=cli_env)
+    docs = json.loads(listed.stdout)
+    assert [(d["id"], d["kind"], d["info_type"]) for d in docs] == [
+        (data_id, "data", "enter_agent")
+    ]
+    bad = run_qywx("log", "list", "--kind", "nope", env=cli_env)
+    assert bad.returncode == 2

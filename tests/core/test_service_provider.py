@@ -231,3 +231,66 @@ def test_typed_data_callbacks_are_recorded_as_data(world: World, xml: str, info_
         CORP,
         "processed",
     )
+
+
+# -- either form of a corp id (the ID upgrade) ----------------------------------------------
+
+OPEN_CORP = "wpOpEnC0rpIdOfCompanyA01"
+
+
+def _enter_agent(corp: str) -> str:
+    return (
+        f"<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[zhangsan]]>"
+        "</FromUserName><CreateTime>1408091189</CreateTime><MsgType><![CDATA[event]]>"
+        "</MsgType><Event><![CDATA[enter_agent]]></Event><AgentID>1000002</AgentID></xml>"
+    )
+
+
+def test_a_data_callback_under_the_open_corp_id_is_routed_to_the_known_corp(
+    world: World,
+) -> None:
+    world.store.upsert_corp_auth(world.inst.suite_id, CORP, state="active")
+    refused = world.data(_enter_agent(OPEN_CORP), corp=OPEN_CORP)
+    assert refused.status == 403 and "-40005" in refused.text  # no mapping yet
+
+    world.store.save_id_mappings("corpid", CORP, [(CORP, OPEN_CORP)])
+    response = world.data(_enter_agent(OPEN_CORP), corp=OPEN_CORP)
+    assert response.text == "success", response.text
+    rec = world.store.get_callback(response.record_id or 0)
+    assert (rec.kind, rec.corp_id) == ("data", CORP)
+    assert [r.id for r in world.store.list_callbacks(corp_id=CORP, kind="data")] == [rec.id]
+
+
+def test_cancel_auth_under_the_open_corp_id_cancels_the_known_corp(world: World) -> None:
+    world.store.upsert_corp_auth(world.inst.suite_id, CORP, permanent_code="p", state="active")
+    world.store.save_id_mappings("corpid", CORP, [(CORP, OPEN_CORP)])
+    xml = ev.build_event_xml("cancel_auth", suite_id=world.inst.suite_id, corp_id=OPEN_CORP)
+    world.nonce += 1
+    request = wechatpy_request(
+        world.inst.token, world.inst.encoding_aes_key, world.inst.suite_id, xml, str(world.nonce)
+    )
+    response = world.service.notify(**request, instance=world.inst.name)
+    assert response.text == "success"
+    rec = world.store.get_callback(response.record_id or 0)
+    assert (rec.corp_id, rec.status) == (CORP, "processed")
+    auth = world.store.get_corp_auth(CORP, world.inst.suite_id)
+    assert auth is not None and auth.state == "cancelled"
+
+
+def test_unlicensed_notify_lists_the_member(world: World) -> None:
+    world.store.upsert_corp_auth(world.inst.suite_id, CORP, state="active")
+    xml = (
+        f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[lisi]]>"
+        "</FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]>"
+        "</MsgType><Event><![CDATA[unlicensed_notify]]></Event><AgentID>1000002</AgentID></xml>"
+    )
+    response = world.data(xml)
+    assert response.text == "success"
+    assert world.store.get_callback(response.record_id or 0).status == "processed"
+    (member,) = world.store.unlicensed_members()
+    assert (member.corp_id, member.user_id, member.agent_id, member.last_seen) == (
+        CORP,
+        "lisi",
+        1000002,
+        1700000000,
+    )

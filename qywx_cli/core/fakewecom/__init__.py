@@ -17,6 +17,10 @@ gettoken                         GET     corpsecret must be a permanent code iss
                                          corpid → 40013 / 40001 (§5.4)
 auth/getuserinfo                 GET     code single use, 5 min → 40029 (docs 96442)
 auth/getuserdetail               POST    user_ticket from getuserinfo, 1800 s
+batch/userid_to_openuserid       POST    ≤ 1,000 ids (else 40058); ``invalid…`` ids are
+                                         out of range → invalid_userid_list (``ids``)
+externalcontact/                 POST    ≤ 1,000 ids; ids not ``wm…``/``wo…`` are left
+get_new_external_userid                  out of ``items`` (``ids``)
 ==============================  ======  =================================================
 
 Tokens expire after ``token_ttl``: 42009 / 42001 for an expired suite / app token,
@@ -65,7 +69,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError
-from qywx_cli.core.fakewecom import _control, corp, suite
+from qywx_cli.core.fakewecom import _control, corp, ids, suite
 from qywx_cli.core.fakewecom._routing import (
     Handler,
     Request,
@@ -82,7 +86,7 @@ if TYPE_CHECKING:
 
 __all__ = ["APIS", "FakeWeCom", "SuiteInstanceLike", "suite_ticket_xml"]
 
-_ROUTES: dict[str, tuple[str, Handler]] = {**suite.ROUTES, **corp.ROUTES}
+_ROUTES: dict[str, tuple[str, Handler]] = {**suite.ROUTES, **corp.ROUTES, **ids.ROUTES}
 
 APIS: dict[str, str] = {path: method for path, (method, _) in _ROUTES.items()}
 """WeCom paths served (relative to ``/cgi-bin/``) and the method each expects."""

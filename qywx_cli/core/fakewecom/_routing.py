@@ -36,6 +36,9 @@ ERRMSG = {
     41025: "permanent code missing",
     42001: "access_token expired",
     42009: "suite_access_token expired",
+    40058: "invalid parameter",
+    45009: "reach max api daily quota limit",
+    45033: "api concurrent out of limit",
     47001: "data format error",
 }
 

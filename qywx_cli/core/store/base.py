@@ -26,7 +26,7 @@ Durability contract (every backend):
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,20 +37,24 @@ from qywx_cli.core.store.records import (
     CallbackRecord,
     CallbackStats,
     CorpAuth,
+    IdMapping,
+    Licence,
     LoginCode,
     OrgCode,
     SuiteTicket,
+    UnlicensedMember,
 )
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The logical schema this qywx writes. Every backend's migrations end at this version,
 so a number means the same tables and rules whichever database holds them.
 
 v2 keeps v1's tables, columns and rules; it changes how SQLite stores them (the callback
 log's indexes, ids without AUTOINCREMENT, the ticket history keyed by suite), so a v1
-file is rebuilt once on opening."""
+file is rebuilt once on opening. v3 adds the ID upgrade's id mappings, interface
+licences and the members reported unlicensed."""
 
 
 class Store(abc.ABC):
@@ -187,11 +191,13 @@ class Store(abc.ABC):
         limit: int = 50,
         after_id: int | None = None,
         newest_first: bool = True,
+        kind: str | None = None,
     ) -> list[CallbackRecord]:
         """The callback log, filtered; newest first unless ``after_id`` or ``newest_first=False``.
 
         With ``after_id`` (``log tail --follow``) only rows with a greater id, oldest first.
-        ``since`` is an epoch time compared with ``received_at``.
+        ``since`` is an epoch time compared with ``received_at``; ``kind`` is one of
+        :data:`~.records.CALLBACK_KINDS` (``data``: the app's own callback URL).
         """
 
     @abc.abstractmethod
@@ -265,7 +271,13 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
-        """The corp's authorization; without ``suite_id`` the active, most recent one."""
+        """The corp's authorization; without ``suite_id`` the active, most recent one.
+
+        ``corp_id`` may be either form of the corp's id once a ``corpid`` mapping is
+        recorded (:meth:`save_id_mappings`): during the ID upgrade WeCom sends the open
+        corp id of a corp stored under its plain one, or the reverse (docs 97104). The
+        form given wins when both are stored.
+        """
 
     @abc.abstractmethod
     def list_corp_auths(
@@ -280,6 +292,64 @@ class Store(abc.ABC):
         "服务商收到取消授权事件后,应当确保删除该企业所有相关的数据" — the row itself stays,
         as state ``cancelled``, so the log can still name the corp. False if unknown.
         """
+
+    # -- id mappings (the ID security upgrade) -----------------------------------------
+
+    @abc.abstractmethod
+    def save_id_mappings(self, kind: str, corp_id: str, pairs: Sequence[tuple[str, str]]) -> int:
+        """Record (plain id, open id) pairs of ``kind`` in ``corp_id`` in ONE transaction.
+
+        Committed before return, so a conversion run that dies keeps every batch it got
+        an answer for. A plain id already mapped gets the new open id (WeCom's answer is
+        stable; a different one means the stored one was wrong). Returns the pairs
+        written. ``kind`` is one of :data:`~.records.ID_KINDS`, else UsageError.
+        """
+
+    @abc.abstractmethod
+    def known_open_ids(self, kind: str, corp_id: str, plain_ids: Sequence[str]) -> dict[str, str]:
+        """plain id → open id for those of ``plain_ids`` already mapped."""
+
+    @abc.abstractmethod
+    def lookup_id(self, id: str) -> list[IdMapping]:
+        """Every mapping whose plain or open form is exactly ``id``, any kind or corp."""
+
+    # -- interface licences --------------------------------------------------------------
+
+    @abc.abstractmethod
+    def record_unlicensed(
+        self, corp_id: str, user_id: str, *, agent_id: int | None, seen_at: float
+    ) -> None:
+        """Count one ``unlicensed_notify`` for the member (first / last seen, how often)."""
+
+    @abc.abstractmethod
+    def unlicensed_members(
+        self, *, corp_id: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[UnlicensedMember]:
+        """Members reported unlicensed (last seen at or after ``since``), latest first."""
+
+    @abc.abstractmethod
+    def save_licences(
+        self, corp_id: str, licences: Sequence[Licence], *, complete: bool = False
+    ) -> int:
+        """Record members' licence accounts in ONE transaction, by (corp, member, type).
+
+        ``complete`` says the list is every active account of the corp (a full
+        ``list_actived_account``), so accounts not in it are dropped. A member with an
+        account that has not expired leaves the unlicensed list in the same transaction.
+        Returns the accounts written.
+        """
+
+    @abc.abstractmethod
+    def list_licences(
+        self,
+        *,
+        corp_id: str | None = None,
+        user_id: str | None = None,
+        expiring_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[Licence]:
+        """Recorded accounts, soonest expiry first; ``expiring_before`` keeps those whose
+        expire_time is before it (epoch seconds)."""
 
     # -- org codes ----------------------------------------------------------------------
 

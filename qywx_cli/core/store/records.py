@@ -20,6 +20,7 @@ __all__ = [
     "CORP_AUTH_STATES",
     "DEFAULT_LEASE_SECONDS",
     "FINISH_STATUSES",
+    "ID_KINDS",
     "NONE_LABEL",
     "RECORDABLE_STATUSES",
     "SUITE_TICKET_HISTORY",
@@ -28,9 +29,12 @@ __all__ = [
     "CallbackRecord",
     "CallbackStats",
     "CorpAuth",
+    "IdMapping",
+    "Licence",
     "LoginCode",
     "OrgCode",
     "SuiteTicket",
+    "UnlicensedMember",
 ]
 
 CALLBACK_KINDS: Final = frozenset({"command", "data", "verify"})
@@ -179,3 +183,48 @@ class CallbackStats:
     by_event: dict[str, int]
     failures_by_error: list[tuple[str, int]]
     latest_suite_ticket_at: float | None
+
+
+ID_KINDS: Final = ("corpid", "userid", "external_userid")
+"""What the ID security upgrade converts (docs 97104): corp ids, member ids, customer ids."""
+
+
+@dataclass(frozen=True)
+class IdMapping:
+    """One id in both forms (docs 97104): ``plain_id`` as the corp knew it, ``open_id``
+    the provider-scoped ciphertext. For kind ``corpid``, ``corp_id`` is the plain corp id
+    itself. Ids are compared exactly: open ids differ by case alone."""
+
+    kind: str
+    corp_id: str
+    plain_id: str
+    open_id: str
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class UnlicensedMember:
+    """A member WeCom reported with ``unlicensed_notify``: they opened the app without an
+    active interface licence, so the app's calls for them were refused (docs 95716)."""
+
+    corp_id: str
+    user_id: str
+    agent_id: int | None
+    first_seen: float
+    last_seen: float
+    count: int
+
+
+@dataclass(frozen=True)
+class Licence:
+    """An interface-licence account bound to a member (docs 97191): ``type`` 1 基础账号,
+    2 互通账号; times are WeCom's epoch seconds. ``updated_at`` is when qywx learnt it."""
+
+    corp_id: str
+    user_id: str
+    type: int
+    active_code: str | None
+    active_time: int | None
+    expire_time: int | None
+    updated_at: float

@@ -29,6 +29,7 @@ from qywx_cli.core.store.records import (
     CLAIMABLE_STATUSES,
     CORP_AUTH_STATES,
     FINISH_STATUSES,
+    ID_KINDS,
     NONE_LABEL,
     RECORDABLE_STATUSES,
     CallbackStats,
@@ -100,6 +101,26 @@ def check_new_callback(instance: str, kind: str, status: str) -> None:
 def check_finish_status(status: str) -> None:
     if status not in FINISH_STATUSES:
         raise UsageError(f"a finished callback's status must be one of {sorted(FINISH_STATUSES)}")
+
+
+def check_id_kind(kind: str) -> None:
+    if kind not in ID_KINDS:
+        raise UsageError(f"id kind must be one of {', '.join(ID_KINDS)}")
+
+
+def check_mapping(kind: str, corp_id: str, pairs: Iterable[tuple[str, str]]) -> None:
+    """Both forms non-empty; a corpid's plain id is the corp id it is stored under."""
+    check_id_kind(kind)
+    require(corp_id, "corp_id")
+    for plain, opened in pairs:
+        if not plain or not opened:
+            raise UsageError("an id mapping needs both the plain and the open id")
+        if kind == "corpid" and plain != corp_id:
+            raise UsageError("a corpid mapping is stored under the plain corp id itself")
+
+
+IN_CHUNK: Final = 500
+"""Ids per ``IN (…)`` list: well inside every backend's bound-parameter limit."""
 
 
 def check_corp_auth_state(state: str) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from qywx_cli.core.errors import RecordNotFound, StoreError
+from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
 from qywx_cli.core.store import rules
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.groupcommit import GroupCommit
@@ -40,9 +40,12 @@ from qywx_cli.core.store.records import (
     CallbackRecord,
     CallbackStats,
     CorpAuth,
+    IdMapping,
+    Licence,
     LoginCode,
     OrgCode,
     SuiteTicket,
+    UnlicensedMember,
 )
 from qywx_cli.core.store.rules import check_id as _check_id
 from qywx_cli.core.store.rules import check_limit as _check_limit
@@ -270,7 +273,60 @@ def _migrate_v2(db: sqlite3.Connection) -> None:
         raise StoreError(f"foreign key check failed after the rebuild: {broken[:3]}")
 
 
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_v1, _migrate_v2)
+def _migrate_v3(db: sqlite3.Connection) -> None:
+    """The ID upgrade's mappings, interface licences and unlicensed members.
+
+    ``id_mappings`` is keyed by (kind, corp, plain id) and indexed by each form alone,
+    so :meth:`SQLiteStore.lookup_id` and the corp-id alias in ``get_corp_auth`` are
+    index searches whichever form WeCom sends. No callback index is added: a callback
+    writes no more pages than under v2 (``log list --kind`` filters in the log walk).
+    """
+    _run_script(
+        db,
+        """
+        CREATE TABLE id_mappings (
+            kind TEXT NOT NULL,
+            corp_id TEXT NOT NULL,
+            plain_id TEXT NOT NULL,
+            open_id TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (kind, corp_id, plain_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX id_mappings_by_open ON id_mappings(open_id);
+        CREATE INDEX id_mappings_by_plain ON id_mappings(plain_id);
+
+        CREATE TABLE licences (
+            corp_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            type INTEGER NOT NULL,
+            active_code TEXT,
+            active_time INTEGER,
+            expire_time INTEGER,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (corp_id, user_id, type)
+        ) WITHOUT ROWID;
+        CREATE INDEX licences_by_expiry ON licences(expire_time);
+
+        CREATE TABLE unlicensed_members (
+            corp_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            agent_id INTEGER,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (corp_id, user_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX unlicensed_by_last_seen ON unlicensed_members(last_seen);
+        """,
+    )
+
+
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _migrate_v1,
+    _migrate_v2,
+    _migrate_v3,
+)
 """Forward migrations in order; migration i takes the schema from v(i) to v(i+1).
 The version is kept in ``PRAGMA user_version``."""
 
@@ -285,6 +341,16 @@ _CALLBACK_COLUMNS: Final = (
 _CORP_AUTH_COLUMNS: Final = (
     "suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, "
     "created_at, updated_at"
+)
+_ID_MAPPING_COLUMNS: Final = "kind, corp_id, plain_id, open_id, created_at, updated_at"
+_LICENCE_COLUMNS: Final = (
+    "corp_id, user_id, type, active_code, active_time, expire_time, updated_at"
+)
+_UNLICENSED_COLUMNS: Final = "corp_id, user_id, agent_id, first_seen, last_seen, count"
+# The other form of a corp id, through a recorded corpid mapping (either direction).
+_CORP_ALIASES: Final = (
+    "SELECT open_id FROM id_mappings WHERE kind = 'corpid' AND plain_id = ? "
+    "UNION SELECT plain_id FROM id_mappings WHERE kind = 'corpid' AND open_id = ?"
 )
 _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
@@ -688,6 +754,7 @@ class SQLiteStore(Store):
         limit: int = 50,
         after_id: int | None = None,
         newest_first: bool = True,
+        kind: str | None = None,
     ) -> list[CallbackRecord]:
         """The callback log, filtered; newest first unless ``after_id`` or ``newest_first=False``.
 
@@ -703,6 +770,7 @@ class SQLiteStore(Store):
             limit=limit,
             after_id=after_id,
             newest_first=newest_first,
+            kind=kind,
         )
         rows = self._read(lambda db: db.execute(sql, params).fetchall())
         return [_callback(row) for row in rows]
@@ -726,6 +794,7 @@ class SQLiteStore(Store):
         limit: int = 50,
         after_id: int | None = None,
         newest_first: bool = True,
+        kind: str | None = None,
     ) -> tuple[str, list[object]]:
         _check_limit(limit)
         where: list[str] = []
@@ -742,6 +811,9 @@ class SQLiteStore(Store):
             if value is not None:
                 where.append(f"{unindexed}{column} = ?")
                 params.append(value)
+        if kind is not None:  # no index: checked on the rows the log walk reads
+            where.append("+kind = ?")
+            params.append(kind)
         if since is not None:
             where.append(f"{unindexed}received_at >= ?")
             params.append(since)
@@ -800,6 +872,21 @@ class SQLiteStore(Store):
         return {
             "record_callback.dedupe": self._explain(_FIND_ORIGINALS, ("",) * 7),
             "pending_callbacks": self._explain(_PENDING, (0.0, 0.0, 1)),
+        }
+
+    def id_query_plans(self) -> dict[str, list[str]]:
+        """``EXPLAIN QUERY PLAN`` of the lookups by either form of an id (no SCAN)."""
+        return {
+            "lookup_id": self._explain(
+                f"SELECT {_ID_MAPPING_COLUMNS} FROM id_mappings WHERE plain_id = ? "
+                f"UNION SELECT {_ID_MAPPING_COLUMNS} FROM id_mappings WHERE open_id = ?",
+                ("", ""),
+            ),
+            "get_corp_auth": self._explain(
+                f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths "
+                f"WHERE (corp_id = ? OR corp_id IN ({_CORP_ALIASES}))",
+                ("", "", ""),
+            ),
         }
 
     def _explain(self, sql: str, params: Sequence[object]) -> list[str]:
@@ -920,13 +1007,21 @@ class SQLiteStore(Store):
         return self._write(save)
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
-        """The corp's authorization; without ``suite_id`` the active, most recent one."""
-        sql = f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths WHERE corp_id = ?"
-        params: list[object] = [corp_id]
+        """The corp's authorization; without ``suite_id`` the active, most recent one.
+
+        Either form of the corp id finds it once a corpid mapping is recorded; the form
+        given wins (one query: exact rows sort before aliased ones).
+        """
+        sql = (
+            f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths "
+            f"WHERE (corp_id = ? OR corp_id IN ({_CORP_ALIASES}))"
+        )
+        params: list[object] = [corp_id, corp_id, corp_id]
         if suite_id is not None:
             sql += " AND suite_id = ?"
             params.append(suite_id)
-        sql += " ORDER BY state = 'active' DESC, updated_at DESC LIMIT 1"
+        sql += " ORDER BY corp_id = ? DESC, state = 'active' DESC, updated_at DESC LIMIT 1"
+        params.append(corp_id)
         row = self._read(lambda db: db.execute(sql, params).fetchone())
         return _corp_auth(row) if row is not None else None
 
@@ -1047,6 +1142,161 @@ class SQLiteStore(Store):
             return LoginCode(*row) if row is not None else None
 
         return self._write(consume)
+
+    # -- id mappings ----------------------------------------------------------------------
+
+    def save_id_mappings(self, kind: str, corp_id: str, pairs: Sequence[tuple[str, str]]) -> int:
+        rules.check_mapping(kind, corp_id, pairs)
+        rows = list(dict(pairs).items())  # one row per plain id, the last answer wins
+        if not rows:
+            return 0
+
+        def save(db: sqlite3.Connection) -> int:
+            now = self._now()
+            db.executemany(
+                "INSERT INTO id_mappings (kind, corp_id, plain_id, open_id, created_at, "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (kind, corp_id, plain_id) "
+                "DO UPDATE SET open_id = excluded.open_id, updated_at = excluded.updated_at",
+                [(kind, corp_id, plain, opened, now, now) for plain, opened in rows],
+            )
+            return len(rows)
+
+        return self._write(save)
+
+    def known_open_ids(self, kind: str, corp_id: str, plain_ids: Sequence[str]) -> dict[str, str]:
+        rules.check_id_kind(kind)
+        wanted = list(dict.fromkeys(plain_ids))
+
+        def known(db: sqlite3.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(wanted), rules.IN_CHUNK):
+                chunk = wanted[start : start + rules.IN_CHUNK]
+                found.update(
+                    db.execute(
+                        "SELECT plain_id, open_id FROM id_mappings WHERE kind = ? AND "
+                        f"corp_id = ? AND plain_id IN ({_placeholders(chunk)})",
+                        (kind, corp_id, *chunk),
+                    ).fetchall()
+                )
+            return found
+
+        return self._read(known) if wanted else {}
+
+    def lookup_id(self, id: str) -> list[IdMapping]:
+        rows = self._read(
+            lambda db: db.execute(
+                f"SELECT {_ID_MAPPING_COLUMNS} FROM id_mappings WHERE plain_id = ? "
+                f"UNION SELECT {_ID_MAPPING_COLUMNS} FROM id_mappings WHERE open_id = ? "
+                "ORDER BY kind, corp_id, plain_id",
+                (id, id),
+            ).fetchall()
+        )
+        return [IdMapping(*row) for row in rows]
+
+    # -- interface licences --------------------------------------------------------------
+
+    def record_unlicensed(
+        self, corp_id: str, user_id: str, *, agent_id: int | None, seen_at: float
+    ) -> None:
+        _require(corp_id, "corp_id")
+        _require(user_id, "user_id")
+        self._write(
+            lambda db: db.execute(
+                f"INSERT INTO unlicensed_members ({_UNLICENSED_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (corp_id, user_id) DO UPDATE SET "
+                "agent_id = coalesce(excluded.agent_id, agent_id), "
+                "last_seen = max(last_seen, excluded.last_seen), count = count + 1",
+                (corp_id, user_id, agent_id, seen_at, seen_at),
+            )
+        )
+
+    def unlicensed_members(
+        self, *, corp_id: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[UnlicensedMember]:
+        _check_limit(limit)
+        where: list[str] = ["1 = 1"]
+        params: list[object] = []
+        if corp_id is not None:
+            where.append("corp_id = ?")
+            params.append(corp_id)
+        if since is not None:
+            where.append("last_seen >= ?")
+            params.append(since)
+        params.append(limit)
+        rows = self._read(
+            lambda db: db.execute(
+                f"SELECT {_UNLICENSED_COLUMNS} FROM unlicensed_members "
+                f"WHERE {' AND '.join(where)} ORDER BY last_seen DESC LIMIT ?",
+                params,
+            ).fetchall()
+        )
+        return [UnlicensedMember(*row) for row in rows]
+
+    def save_licences(
+        self, corp_id: str, licences: Sequence[Licence], *, complete: bool = False
+    ) -> int:
+        _require(corp_id, "corp_id")
+        for licence in licences:
+            _require(licence.user_id, "user_id")
+            if licence.corp_id != corp_id:
+                raise UsageError("every licence saved must belong to corp_id")
+
+        def save(db: sqlite3.Connection) -> int:
+            now = self._now()
+            if complete:
+                db.execute("DELETE FROM licences WHERE corp_id = ?", (corp_id,))
+            db.executemany(
+                f"INSERT INTO licences ({_LICENCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (corp_id, user_id, type) DO UPDATE SET "
+                "active_code = coalesce(excluded.active_code, active_code), "
+                "active_time = coalesce(excluded.active_time, active_time), "
+                "expire_time = coalesce(excluded.expire_time, expire_time), "
+                "updated_at = excluded.updated_at",
+                [
+                    (corp_id, x.user_id, x.type, x.active_code, x.active_time, x.expire_time, now)
+                    for x in licences
+                ],
+            )
+            licensed = [x.user_id for x in licences if (x.expire_time or math.inf) > now]
+            for start in range(0, len(licensed), rules.IN_CHUNK):
+                chunk = licensed[start : start + rules.IN_CHUNK]
+                db.execute(
+                    "DELETE FROM unlicensed_members WHERE corp_id = ? AND "
+                    f"user_id IN ({_placeholders(chunk)})",
+                    (corp_id, *chunk),
+                )
+            return len(licences)
+
+        return self._write(save)
+
+    def list_licences(
+        self,
+        *,
+        corp_id: str | None = None,
+        user_id: str | None = None,
+        expiring_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[Licence]:
+        _check_limit(limit)
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("corp_id", corp_id), ("user_id", user_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if expiring_before is not None:
+            where.append("expire_time IS NOT NULL AND expire_time < ?")
+            params.append(expiring_before)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        params.append(limit)
+        rows = self._read(
+            lambda db: db.execute(
+                f"SELECT {_LICENCE_COLUMNS} FROM licences {clause}"
+                "ORDER BY expire_time IS NULL, expire_time, corp_id, user_id, type LIMIT ?",
+                params,
+            ).fetchall()
+        )
+        return [Licence(*row) for row in rows]
 
     # -- health -------------------------------------------------------------------------
 

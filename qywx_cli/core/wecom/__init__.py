@@ -11,6 +11,8 @@ family     calls                                                  token
 suite      service/get_suite_token, get_permanent_code,           suite_access_token
            get_auth_info
 corp       gettoken, auth/getuserinfo, auth/getuserdetail         corp access_token
+ids        batch/userid_to_openuserid,                            corp access_token
+           externalcontact/get_new_external_userid
 =========  =====================================================  ==================
 
 Which calls, and why these and not their look-alikes, is in each family's docstring
@@ -39,6 +41,8 @@ from qywx_cli.core.wecom._http import (
 from qywx_cli.core.wecom._tokens import TokenCache, TokenStore
 from qywx_cli.core.wecom.corp import APIS as _CORP_APIS
 from qywx_cli.core.wecom.corp import CorpAPI
+from qywx_cli.core.wecom.ids import APIS as _IDS_APIS
+from qywx_cli.core.wecom.ids import Converted, IdsAPI
 from qywx_cli.core.wecom.results import (
     AgentInfo,
     AuthInfo,
@@ -56,6 +60,7 @@ __all__ = [
     "TOKEN_INVALID_ERRCODES",
     "AgentInfo",
     "AuthInfo",
+    "Converted",
     "ErrCode",
     "PermanentCode",
     "TokenStore",
@@ -65,11 +70,11 @@ __all__ = [
     "api_base_from_env",
 ]
 
-APIS: dict[str, str] = {**_SUITE_APIS, **_CORP_APIS}
+APIS: dict[str, str] = {**_SUITE_APIS, **_CORP_APIS, **_IDS_APIS}
 """Every path the client calls (relative to the base URL) and its HTTP method."""
 
 
-class WeComClient(SuiteAPI, CorpAPI):
+class WeComClient(SuiteAPI, IdsAPI, CorpAPI):
     """A client for the server API calls a 代开发 login needs, with token caching.
 
     ``retries`` extra attempts, ``backoff * 2**n`` seconds apart, are made only when

@@ -372,3 +372,37 @@ def test_a_writer_interrupted_while_queued_leaves_the_store_usable(store: Store)
     writer.join(5)
     assert later and not writer.is_alive(), "a later write blocked behind the interrupted one"
     assert store._group.idle
+
+
+def test_a_v2_database_gains_the_v3_tables_keeping_its_rows(db_path: Path) -> None:
+    """v3 adds id mappings, licences and unlicensed members."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("BEGIN")
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    MIGRATIONS[1](conn)
+    conn.execute(
+        "INSERT INTO corp_auths (suite_id, corp_id, state, created_at, updated_at) "
+        "VALUES ('dk1', 'wwcorp', 'active', 1, 1)"
+    )
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("COMMIT")
+    conn.close()
+    with Store(db_path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.get_corp_auth("wwcorp") is not None
+        s.save_id_mappings("corpid", "wwcorp", [("wwcorp", "wpOpenCorp")])
+        found = s.get_corp_auth("wpOpenCorp")
+        assert found is not None and found.corp_id == "wwcorp"
+
+
+def test_lookups_by_either_form_are_index_searches(store: Store) -> None:
+    assert isinstance(store, SQLiteStore)
+    plans = store.id_query_plans()
+    for name in ("lookup_id", "get_corp_auth"):
+        assert plans[name] and not any(line.startswith("SCAN") for line in plans[name]), plans
+
+
+def test_the_kind_filter_walks_the_log_index(store: Store) -> None:
+    plan = store.explain_list_callbacks(limit=50, kind="data")
+    assert plan == ["SCAN callbacks USING INDEX callbacks_log"], plan
