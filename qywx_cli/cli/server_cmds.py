@@ -23,12 +23,19 @@ from qywx_cli.cli._state import globals_of
 from qywx_cli.core.errors import QywxError, UsageError
 
 
-def _setup_logging(*, verbose: bool = False) -> None:
+def _setup_logging(*, verbose: bool = False, log_format: str = "text") -> None:
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format must be text or json, not {log_format!r}")
     logging.basicConfig(
         level=logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if log_format == "json":
+        from qywx_cli.core.logfmt import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if verbose:  # accepted callbacks are logged at DEBUG (each is a row of `qywx log` anyway)
         logging.getLogger("qywx.access").setLevel(logging.DEBUG)
@@ -121,14 +128,22 @@ def serve(
         str | None,
         typer.Option("--metrics-host", help="Interface of the metrics listener [127.0.0.1]."),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            help="text, or json: one JSON object per line (time, route, status, outcome, "
+            "record id, instance, latency) [log_format in qywx.toml; text].",
+        ),
+    ] = None,
 ) -> int:
     """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz."""
     from qywx_cli.core.instrument import instrument
     from qywx_cli.core.service import CallbackService
     from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
 
-    _setup_logging(verbose=verbose)
     settings = globals_of(ctx).settings()
+    _setup_logging(verbose=verbose, log_format=log_format or settings.log_format)
     if not settings.auths_dir.is_dir():
         raise UsageError(f"no auths/ folder at {settings.auths_dir}; pass --auths DIR")
     service = CallbackService(settings, threads=workers)

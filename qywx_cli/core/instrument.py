@@ -72,7 +72,10 @@ def instrument(
     metrics_token: str | None = None,
 ) -> Instrumentation:
     """Attach what is asked for to ``service`` and start its listeners."""
+    from qywx_cli.core.logfmt import EventLog
+
     done = Instrumentation(service, metrics_token=metrics_token)
+    _observers(service).add(EventLog())
     if metrics_port is None and not metrics_token:
         return done
     from qywx_cli.core.metrics import Metrics, MetricsRoute, load_prometheus
