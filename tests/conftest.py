@@ -1,4 +1,4 @@
-"""Shared fixtures: sample auths, the published vectors (../shared/vectors beside the repo),
+"""Shared fixtures: sample auths, the published vectors (tests/data/vectors),
 the console script's environment and a FakeWeCom on loopback."""
 
 from __future__ import annotations
@@ -12,16 +12,12 @@ from typing import Any
 import pytest
 
 from qywx_cli.core.fakewecom import FakeWeCom
-from tests.helpers import REPO, SAMPLES, SHARED, LoopbackWeCom, qywx_env, serving
-
-__all__ = ["REPO", "SAMPLES", "SHARED"]  # re-exported: some test modules import them from here
+from tests.helpers import SAMPLES, TEST_DATA, LoopbackWeCom, qywx_env, serving
 
 
 @pytest.fixture(scope="session")
 def vectors() -> list[dict[str, Any]]:
-    path = SHARED / "vectors" / "wxbizmsgcrypt.json"
-    if not path.is_file():
-        pytest.fail(f"published vectors not found at {path}: check out ../shared beside the repo")
+    path = TEST_DATA / "vectors" / "wxbizmsgcrypt.json"
     return list(json.loads(path.read_text(encoding="utf-8"))["vectors"])
 
 

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+"""The element doc beside the repository; only tests/e2e/test_element_doc_examples.py reads it."""
+TEST_DATA = REPO / "tests" / "data"
+"""Published facts the tests check against: crypto vectors, the element doc's JSON examples."""
 SAMPLES = REPO / "sample_auths"
 SECRET_KEYS = ("suiteSecret", "encodingAESKey", "token")
 SAMPLE_SECRETS = tuple(

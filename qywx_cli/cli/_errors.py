@@ -1,7 +1,8 @@
 """The one place where failures become exit codes and a single stderr line.
 
-Exit codes (the CLI contract in design.md): 0 success, 1 the thing checked is wrong
-(invalid config, bad signature, failed callback, unreachable WeCom…), 2 usage error.
+Exit codes (the CLI contract, docs/architecture.md "Two layers"): 0 success, 1 the
+thing checked is wrong (invalid config, bad signature, failed callback, unreachable
+WeCom…), 2 usage error.
 A bug in qywx itself exits 70 (EX_SOFTWARE) with one line; ``--debug`` shows the
 traceback for any of them.
 """

@@ -1,6 +1,6 @@
 """QywxProxyAuthService: the callback pipeline, retries and (with login.py) logins.
 
-One callback, as design.md draws it::
+One callback (docs/architecture.md, "One callback, end to end")::
 
     verify signature → decrypt (receiveid checked) → parse event
       → store.record_callback (committed, deduplicated)   ← reply only after this

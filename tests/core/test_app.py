@@ -234,3 +234,12 @@ def test_background_notify_is_handled_by_workers(auths: Path, fake: FakeWeCom) -
         record = app.callbacks.store.get_callback(response.record_id)  # type: ignore[arg-type]
         assert record.status == "processed"
         assert app.callbacks.store.latest_suite_ticket(SUITE) is not None
+
+
+def test_a_post_without_a_body_says_what_is_missing(app: App) -> None:
+    """Outside a framework that passes the body, a body-less POST names the fix instead of
+    an XML parse error."""
+    service: QywxProxyAuthService = app.getElement(SERVICE_ELEMENT)
+    response = service.notify("1", "0" * 40, str(int(time.time())))
+    assert response.status == 400
+    assert response.text == "POST callback without a body: pass the raw request body (body=...)"

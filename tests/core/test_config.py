@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -27,9 +26,8 @@ from qywx_cli.core.config import (
     validate_paths,
 )
 from qywx_cli.core.errors import ConfigError, InstanceNotFound, UsageError
-from tests.helpers import SAMPLE_SECRETS, SAMPLES, SHARED
+from tests.helpers import SAMPLE_SECRETS, SAMPLES, TEST_DATA
 
-ELEMENT_DOC = SHARED / "qywx-proxy-login.md"
 TEMP = "QywxProxyTemp"
 #: secret-looking values used through env:VAR; they must never reach a message
 ENV_TOKEN = "Zq8Rb3Lm0Vx6Tn2Kc5Wd9Hf1Jp4Gs7Ya"
@@ -348,13 +346,9 @@ def test_duplicate_keys_in_different_objects_are_not_duplicates(auths: Path) -> 
 
 
 def _doc_business_example() -> str:
-    """The element doc's business file example, verbatim (the block after its title)."""
-    if not ELEMENT_DOC.is_file():
-        pytest.fail(f"element doc not found at {ELEMENT_DOC}: check out ../shared beside the repo")
-    doc = ELEMENT_DOC.read_text(encoding="utf-8")
-    m = re.search(r'```json title="业务配置文件"\n(.*?)```', doc, re.S)
-    assert m is not None
-    return m.group(1)
+    """The element doc's business file example, verbatim (kept equal to the doc by
+    tests/e2e/test_element_doc_examples.py)."""
+    return (TEST_DATA / "element_doc" / "business.json").read_text(encoding="utf-8")
 
 
 def test_element_doc_placeholders_are_errors_that_point_to_init(auths: Path) -> None:

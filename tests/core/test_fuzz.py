@@ -45,7 +45,7 @@ from qywx_cli.core.store import Store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.wsgi import NotifyApp
 from qywx_cli.core.xmlsafe import element_fields, envelope_encrypt, parse_xml
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 FUZZ = settings(
     derandomize=True,

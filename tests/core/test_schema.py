@@ -32,7 +32,7 @@ from qywx_cli.core.config import (
 )
 from qywx_cli.core.scaffold import SCHEMA_URLS, write_instance
 from qywx_cli.core.schema import DIALECT, schema_for
-from tests.helpers import REPO, SAMPLES, SHARED, qywx_env, run_qywx
+from tests.helpers import REPO, SAMPLES, TEST_DATA, qywx_env, run_qywx
 
 FIXTURES = REPO / "tests" / "fixtures"
 TEMP = "QywxProxyTemp"
@@ -182,12 +182,11 @@ def test_fixtures_cover_every_schema_rule() -> None:
 
 
 def test_element_doc_examples(tmp_path: Path) -> None:
-    doc = (SHARED / "qywx-proxy-login.md").read_text(encoding="utf-8")
-    e_example = re.search(r'```json title="元素配置文件"\n(.*?)```', doc, re.S)
-    biz_example = re.search(r'```json title="业务配置文件"\n(.*?)```', doc, re.S)
-    assert e_example is not None and biz_example is not None
-    assert E_SCHEMA.is_valid(json.loads(e_example.group(1)))
-    placeholder_errors = list(BIZ_SCHEMA.iter_errors(json.loads(biz_example.group(1))))
+    examples = TEST_DATA / "element_doc"  # the doc's JSON examples, verbatim
+    e_example = json.loads((examples / "e.json").read_text(encoding="utf-8"))
+    biz_example = json.loads((examples / "business.json").read_text(encoding="utf-8"))
+    assert E_SCHEMA.is_valid(e_example)
+    placeholder_errors = list(BIZ_SCHEMA.iter_errors(biz_example))
     bad = {e.path[-1] for e in placeholder_errors}
     assert bad == {"suiteSecret", "encodingAESKey", "token"}
 

@@ -35,8 +35,8 @@ from qywx_cli.core import events as ev
 from qywx_cli.core.config import find_instance
 from qywx_cli.core.crypto import WXBizMsgCrypt, generate_encoding_aes_key, generate_token
 from qywx_cli.core.store import CallbackRecord, Store
-from tests.conftest import SAMPLES
 from tests.e2e.conftest import Proc, wait_for
+from tests.helpers import SAMPLES
 
 INSTANCE = "QywxProxyTemp"
 INACTIVE = "QywxProxyOff"
