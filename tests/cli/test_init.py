@@ -13,7 +13,7 @@ import pytest
 
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.scaffold import SCHEMA_URLS, env_var_names, write_instance
-from tests.helpers import assert_one_line_error, qywx_env, run_qywx
+from tests.helpers import REPO, assert_one_line_error, qywx_env, run_qywx
 
 SUITE = "dk7f3a9c2e51b04d18"
 SUITE_SECRET = "suite-Secret-Rb4Lx9Qm2Tz7Vc1Hn6Wd3"
@@ -24,7 +24,7 @@ def qywx(
     *args: str | Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     """The console script with ``env`` added to a clean environment."""
-    return run_qywx(*args, env=qywx_env(**(env or {})), **({"cwd": cwd} if cwd else {}))
+    return run_qywx(*args, env=qywx_env(**(env or {})), cwd=cwd or REPO)
 
 
 def secrets_of(path: Path) -> dict[str, str]:

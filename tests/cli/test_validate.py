@@ -38,13 +38,13 @@ def qywx(
 
 
 def qywx_all(
-    calls: Sequence[Sequence[str | Path]],
+    calls: Sequence[Sequence[object]],
     cwd: Path | None = None,
     env: dict[str, str] | None = None,
 ) -> list[subprocess.CompletedProcess[str]]:
     """Several independent runs at once: each is a full interpreter start."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda args: qywx(*args, cwd=cwd, env=env), calls))
+        return list(pool.map(lambda args: qywx(*map(str, args), cwd=cwd, env=env), calls))
 
 
 FORMATS = ("text", "json", "github", "junit")
@@ -193,7 +193,7 @@ def test_junit_report(auths: Path) -> None:
     root = ET.fromstring(proc.stdout)
     suite = root.find("testsuite")
     assert suite is not None and (suite.get("tests"), suite.get("failures")) == ("4", "1")
-    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    cases = {c.get("name", ""): c for c in suite.iter("testcase")}
     assert sorted(cases) == sorted(p.name for p in auths.iterdir())
     failure = cases[TEMP].find("failure")
     assert failure is not None and failure.get("type") == "bad-token"

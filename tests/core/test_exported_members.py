@@ -56,7 +56,7 @@ def test_star_import_gives_exactly_the_public_names() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     try:
-        core.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+        core.NoSuchThing  # noqa: B018
     except AttributeError as exc:
         assert "NoSuchThing" in str(exc)
     else:

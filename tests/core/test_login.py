@@ -248,17 +248,18 @@ def test_login_config_reports_agent_id_once_authorized(world: World) -> None:
 
 
 def test_login_url_takes_the_agent_id_from_the_corp_auth_and_makes_a_state(world: World) -> None:
-    agent = world.store.get_corp_auth(CORP, SUITE).agent_id  # type: ignore[union-attr]
+    auth = world.store.get_corp_auth(CORP, SUITE)
+    assert auth is not None and auth.agent_id is not None
     url = world.logins.login_url(instance(), "https://app.example.com/cb")
     assert url.state == "st" + "1".zfill(16)
     assert url.url == build_login_url(
-        "workbench", CORP, agent, "https://app.example.com/cb", url.state
-    )  # type: ignore[arg-type]
+        "workbench", CORP, auth.agent_id, "https://app.example.com/cb", url.state
+    )
     qr = world.logins.login_url(
         instance(corp=None), "https://a.example/cb", login_type="qr", corp_id=CORP, state="abc"
     )
     assert qr.url.startswith("https://login.work.weixin.qq.com/wwlogin/sso/login?")
-    assert (qr.state, qr.agent_id) == ("abc", agent)
+    assert (qr.state, qr.agent_id) == ("abc", auth.agent_id)
     with pytest.raises(UsageError, match="no corpId"):
         world.logins.login_url(instance(corp=None), "https://a.example/cb")
     with pytest.raises(LoginError, match="has not authorized"):

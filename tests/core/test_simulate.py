@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -255,7 +256,7 @@ def test_load_counts_every_request_and_reports_percentiles() -> None:
     seen: list[str] = []
     lock = threading.Lock()
 
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         with lock:
             seen.append(environ["QUERY_STRING"])
         return replying("200 OK", b"success")(environ, start_response)

@@ -7,13 +7,16 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
 
 from tests.helpers import QYWX, qywx_env
+
+_T = TypeVar("_T")
 
 _URL_RE = re.compile(r"(?:listening on|fake WeCom API on) (http://[0-9.]+:\d+)")
 
@@ -85,7 +88,7 @@ def server(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> Iterator[Pr
     proc.stop()
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, interval: float = 0.05) -> _T:
     """Poll until ``predicate()`` is truthy (background handling is asynchronous)."""
     deadline = time.monotonic() + timeout
     while True:

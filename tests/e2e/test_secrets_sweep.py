@@ -63,6 +63,7 @@ def populated(env: dict[str, str], server: Proc) -> tuple[dict[str, str], Proc, 
         auth = store.get_corp_auth(CORP)
         assert auth is not None
         perm = auth.permanent_code
+        assert perm is not None
     secrets = sample_secrets(Path(env["QYWX_AUTHS"])) | {TICKET, perm}
     return env, server, secrets
 

@@ -234,7 +234,11 @@ def test_access_log_shows_refusals_always_and_accepted_with_verbose(
                     f"{server.url}/notify/QywxProxyTemp", params=params, content=b"garbage"
                 )
             assert (ok.text, bad.status_code) == ("success", 400)
-            assert wait_for(lambda s=server: "outcome=rejected" in s.log)
+
+            def rejected(running: Proc = server) -> bool:
+                return "outcome=rejected" in running.log
+
+            assert wait_for(rejected)
         finally:
             server.stop()
         assert ("outcome=accepted" in server.log) is verbose
