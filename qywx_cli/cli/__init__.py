@@ -164,10 +164,14 @@ def __getattr__(name: str) -> typer.Typer:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every outcome leaves through ``cli._errors.run_cli``."""
-    from qywx_cli.cli._errors import run_cli
+    from qywx_cli.cli._errors import EXIT_INTERRUPTED, run_cli
 
     args = _hoist_root_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
-    app = build_app(None if completing else _command_name(args))
-    run_cli(typer.main.get_command(app), args, debug=debug)
+    try:  # building the app imports the command modules: Ctrl-C may land here too
+        command = typer.main.get_command(build_app(None if completing else _command_name(args)))
+    except KeyboardInterrupt:
+        print("qywx: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    run_cli(command, args, debug=debug)

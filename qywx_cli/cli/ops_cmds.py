@@ -340,10 +340,11 @@ def log_tail(
     with open_store(globals_of(ctx).settings()) as store:
         recent = store.list_callbacks(limit=max(lines, 1))
         last_id = recent[0].id if recent else 0
-        emit(list(reversed(recent[:lines])))
         if not follow:
+            emit(list(reversed(recent[:lines])))
             return EXIT_OK
-        try:
+        try:  # from the first line on, Ctrl-C is how --follow ends: exit 0
+            emit(list(reversed(recent[:lines])))
             while True:
                 time.sleep(interval)
                 new = store.list_callbacks(after_id=last_id, limit=1000)

@@ -8,6 +8,7 @@ import os
 import signal
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -348,23 +349,42 @@ def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
 
 
 def test_a_writer_interrupted_while_queued_leaves_the_store_usable(store: Store) -> None:
-    """Ctrl-C in a thread waiting for a group commit must not wedge later writes."""
-    started = threading.Event()
+    """Ctrl-C in a thread waiting for a group commit must not wedge later writes.
+
+    No timer: the leader's write is held until the interrupt has landed, and SIGINT is
+    sent once the main thread is blocked in its queued write's wait().
+    """
+    started, release = threading.Event(), threading.Event()
 
     def slow(db: Any) -> str:
         started.set()
-        time.sleep(0.6)
+        assert release.wait(10), "the queued write was never interrupted"
         return "slow"
 
     leader = threading.Thread(target=lambda: store._write_grouped(slow))
     leader.start()
     assert started.wait(5)
     main = threading.main_thread().ident
-    assert main is not None
-    timer = threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT))
-    timer.start()
-    with pytest.raises(KeyboardInterrupt):
-        store._write_grouped(lambda db: "interrupted")  # queued behind the leader
+    assert main is not None and threading.get_ident() == main
+
+    def interrupt_once_waiting() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)  # the queued write's wait() in the store
+            code = frame.f_code if frame is not None else None
+            if code is not None and code.co_name == "wait" and "store" in code.co_filename:
+                signal.pthread_kill(main, signal.SIGINT)
+                return
+            time.sleep(0.001)
+
+    interrupter = threading.Thread(target=interrupt_once_waiting, daemon=True)
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store._write_grouped(lambda db: "interrupted")  # queued behind the leader
+    finally:
+        release.set()
+    interrupter.join(5)
     leader.join(5)
     later: list[CallbackRecord] = []
     writer = threading.Thread(target=lambda: later.append(record(store)), daemon=True)
