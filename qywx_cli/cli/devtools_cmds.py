@@ -646,10 +646,10 @@ def _authorized_corps(settings: Settings, suite_id: str) -> list[str]:
     """Corps authorized for the suite, if a database exists (never creates one)."""
     if not settings.db_path.is_file():
         return []
-    from qywx_cli.core.store import Store
+    from qywx_cli.core.store import open_store
 
     try:
-        with Store(settings.db_path) as store:
+        with open_store(settings.db_path) as store:
             return [c.corp_id for c in store.list_corp_auths(suite_id)]
     except QywxError as exc:
         note(f"qywx: warning: authorized corps not read from {settings.db_path}: {exc.message}")

@@ -60,12 +60,12 @@ class Kind(str, enum.Enum):
 
 def open_store(settings: Settings) -> Store:
     """The existing database, or StoreError (exit 1): never create an empty one here."""
-    from qywx_cli.core.store import Store
+    from qywx_cli.core.store import open_store as open_backend
 
     path = settings.db_path
     if not path.is_file():
         raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
-    return Store(path)
+    return open_backend(path)
 
 
 def parse_since(text: str, now: float) -> float:

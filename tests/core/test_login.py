@@ -23,6 +23,7 @@ from qywx_cli.core.login import (
     hash_login_code,
 )
 from qywx_cli.core.store import Store
+from qywx_cli.core.store.sqlite import SQLiteStore
 from qywx_cli.core.wecom import WeComClient
 from tests.helpers import Clock
 
@@ -166,6 +167,7 @@ def test_workbench_login_issues_a_hashed_one_time_login_code(world: World) -> No
     assert result.login_code not in repr(result)
     # Only the hash is stored: the code itself is nowhere in the database file.
     world.store.close()
+    assert isinstance(world.store, SQLiteStore)
     raw = b"".join(p.read_bytes() for p in world.store.path.parent.glob("qywx.db*"))
     assert result.login_code.encode() not in raw
     assert hashlib.sha256(result.login_code.encode()).hexdigest() == hash_login_code(

@@ -32,7 +32,8 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path, clock: Clock) -> Iterator[SQLiteStore]:
-    with SQLiteStore(db_path, now=clock) as s:
+    s = SQLiteStore(db_path, now=clock)
+    with s:
         yield s
 
 
@@ -90,7 +91,7 @@ def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
     assert path.is_file()
 
 
-def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: Store) -> None:
+def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: SQLiteStore) -> None:
     assert store.healthcheck() == {
         "ok": True,
         "schema_version": SCHEMA_VERSION,
@@ -309,7 +310,7 @@ def _assert_indexed(plan: list[str]) -> None:
     ],
 )
 def test_list_queries_walk_an_index_without_sorting(
-    store: Store, filters: dict[str, Any], walk: str
+    store: SQLiteStore, filters: dict[str, Any], walk: str
 ) -> None:
     """Each filter walks one index in received order and stops at the limit: the corp
     and open-status partial indexes where they apply, else ``callbacks_log``, whose
@@ -321,13 +322,13 @@ def test_list_queries_walk_an_index_without_sorting(
 
 
 @pytest.mark.parametrize("filters", [{}, {"status": "failed"}, {"corp_id": "wwA", "since": T0}])
-def test_follow_queries_use_the_rowid_range(store: Store, filters: dict[str, Any]) -> None:
+def test_follow_queries_use_the_rowid_range(store: SQLiteStore, filters: dict[str, Any]) -> None:
     plan = store.explain_list_callbacks(after_id=1000, **filters)
     assert plan == ["SEARCH callbacks USING INTEGER PRIMARY KEY (rowid>?)"]
 
 
 @pytest.mark.parametrize("since", [None, T0])
-def test_stats_read_covering_indexes(store: Store, since: float | None) -> None:
+def test_stats_read_covering_indexes(store: SQLiteStore, since: float | None) -> None:
     plan = store.explain_callback_stats(since=since)
     _assert_indexed(plan)
     # one pass over the covering log index; with since, only the window's range of it
@@ -338,7 +339,7 @@ def test_stats_read_covering_indexes(store: Store, since: float | None) -> None:
     assert any("callbacks_open (status=?" in line for line in plan), plan
 
 
-def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
+def test_dedupe_and_pending_lookups_search_an_index(store: SQLiteStore) -> None:
     plans = store.query_plans()
     assert plans["record_callback.dedupe"] == [
         "SEARCH callbacks USING INDEX callbacks_dedupe (<expr>=?)"
@@ -348,7 +349,7 @@ def test_dedupe_and_pending_lookups_search_an_index(store: Store) -> None:
     ]
 
 
-def test_a_writer_interrupted_while_queued_leaves_the_store_usable(store: Store) -> None:
+def test_a_writer_interrupted_while_queued_leaves_the_store_usable(store: SQLiteStore) -> None:
     """Ctrl-C in a thread waiting for a group commit must not wedge later writes.
 
     No timer: the leader's write is held until the interrupt has landed, and SIGINT is
