@@ -2,9 +2,13 @@
 WSGI servers, callbacks delivered through the element API, an independent WXBizMsgCrypt
 and an injectable clock.
 
-The CLI is always run as users run it, ``python -m qywx_cli`` in a subprocess: exit codes,
-stderr and "nothing but the document on stdout" are the contract, and an in-process
-runner would hide them.
+:func:`run_qywx` is the one way tests run the CLI. By default it runs in this process,
+through ``qywx_cli.cli.main`` (the console script's own entry point, so exit codes and
+the one-line errors of ``cli/_errors.py`` are the real ones) under Typer's CliRunner
+isolation, with the environment replaced and the working directory changed for the
+run: a command costs milliseconds instead of an interpreter start. ``process=True`` runs
+the installed console script in a subprocess instead; ``tests/cli/test_smoke.py`` does
+that once per command, and tests of signals, start-up and stream encodings do it too.
 """
 
 from __future__ import annotations
@@ -54,7 +58,11 @@ SAMPLE_SECRETS = tuple(
 """Every suiteSecret, EncodingAESKey and token of sample_auths: no output may show one."""
 
 QYWX = (sys.executable, "-m", "qywx_cli")
-"""The console script as a subprocess command line (the test interpreter, this checkout)."""
+"""The CLI as a subprocess command line (the test interpreter, this checkout), for Popen."""
+
+_SCRIPT = Path(sys.executable).with_name("qywx")
+QYWX_SCRIPT = (str(_SCRIPT),) if _SCRIPT.is_file() else QYWX
+"""The console script pip installed beside the test interpreter (``python -m`` without one)."""
 
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
@@ -87,31 +95,76 @@ def run_qywx(
     input: str | bytes | None = None,
     timeout: float = 60,
     secrets: Iterable[str] = (),
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``qywx ARGS`` to completion; stdout and stderr decoded as UTF-8, newlines kept.
 
-    ``env`` is the whole environment (default :func:`qywx_env`). Every run is checked: no
-    traceback unless ``--debug`` was asked for, and neither a sample secret nor any of
-    ``secrets`` in stdout or stderr.
+    ``env`` is the whole environment (default :func:`qywx_env`). In process (the
+    default) runs are serialised, since they swap the process's streams, environment and
+    working directory; ``process=True`` runs the console script, killed after ``timeout``
+    seconds. Every run is checked: no traceback unless ``--debug`` was asked for, and
+    neither a sample secret nor any of ``secrets`` in stdout or stderr.
     """
-    argv = [*QYWX, *map(str, args)]
-    proc = subprocess.run(
-        argv,
-        env=qywx_env() if env is None else dict(env),
-        cwd=cwd,
-        input=input.encode("utf-8") if isinstance(input, str) else input,
-        capture_output=True,
-        timeout=timeout,
-        check=False,
-    )
+    argv = [*map(str, args)]
+    environment = qywx_env() if env is None else dict(env)
+    data = input.encode("utf-8") if isinstance(input, str) else input
+    if process:
+        proc = subprocess.run(
+            [*QYWX_SCRIPT, *argv],
+            env=environment,
+            cwd=cwd,
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+        code, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+    else:
+        code, stdout, stderr = _run_in_process(argv, environment, cwd, data)
     out = subprocess.CompletedProcess(
-        proc.args, proc.returncode, proc.stdout.decode("utf-8"), proc.stderr.decode("utf-8")
+        ["qywx", *argv], code, stdout.decode("utf-8"), stderr.decode("utf-8")
     )
     if "--debug" not in argv:
         assert "Traceback" not in out.stderr, out.stderr
     for secret in (*SAMPLE_SECRETS, *secrets):
         assert secret not in out.stdout and secret not in out.stderr, "a secret was shown"
     return out
+
+
+_IN_PROCESS = threading.Lock()
+"""One in-process run at a time: a run swaps sys.stdin/stdout/stderr, os.environ and the cwd."""
+
+
+def _run_in_process(
+    argv: list[str], env: Mapping[str, str], cwd: Path, input: bytes | None
+) -> tuple[int, bytes, bytes]:
+    """``qywx ARGV`` through ``qywx_cli.cli.main`` under Typer's CliRunner isolation.
+
+    Variables of this process that ``env`` lacks are removed for the run, so the command
+    sees exactly the environment a subprocess would.
+    """
+    from typer.testing import CliRunner
+
+    from qywx_cli.cli import main
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    overrides.update(env)
+    with _IN_PROCESS:
+        previous = os.getcwd()
+        os.chdir(cwd)
+        try:
+            with CliRunner().isolation(input=input, env=overrides) as (stdout, stderr, _):
+                try:
+                    main(argv)
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+                finally:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                return code, stdout.getvalue(), stderr.getvalue()
+        finally:
+            os.chdir(previous)
 
 
 def assert_one_line_error(

@@ -1,0 +1,109 @@
+"""Every command once through the installed console script, in a subprocess.
+
+The rest of tests/cli runs the CLI in process (``tests.helpers.run_qywx``); this module
+keeps what only a real process shows: the console script's entry point, the exit
+status the shell sees, and stderr holding one line or nothing. The runs are
+independent, so they go in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from qywx_cli import __version__
+from tests.helpers import QYWX_SCRIPT, assert_one_line_error, run_qywx
+
+# (command line, exit status, a fragment of stdout when 0 / of the one stderr line if not)
+CASES: list[tuple[tuple[str, ...], int, str]] = [
+    (("--version",), 0, __version__),
+    (("validate", "{auths}"), 0, "4 instances checked"),
+    (("validate", "{broken}"), 1, ""),
+    (("init",), 2, "Missing argument 'name'"),
+    (("schema", "e"), 0, '"$schema"'),
+    (("serve", "--threads", "0"), 2, "--threads"),
+    (("fake-wecom", "--port", "-1"), 2, "--port"),
+    (("doctor",), 2, "Missing option '--auth'"),
+    (
+        (
+            "simulate-callback",
+            "--auth",
+            "QywxProxyTemp",
+            "--url",
+            "http://127.0.0.1:9/cb",
+            "--dry-run",
+            "--format",
+            "json",
+        ),
+        0,
+        '"method"',
+    ),
+    (("decrypt", "--auth", "QywxProxyTemp", "--url", "http://x/cb?nonce=1"), 2, "msg_signature"),
+    (("encrypt", "--auth", "NoSuch", "hello"), 2, "NoSuch"),
+    (("retry", "1"), 1, "no database at"),
+    (("login-config", "--auth", "NoSuch"), 2, "NoSuch"),
+    (
+        ("login", "--auth", "QywxProxyTemp", "--corp-id", "ww1234567890abcdef", "--code", "c"),
+        1,
+        "no database at",
+    ),
+    (("login-url", "--auth", "QywxProxyTemp", "--redirect-uri", "https://a.example/cb"), 1, ""),
+    (("log", "list"), 1, "no database at"),
+    (("org", "show", "ACME"), 1, "no database at"),
+    (("no-such-command",), 2, "No such command"),
+]
+
+
+@pytest.fixture(scope="module")
+def runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, ...], subprocess.CompletedProcess[str]]:
+    import shutil
+
+    from tests.helpers import SAMPLES, qywx_env
+
+    root = tmp_path_factory.mktemp("smoke")
+    auths, broken = root / "auths", root / "broken"
+    shutil.copytree(SAMPLES, auths)
+    shutil.copytree(SAMPLES, broken)
+    biz = broken / "QywxProxyTemp" / "QywxProxyTemp.json"
+    doc = json.loads(biz.read_text(encoding="utf-8"))
+    doc["authConfig"]["token"] = "not a token!"
+    biz.write_text(json.dumps(doc), encoding="utf-8")
+    lines = [tuple(a.format(auths=auths, broken=broken) for a in args) for args, _, _ in CASES]
+
+    def run(n: int) -> subprocess.CompletedProcess[str]:
+        # each run its own (absent) database: one command's store is no other's
+        env = qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=str(root / f"{n}.db"), COLUMNS="200")
+        return run_qywx(*lines[n], env=env, cwd=root, process=True)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = pool.map(run, range(len(lines)))
+        return {args: proc for (args, _, _), proc in zip(CASES, done, strict=True)}
+
+
+def test_the_console_script_is_installed() -> None:
+    assert Path(QYWX_SCRIPT[0]).name == "qywx", QYWX_SCRIPT
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "fragment"), CASES, ids=[" ".join(c[0][:2]) for c in CASES]
+)
+def test_each_command_exits_as_documented(
+    runs: dict[tuple[str, ...], subprocess.CompletedProcess[str]],
+    args: tuple[str, ...],
+    status: int,
+    fragment: str,
+) -> None:
+    proc = runs[args]
+    assert proc.returncode == status, (proc.returncode, proc.stdout[-500:], proc.stderr)
+    if status == 0:
+        assert proc.stderr == "" and fragment in proc.stdout, (proc.stdout, proc.stderr)
+    elif args[0] == "validate":
+        assert proc.stderr == "" and "bad-token" in proc.stdout  # findings go to stdout
+    else:
+        assert_one_line_error(proc, status, fragment)
