@@ -147,6 +147,8 @@ def _run_in_process(
 
     from qywx_cli.cli import main
 
+    search_path = env.get("PYTHONPATH", str(REPO))
+    assert search_path == str(REPO), f"PYTHONPATH={search_path} needs a process: process=True"
     overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
     overrides.update(env)
     with _IN_PROCESS:

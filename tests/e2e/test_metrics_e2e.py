@@ -121,7 +121,9 @@ def test_metrics_without_the_extra_is_one_line(env: dict[str, str], tmp_path: Pa
     blocker.mkdir()
     (blocker / "prometheus_client.py").write_text("raise ImportError('blocked for the test')\n")
     env = {**env, "PYTHONPATH": f"{blocker}:{env['PYTHONPATH']}"}
-    result = run_qywx("serve", "--port", "0", "--metrics-port", "0", env=env, cwd=tmp_path)
+    result = run_qywx(  # a process: PYTHONPATH decides what it can import
+        "serve", "--port", "0", "--metrics-port", "0", env=env, cwd=tmp_path, process=True
+    )
     assert_one_line_error(
         result, 2, "metrics need prometheus_client: pip install 'qywx-cli[metrics]'"
     )
