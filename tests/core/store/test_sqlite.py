@@ -424,6 +424,6 @@ def test_lookups_by_either_form_are_index_searches(store: Store) -> None:
         assert plans[name] and not any(line.startswith("SCAN") for line in plans[name]), plans
 
 
-def test_the_kind_filter_walks_the_log_index(store: Store) -> None:
+def test_the_kind_filter_walks_the_log_index(store: SQLiteStore) -> None:
     plan = store.explain_list_callbacks(limit=50, kind="data")
     assert plan == ["SCAN callbacks USING INDEX callbacks_log"], plan
