@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -389,3 +390,41 @@ class WeComRequests:
             "nonce": nonce,
         }
         return Signed(query, body)
+
+
+# -- an alert webhook on loopback ----------------------------------------------------------
+
+
+class Receiver:
+    """A webhook endpoint: records each JSON body; answers as told, or blocks."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.status = 200
+        self.errcodes: list[int] = []  # robot errcodes to answer first, one per request
+        self.fail_first = 0
+        self.hold: threading.Event | None = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = json.loads(environ["wsgi.input"].read(length))
+        if self.hold is not None:
+            self.hold.wait(30)
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            start_response("502 Bad Gateway", [("Content-Type", "text/plain")])
+            return [b"upstream down"]
+        self.bodies.append(body)
+        errcode = self.errcodes.pop(0) if self.errcodes else 0
+        start_response(f"{self.status} X", [("Content-Type", "application/json")])
+        return [
+            json.dumps({"errcode": errcode, "errmsg": "ok" if not errcode else "busy"}).encode()
+        ]
+
+
+def dead_url() -> str:
+    """A loopback port nobody listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/hook"

@@ -84,6 +84,7 @@ COMMANDS: dict[str, str] = {
     "login": "login_cmds",
     "login-url": "login_cmds",
     "org": "login_cmds",
+    "alert": "alert_cmds",
     "ids": "ids_cmds",
 }
 _ROOT_OPTIONS_WITH_VALUE = frozenset({"--config", "--auths", "--db"})

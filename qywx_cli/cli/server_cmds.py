@@ -96,6 +96,18 @@ def _serve_forever(
         on_stop()
 
 
+def _webhook(url: str | None) -> str | None:
+    """--alert-webhook as given: an absolute http(s) URL (never echoed, it holds a key)."""
+    from qywx_cli.core.urls import split_url
+
+    if url is None:
+        return None
+    parts = split_url(url)
+    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError("--alert-webhook must be an absolute http(s) URL")
+    return url
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
@@ -128,6 +140,15 @@ def serve(
         str | None,
         typer.Option("--metrics-host", help="Interface of the metrics listener [127.0.0.1]."),
     ] = None,
+    alert_webhook: Annotated[
+        str | None,
+        typer.Option(
+            "--alert-webhook",
+            help="POST alerts here: a WeCom group robot URL (…/cgi-bin/webhook/send?key=…, "
+            "markdown) or any JSON webhook; for failed callbacks, a suite_ticket over 30 min "
+            "old, a store that cannot be written [QYWX_ALERT_WEBHOOK, alert_webhook].",
+        ),
+    ] = None,
     log_format: Annotated[
         str | None,
         typer.Option(
@@ -159,6 +180,7 @@ def serve(
             metrics_port=metrics_port if metrics_port is not None else settings.metrics_port,
             metrics_host=metrics_host or settings.metrics_host,
             metrics_token=settings.metrics_token,
+            alert_webhook=_webhook(alert_webhook) or settings.alert_webhook,
         )
     except QywxError:
         service.close()

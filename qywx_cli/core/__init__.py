@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from qywx_cli.core.crypto import WXBizMsgCrypt, generate_encoding_aes_key, generate_token
     from qywx_cli.core.doctor import Check, run_doctor
     from qywx_cli.core.errors import (
+        AlertError,
         CallbackCryptoError,
         ConfigError,
         ConflictError,
@@ -91,6 +92,7 @@ _EXPORTS: dict[str, str] = {
     # secrets and errors
     "MaskedRepr": "masking",
     "mask": "masking",
+    "AlertError": "errors",
     "CallbackCryptoError": "errors",
     "ConfigError": "errors",
     "ConflictError": "errors",
@@ -109,6 +111,7 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "SERVICE_ELEMENT",
+    "AlertError",
     "App",
     "AuthInstance",
     "CallbackCryptoError",

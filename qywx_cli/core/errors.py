@@ -13,7 +13,8 @@
     ├── ConflictError               a unique name is already held (an org code of another corp)
     ├── WeComAPIError(errcode)      WeCom's server API answered errcode != 0
     ├── WeComTransportError         WeCom's server API could not be reached (after retries)
-    └── LoginError                  a login could not be completed (corp not authorized, bad code…)
+    ├── LoginError                  a login could not be completed (corp not authorized, bad code…)
+    └── AlertError                  an alert webhook did not accept an alert (after retries)
 
 Why one tree: the CLI maps classes to exit codes in exactly one place
 (``qywx_cli/cli/_errors.py``), the WSGI handler maps them to HTTP statuses in one
@@ -32,6 +33,7 @@ from typing import ClassVar
 from qywx_cli.core.masking import mask, masked_repr
 
 __all__ = [
+    "AlertError",
     "CallbackCryptoError",
     "ConfigError",
     "ConflictError",
@@ -168,3 +170,9 @@ class WeComTransportError(QywxError):
 
 class LoginError(QywxError):
     code = "login"
+
+
+class AlertError(QywxError):
+    """The alert webhook refused or could not be reached; the message masks its URL."""
+
+    code = "alert"

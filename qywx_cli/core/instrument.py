@@ -34,6 +34,7 @@ class Instrumentation:
     metrics: Metrics | None = None
     metrics_token: str | None = None
     metrics_url: str | None = None
+    alerts_to: str | None = None
     _stops: list[Callable[[], None]] = field(default_factory=list)
 
     def wrap(self, app: WSGIApp) -> WSGIApp:
@@ -51,6 +52,8 @@ class Instrumentation:
             lines.append(f"metrics on {self.metrics_url}")
         if self.metrics is not None and self.metrics_token:
             lines.append("metrics on the public port at /metrics (bearer token)")
+        if self.alerts_to:
+            lines.append(f"alerts to {self.alerts_to}")
         return lines
 
     def close(self) -> None:
@@ -64,18 +67,38 @@ def _observers(service: CallbackService) -> Observers:
     return service.observer
 
 
+def _attach_alerts(done: Instrumentation, url: str) -> None:
+    """Alerts: rules on the observer seam, a monitor thread, a sender thread."""
+    from qywx_cli.core.alerts import AlertRules, AlertSender, Monitor, Webhook, ticket_check
+
+    sender = AlertSender(Webhook(url))
+    monitor = Monitor(sender)
+    monitor.add_check(ticket_check(done.service))
+    # Extension point: further checks (a corp whose app is not yet online) are added
+    # with monitor.add_check(...) once the store records an app's publish status.
+    _observers(done.service).add(AlertRules(sender))
+    sender.start()
+    monitor.start()
+    done._stops.append(sender.close)
+    done._stops.append(monitor.close)  # popped first: no check raises after the sender stops
+    done.alerts_to = f"{sender.webhook.shown} ({sender.webhook.kind})"
+
+
 def instrument(
     service: CallbackService,
     *,
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
     metrics_token: str | None = None,
+    alert_webhook: str | None = None,
 ) -> Instrumentation:
-    """Attach what is asked for to ``service`` and start its listeners."""
+    """Attach what is asked for to ``service`` and start its listeners and threads."""
     from qywx_cli.core.logfmt import EventLog
 
     done = Instrumentation(service, metrics_token=metrics_token)
     _observers(service).add(EventLog())
+    if alert_webhook:
+        _attach_alerts(done, alert_webhook)
     if metrics_port is None and not metrics_token:
         return done
     from qywx_cli.core.metrics import Metrics, MetricsRoute, load_prometheus
