@@ -22,11 +22,6 @@ from typing import Any
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.urls import split_url
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 __all__ = ["CONFIG_FILE", "DEFAULT_API_BASE", "Settings", "load_settings"]
 
 CONFIG_FILE = "qywx.toml"
@@ -104,6 +99,12 @@ class Settings:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    # Imported only when there is a qywx.toml to read: every command loads settings.
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
