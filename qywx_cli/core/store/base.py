@@ -47,14 +47,14 @@ from qywx_cli.core.store.records import (
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The logical schema this qywx writes. Every backend's migrations end at this version,
 so a number means the same tables and rules whichever database holds them.
 
 v2 keeps v1's tables, columns and rules; it changes how SQLite stores them (the callback
 log's indexes, ids without AUTOINCREMENT, the ticket history keyed by suite), so a v1
 file is rebuilt once on opening. v3 adds the ID upgrade's id mappings, interface
-licences and the members reported unlicensed."""
+licences and the members reported unlicensed. v4 adds an index of callbacks by event."""
 
 
 class Store(abc.ABC):

@@ -185,6 +185,7 @@ def test_a_v1_database_is_rebuilt_keeping_every_record(db_path: Path, clock: Clo
             "callbacks_open",
             "callbacks_by_corp",
             "callbacks_dedupe",
+            "callbacks_by_event",
         }
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -283,7 +284,11 @@ def _assert_indexed(plan: list[str]) -> None:
         ({}, "SCAN callbacks USING INDEX callbacks_log"),
         ({"status": "failed"}, "SEARCH callbacks USING INDEX callbacks_open (status=?)"),
         ({"status": "processed"}, "SCAN callbacks USING INDEX callbacks_log"),
-        ({"info_type": "create_auth"}, "SCAN callbacks USING INDEX callbacks_log"),
+        (
+            {"info_type": "create_auth"},
+            "SEARCH callbacks USING INDEX callbacks_by_event (info_type=?)",
+        ),
+        ({"info_type": "suite_ticket"}, "SCAN callbacks USING INDEX callbacks_log"),
         ({"corp_id": "wwA"}, "SEARCH callbacks USING INDEX callbacks_by_corp (corp_id=?)"),
         ({"instance": "QywxProxyTemp"}, "SCAN callbacks USING INDEX callbacks_log"),
         ({"since": T0}, "SEARCH callbacks USING INDEX callbacks_log (received_at>?)"),
@@ -293,7 +298,7 @@ def _assert_indexed(plan: list[str]) -> None:
         ),
         (
             {"info_type": "create_auth", "since": T0},
-            "SEARCH callbacks USING INDEX callbacks_log (received_at>?)",
+            "SEARCH callbacks USING INDEX callbacks_by_event (info_type=? AND received_at>?)",
         ),
         (
             {"corp_id": "wwA", "since": T0},
@@ -312,8 +317,8 @@ def _assert_indexed(plan: list[str]) -> None:
 def test_list_queries_walk_an_index_without_sorting(
     store: SQLiteStore, filters: dict[str, Any], walk: str
 ) -> None:
-    """Each filter walks one index in received order and stops at the limit: the corp
-    and open-status partial indexes where they apply, else ``callbacks_log``, whose
+    """Each filter walks one index in received order and stops at the limit: the corp,
+    open-status and event partial indexes where they apply, else ``callbacks_log``, whose
     entries carry event, instance and status so rows that do not match are skipped
     without reading the table."""
     plan = store.explain_list_callbacks(limit=50, **filters)
@@ -336,7 +341,12 @@ def test_stats_read_covering_indexes(store: SQLiteStore, since: float | None) ->
     if since is not None:
         counts = "SEARCH callbacks USING COVERING INDEX callbacks_log (received_at>?)"
     assert plan[0] == counts, plan
-    assert any("callbacks_open (status=?" in line for line in plan), plan
+    assert any("COVERING INDEX callbacks_open (status=?" in line for line in plan), plan
+    assert any("COVERING INDEX callbacks_by_event (info_type=?" in line for line in plan), plan
+    # every count is a SEARCH (a range), but for the one-row step to the next event name
+    assert not any(
+        line.startswith("SCAN") and "callbacks_by_event" not in line for line in plan[1:]
+    ), plan
 
 
 def test_dedupe_and_pending_lookups_search_an_index(store: SQLiteStore) -> None:
@@ -410,7 +420,7 @@ def test_a_v2_database_gains_the_v3_tables_keeping_its_rows(db_path: Path) -> No
     conn.execute("COMMIT")
     conn.close()
     with Store(db_path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 3
+        assert s.schema_version == SCHEMA_VERSION == 4
         assert s.get_corp_auth("wwcorp") is not None
         s.save_id_mappings("corpid", "wwcorp", [("wwcorp", "wpOpenCorp")])
         found = s.get_corp_auth("wpOpenCorp")
