@@ -11,11 +11,13 @@ stdout": it prints one JSON object per line (JSON Lines) as records arrive.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -24,9 +26,10 @@ import typer
 from qywx_cli.cli._errors import EXIT_FAILED, EXIT_OK
 from qywx_cli.cli._output import Format, console, emit_json, note, table
 from qywx_cli.cli._state import globals_of
-from qywx_cli.core.errors import QywxError, StoreError, UsageError
+from qywx_cli.core.errors import QywxError, UsageError
 
 if TYPE_CHECKING:
+    from qywx_cli.core.retry import RetryResult
     from qywx_cli.core.settings import Settings
     from qywx_cli.core.store import CallbackRecord, Store
 
@@ -60,12 +63,9 @@ class Kind(str, enum.Enum):
 
 def open_store(settings: Settings) -> Store:
     """The existing database, or StoreError (exit 1): never create an empty one here."""
-    from qywx_cli.core.store import open_store as open_backend
+    from qywx_cli.core.retry import open_existing_store
 
-    path = settings.db_path
-    if not path.is_file():
-        raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
-    return open_backend(path)
+    return open_existing_store(settings)
 
 
 def parse_since(text: str, now: float) -> float:
@@ -474,72 +474,47 @@ def retry(
     The signature was checked on receipt and the timestamp window is not applied
     again, so a callback that failed hours ago can still be re-run.
     """
-    if ids and failed:
-        raise UsageError("give record IDs or --failed, not both")
-    if not ids and not failed:
-        raise UsageError("give record IDs to retry, or --failed")
-    if (since or event) and not failed:
-        raise UsageError("--since and --event select failed records; use them with --failed")
-    since_ts = parse_since(since, time.time()) if since else None
-    settings = globals_of(ctx).settings()
-    if not dry_run and not settings.auths_dir.is_dir():
-        raise UsageError(
-            f"no auths/ folder at {settings.auths_dir}; retry needs the instances' keys "
-            "(pass --auths DIR)"
+    from qywx_cli.core.retry import retry_callbacks
+
+    with _progress_bar() as progress:
+        results = retry_callbacks(
+            globals_of(ctx).settings(),
+            ids=ids or (),
+            failed=failed,
+            since=parse_since(since, time.time()) if since else None,
+            info_type=event,
+            force=force,
+            dry_run=dry_run,
+            progress=progress,
         )
-    from qywx_cli.core.service import CallbackService, RetryOutcome
-
-    store = open_store(settings)
-    try:
-        if ids:
-            targets = [store.get_callback(i) for i in dict.fromkeys(ids)]
-        else:
-            targets = store.list_callbacks(
-                status="failed",
-                since=since_ts,
-                info_type=event,
-                limit=1_000_000,
-                newest_first=False,
-            )
-        if dry_run:
-            rows = [
-                _retry_row(
-                    r,
-                    r,
-                    ran=False,
-                    reason=CallbackService.retry_skip_reason(r, force=force) or "would retry",
-                )
-                for r in targets
-            ]
-            return _retry_report(rows, fmt, dry_run=True)
-        service = CallbackService(settings, store=store, background=False)
-        outcomes: list[tuple[CallbackRecord, RetryOutcome]] = []
-        try:
-            err = console(stderr=True)
-            if len(targets) > PROGRESS_THRESHOLD and err.is_terminal:
-                from rich.progress import Progress
-
-                with Progress(console=err, transient=True) as progress:
-                    task = progress.add_task("retrying", total=len(targets))
-                    for rec in targets:
-                        outcomes.append((rec, service.retry(rec.id, force=force)))
-                        progress.advance(task)
-            else:
-                outcomes = [(rec, service.retry(rec.id, force=force)) for rec in targets]
-        finally:
-            service.close()
-    finally:
-        store.close()
-    rows = [
-        _retry_row(before, out.record, ran=out.ran, reason=out.reason) for before, out in outcomes
-    ]
-    return _retry_report(rows, fmt, dry_run=False)
+    return _retry_report(results, fmt, dry_run=dry_run)
 
 
-def _retry_row(
-    before: CallbackRecord, after: CallbackRecord, *, ran: bool, reason: str
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def _progress_bar() -> Iterator[Callable[[int, int], None]]:
+    """A transient bar on a terminal's stderr once there are more than a few records."""
+    err = console(stderr=True)
+    if not err.is_terminal:
+        yield lambda done, total: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err, transient=True) as bar:
+        task: list[Any] = []
+
+        def advance(done: int, total: int) -> None:
+            if total <= PROGRESS_THRESHOLD:
+                return
+            if not task:
+                task.append(bar.add_task("retrying", total=total))
+            bar.update(task[0], completed=done)
+
+        yield advance
+
+
+def _retry_row(result: RetryResult) -> dict[str, Any]:
     """One row of the retry report (json keys are part of the CLI contract)."""
+    before, after = result.before, result.after
     return {
         "id": before.id,
         "event": before.info_type,
@@ -547,14 +522,15 @@ def _retry_row(
         "after": after.status,
         "attempts": after.attempts,
         "error": after.last_error,
-        "ran": ran,
-        "reason": reason,
+        "ran": result.ran,
+        "reason": result.reason,
     }
 
 
-def _retry_report(rows: list[dict[str, Any]], fmt: Format, *, dry_run: bool) -> int:
+def _retry_report(results: list[RetryResult], fmt: Format, *, dry_run: bool) -> int:
+    rows = [_retry_row(r) for r in results]
     # failed, or still waiting (e.g. held by another worker's claim): not done either way
-    still_failed = [r["id"] for r in rows if r["after"] in ("failed", "received") and not dry_run]
+    still_failed = [] if dry_run else [r.before.id for r in results if r.still_failing]
     if fmt is Format.json:
         emit_json(rows)
     elif rows:
