@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
+from tests.helpers import run_qywx
 
 SUITE = "tj1234567890abcdef"
 
@@ -64,13 +65,7 @@ def test_pushes_a_receiver_answers_wrongly_are_reported(
 
 
 def test_push_without_auth_is_a_usage_error(env: dict[str, str]) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "qywx_cli", "fake-wecom", "--push-to", "http://127.0.0.1:9/notify"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    r = run_qywx("fake-wecom", "--push-to", "http://127.0.0.1:9/notify", env=env)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--auth" in r.stderr
 
 

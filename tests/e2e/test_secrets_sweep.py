@@ -1,39 +1,44 @@
 """Every command, text and json, on the samples: no secret may reach stdout or stderr.
 
 The secrets are the samples' suiteSecret, token and encodingAESKey, plus what flowed
-through the pipeline during the test: the SuiteTicket pushed and the permanent code
-WeCom (the fake) issued.
+through the pipeline: the SuiteTicket pushed and the permanent code WeCom (the fake)
+issued. One ``qywx serve`` and one ``qywx fake-wecom`` process serve the whole module;
+each command line is its own test case, run in order (later ones read what earlier
+ones wrote: the org code, the retried record).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
-import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
+from tests.helpers import SAMPLES, qywx_env, run_qywx
 
 NAME = "QywxProxyTemp"
 CORP = "wwsweep0000000001"
 TICKET = "SweepTicket" + "x" * 40
+SERVER = "http://server.invalid"
+"""Placeholder in COMMANDS for the running server's URL."""
+CAPTURED = "captured-url"
+"""Placeholder in COMMANDS for a captured handshake URL."""
+TAMPERED = "tampered-url"
+"""Placeholder in COMMANDS for that URL with its nonce changed (a bad signature)."""
 
 
 def qywx(
-    env: dict[str, str], *args: str, stdin: str | None = None
+    env: dict[str, str], *args: str, secrets: set[str] | frozenset[str] = frozenset()
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "qywx_cli", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """run_qywx, which also checks that no ``secrets`` (nor a sample secret) is shown."""
+    return run_qywx(*args, env=env, cwd=Path(env["QYWX_AUTHS"]).parent, secrets=secrets)
 
 
 def sample_secrets(auths: Path) -> set[str]:
@@ -46,97 +51,111 @@ def sample_secrets(auths: Path) -> set[str]:
     return found
 
 
-@pytest.fixture
-def populated(env: dict[str, str], server: Proc) -> tuple[dict[str, str], Proc, set[str]]:
-    url = f"{server.url}/notify/{NAME}"
-    for args in (["--set", f"SuiteTicket={TICKET}"], ["--event", "create_auth", "--corp-id", CORP]):
-        r = qywx(env, "simulate-callback", "--auth", NAME, "--url", url, *args)
-        assert r.returncode == 0, r.stdout + r.stderr
+@dataclass
+class World:
+    env: dict[str, str]
+    server: Proc
+    secrets: frozenset[str]
+    captured_url: str
 
-    def done() -> bool:
-        with Store(env["QYWX_DB"]) as store:
-            auth = store.get_corp_auth(CORP)
-            return auth is not None and bool(auth.permanent_code)
 
-    assert wait_for(done)
-    with Store(env["QYWX_DB"]) as store:
-        auth = store.get_corp_auth(CORP)
-        assert auth is not None
-        perm = auth.permanent_code
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("sweep")
+    shutil.copytree(SAMPLES, root / "auths")
+    env = qywx_env(QYWX_AUTHS=str(root / "auths"), QYWX_DB=str(root / "qywx.db"))
+    fake = Proc(["fake-wecom", "--port", "0"], env, root)
+    env["QYWX_API_BASE"] = fake.url + "/cgi-bin"
+    server = Proc(["serve", "--port", "0", "--threads", "4"], env, root)
+    try:
+        url = f"{server.url}/notify/{NAME}"
+        for args in (
+            ["--set", f"SuiteTicket={TICKET}"],
+            ["--event", "create_auth", "--corp-id", CORP],
+        ):
+            r = qywx(env, "simulate-callback", "--auth", NAME, "--url", url, *args)
+            assert r.returncode == 0, r.stdout + r.stderr
+
+        def permanent_code() -> str | None:
+            with Store(env["QYWX_DB"]) as store:
+                auth = store.get_corp_auth(CORP)
+                return auth.permanent_code if auth is not None else None
+
+        perm = wait_for(permanent_code)
         assert perm is not None
-    secrets = sample_secrets(Path(env["QYWX_AUTHS"])) | {TICKET, perm}
-    return env, server, secrets
-
-
-def commands(server_url: str, captured_url: str) -> list[list[str]]:
-    url = f"{server_url}/notify/{NAME}"
-    return [
-        ["validate"],
-        ["validate", "--strict"],
-        ["schema"],
-        ["doctor", "--auth", NAME],
-        ["doctor", "--auth", NAME, "--url", url],
-        ["simulate-callback", "--auth", NAME, "--url", url, "--dry-run"],
-        ["simulate-callback", "--auth", NAME, "--url", url, "--verify-url"],
-        ["simulate-callback", "--auth", NAME, "--url", url, "--tamper", "all"],
-        ["simulate-callback", "--auth", NAME, "--url", url, "--count", "5", "--concurrency", "2"],
-        ["decrypt", "--auth", NAME, "--url", captured_url],
-        ["decrypt", "--auth", NAME, "--url", captured_url.replace("nonce=", "nonce=9")],
-        ["log", "list"],
-        ["log", "show", "1", "--decrypt"],
-        ["log", "show", "2", "--decrypt"],
-        ["log", "tail"],
-        ["log", "stats"],
-        ["retry", "--failed", "--dry-run"],
-        ["retry", "2"],
-        ["login-config", "--auth", NAME],
-        ["org", "set-code", CORP, "sweep"],
-        ["org", "list"],
-        ["org", "show", "sweep"],
-        ["login-url", "--auth", NAME, "--corp-id", CORP, "--redirect-uri", "https://a.example/cb"],
-        ["login", "--auth", NAME, "--corp-id", CORP, "--code", "CODE-lisi"],
-    ]
-
-
-def test_no_command_prints_a_secret(populated: tuple[dict[str, str], Proc, set[str]]) -> None:
-    env, server, secrets = populated
-    dry = json.loads(
-        qywx(
+        dry = qywx(
             env,
             "simulate-callback",
             "--auth",
             NAME,
             "--url",
-            f"{server.url}/notify/{NAME}",
+            url,
             "--verify-url",
             "--dry-run",
             "--format",
             "json",
-        ).stdout
-    )
-    ran = 0
-    for args in commands(server.url, dry["url"]):
-        # schema always prints JSON; every other command takes --format text|json
-        for fmt in (None,) if args[0] == "schema" else ("text", "json"):
-            r = qywx(env, *args, *(("--format", fmt) if fmt else ()))
-            out = r.stdout + r.stderr
-            assert "Traceback" not in out, (args, out)
-            assert r.returncode in (0, 1), (args, fmt, r.returncode, r.stderr)  # not a usage error
-            leaked = [s for s in secrets if s in out]
-            assert not leaked, (args, fmt, "leaked a secret")
-            ran += 1
-    assert ran == 2 * len(commands(server.url, dry["url"])) - 1
-    # --show-secrets is the one way to see them, and it works
-    shown = qywx(env, "log", "show", "1", "--decrypt", "--show-secrets", "--format", "json")
-    assert TICKET in shown.stdout
-    # the server's own log holds none either
+        )
+        secrets = frozenset(sample_secrets(root / "auths") | {TICKET, perm})
+        yield World(env, server, secrets, json.loads(dry.stdout)["url"])
+    finally:
+        server.stop()
+        fake.stop()
+    # the server's own log held none either
     assert not [s for s in secrets if s in server.log]
 
 
-def test_files_holding_secrets_are_private(
-    populated: tuple[dict[str, str], Proc, set[str]], tmp_path: Path
-) -> None:
-    env, _server, _ = populated
+COMMANDS: list[list[str]] = [
+    ["validate"],
+    ["validate", "--strict"],
+    ["doctor", "--auth", NAME],
+    ["doctor", "--auth", NAME, "--url", SERVER],
+    ["simulate-callback", "--auth", NAME, "--url", SERVER, "--dry-run"],
+    ["simulate-callback", "--auth", NAME, "--url", SERVER, "--verify-url"],
+    ["simulate-callback", "--auth", NAME, "--url", SERVER, "--tamper", "all"],
+    ["simulate-callback", "--auth", NAME, "--url", SERVER, "--count", "5", "--concurrency", "2"],
+    ["decrypt", "--auth", NAME, "--url", CAPTURED],
+    ["decrypt", "--auth", NAME, "--url", TAMPERED],
+    ["log", "list"],
+    ["log", "show", "1", "--decrypt"],
+    ["log", "show", "2", "--decrypt"],
+    ["log", "tail"],
+    ["log", "stats"],
+    ["retry", "--failed", "--dry-run"],
+    ["retry", "2"],
+    ["login-config", "--auth", NAME],
+    ["org", "set-code", CORP, "sweep"],
+    ["org", "list"],
+    ["org", "show", "sweep"],
+    ["login-url", "--auth", NAME, "--corp-id", CORP, "--redirect-uri", "https://a.example/cb"],
+    ["login", "--auth", NAME, "--corp-id", CORP, "--code", "CODE-lisi"],
+]
+"""Every command that reads the samples or the log; each runs as text and as json."""
+
+CASES = [(["schema"], None)] + [(args, fmt) for args in COMMANDS for fmt in ("text", "json")]
+
+
+@pytest.mark.parametrize(
+    ("args", "fmt"), CASES, ids=[f"{' '.join(a[:2])}-{f or 'json'}" for a, f in CASES]
+)
+def test_no_command_prints_a_secret(world: World, args: list[str], fmt: str | None) -> None:
+    # schema always prints JSON; every other command takes --format text|json
+    subst = {
+        SERVER: f"{world.server.url}/notify/{NAME}",
+        CAPTURED: world.captured_url,
+        TAMPERED: world.captured_url.replace("nonce=", "nonce=9"),
+    }
+    line = [subst.get(a, a) for a in args]
+    r = qywx(world.env, *line, *(("--format", fmt) if fmt else ()), secrets=world.secrets)
+    assert r.returncode in (0, 1), (args, fmt, r.returncode, r.stderr)  # not a usage error
+
+
+def test_show_secrets_is_the_one_way_to_see_them(world: World) -> None:
+    shown = qywx(world.env, "log", "show", "1", "--decrypt", "--show-secrets", "--format", "json")
+    assert shown.returncode == 0 and TICKET in shown.stdout
+
+
+def test_files_holding_secrets_are_private(world: World, tmp_path: Path) -> None:
+    env = world.env
     db = Path(env["QYWX_DB"])
     for path in [db, *db.parent.glob(db.name + "-*")]:
         assert path.stat().st_mode & 0o077 == 0, f"{path.name} is readable by others"
