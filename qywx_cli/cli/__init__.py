@@ -175,4 +175,6 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("qywx: interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    run_cli(command, args, debug=debug)
+    from qywx_cli.cli._help import polish
+
+    run_cli(polish(command), args, debug=debug)

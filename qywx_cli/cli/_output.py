@@ -40,7 +40,15 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
     for row in rows:
         # Text(), not str: values such as "<![CDATA[x]]>" must not be read as rich markup.
         t.add_row(*(Text("" if v is None else str(v)) for v in row))
-    console().print(t)
+    out = console()
+    if not out.is_terminal:
+        # Piped into grep, a file or a CI log: as wide as the content, so no cell wraps
+        # and every record stays on one line (a terminal keeps its own width).
+        from rich.measure import Measurement
+
+        natural = Measurement.get(out, out.options.update_width(1_000_000), t).maximum
+        out.width = max(out.width, natural)
+    out.print(t)
 
 
 def columns(headers: list[str], rows: list[list[str]]) -> None:

@@ -132,6 +132,7 @@ def validate(
     paths: Annotated[
         list[Path] | None,
         typer.Argument(
+            metavar="[PATH]...",
             help="auths/ folder, one instance folder, a project root holding auths/, or "
             "files inside instances (as pre-commit passes them).",
             show_default=False,

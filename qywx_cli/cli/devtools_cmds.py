@@ -705,9 +705,21 @@ def decrypt(
             "--url", metavar="URL", help="Captured request URL (or just its query string)."
         ),
     ] = None,
-    msg_signature: Annotated[str | None, typer.Option("--msg-signature", metavar="SIG")] = None,
-    timestamp: Annotated[str | None, typer.Option("--timestamp", metavar="TS")] = None,
-    nonce: Annotated[str | None, typer.Option("--nonce", metavar="NONCE")] = None,
+    msg_signature: Annotated[
+        str | None,
+        typer.Option(
+            "--msg-signature",
+            metavar="SIG",
+            help="msg_signature of the captured query (with --timestamp and --nonce).",
+        ),
+    ] = None,
+    timestamp: Annotated[
+        str | None,
+        typer.Option("--timestamp", metavar="TS", help="timestamp of the captured query."),
+    ] = None,
+    nonce: Annotated[
+        str | None, typer.Option("--nonce", metavar="NONCE", help="nonce of the captured query.")
+    ] = None,
     echostr: Annotated[
         str | None,
         typer.Option("--echostr", metavar="E", help="echostr of a GET handshake (URL-decoded)."),

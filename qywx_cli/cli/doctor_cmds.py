@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from qywx_cli.cli._errors import EXIT_FAILED, EXIT_OK
 from qywx_cli.cli._output import Format, emit_json, table
 from qywx_cli.cli._state import globals_of
+
+if TYPE_CHECKING:
+    from qywx_cli.core.doctor import Check
 
 
 def doctor(
@@ -30,17 +33,25 @@ def doctor(
     if fmt is Format.json:
         emit_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
     else:
+        marks = {"ok": "✓", "failed": "✗", "skipped": "-"}
         table(
             None,
             ["", "check", "detail", "fix"],
-            [["✓" if c.ok else "✗", c.name, c.detail, c.fix] for c in checks],
+            [[marks[c.status], c.name, c.detail, c.fix] for c in checks],
         )
-        print(
-            "✓ all checks passed"
-            if ok
-            else f"✗ {sum(not c.ok for c in checks)} of {len(checks)} checks failed"
-        )
+        print(summary_line(checks))
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def summary_line(checks: list[Check]) -> str:
+    """``✗ 1 of 6 checks failed, 1 skipped``: a skipped check is not a failure."""
+    failed = sum(c.status == "failed" for c in checks)
+    skipped = sum(c.status == "skipped" for c in checks)
+    ran = len(checks) - skipped
+    tail = f", {skipped} skipped" if skipped else ""
+    if not failed:
+        return f"✓ all {ran} checks passed{tail}"
+    return f"✗ {failed} of {ran} checks failed{tail}"
 
 
 def register(app: typer.Typer) -> None:

@@ -206,7 +206,7 @@ def org_set_code(
 
 def org_show(
     ctx: typer.Context,
-    code: Annotated[str, typer.Argument(metavar="CODE")],
+    code: Annotated[str, typer.Argument(metavar="CODE", help="An organisation code.")],
     fmt: FormatOption = Format.text,
 ) -> int:
     """Show the corp an organisation code names (getLoginConfigByCode's data)."""

@@ -314,43 +314,71 @@ def _tail_line(rec: CallbackRecord, fmt: Format) -> str:
     return f"{line}  {rec.last_error}" if rec.last_error else line
 
 
+TAIL_WATCH = 1000
+"""``log tail --follow`` re-reads this many of the newest records each poll to see status
+changes (a failed record processed by ``qywx retry``, a received one handled)."""
+
+
 def log_tail(
     ctx: typer.Context,
     lines: Annotated[
         int, typer.Option("--lines", "-n", min=0, help="Show this many recent records first.")
     ] = 10,
     follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new records; Ctrl-C stops.")
+        bool,
+        typer.Option(
+            "--follow",
+            help="Keep printing new records, and records whose status changes; Ctrl-C stops.",
+        ),
     ] = False,
+    status: Annotated[
+        Status | None, typer.Option("--status", help="Only records with this status.")
+    ] = None,
     interval: Annotated[
         float, typer.Option("--interval", min=0.05, help="Seconds between polls with --follow.")
     ] = 1.0,
-    fmt: Annotated[Format, typer.Option("--format")] = Format.text,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
 ) -> int:
-    """Print the latest records, then (--follow) new ones as they arrive.
+    """Print the latest records, then (--follow) new ones and status changes as they happen.
 
-    With --format json, one JSON object per line (JSON Lines), so it can stream.
+    A record whose status or attempts change (among the newest 1,000) is printed again
+    with its new status. With --format json, one JSON object per line (JSON Lines).
     """
+    wanted = status.value if status else None
 
     def emit(records: list[CallbackRecord]) -> None:
         for rec in records:
-            print(_tail_line(rec, fmt))
+            if wanted is None or rec.status == wanted:
+                print(_tail_line(rec, fmt))
         sys.stdout.flush()
 
     with open_store(globals_of(ctx).settings()) as store:
-        recent = store.list_callbacks(limit=max(lines, 1))
-        last_id = recent[0].id if recent else 0
-        if not follow:
+        try:
+            # The window is read before the backlog is printed, so a change made after
+            # the backlog was read is seen by the first poll.
+            window = store.list_callbacks(limit=TAIL_WATCH) if follow else []
+            recent = store.list_callbacks(status=wanted, limit=max(lines, 1))
             emit(list(reversed(recent[:lines])))
-            return EXIT_OK
-        try:  # from the first line on, Ctrl-C is how --follow ends: exit 0
-            emit(list(reversed(recent[:lines])))
+            if not follow:
+                return EXIT_OK
+            last_id = window[0].id if window else 0
+            seen = {r.id: (r.status, r.attempts) for r in window}
             while True:
                 time.sleep(interval)
-                new = store.list_callbacks(after_id=last_id, limit=1000)
+                new = store.list_callbacks(after_id=last_id, limit=TAIL_WATCH)
+                changed = [
+                    r
+                    for r in reversed(store.list_callbacks(limit=TAIL_WATCH))
+                    if r.id in seen and seen[r.id] != (r.status, r.attempts)
+                ]
+                for rec in (*changed, *new):
+                    seen[rec.id] = (rec.status, rec.attempts)
                 if new:
                     last_id = new[-1].id
-                    emit(new)
+                if len(seen) > 4 * TAIL_WATCH:  # forget what has left the window
+                    floor = last_id - TAIL_WATCH
+                    seen = {k: v for k, v in seen.items() if k > floor}
+                emit([*changed, *new])
         except KeyboardInterrupt:
             return EXIT_OK
 
@@ -402,7 +430,7 @@ def log_stats(
                 else f"the latest suite_ticket is {_age(t['age_seconds'])} old"
             )
             note(
-                f"warning: suite {t['suite_id']}: {when}; WeCom pushes one every 10 minutes, "
+                f"qywx: warning: suite {t['suite_id']}: {when}; WeCom pushes one every 10 minutes, "
                 "so callbacks are not arriving (check the template's callback URL and that "
                 "qywx serve is reachable)"
             )

@@ -9,6 +9,7 @@ for the next start.
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import sys
@@ -20,7 +21,7 @@ import typer
 
 from qywx_cli.cli._errors import EXIT_OK
 from qywx_cli.cli._state import globals_of
-from qywx_cli.core.errors import QywxError, UsageError
+from qywx_cli.core.errors import ConfigError, QywxError, ServerError, UsageError
 
 
 def _setup_logging(*, verbose: bool = False, log_format: str = "text") -> None:
@@ -70,10 +71,14 @@ def _serve_forever(
             ident="qywx",
             clear_untrusted_proxy_headers=True,
         )
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    except OSError as exc:  # a port in use is the deployment's problem, not a usage error
+        why = exc.strerror or str(exc)
+        hint = (
+            "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
+        )
+        raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
     except ValueError:  # waitress: a host that does not resolve to an address
-        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
+        raise ServerError(f"cannot listen on {host}:{port}: not a valid host") from None
 
     stopping = threading.Event()
 
@@ -157,8 +162,20 @@ def serve(
             "record id, instance, latency) [log_format in qywx.toml; text].",
         ),
     ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Refuse to start while any instance cannot be loaded (also strict = true "
+            "in qywx.toml).",
+        ),
+    ] = False,
 ) -> int:
-    """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz."""
+    """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz.
+
+    Each instance that cannot be loaded is named on stderr with its first error (its
+    callbacks would get 404); --strict exits 1 instead of serving the others.
+    """
     from qywx_cli.core.instrument import instrument
     from qywx_cli.core.service import CallbackService
     from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
@@ -167,10 +184,22 @@ def serve(
     _setup_logging(verbose=verbose, log_format=log_format or settings.log_format)
     if not settings.auths_dir.is_dir():
         raise UsageError(f"no auths/ folder at {settings.auths_dir}; pass --auths DIR")
+    log = logging.getLogger("qywx.serve")
     service = CallbackService(settings, threads=workers)
+    for name, reason in sorted(service.not_loaded.items()):
+        log.warning("instance %s not loaded: %s", name, reason)
+    for diag in service.conflicts:
+        log.warning("instance %s: %s", diag.instance, diag.message)
+    broken = len(service.not_loaded) + len(service.conflicts)
+    if broken and (strict or settings.strict):
+        service.close()
+        raise ConfigError(
+            f"{broken} instance problem(s) above and strict mode is on; fix them "
+            f"(qywx validate {settings.auths_dir}) or start without --strict"
+        )
     if not service.active_instances():
         service.close()
-        raise UsageError(
+        raise ConfigError(
             f"no valid active instance in {settings.auths_dir}; "
             f"run `qywx validate {settings.auths_dir}`"
         )
@@ -186,14 +215,17 @@ def serve(
         service.close()
         raise
     resumed = service.start()
-    log = logging.getLogger("qywx.serve")
 
     def banner(url: str) -> None:
         names = ", ".join(sorted(i.name for i in service.active_instances()))
+        skipped = (
+            f"; NOT loaded: {', '.join(sorted(service.not_loaded))}" if service.not_loaded else ""
+        )
         log.info(
-            "listening on %s (instances: %s; db: %s; WeCom API: %s)",
+            "listening on %s (instances: %s%s; db: %s; WeCom API: %s)",
             url,
             names,
+            skipped,
             settings.db_path,
             settings.api_base,
         )
@@ -224,7 +256,7 @@ def serve(
 
 def fake_wecom(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8001,
     token_ttl: Annotated[
         int, typer.Option("--token-ttl", help="Seconds before issued tokens expire.")

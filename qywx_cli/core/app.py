@@ -145,19 +145,34 @@ def flask_response(flask: Any, response: NotifyResponse) -> FlaskResponse:
     return reply
 
 
-def _locate(path: Path) -> tuple[Path, Path | None]:
-    """(project root, auths folder) for a project root or ``auths/`` itself.
+def _locate(path: Path) -> tuple[Path, Path | None, bool]:
+    """(project root, auths folder, whether $QYWX_AUTHS applies) for a path given to App.
 
     A folder holding ``qywx.toml`` is a project root whose file names the auths folder
     (None here: ``load_settings`` reads it), as it does for the CLI run in that folder.
+    A project root with neither ``qywx.toml`` nor ``auths/`` (a checkout run with
+    ``QYWX_AUTHS=sample_auths``) finds its folder as the CLI does there: from
+    ``$QYWX_AUTHS``, else ``./auths``; its code folders are not instances.
     """
     if not path.is_dir():
         raise ConfigError(f"no project or auths folder at {path}")
     if (path / CONFIG_FILE).is_file():
-        return path, None
+        return path, None, False
     if (path / "auths").is_dir():
-        return path, path / "auths"
-    return path.parent, path
+        return path, path / "auths", False
+    if _holds_instances(path):
+        return path.parent, path, False
+    return path, None, True
+
+
+def _holds_instances(path: Path) -> bool:
+    """Whether ``path`` is an auths/ folder: named so, or holding an instance folder."""
+    if path.name == "auths":
+        return True
+    try:
+        return any(child.is_dir() and (child / "e.json").is_file() for child in path.iterdir())
+    except OSError:
+        return False
 
 
 class App:
@@ -180,9 +195,9 @@ class App:
         background: bool = True,
         now: Callable[[], float] = time.time,
     ) -> None:
-        root, auths_dir = _locate(Path(path))
+        root, auths_dir, env_auths = _locate(Path(path))
         source = os.environ if env is None else env
-        if auths_dir is None:  # the path given names the project: $QYWX_AUTHS does not move it
+        if not env_auths:  # the path given names the project: $QYWX_AUTHS does not move it
             source = {k: v for k, v in source.items() if k != "QYWX_AUTHS"}
         settings = load_settings(
             auths=auths_dir, db=Path(db) if db is not None else None, env=source, cwd=root
@@ -227,8 +242,16 @@ class App:
                     or "." in folder
                     or not (self.settings.auths_dir / folder).is_dir()
                 ):
+                    auths = self.settings.auths_dir
+                    missing = (
+                        ""
+                        if auths.is_dir()
+                        else f" (no auths folder at {auths}: pass App('path/to/auths') "
+                        "or set QYWX_AUTHS)"
+                    )
                     raise RecordNotFound(
-                        f"no element {name!r}; available: {', '.join(self.element_names())}"
+                        f"no element {name!r}{missing}; available: "
+                        f"{', '.join(self.element_names())}"
                     )
                 # find_instance gives the validation reason when the folder is broken.
                 element = QywxProxyInstance(

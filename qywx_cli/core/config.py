@@ -331,6 +331,24 @@ class ValidationReport:
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "error"]
 
+    def not_loaded(self) -> dict[str, str]:
+        """Instance name → its first error, for every checked instance that is not usable.
+
+        A server must say which instances it is not serving and why: WeCom's callbacks
+        for a silently dropped instance only ever see a 404.
+        """
+        loaded = {i.name for i in self.instances}
+        out: dict[str, str] = {}
+        for d in self.errors:
+            if d.instance and d.instance not in loaded and d.instance not in out:
+                out[d.instance] = f"{d.file}{f':{d.line}' if d.line else ''}: {d.message}"
+        return out
+
+    def conflicts(self) -> list[Diagnostic]:
+        """Errors across instances among the loaded ones (suite-conflict, ambiguous-corp…)."""
+        loaded = {i.name for i in self.instances}
+        return [d for d in self.errors if d.instance in loaded]
+
     @property
     def warnings(self) -> list[Diagnostic]:
         return [d for d in self.diagnostics if d.severity == "warning"]

@@ -34,13 +34,21 @@ _SECRET_CODES = frozenset({"env-unset", "env-reference", "placeholder"})
 
 @dataclass(frozen=True)
 class Check:
+    """One check. A skipped check (what it needs failed first) is neither passed nor failed:
+    counting it as failed would double-count the one real problem."""
+
     name: str
     ok: bool
     detail: str
     fix: str = ""
+    skipped: bool = False
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else ("ok" if self.ok else "failed")
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        return {**asdict(self), "status": self.status}
 
 
 def _config_checks(settings: Settings, ref: str) -> tuple[AuthInstance | None, list[Check]]:
@@ -156,7 +164,7 @@ def _ticket_and_token(
                 "check the template's callback URL in the WeCom provider console points at "
                 "this server's /notify, then use 'refresh ticket' there",
             ),
-            Check("suite_token", False, "skipped: needs a suite_ticket", ""),
+            Check("suite_token", False, "skipped: needs a suite_ticket", "", skipped=True),
         ]
     age = now() - ticket.received_at
     fresh = age <= STALE_TICKET_SECONDS

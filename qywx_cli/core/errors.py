@@ -13,6 +13,7 @@
     ├── ConflictError               a unique name is already held (an org code of another corp)
     ├── WeComAPIError(errcode)      WeCom's server API answered errcode != 0
     ├── WeComTransportError         WeCom's server API could not be reached (after retries)
+    ├── ServerError                 a server cannot listen (port in use, no such interface)
     ├── LoginError                  a login could not be completed (corp not authorized, bad code…)
     └── AlertError                  an alert webhook did not accept an alert (after retries)
 
@@ -43,6 +44,7 @@ __all__ = [
     "QywxError",
     "RecordNotFound",
     "RequestRejected",
+    "ServerError",
     "StoreError",
     "UnsafeXMLError",
     "UsageError",
@@ -166,6 +168,12 @@ class WeComAPIError(QywxError):
 
 class WeComTransportError(QywxError):
     code = "wecom-transport"
+
+
+class ServerError(QywxError):
+    """``qywx serve`` / ``fake-wecom`` cannot listen: the address is wrong, not the command line."""
+
+    code = "server"
 
 
 class LoginError(QywxError):

@@ -43,7 +43,7 @@ from http import HTTPStatus
 from typing import Any
 
 from qywx_cli.core import events as ev
-from qywx_cli.core.config import AuthInstance, load_instances
+from qywx_cli.core.config import AuthInstance, Diagnostic, validate_paths
 from qywx_cli.core.crypto import Decrypted, WXBizMsgCrypt
 from qywx_cli.core.errors import (
     CallbackCryptoError,
@@ -230,7 +230,17 @@ class CallbackService:
                 self.store, base_url=settings.api_base, now=now, observer=self.observer
             )
         )
-        found = list(instances) if instances is not None else load_instances(settings.auths_dir)
+        #: instances found but not usable (name → first error) and errors across the
+        #: loaded ones: ``qywx serve`` reports both, and ``--strict`` refuses to start
+        self.not_loaded: dict[str, str] = {}
+        self.conflicts: list[Diagnostic] = []
+        if instances is None:
+            report = validate_paths([settings.auths_dir])
+            found = list(report.instances)
+            self.not_loaded = report.not_loaded()
+            self.conflicts = report.conflicts()
+        else:
+            found = list(instances)
         self.instances: dict[str, AuthInstance] = {i.name: i for i in found}
         # One WXBizMsgCrypt per instance (the key is decoded once, not per request).
         self._crypto: dict[str, WXBizMsgCrypt] = {
@@ -754,4 +764,8 @@ class CallbackService:
             health = self.store.healthcheck()
         except QywxError as exc:
             return {"ok": False, "error": exc.message}
-        return {**health, "instances": len(self.active_instances())}
+        return {
+            **health,
+            "instances": sorted(i.name for i in self.active_instances()),
+            "not_loaded": sorted(self.not_loaded),
+        }

@@ -41,6 +41,7 @@ _KNOWN_KEYS = {
     "metrics_host",
     "metrics_token",
     "alert_webhook",
+    "strict",
 }
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
@@ -96,6 +97,9 @@ class Settings:
         return bool(
             self.provider_token and self.provider_encoding_aes_key and self.provider_corp_id
         )
+
+    #: ``qywx serve`` refuses to start while any instance cannot be loaded
+    strict: bool = False
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -212,6 +216,10 @@ def load_settings(
             f"{path}: max_clock_skew must be a non-negative whole number of seconds, not {skew!r}"
         )
 
+    strict = data.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"{path}: strict must be true or false, not {strict!r}")
+
     provider: str | None = None
     if env.get("QYWX_PROVIDER_CORP_ID"):
         provider = _check_corp_id(env["QYWX_PROVIDER_CORP_ID"], "QYWX_PROVIDER_CORP_ID")
@@ -261,4 +269,5 @@ def load_settings(
         config_file=path if path.is_file() else None,
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,
+        strict=strict,
     )

@@ -1,0 +1,26 @@
+"""`qywx doctor`'s verdict counts what failed, not what could not run because of it."""
+
+from __future__ import annotations
+
+import json
+
+from qywx_cli.core.store import Store
+from tests.helpers import run_qywx
+
+
+def test_a_skipped_check_is_counted_apart_from_the_failed(cli_env: dict[str, str]) -> None:
+    Store(cli_env["QYWX_DB"]).close()  # a database, but no suite_ticket yet
+    doc = json.loads(
+        run_qywx("doctor", "--auth", "QywxProxyTemp", "-f", "json", env=cli_env).stdout
+    )
+    status = {c["name"]: c["status"] for c in doc["checks"]}
+    assert status == {
+        "config": "ok",
+        "secrets": "ok",
+        "database": "ok",
+        "suite_ticket": "failed",
+        "suite_token": "skipped",
+    }
+    text = run_qywx("doctor", "--auth", "QywxProxyTemp", env=cli_env)
+    assert text.returncode == 1
+    assert text.stdout.splitlines()[-1] == "✗ 1 of 4 checks failed, 1 skipped"

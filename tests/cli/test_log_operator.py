@@ -1,0 +1,106 @@
+"""What an operator reading the log through pipes and `--follow` relies on."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import threading
+from pathlib import Path
+
+from qywx_cli.core import events as ev
+from qywx_cli.core.store import Store
+from tests.cli.test_log import record
+from tests.helpers import QYWX, REPO, run_qywx
+
+SUITE = "tj1234567890abcdef"
+LONG_ERROR = "service/get_permanent_code: WeCom errcode 40084: invalid permanent code received"
+
+
+def failed_record(cli_env: dict[str, str], auths: Path, n: int = 1) -> int:
+    with Store(cli_env["QYWX_DB"]) as store:
+        rid = record(store, auths, ev.build_event_xml("create_auth", suite_id=SUITE), n=n)
+        store.claim_callback(rid, "w")
+        store.finish_callback(rid, "failed", LONG_ERROR)
+    return rid
+
+
+def test_piped_log_list_keeps_every_record_on_one_line(
+    cli_env: dict[str, str], auths: Path
+) -> None:
+    ids = [failed_record(cli_env, auths, n) for n in (1, 2)]
+    env = {k: v for k, v in cli_env.items() if k != "COLUMNS"}  # a pipe: rich assumes 80
+    out = run_qywx("log", "list", env=env).stdout
+    for rid in ids:
+        line = next(x for x in out.splitlines() if x.startswith(f"│ {rid} "))
+        assert "create_auth" in line and "failed" in line and LONG_ERROR in line, line
+    narrow = run_qywx("log", "list", env={**env, "COLUMNS": "40"}).stdout
+    assert sum(LONG_ERROR in line for line in narrow.splitlines()) == 2
+
+
+def follow(cli_env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
+    proc = subprocess.Popen(
+        [*QYWX, "log", "tail", "--follow", "--interval", "0.1", "-f", "json", *args],
+        env=cli_env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, lines
+
+
+def test_tail_follow_shows_a_record_changing_status(cli_env: dict[str, str], auths: Path) -> None:
+    rid = failed_record(cli_env, auths)
+    proc, lines = follow(cli_env, "-n", "1")
+    try:
+        first = json.loads(lines.get(timeout=10))
+        assert (first["id"], first["status"]) == (rid, "failed")
+        with Store(cli_env["QYWX_DB"]) as store:  # what `qywx retry` does to it
+            store.claim_callback(rid, "retry")
+            store.finish_callback(rid, "processed")
+        changed = json.loads(lines.get(timeout=10))
+        assert (changed["id"], changed["status"], changed["attempts"]) == (rid, "processed", 2)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_tail_status_filters_both_the_backlog_and_the_stream(
+    cli_env: dict[str, str], auths: Path
+) -> None:
+    failed = failed_record(cli_env, auths, 1)
+    with Store(cli_env["QYWX_DB"]) as store:
+        done = record(store, auths, ev.build_event_xml("suite_ticket", suite_id=SUITE), n=2)
+        store.claim_callback(done, "w")
+        store.finish_callback(done, "processed")
+        received = record(store, auths, ev.build_event_xml("suite_ticket", suite_id=SUITE), n=3)
+    backlog = run_qywx("log", "tail", "--status", "failed", "-f", "json", env=cli_env)
+    assert [json.loads(x)["id"] for x in backlog.stdout.splitlines()] == [failed]
+    proc, lines = follow(cli_env, "--status", "processed", "-n", "5")
+    try:
+        assert json.loads(lines.get(timeout=10))["id"] == done  # the backlog: it is following
+        with Store(cli_env["QYWX_DB"]) as store:
+            store.claim_callback(received, "w")
+            store.finish_callback(received, "processed")
+        shown = json.loads(lines.get(timeout=10))
+        assert (shown["id"], shown["status"]) == (received, "processed")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
+
+
+def test_stats_warnings_carry_the_qywx_prefix(cli_env: dict[str, str], auths: Path) -> None:
+    failed_record(cli_env, auths)
+    proc = run_qywx("log", "stats", env=cli_env)
+    warnings = proc.stderr.splitlines()
+    assert warnings and all(w.startswith("qywx: warning: suite ") for w in warnings), warnings
