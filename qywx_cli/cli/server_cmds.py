@@ -77,8 +77,8 @@ def _serve_forever(
             "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
         )
         raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
-    except ValueError:  # waitress: a host that does not resolve to an address
-        raise ServerError(f"cannot listen on {host}:{port}: not a valid host") from None
+    except ValueError:  # waitress: a --host that is not an address: the command line is wrong
+        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
 
     stopping = threading.Event()
 
