@@ -45,7 +45,7 @@ def test_serve_strict_refuses_to_start_with_a_broken_instance(
     env: dict[str, str], auths: Path, tmp_path: Path
 ) -> None:
     break_instances(auths)
-    result = run_qywx("serve", "--port", "0", "--strict", env=env, cwd=tmp_path)
+    result = run_qywx("serve", "--port", "0", "--strict", env=env, cwd=tmp_path, process=True)
     assert result.returncode == 1, result.stderr
     lines = result.stderr.splitlines()
     assert sum("not loaded:" in line for line in lines) == 2
