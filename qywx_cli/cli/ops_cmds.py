@@ -419,9 +419,12 @@ def log_stats(
     now = time.time()
     since_ts = parse_since(since, now) if since else None
     settings = globals_of(ctx).settings()
+    from qywx_cli.core.licensing import licence_report
+
     with open_store(settings) as store:
         stats = store.callback_stats(since=since_ts)
         tickets = _ticket_ages(store, settings, now)
+        licences = licence_report(store, now=now, since=since_ts)
     for t in tickets:
         if t["stale"]:
             when = (
@@ -444,6 +447,7 @@ def log_stats(
                 "by_event": stats.by_event,
                 "failures": failures,
                 "suite_tickets": tickets,
+                **licences.as_dict(),
             }
         )
         return EXIT_OK
@@ -468,6 +472,27 @@ def log_stats(
                     "yes" if t["stale"] else "no",
                 ]
                 for t in tickets
+            ],
+        )
+    if licences.unlicensed:
+        table(
+            "Members who used the app unlicensed (unlicensed_notify)",
+            ["corp", "member", "times", "last seen (UTC)"],
+            [[m.corp_id, m.user_id, m.count, _when(m.last_seen)] for m in licences.unlicensed],
+        )
+    if licences.expiring:
+        table(
+            f"Licences expiring within {licences.days} days",
+            ["corp", "member", "type", "expires (UTC)", "days left"],
+            [
+                [
+                    x.corp_id,
+                    x.user_id,
+                    x.type,
+                    _when(x.expire_time) if x.expire_time is not None else "",
+                    f"{licences.days_left(x) or 0:.0f}",
+                ]
+                for x in licences.expiring
             ],
         )
     return EXIT_OK

@@ -144,6 +144,7 @@ def run_doctor(
     if store is not None:
         try:
             checks.extend(_ticket_and_token(settings, inst, store, now))
+            checks.append(_licence_check(store, now()))
         finally:
             store.close()
     if url:
@@ -195,6 +196,37 @@ def _ticket_and_token(
     else:
         checks.append(Check("suite_token", True, f"obtained just now from {settings.api_base}"))
     return checks
+
+
+def _licence_check(store: Store, now: float) -> Check:
+    """Members WeCom reported unlicensed (a failure: WeCom refuses the app's calls for
+    them), and licences ending within 30 days (a reminder, still ok; doc 97194)."""
+    from qywx_cli.core.licensing import licence_report
+
+    report = licence_report(store, now=now)
+    if report.ok:
+        return Check(
+            "licences",
+            True,
+            f"no unlicensed members reported, none expiring within {report.days} days",
+        )
+    parts = []
+    if report.unlicensed:
+        names = ", ".join(f"{m.user_id}@{m.corp_id}" for m in report.unlicensed[:5])
+        parts.append(f"{len(report.unlicensed)} member(s) used the app unlicensed ({names})")
+    if report.expiring:
+        names = ", ".join(f"{x.user_id}@{x.corp_id}" for x in report.expiring[:5])
+        parts.append(
+            f"{len(report.expiring)} licence(s) expire within {report.days} days ({names})"
+        )
+    # Unlicensed members are failing now; an expiry within the window is a reminder.
+    return Check(
+        "licences",
+        not report.unlicensed,
+        "; ".join(parts),
+        "activate or renew their accounts: `qywx license activate --corp-id C --code CODE "
+        "--user-id U` with a code bought in the provider console",
+    )
 
 
 def _endpoint_checks(settings: Settings, inst: AuthInstance, url: str) -> list[Check]:

@@ -623,7 +623,31 @@ class CallbackService:
 
     def _system_handlers(self) -> dict[type, Callable[[Any, CallbackRecord], None]]:
         """Handlers of what the system event URL receives (no template instance)."""
-        return {}
+        return {ev.AutoActivateEvent: self._on_auto_activate}
+
+    def _on_auto_activate(self, event: ev.AutoActivateEvent, rec: CallbackRecord) -> None:
+        """auto_activate (doc 95994): WeCom bound codes itself; record each account, which
+        also takes its member off the unlicensed list."""
+        from qywx_cli.core.store import Licence
+
+        corp = rec.corp_id or event.corp_id
+        if not corp:
+            raise EventError("auto_activate without AuthCorpId")
+        self.store.save_licences(
+            corp,
+            [
+                Licence(
+                    corp_id=corp,
+                    user_id=a.user_id,
+                    type=a.type or 1,
+                    active_code=a.active_code,
+                    active_time=event.timestamp,
+                    expire_time=a.expire_time,
+                    updated_at=rec.received_at,
+                )
+                for a in event.accounts
+            ],
+        )
 
     def _handlers(self) -> dict[type, Callable[[AuthInstance, Any, CallbackRecord], None]]:
         return {

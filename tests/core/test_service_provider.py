@@ -294,3 +294,43 @@ def test_unlicensed_notify_lists_the_member(world: World) -> None:
         1000002,
         1700000000,
     )
+
+
+def test_auto_activate_records_the_accounts_and_clears_unlicensed(world: World) -> None:
+    world.store.record_unlicensed(CORP, "zhangsan", agent_id=None, seen_at=1_700_000_000)
+    expire = int(time.time()) + 20 * 86400
+    xml = (
+        f"<xml><ServiceCorpId><![CDATA[{PROVIDER}]]></ServiceCorpId>"
+        "<InfoType><![CDATA[auto_activate]]></InfoType>"
+        f"<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId><Scene>1</Scene>"
+        f"<TimeStamp>{int(time.time())}</TimeStamp>"
+        "<AccountList><ActiveCode><![CDATA[CODE1]]></ActiveCode><Type>1</Type>"
+        f"<ExpireTime>{expire}</ExpireTime><UserId><![CDATA[zhangsan]]></UserId>"
+        "<PreviousStatus>1</PreviousStatus></AccountList></xml>"
+    )
+    response = world.system(xml)
+    assert response.text == "success"
+    assert world.store.get_callback(response.record_id or 0).status == "processed"
+    (licence,) = world.store.list_licences(corp_id=CORP)
+    assert (licence.user_id, licence.type, licence.expire_time) == ("zhangsan", 1, expire)
+    assert world.store.unlicensed_members() == []
+
+
+def test_licence_report_lists_unlicensed_and_expiring(world: World) -> None:
+    from qywx_cli.core.licensing import licence_report
+    from qywx_cli.core.store import Licence
+
+    now = 1_700_000_000.0
+    world.store.record_unlicensed(CORP, "lisi", agent_id=1, seen_at=now - 60)
+    world.store.save_licences(
+        CORP,
+        [
+            Licence(CORP, "soon", 1, "C1", None, int(now + 5 * 86400), 0.0),
+            Licence(CORP, "later", 1, "C2", None, int(now + 60 * 86400), 0.0),
+        ],
+    )
+    report = licence_report(world.store, now=now)
+    assert [m.user_id for m in report.unlicensed] == ["lisi"]
+    assert [x.user_id for x in report.expiring] == ["soon"]
+    doc = report.as_dict()
+    assert doc["expiring_licences"][0]["days_left"] == 5.0 and not report.ok

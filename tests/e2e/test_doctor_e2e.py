@@ -50,6 +50,7 @@ def test_all_green_then_server_down(env: dict[str, str], server: Proc) -> None:
         "database",
         "suite_ticket",
         "suite_token",
+        "licences",
         "handshake",
         "callback",
     ]
@@ -110,3 +111,36 @@ def test_stale_ticket_and_unreachable_api(tmp_path: Path, auths: Path) -> None:
     assert not checks["suite_ticket"].ok and "10 minutes" in checks["suite_ticket"].fix
     assert not checks["suite_token"].ok and "get_suite_token" in checks["suite_token"].detail
     assert checks["config"].ok and checks["database"].ok
+
+
+def test_doctor_and_log_stats_show_unlicensed_and_expiring_licences(
+    server: Proc, env: dict[str, str]
+) -> None:
+    """unlicensed_notify members fail the licences check; an expiry within 30 days is a
+    reminder only. log stats lists both."""
+    import time
+
+    from qywx_cli.core.store import Licence, Store
+
+    push_ticket(env, server)
+    now = time.time()
+    with Store(env["QYWX_DB"]) as store:
+        store.save_licences(
+            "wwa1b2c3d4e5f60a01",
+            [Licence("wwa1b2c3d4e5f60a01", "soon", 1, "C1", None, int(now + 3 * 86400), 0.0)],
+        )
+    code, doc = doctor(env)
+    licences = next(c for c in doc["checks"] if c["name"] == "licences")
+    assert code == 0 and licences["ok"] and "soon@wwa1b2c3d4e5f60a01" in licences["detail"]
+    with Store(env["QYWX_DB"]) as store:
+        store.record_unlicensed("wwa1b2c3d4e5f60a01", "lisi", agent_id=1, seen_at=now)
+    code, doc = doctor(env)
+    assert code == 1 and "lisi@wwa1b2c3d4e5f60a01" in failing(doc)["licences"]["detail"]
+    assert "qywx license activate" in failing(doc)["licences"]["fix"]
+
+    stats = run_qywx("log", "stats", "-f", "json", env=env)
+    sdoc = json.loads(stats.stdout)
+    assert [m["user_id"] for m in sdoc["unlicensed_members"]] == ["lisi"]
+    assert [(x["user_id"], x["days_left"]) for x in sdoc["expiring_licences"]] == [("soon", 3.0)]
+    text = run_qywx("log", "stats", env={**env, "COLUMNS": "200"})
+    assert "used the app unlicensed" in text.stdout and "expiring within 30 days" in text.stdout
