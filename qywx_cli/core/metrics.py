@@ -127,6 +127,7 @@ class Metrics(Observer):
         from qywx_cli.core.service import PROVIDER_ROUTE
 
         self._instances = frozenset([*service.instances, PROVIDER_ROUTE])
+        self._children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
         self.callbacks = prom.Counter(
             "qywx_callbacks",
             "Requests to the notify endpoint, by instance, kind, event and outcome.",
@@ -176,9 +177,15 @@ class Metrics(Observer):
         # Only names of configured instances become labels: a path segment is the
         # client's to choose, and every distinct label value is a new time series.
         instance = response.instance if response.instance in self._instances else _NONE
-        kind = response.kind or _NONE
-        self.callbacks.labels(instance, kind, response.event or _NONE, response.outcome).inc()
-        self.reply_seconds.labels(kind).observe(seconds)
+        key = (instance, response.kind or _NONE, response.event or _NONE, response.outcome)
+        children = self._children.get(key)
+        if children is None:  # labels() validates and locks: once per label set, not per call
+            children = self._children[key] = (
+                self.callbacks.labels(*key),
+                self.reply_seconds.labels(key[1]),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def handled(self, run: Handled) -> None:
         self.handler_seconds.labels(run.event or _NONE, run.status).observe(run.seconds)

@@ -284,3 +284,22 @@ def test_monitor_reports_a_stale_suite_ticket(
         assert latest["detail"].startswith("newest suite_ticket is 31 min old")
     finally:
         p.close()
+
+
+def test_a_store_refusal_raises_one_critical_alert(receiver: tuple[Receiver, str]) -> None:
+    from qywx_cli.core.service import NotifyResponse
+
+    r, url = receiver
+    clock = Clock(0)
+    sender = make_sender(url + "/hook", clock)
+    rules = AlertRules(sender)
+    try:
+        refused = NotifyResponse(503, b"database is locked", "rejected: store")
+        for _ in range(3):
+            rules.request("notify", refused, 0.01)
+        rules.request("notify", NotifyResponse(200, b"success", "accepted"), 0.01)
+        sender.flush()
+        assert [(b["key"], b["severity"]) for b in r.bodies] == [("store", "critical")]
+        assert r.bodies[0]["detail"].startswith("database is locked\n")
+    finally:
+        sender.close()
