@@ -8,6 +8,8 @@ not (wrong reply, slow, unreachable, a tamper accepted, bad signature), 2 usage.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shlex
 import sys
 from collections.abc import Callable, Mapping
@@ -222,7 +224,7 @@ def _render_tamper(report: TamperReport, url: str, fmt: Format, show_secrets: bo
         )
     print(f"Tamper check → {url}")
     table(None, ["case", "sent", "status", "body", "verdict"], rows)
-    accepted = [r.case for r in report.results if r.reply is not None and not r.rejected]
+    accepted = [r.case for r in report.results if r.reply is not None and not r.passed]
     errors = [r.case for r in report.results if r.reply is None]
     if not base.ok:
         print(
@@ -234,7 +236,7 @@ def _render_tamper(report: TamperReport, url: str, fmt: Format, show_secrets: bo
     elif errors:
         print(f"✗ no reply for: {', '.join(errors)}")
     else:
-        print(f"✓ all {len(report.results)} tampered request(s) rejected")
+        print(f"✓ all {len(report.results)} tampered request(s) rejected or harmless")
     return EXIT_OK if report.all_rejected else EXIT_FAILED
 
 
@@ -582,8 +584,18 @@ def simulate_callback(
             if tamper.strip() == "all"
             else [n.strip() for n in tamper.split(",") if n.strip()]
         )
-        with sim.make_client(1, http_timeout) as client:
-            report = sim.run_tamper(simulator, client, names, spec, timeout=timeout)
+        with contextlib.ExitStack() as stack:
+            client = stack.enter_context(sim.make_client(1, http_timeout))
+            handled = None
+            db = settings.db_path
+            if db.is_file():  # the endpoint may be a qywx serve on this database
+                from qywx_cli.core.store import open_store
+
+                store = stack.enter_context(open_store(db))
+                handled = functools.partial(sim.handled_in_log, store)
+            report = sim.run_tamper(
+                simulator, client, names, spec, timeout=timeout, handled_count=handled
+            )
         return _render_tamper(report, simulator.url, fmt, show_secrets)
     with sim.make_client(1, http_timeout) as client:
         exchange = sim.send(client, first, timeout=timeout)

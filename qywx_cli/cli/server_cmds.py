@@ -9,19 +9,21 @@ for the next start.
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from qywx_cli.cli._errors import EXIT_OK
 from qywx_cli.cli._state import globals_of
-from qywx_cli.core.errors import ConfigError, QywxError, ServerError, UsageError
+from qywx_cli.core.errors import ConfigError, QywxError, UsageError
+
+if TYPE_CHECKING:
+    from qywx_cli.core.httpserver import ServerLimits
 
 
 def _setup_logging(*, verbose: bool = False, log_format: str = "text") -> None:
@@ -52,33 +54,19 @@ def _serve_forever(
     on_stop: Callable[[], None] = lambda: None,
     *,
     max_body: int = 8 * 1024 * 1024,
+    limits: ServerLimits | None = None,
 ) -> None:
     """Run ``app`` on waitress until SIGINT/SIGTERM, then stop gracefully."""
-    from waitress.server import create_server
+    from qywx_cli.core.httpserver import DEFAULT_LIMITS, create_server
 
-    if threads < 1 or threads > 256:
-        raise UsageError("--threads must be between 1 and 256")
-    if not 0 <= port <= 65535:  # the socket layer would silently take it modulo 65536
-        raise UsageError(f"--port must be between 0 and 65535, not {port}")
-    try:
-        server = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            max_request_body_size=max_body,
-            channel_timeout=30,
-            ident="qywx",
-            clear_untrusted_proxy_headers=True,
-        )
-    except OSError as exc:  # a port in use is the deployment's problem, not a usage error
-        why = exc.strerror or str(exc)
-        hint = (
-            "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
-        )
-        raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
-    except ValueError:  # waitress: a --host that is not an address: the command line is wrong
-        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        max_body=max_body,
+        limits=limits or DEFAULT_LIMITS,
+    )
 
     stopping = threading.Event()
 
@@ -170,18 +158,60 @@ def serve(
             "in qywx.toml).",
         ),
     ] = False,
+    connection_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--connection-limit",
+            help="Open connections at most (default 4096, or [serve] in qywx.toml); "
+            "more wait in the listen backlog.",
+        ),
+    ] = None,
+    channel_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--channel-timeout", help="Seconds an idle keep-alive connection is kept (30)."
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--header-timeout",
+            help="Seconds a client may take to send a request's headers (10).",
+        ),
+    ] = None,
+    body_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--body-timeout", help="Seconds a client may take to send a request's body (30)."
+        ),
+    ] = None,
 ) -> int:
     """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz.
 
     Each instance that cannot be loaded is named on stderr with its first error (its
     callbacks would get 404); --strict exits 1 instead of serving the others.
     """
+    import dataclasses
+
     from qywx_cli.core.instrument import instrument
     from qywx_cli.core.service import CallbackService
     from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
 
     settings = globals_of(ctx).settings()
     _setup_logging(verbose=verbose, log_format=log_format or settings.log_format)
+    flags: dict[str, Any] = {
+        "connection_limit": connection_limit,
+        "channel_timeout": channel_timeout,
+        "header_timeout": header_timeout,
+        "body_timeout": body_timeout,
+    }
+    limits = dataclasses.replace(
+        settings.http_limits, **{k: v for k, v in flags.items() if v is not None}
+    )
+    try:
+        limits.check()
+    except UsageError as exc:
+        raise UsageError(f"--{exc.message.replace('_', '-', 1)}") from None
     if not settings.auths_dir.is_dir():
         raise UsageError(f"no auths/ folder at {settings.auths_dir}; pass --auths DIR")
     log = logging.getLogger("qywx.serve")
@@ -233,6 +263,13 @@ def serve(
             log.info("%s", line)
         if resumed:
             log.info("resuming %d callback(s) acknowledged before the last stop", resumed)
+        health = service.healthcheck()
+        if not health.get("writable"):
+            log.warning(
+                "the database cannot be written (%s): every callback will get 503 and "
+                "/healthz reports unhealthy until it can",
+                health.get("error", "unknown error"),
+            )
 
     def on_stop() -> None:
         log.info("stopping: finishing queued callbacks")
@@ -250,6 +287,7 @@ def serve(
         banner,
         on_stop,
         max_body=MAX_BODY_BYTES,
+        limits=limits,
     )
     return EXIT_OK
 

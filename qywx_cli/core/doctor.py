@@ -129,16 +129,20 @@ def run_doctor(
                 )
             )
         else:
-            health = store.healthcheck()
-            writable = os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)
+            health = store.healthcheck()  # commits one write: reading is not enough
+            writable = bool(health.get("writable")) and os.access(db.parent, os.W_OK)
             ok = bool(health.get("ok")) and writable and store.schema_version == SCHEMA_VERSION
+            why = f" ({health['error']})" if not writable and health.get("error") else ""
             checks.append(
                 Check(
                     "database",
                     ok,
                     f"{db}: schema v{store.schema_version}, "
-                    + ("writable" if writable else "NOT writable"),
-                    "" if ok else "make the file and its folder writable by the qywx user",
+                    + ("writable" if writable else f"NOT writable{why}"),
+                    ""
+                    if ok
+                    else "free disk space, remount read-write, or make the file and its "
+                    "folder writable by the qywx user; until then every callback gets 503",
                 )
             )
     if store is not None:

@@ -33,6 +33,7 @@ from qywx_cli.core.config import (
     value_problem,
 )
 from qywx_cli.core.errors import ConfigError, UsageError
+from qywx_cli.core.private import make_private_dirs
 
 __all__ = ["SCHEMA_URLS", "Scaffold", "env_var_names", "write_instance"]
 
@@ -110,7 +111,7 @@ def _suite_sibling(auths_dir: Path, suite_id: str, name: str) -> tuple[str | Non
     for folder in folders:
         try:
             data = json.loads((folder / f"{folder.name}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: absurd nesting
             continue
         auth = data.get("authConfig") if isinstance(data, dict) else None
         if not isinstance(auth, dict) or auth.get("suiteId") != suite_id:
@@ -232,7 +233,7 @@ def write_instance(
         biz_doc = {"$schema": SCHEMA_URLS["business"], **biz_doc}
     secrets_file = folder / f"{name}.secrets.env" if exports else None
     with _file_errors(folder):
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(folder)  # it holds the suite secret: 0700 whatever the umask
         if secrets_file is not None:
             lines = [f"export {var}={shlex.quote(v)}" for var, v in sorted(exports.items())]
             _write_private(secrets_file, "\n".join(lines) + "\n")

@@ -23,15 +23,16 @@ signed and encrypted with the provider's own Token and EncodingAESKey (settings
 ``provider`` and go through the same record → reply → handle path, dedupe and retry
 included; a request signed with a template's key is refused there (-40001).
 
-Replies, chosen so WeCom and a scanner can both tell what happened:
-a byte-identical replay (same instance, msg_signature, timestamp, nonce) is logged
-``duplicate`` and refused with 409; a redelivery of the same content under a fresh
-signature (what a WeCom retry looks like) is logged ``duplicate`` and acknowledged
-with ``success`` so WeCom stops retrying, but is not processed again.
+Repeats are idempotent: a byte-identical replay (same instance, msg_signature,
+timestamp, nonce) and a redelivery of the same content under a fresh signature (what
+a WeCom retry looks like) are both logged ``duplicate`` and answered ``success``, the
+answer the first delivery got, so WeCom stops retrying; neither is processed again,
+except that a repeat of a ``failed`` record runs that record once more.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -89,6 +90,16 @@ def provider_crypto(settings: Settings) -> WXBizMsgCrypt | None:
     )
 
 
+HEALTH_CACHE_SECONDS = 5.0
+"""How long /healthz reuses the store's write probe (one fsync) before probing again."""
+
+_WRITE_KEYS = frozenset({"writable", "error"})
+
+RERUN_GAP_SECONDS = 5.0
+"""A repeat re-runs a failed record at most this often: a replay flood of a failed
+create_auth must not become a flood of WeCom API calls."""
+
+
 @dataclass(frozen=True)
 class NotifyResponse:
     """What the notify endpoint answers; also a WSGI app, so a framework can return it."""
@@ -122,6 +133,8 @@ class NotifyResponse:
         self, environ: Mapping[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
         start_response(f"{self.status} {HTTPStatus(self.status).phrase}", self.headers)
+        if str(environ.get("REQUEST_METHOD") or "").upper() == "HEAD":
+            return []  # GET's headers, Content-Length included, and no body (RFC 9110 §9.3.2)
         return [self.body]
 
 
@@ -259,6 +272,8 @@ class CallbackService:
         self.rescan_interval = rescan_interval
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._health_lock = threading.Lock()
+        self._health: tuple[float, dict[str, Any]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -527,9 +542,7 @@ class CallbackService:
         )
         tags = dict(record_id=rec.id, instance=route, kind=event.kind, event=event.info_type)
         if rec.status == "duplicate":
-            if rec.duplicate_reason == "replay":
-                return _reply(409, "replayed request", "duplicate: replay", **tags)
-            return _reply(200, "success", "duplicate: redelivery", **tags)
+            return self._duplicate(rec, tags)
         if rec.status == "received":
             if self._worker is not None:
                 self._worker.submit(rec.id)
@@ -545,6 +558,30 @@ class CallbackService:
             return corp_id
         auth = self.store.get_corp_auth(corp_id, inst.suite_id if inst is not None else None)
         return auth.corp_id if auth is not None else corp_id
+
+    def _duplicate(self, rec: CallbackRecord, tags: dict[str, Any]) -> NotifyResponse:
+        """Answer a repeat of a recorded callback as its first delivery deserved: ``success``.
+
+        WeCom counts anything but HTTP 200 as a failed push and sends it again, and the
+        same bytes come back when our first reply was lost or late (a proxy timeout); a
+        replay gains an attacker nothing because it is never processed twice. A repeat
+        of a callback whose handling ``failed`` (a transient WeCom error, say) runs that
+        original again: WeCom redelivering it is the best moment to retry, and the claim
+        keeps it to one run at a time (and RERUN_GAP_SECONDS apart).
+        """
+        reason = rec.duplicate_reason or "content"
+        outcome = f"duplicate: {'replay' if reason == 'replay' else 'redelivery'}"
+        if rec.duplicate_of is not None:
+            with contextlib.suppress(RecordNotFound):
+                original = self.store.get_callback(rec.duplicate_of)
+                rested = self.now() - (original.processed_at or 0) >= RERUN_GAP_SECONDS
+                if original.status == "failed" and original.kind != "verify" and rested:
+                    outcome = "duplicate: rerun"  # the failed original runs again
+                    if self._worker is not None:
+                        self._worker.submit(original.id)
+                    else:
+                        self.process(original.id)
+        return _reply(200, "success", outcome, **tags)
 
     def _ticket_of(self, inst: AuthInstance, event: ev.Event) -> tuple[str, str, int] | None:
         """What :meth:`_on_suite_ticket` would save, or None (not a ticket, unknown suite)."""
@@ -784,10 +821,30 @@ class CallbackService:
         return RetryOutcome(done, True)
 
     def healthcheck(self) -> dict[str, Any]:
-        try:
-            health = self.store.healthcheck()
-        except QywxError as exc:
-            return {"ok": False, "error": exc.message}
+        """What ``/healthz`` answers: ok only if a callback could be recorded now.
+
+        The store's write probe costs one fsync, so its answer is reused for
+        HEALTH_CACHE_SECONDS (a load balancer probing every second costs one commit in
+        five); concurrent probes share one. ``suite_ticket_age_s`` is reported, not
+        judged: WeCom's pushes stopping is not this host's fault.
+        """
+        with self._health_lock:
+            cached = self._health
+            probe = cached is None or self.now() - cached[0] >= HEALTH_CACHE_SECONDS
+            try:
+                health = self.store.healthcheck(write=probe)
+            except QywxError as exc:
+                health = {"ok": False, "writable": False, "error": exc.message}
+            if probe or "writable" in health:  # a failed read reports writable False itself
+                cached = self._health = (self.now(), health)
+            else:  # reads answered: the last write probe's verdict stands
+                assert cached is not None
+                health = {**health, **{k: v for k, v in cached[1].items() if k in _WRITE_KEYS}}
+                if not health.get("writable"):
+                    health["ok"] = False
+        health = dict(health)
+        at = health.pop("suite_ticket_at", None)
+        health["suite_ticket_age_s"] = round(self.now() - at, 1) if isinstance(at, float) else None
         return {
             **health,
             "instances": sorted(i.name for i in self.active_instances()),

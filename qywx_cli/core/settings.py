@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qywx_cli.core.errors import ConfigError, UsageError
+from qywx_cli.core.httpserver import DEFAULT_LIMITS, ServerLimits
 from qywx_cli.core.urls import split_url
 
 __all__ = ["CONFIG_FILE", "DEFAULT_API_BASE", "Settings", "load_settings"]
@@ -42,7 +43,9 @@ _KNOWN_KEYS = {
     "metrics_token",
     "alert_webhook",
     "strict",
+    "serve",
 }
+_SERVE_KEYS = {"connection_limit", "channel_timeout", "header_timeout", "body_timeout"}
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -90,6 +93,8 @@ class Settings:
     #: ``qywx serve``: where alerts are POSTed (a WeCom group robot or any JSON webhook);
     #: its query string holds the robot's key, so it is a secret too
     alert_webhook: str | None = field(default=None, repr=False)
+    #: the HTTP edge's connection limits (``[serve]`` in qywx.toml)
+    http_limits: ServerLimits = DEFAULT_LIMITS
 
     @property
     def has_provider_callbacks(self) -> bool:
@@ -100,6 +105,30 @@ class Settings:
 
     #: ``qywx serve`` refuses to start while any instance cannot be loaded
     strict: bool = False
+
+
+def _serve_limits(data: Any, path: Path) -> ServerLimits:
+    """``[serve]``: connection_limit and the three timeouts, each checked like the flags."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: serve must be a table ([serve])")
+    unknown = sorted(set(data) - _SERVE_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) in [serve]: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(_SERVE_KEYS))}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        whole = key == "connection_limit"
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
+            kind = "a whole number" if whole else "a number of seconds"
+            raise ConfigError(f"{path}: serve.{key} must be {kind}, not {value!r}")
+        values[key] = value
+    limits = ServerLimits(**values)
+    try:
+        return limits.check()
+    except UsageError as exc:
+        raise ConfigError(f"{path}: serve.{exc.message}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -116,6 +145,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         raise ConfigError(
@@ -270,4 +301,5 @@ def load_settings(
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,
         strict=strict,
+        http_limits=_serve_limits(data["serve"], path) if "serve" in data else DEFAULT_LIMITS,
     )

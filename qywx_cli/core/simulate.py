@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -58,6 +58,9 @@ from qywx_cli.core.events import (
     build_provider_event_xml,
 )
 from qywx_cli.core.urls import split_url
+
+if TYPE_CHECKING:
+    from qywx_cli.core.store import Store
 
 __all__ = [
     "DEFAULT_HTTP_TIMEOUT",
@@ -770,6 +773,8 @@ class TamperResult:
     reply: Reply | None
     error: str | None = None
     note: str = ""
+    #: replay only: how many times the endpoint's log shows the request handled, if known
+    handled: int | None = None
 
     @property
     def rejected(self) -> bool:
@@ -779,10 +784,33 @@ class TamperResult:
         )
 
     @property
+    def passed(self) -> bool:
+        """Rejected; or, for ``replay``, acknowledged without being handled a second time.
+
+        Answering a byte-identical replay ``success`` is what WeCom needs when the first
+        reply was lost (anything else makes it retry), and harmless if the request is not
+        processed again; that is judged from the endpoint's log when it can be read, and
+        otherwise left as a note.
+        """
+        if self.reply is None:
+            return False
+        if self.rejected:
+            return True
+        return self.case == "replay" and (self.handled is None or self.handled <= 1)
+
+    @property
     def verdict(self) -> str:
         if self.reply is None:
             return "error"
-        return "rejected" if self.rejected else "ACCEPTED (vulnerable)"
+        if self.rejected:
+            return "rejected"
+        if self.case == "replay":
+            if self.handled is None:
+                return "acknowledged"
+            if self.handled <= 1:
+                return "acknowledged, handled once"
+            return f"HANDLED {self.handled} TIMES (vulnerable)"
+        return "ACCEPTED (vulnerable)"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -794,6 +822,8 @@ class TamperResult:
             "latency_ms": None if self.reply is None else round(self.reply.latency * 1000, 3),
             "verdict": self.verdict,
             "rejected": self.rejected,
+            "passed": self.passed,
+            "handled": self.handled,
             "error": self.error,
             "note": self.note,
         }
@@ -812,7 +842,8 @@ class TamperReport:
 
     @property
     def all_rejected(self) -> bool:
-        return self.baseline.ok and all(r.rejected for r in self.results)
+        """The control accepted and every case passed (a replay may be acknowledged)."""
+        return self.baseline.ok and all(r.passed for r in self.results)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -830,8 +861,14 @@ def run_tamper(
     *,
     timeout: float = DEFAULT_TIMEOUT,
     clock: Callable[[], float] = time.perf_counter,
+    handled_count: Callable[[SimulatedRequest], int | None] | None = None,
 ) -> TamperReport:
-    """Send a valid control callback, then each tamper case in order."""
+    """Send a valid control callback, then each tamper case in order.
+
+    ``handled_count`` reads the endpoint's callback log (when the caller has it): how
+    many records of a request were handled rather than logged as duplicates, or None
+    when the log does not hold the request (another endpoint's database).
+    """
     unknown = [c for c in cases if c not in TAMPER_CASES]
     if unknown or not cases:
         raise UsageError(
@@ -852,7 +889,35 @@ def run_tamper(
                 note = f"the original was not accepted ({last.reason}), so the replay proves little"
         assert last is not None
         error = last.reason if last.reply is None else None
+        handled: int | None = None
+        acknowledged = last.reply is not None and last.reply.body == _SUCCESS
+        if case == "replay" and acknowledged and last.reply is not None:
+            if last.reply.status == 200 and handled_count is not None:
+                handled = handled_count(requests[0])
+            if handled is None and not note:
+                note = (
+                    "acknowledged with success, as WeCom needs when a reply was lost; "
+                    "check the endpoint's log that it was not handled twice"
+                )
         results.append(
-            TamperResult(case, TAMPER_CASES[case], len(requests), last.reply, error, note)
+            TamperResult(case, TAMPER_CASES[case], len(requests), last.reply, error, note, handled)
         )
     return TamperReport(baseline, tuple(results))
+
+
+def handled_in_log(store: Store, request: SimulatedRequest) -> int | None:
+    """How many records of ``request`` a qywx callback log shows handled (not duplicates).
+
+    None when the log holds no record of it: the endpoint writes another database. The
+    replay's records are among the newest, so only the latest few hundred are read.
+    """
+    mine = [
+        r
+        for r in store.list_callbacks(limit=500)
+        if (r.msg_signature, r.timestamp, r.nonce)
+        == (request.msg_signature, request.timestamp, request.nonce)
+    ]
+    if not mine:
+        return None
+    originals = [r for r in mine if r.status not in ("duplicate", "rejected")]
+    return len(originals) + sum(max(0, r.attempts - 1) for r in originals)

@@ -230,3 +230,26 @@ def test_serve_observability_errors(
     with pytest.raises(ConfigError, match=re.escape(message)) as caught:
         load_settings(env=env, cwd=tmp_path)
     assert "secret-key" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "nest", ["[" * 100_000 + "]" * 100_000, "{a=" * 100_000 + "1" + "}" * 100_000]
+)
+def test_absurdly_nested_toml_is_one_config_error(tmp_path: Path, nest: str) -> None:
+    path = toml(tmp_path, f"api_base = {nest}\n")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_settings(config=path, cwd=tmp_path)
+
+
+def test_serve_limits_come_from_the_serve_table(tmp_path: Path) -> None:
+    path = toml(tmp_path, "[serve]\nconnection_limit = 500\nheader_timeout = 2.5\n")
+    limits = load_settings(config=path, cwd=tmp_path).http_limits
+    assert (limits.connection_limit, limits.header_timeout, limits.body_timeout) == (500, 2.5, 30)
+    for bad, match in (
+        ("[serve]\nconnection_limit = 0\n", "serve.connection_limit must be between"),
+        ("[serve]\nheader_timeout = 'x'\n", "serve.header_timeout must be a number"),
+        ("[serve]\nbacklog = 5\n", "unknown key"),
+        ("serve = 3\n", "serve must be a table"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            load_settings(config=toml(tmp_path, bad), cwd=tmp_path)

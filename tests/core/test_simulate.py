@@ -370,8 +370,22 @@ def test_run_tamper_against_a_strict_and_a_naive_endpoint() -> None:
 
         with serving(replying("200 OK", b"success"), "/notify/Demo") as url:
             report = run_tamper(_simulator(url), client, ["bad-signature", "replay"], spec)
-        assert not report.all_rejected
-        assert [r.verdict for r in report.results] == ["ACCEPTED (vulnerable)"] * 2
+            assert not report.all_rejected
+            assert [r.verdict for r in report.results] == [
+                "ACCEPTED (vulnerable)",
+                "acknowledged",
+            ]
+            # When the endpoint's log shows the replay handled twice, that is the failure.
+            report = run_tamper(
+                _simulator(url), client, ["replay"], spec, handled_count=lambda request: 2
+            )
+            assert report.results[0].verdict == "HANDLED 2 TIMES (vulnerable)"
+            assert not report.results[0].passed and not report.all_rejected
+            report = run_tamper(
+                _simulator(url), client, ["replay"], spec, handled_count=lambda request: 1
+            )
+            assert report.results[0].verdict == "acknowledged, handled once"
+            assert report.all_rejected
 
         with serving(replying("403 Forbidden", b"no"), "/notify/Demo") as url:
             report = run_tamper(_simulator(url), client, ["replay"], spec)

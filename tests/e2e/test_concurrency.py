@@ -23,8 +23,7 @@ def test_three_servers_share_one_database_without_locks_or_double_handling(
     # What WeCom sees: no 5xx, no lock error, each answer as designed.
     assert result.server_errors == 0 and result.locked == 0, report
     assert result.wrong_answers == 0, report
-    assert set(result.statuses) == {200, 409}, report
-    assert result.statuses[409] == result.racing_replays, report
+    assert set(result.statuses) == {200}, report  # replays and redeliveries: idempotent
     # What happened inside: one original per callback, handled once, every delivery logged.
     assert result.not_recorded_once == 0 and result.acknowledged_missing == 0, report
     assert result.not_processed_once == 0, report

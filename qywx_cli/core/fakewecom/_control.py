@@ -159,7 +159,7 @@ def register_auth_code(
 def _control_json(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body.decode("utf-8") or "{}")
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise UsageError("body is not JSON") from None
     if not isinstance(data, dict):
         raise UsageError("body must be a JSON object")

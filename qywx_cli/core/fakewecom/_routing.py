@@ -54,7 +54,7 @@ class Request:
         """The JSON body; WeCom answers 47001 to a body it cannot parse."""
         try:
             data = json.loads(self.body.decode("utf-8") or "{}")
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise WeComAPIError(47001, ERRMSG[47001]) from None
         if not isinstance(data, dict):
             raise WeComAPIError(47001, ERRMSG[47001])

@@ -385,10 +385,17 @@ class Store(abc.ABC):
     # -- health -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def healthcheck(self) -> dict[str, object]:
-        """Cheap probe for ``/healthz``: ``ok`` (bool), ``schema_version``, ``callbacks``
-        (the greatest id), backend details; ``{"ok": False, "error": line}`` when the
-        database cannot be used. Never raises for a database failure."""
+    def healthcheck(self, *, write: bool = True) -> dict[str, object]:
+        """Probe for ``/healthz`` and ``doctor``: could a callback be recorded right now?
+
+        Returns ``ok`` (bool), ``schema_version``, ``callbacks`` (the greatest id),
+        ``suite_ticket_at`` (when the newest SuiteTicket of any suite arrived, or None)
+        and backend details. With ``write`` (the default) it also commits one small real
+        write and reports ``writable``: a full disk, a read-only mount or file, or a
+        read-only PostgreSQL replica answer reads while every callback would get 503,
+        so ``ok`` is False unless the write committed. Without ``write``, reads only and
+        no ``writable`` key. ``{"ok": False, "writable": False, "error": line}`` when the
+        database cannot be used; never raises for a database failure."""
 
 
 NowFn = Callable[[], float]

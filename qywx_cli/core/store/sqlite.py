@@ -17,7 +17,6 @@ How it keeps the contract of :mod:`qywx_cli.core.store.base` on one host:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sqlite3
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
+from qywx_cli.core.private import make_private_dirs, make_private_file
 from qywx_cli.core.store import rules
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.groupcommit import GroupCommit
@@ -420,7 +420,7 @@ class SQLiteStore(Store):
         # and the next one to get it commits them all in one transaction (one fsync).
         self._group: GroupCommit[sqlite3.Connection] = GroupCommit(self._commit_batch)
         self._db: sqlite3.Connection | None = None
-        created = self._create_private_file()
+        self._create_private_file()
         try:
             conn = sqlite3.connect(
                 str(self._path),
@@ -441,10 +441,11 @@ class SQLiteStore(Store):
             conn.close()
             raise
         self._db = db
-        if created:
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(FileNotFoundError):
-                    self._path.with_name(self._path.name + suffix).chmod(0o600)
+        try:  # SQLite creates -wal/-shm with the umask's mode; narrow them too
+            self._make_private(self._path.name + "-wal", self._path.name + "-shm")
+        except BaseException:
+            self.close()
+            raise
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -466,12 +467,27 @@ class SQLiteStore(Store):
                 self._db.close()
                 self._db = None
 
+    def _make_private(self, *names: str) -> None:
+        """Bring the database's files to 0600, or refuse to use them (one line)."""
+        for name in names:
+            path = self._path.with_name(name)
+            try:
+                make_private_file(path)
+            except OSError as exc:
+                raise StoreError(
+                    f"{path} is readable by other users and cannot be made private "
+                    f"({exc.strerror}); run `chmod 600 {path}` as its owner"
+                ) from None
+
     def _create_private_file(self) -> bool:
-        """Create the file 0600 before SQLite does, so no umask can widen it."""
+        """Create the file 0600 before SQLite does, so no umask can widen it; an existing
+        file (and its -wal/-shm) is narrowed to 0600."""
         try:
-            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_private_dirs(self._path.parent)
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
+            names = (self._path.name, self._path.name + "-wal", self._path.name + "-shm")
+            self._make_private(*names)
             return False
         except OSError as exc:
             raise StoreError(f"cannot create database {self._path}: {exc.strerror}") from None
@@ -1343,23 +1359,42 @@ class SQLiteStore(Store):
 
     # -- health -------------------------------------------------------------------------
 
-    def healthcheck(self) -> dict[str, object]:
-        """Cheap liveness probe for ``/healthz``: one index lookup, never a count."""
+    def healthcheck(self, *, write: bool = True) -> dict[str, object]:
+        """Liveness for ``/healthz`` and ``doctor``: can a callback be recorded right now?
+
+        Reading is not enough: a full disk, a read-only mount or a 0444 file still
+        answer reads while every callback gets 503, and a load balancer must stop
+        routing to such a host. So with ``write`` this commits one real write (the
+        schema version rewritten in place: one page, one fsync) and reports
+        ``writable``; callers cache the answer for a few seconds. Also reports
+        ``suite_ticket_at``, when the latest SuiteTicket of any suite arrived.
+        """
+
+        def probe(db: sqlite3.Connection) -> dict[str, object]:
+            latest = db.execute("SELECT max(received_at) FROM suite_tickets").fetchone()[0]
+            return {
+                "ok": True,
+                "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
+                "journal_mode": str(db.execute("PRAGMA journal_mode").fetchone()[0]),
+                "callbacks": int(
+                    db.execute("SELECT coalesce(max(id), 0) FROM callbacks").fetchone()[0]
+                ),
+                "suite_ticket_at": float(latest) if latest is not None else None,
+            }
+
         try:
-
-            def probe(db: sqlite3.Connection) -> dict[str, object]:
-                return {
-                    "ok": True,
-                    "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
-                    "journal_mode": str(db.execute("PRAGMA journal_mode").fetchone()[0]),
-                    "callbacks": int(
-                        db.execute("SELECT coalesce(max(id), 0) FROM callbacks").fetchone()[0]
-                    ),
-                }
-
-            return self._read(probe)
+            health = self._read(probe)
         except StoreError as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "writable": False, "error": str(exc)}
+        if not write:
+            return health
+        if not os.access(self._path, os.W_OK):
+            return {**health, "ok": False, "writable": False, "error": "database file is read-only"}
+        try:
+            self._write(lambda db: db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}"))
+        except StoreError as exc:
+            return {**health, "ok": False, "writable": False, "error": str(exc)}
+        return {**health, "writable": True}
 
 
 # ---------------------------------------------------------------------------------------

@@ -292,6 +292,8 @@ def parse(response: httpx.Response, api: str, sent: Iterable[str]) -> dict[str, 
         data = response.json()
     except ValueError:  # JSONDecodeError and UnicodeDecodeError both
         raise WeComTransportError(f"{api}: non-JSON reply (HTTP {response.status_code})") from None
+    except RecursionError:  # a hostile or broken peer nesting arrays 100k deep
+        raise WeComTransportError(f"{api}: reply nested too deeply") from None
     if not isinstance(data, dict):
         raise WeComTransportError(f"{api}: reply is not a JSON object")
     errcode = int_at(data, "errcode")

@@ -647,3 +647,18 @@ def test_failures_are_grouped_by_error_most_common_first(store: Store) -> None:
 
 def test_every_store_error_is_a_qywx_error() -> None:
     assert issubclass(StoreError, QywxError) and issubclass(ConflictError, QywxError)
+
+
+def test_healthcheck_commits_a_write_and_reports_the_newest_ticket(backend: Backend) -> None:
+    """The contract of /healthz: ok means a write committed just now; reads alone say
+    nothing of that, so a read-only probe carries no verdict."""
+    with backend.open() as s:
+        health = s.healthcheck()
+        assert (health["ok"], health["writable"], health["suite_ticket_at"]) == (True, True, None)
+        s.save_suite_ticket("tj1234567890abcdef", "T" * 40, 1)
+        reads = s.healthcheck(write=False)
+        assert reads["ok"] is True and "writable" not in reads
+        assert isinstance(reads["suite_ticket_at"], float)
+    closed = backend.open()
+    closed.close()
+    assert closed.healthcheck() == {**closed.healthcheck(), "ok": False, "writable": False}

@@ -97,6 +97,8 @@ def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: SQLiteStore) 
         "schema_version": SCHEMA_VERSION,
         "journal_mode": "wal",
         "callbacks": 0,
+        "suite_ticket_at": None,
+        "writable": True,
     }
     for _ in range(3):
         last = record(store)

@@ -1,0 +1,288 @@
+"""An internet-facing ``qywx serve`` tried as an attacker and an unlucky operator would.
+
+Real processes on loopback: slow-loris sockets by the thousand, the body-size boundary
+to the byte, waitress's own error pages, HEAD, idempotent replays, an unwritable
+database behind ``/healthz``. Waits are bounded polls on what the server does (a socket
+closed, a status changed), never assertions on how fast it did it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qywx_cli.core import events as ev
+from qywx_cli.core.crypto import WXBizMsgCrypt
+from qywx_cli.core.store import Store
+from tests.e2e.conftest import Proc, wait_for
+from tests.e2e.test_hostile import Answer, notify, read_answer
+from tests.helpers import QYWX, SAMPLES, qywx_env
+
+INSTANCE = "QywxProxyTemp"
+MIB = 1024 * 1024
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+class Edge:
+    """One ``qywx serve`` (with a fake WeCom) and a signer for its sample instance."""
+
+    def __init__(self, root: Path, *serve_args: str) -> None:
+        self.root = root
+        self.auths = root / "auths"
+        if not self.auths.exists():
+            shutil.copytree(SAMPLES, self.auths)
+        self.db = root / "data" / "qywx.db"
+        self.env = qywx_env(QYWX_AUTHS=str(self.auths), QYWX_DB=str(self.db))
+        cfg = json.loads((self.auths / INSTANCE / f"{INSTANCE}.json").read_text())["authConfig"]
+        self.suite_id = cfg["suiteId"]
+        self.crypt = WXBizMsgCrypt(cfg["token"], cfg["encodingAESKey"], {self.suite_id: "suite"})
+        self.fake = Proc(["fake-wecom", "--port", "0"], self.env, root)
+        self.env["QYWX_API_BASE"] = self.fake.url + "/cgi-bin"
+        self.server = Proc(["serve", "--port", "0", "--threads", "4", *serve_args], self.env, root)
+        host, port = self.server.url.removeprefix("http://").split(":")
+        self.address = (host, int(port))
+
+    def close(self) -> None:
+        try:
+            self.server.stop()
+        finally:
+            self.fake.stop()
+
+    def signed(self, xml: str | None = None, *, pad: int = 0) -> tuple[str, bytes]:
+        """Target and body of a fresh signed callback; ``pad`` spaces before ``</xml>``."""
+        ts, nonce = str(int(time.time())), str(time.monotonic_ns())
+        encrypt = self.crypt.encrypt(
+            xml or ev.build_event_xml("suite_ticket", suite_id=self.suite_id), self.suite_id
+        )
+        query = {"msg_signature": self.crypt.sign(ts, nonce, encrypt), "timestamp": ts}
+        query["nonce"] = nonce
+        body = (
+            f"<xml><ToUserName><![CDATA[{self.suite_id}]]></ToUserName>"
+            f"<Encrypt><![CDATA[{encrypt}]]></Encrypt>{' ' * pad}</xml>"
+        )
+        return notify(query, INSTANCE), body.encode()
+
+    def sized(self, size: int) -> tuple[str, bytes]:
+        """A signed callback padded to exactly ``size`` bytes."""
+        _, body = self.signed()
+        return self.signed(pad=size - len(body))
+
+    def connect(self) -> socket.socket:
+        return socket.create_connection(self.address, timeout=10)
+
+    def send(self, raw: bytes) -> Answer:
+        with self.connect() as sock:
+            sent = 0
+            while sent < len(raw):
+                readable, writable, _ = select.select([sock], [sock], [], 10)
+                if readable:
+                    break  # answered early (413): stop writing, read the answer
+                if writable:
+                    try:
+                        sent += sock.send(raw[sent : sent + 65536])
+                    except (BrokenPipeError, ConnectionResetError):
+                        break
+            return read_answer(sock)
+
+    def post(self, target: str, body: bytes) -> Answer:
+        head = (
+            f"POST {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            f"Content-Type: text/xml\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        return self.send(head.encode() + body)
+
+    def records(self) -> list:  # type: ignore[type-arg]
+        with Store(self.db) as store:
+            return store.list_callbacks(limit=100_000)
+
+    def fake_calls(self) -> dict[str, int]:
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            state = client.get(self.fake.url + "/cgi-bin/fake/state").json()
+        return dict(state["calls"])
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[Edge]:
+    world = Edge(tmp_path, "--header-timeout", "2")
+    yield world
+    world.close()
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1024) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_thousand_slow_connections_do_not_lock_wecom_out(edge: Edge) -> None:
+    """1,000 sockets each send half a request and stall (waitress's default limit was 100:
+    99 such sockets made every later request wait forever). A signed callback and
+    /healthz are still answered, and the header timeout then closes every slow socket."""
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(1000):
+            sock = edge.connect()
+            sock.sendall(f"POST {notify({}, INSTANCE)} HTTP/1.1\r\nHost: x\r\n".encode())
+            sock.setblocking(False)
+            slow.append(sock)
+        target, body = edge.signed()
+        answer = edge.post(target, body)
+        assert (answer.status, answer.body) == (200, b"success")
+        health = edge.send(HEALTHZ)
+        assert health.status == 200 and json.loads(health.body)["ok"] is True
+        # --header-timeout 2: the slow sockets are dropped, their slots given back.
+        assert wait_for(lambda: all(_closed_by_server(s) for s in slow[-50:]), timeout=20)
+        assert sum(_closed_by_server(s) for s in slow) + 50 >= len(slow)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert edge.server.popen.poll() is None
+    assert "Traceback" not in edge.server.log
+
+
+def test_a_trickle_of_headers_is_cut_off_by_the_header_timeout(edge: Edge) -> None:
+    """One header line every 0.3 s keeps waitress's idle timer fresh forever; the header
+    timeout (2 s here) counts from the request's first byte instead."""
+    with edge.connect() as sock:
+        sock.sendall(b"POST /notify/QywxProxyTemp HTTP/1.1\r\nHost: x\r\n")
+        closed = False
+        deadline = time.monotonic() + 15
+        while not closed and time.monotonic() < deadline:
+            try:
+                sock.sendall(b"X-Slow: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+                break
+            readable, _, _ = select.select([sock], [], [], 0.3)
+            if readable:
+                closed = _closed_by_server(sock)
+        assert closed
+
+
+def test_the_body_limit_is_exactly_one_mebibyte(edge: Edge) -> None:
+    """README: bodies *over* 1 MiB are refused. Exactly 1 MiB (a signed callback padded
+    with whitespace) is read and answered; one byte more is 413, one line."""
+    target, body = edge.sized(MIB)
+    assert len(body) == MIB
+    answer = edge.post(target, body)
+    assert (answer.status, answer.body) == (200, b"success")
+    target, body = edge.sized(MIB + 1)
+    answer = edge.post(target, body)
+    assert answer.status == 413
+    assert answer.body.count(b"\n") == 0 and len(answer.body) < 200, answer.body
+
+
+def _raw(start: bytes, *headers: bytes) -> bytes:
+    lines = [start + b" HTTP/1.1", b"Host: x", b"Connection: close", *headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (_raw(b"POST /notify", b"Transfer-Encoding: gzip, chunked"), 501),
+        (_raw(b"GET /healthz", b"X-A: 1\nX-B: 2"), 400),  # a bare LF
+        (_raw(b"GET /healthz", b"Bad Header"), 400),
+        (_raw(b"POST /notify", b"Content-Length: 2000000"), 413),
+    ],
+    ids=["transfer-coding", "bare-lf", "malformed-header", "declared-too-large"],
+)
+def test_the_servers_own_errors_are_one_short_line(edge: Edge, raw: bytes, status: int) -> None:
+    answer = edge.send(raw)
+    assert answer.status == status
+    assert b"\n" not in answer.body and len(answer.body) < 200, answer.body
+    assert b"generated by" not in answer.body and b"waitress" not in answer.body.lower()
+
+
+def test_head_gets_the_headers_and_no_body(edge: Edge) -> None:
+    with edge.connect() as sock:
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b""
+    assert b"content-length: " in head.lower()
+
+
+def test_an_identical_replay_is_200_and_processed_once(edge: Edge) -> None:
+    """The byte-identical request again (our first reply lost): ``success``, logged
+    ``duplicate``, and the AuthCode is exchanged once."""
+    edge.post(*edge.signed())  # a suite_ticket first: create_auth needs one
+    xml = ev.build_event_xml("create_auth", suite_id=edge.suite_id)
+    target, body = edge.signed(xml)
+    first = edge.post(target, body)
+    assert (first.status, first.body) == (200, b"success")
+    assert wait_for(lambda: any(r.status == "processed" for r in edge.records()[:1]))
+    again = [edge.post(target, body) for _ in range(3)]
+    assert [(a.status, a.body) for a in again] == [(200, b"success")] * 3
+    mine = [r for r in edge.records() if r.info_type == "create_auth"]
+    assert sorted(r.status for r in mine) == ["duplicate"] * 3 + ["processed"]
+    assert edge.fake_calls().get("service/get_permanent_code") == 1
+
+
+# -- an unwritable database -------------------------------------------------------------
+
+
+def _set_read_only(db: Path, read_only: bool) -> None:
+    """Make the database file unwritable: the immutable attribute for root (who ignores
+    permissions), mode 0400 for anyone else."""
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "+i" if read_only else "-i", str(db)], check=True)
+    else:
+        db.chmod(0o400 if read_only else 0o600)
+
+
+def test_healthz_and_doctor_tell_when_nothing_can_be_written(tmp_path: Path) -> None:
+    """A read-only database answers reads, so a read-only probe said ok while every
+    callback got 503. The write probe makes /healthz 503 (and doctor fail) until the
+    database can be written again; the latest suite_ticket's age is reported."""
+    edge = Edge(tmp_path)
+    try:
+        edge.post(*edge.signed())
+        healthy = edge.send(HEALTHZ)
+        doc = json.loads(healthy.body)
+        assert healthy.status == 200 and doc["writable"] is True
+        assert isinstance(doc["suite_ticket_age_s"], float) and doc["suite_ticket_age_s"] >= 0
+        _set_read_only(edge.db, True)
+        try:
+
+            def unhealthy() -> Answer | None:
+                a = edge.send(HEALTHZ)
+                return a if a.status == 503 else None
+
+            answer = wait_for(unhealthy, timeout=20, interval=0.5)  # the probe is cached 5 s
+            assert answer is not None
+            doc = json.loads(answer.body)
+            assert doc["ok"] is False and doc["writable"] is False and doc["error"]
+            doctor = subprocess.run(
+                [*QYWX, "doctor", "--auth", INSTANCE, "-f", "json"],
+                env=edge.env, cwd=edge.root, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            database = next(
+                c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "database"
+            )
+            assert doctor.returncode == 1 and database["ok"] is False
+            assert "NOT writable" in database["detail"], database
+        finally:
+            _set_read_only(edge.db, False)
+        assert wait_for(
+            lambda: edge.send(HEALTHZ).status == 200,
+            timeout=20,
+            interval=0.5,
+        )
+    finally:
+        edge.close()
