@@ -140,3 +140,34 @@ def test_simulate_provider_dry_run_needs_a_corp(
         "--corp-id", CORP, "--dry-run",
     )  # fmt: skip
     assert dry["receive_id"] == PROVIDER and "license_pay_success" in dry["plaintext"]
+
+
+def test_the_fake_pushes_system_events_and_data_callbacks(
+    provider_server: Proc, provider_env: dict[str, str], auths: Path
+) -> None:
+    """FakeWeCom plays WeCom's pushes: a licence event to the system URL (provider key)
+    and an unlicensed_notify to the app's URL (the instance's key, receiveid the corp)."""
+    from qywx_cli.core.config import find_instance
+    from qywx_cli.core.fakewecom import FakeWeCom, ProviderKey
+
+    fake = FakeWeCom()
+    key = ProviderKey(PROVIDER, PROVIDER_TOKEN, PROVIDER_KEY)
+    for event in ("license_pay_success", "auto_activate"):
+        pushed = fake.push_system_event(f"{provider_server.url}/notify/provider", key, event, CORP)
+        assert (pushed.status_code, pushed.text) == (200, "success")
+
+    inst = find_instance("QywxProxyTemp", auths)
+    with Store(provider_env["QYWX_DB"]) as store:
+        store.upsert_corp_auth(inst.suite_id, CORP, state="active")
+    xml = (
+        f"<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[lisi]]>"
+        "</FromUserName><CreateTime>1700000000</CreateTime><MsgType><![CDATA[event]]>"
+        "</MsgType><Event><![CDATA[unlicensed_notify]]></Event><AgentID>1</AgentID></xml>"
+    )
+    pushed = fake.push_data_event(f"{provider_server.url}/notify/QywxProxyTemp", inst, CORP, xml)
+    assert (pushed.status_code, pushed.text) == (200, "success")
+    with Store(provider_env["QYWX_DB"]) as store:
+        assert wait_for(lambda: [m.user_id for m in store.unlicensed_members()]) == ["lisi"]
+        assert wait_for(lambda: store.list_licences(corp_id=CORP))
+        data = store.list_callbacks(kind="data")
+    assert [(r.info_type, r.corp_id) for r in data] == [("unlicensed_notify", CORP)]

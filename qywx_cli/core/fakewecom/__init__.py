@@ -47,6 +47,9 @@ and an OAuth code ``CODE-<userid>`` belongs to that member.
 
 :meth:`FakeWeCom.push_suite_ticket` plays WeCom's ten-minute suite_ticket push (§3.1):
 a real signed and encrypted command callback, receiveid = suite id (§2.2).
+:meth:`FakeWeCom.push_system_event` sends a licence event to the provider's system event
+URL (the provider's key, receiveid the provider corp id) and
+:meth:`FakeWeCom.push_data_event` a data callback to an app's URL (receiveid the corp).
 
 One lock guards all state, so the app is safe under a threaded WSGI server; the lock
 is never held while pushing, since the receiver may call straight back.
@@ -62,7 +65,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -79,12 +82,17 @@ from qywx_cli.core.fakewecom._routing import (
     read_request,
 )
 from qywx_cli.core.fakewecom._state import State
-from qywx_cli.core.fakewecom.push import SuiteInstanceLike, post_command, suite_ticket_xml
+from qywx_cli.core.fakewecom.push import (
+    ProviderKey,
+    SuiteInstanceLike,
+    post_command,
+    suite_ticket_xml,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
-__all__ = ["APIS", "FakeWeCom", "SuiteInstanceLike", "suite_ticket_xml"]
+__all__ = ["APIS", "FakeWeCom", "ProviderKey", "SuiteInstanceLike", "suite_ticket_xml"]
 
 _ROUTES: dict[str, tuple[str, Handler]] = {**suite.ROUTES, **corp.ROUTES, **ids.ROUTES}
 
@@ -247,6 +255,61 @@ class FakeWeCom:
             nonce=str(int(self._state.random(4), 16)),
             what="suite_ticket",
             client=client,
+        )
+
+    # -- system events and data callbacks ---------------------------------------------------
+    def push_system_event(
+        self,
+        url: str,
+        key: ProviderKey,
+        info_type: str,
+        corp_id: str,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        client: httpx.Client | None = None,
+    ) -> httpx.Response:
+        """POST a licence system event (license_pay_success, license_refund, auto_activate)
+        to the provider's 系统事件接收URL, signed with the provider's key (doc 97196)."""
+        from qywx_cli.core.events import build_provider_event_xml
+
+        timestamp = int(self._state.now())
+        xml = build_provider_event_xml(
+            info_type,
+            provider_corp_id=key.suite_id,
+            corp_id=corp_id,
+            overrides=overrides or {},
+            now=lambda: timestamp,
+        )
+        return post_command(
+            url,
+            key,
+            xml,
+            timestamp=timestamp,
+            nonce=str(int(self._state.random(4), 16)),
+            what=info_type,
+            client=client,
+        )
+
+    def push_data_event(
+        self,
+        url: str,
+        instance: SuiteInstanceLike,
+        corp_id: str,
+        xml: str,
+        *,
+        client: httpx.Client | None = None,
+    ) -> httpx.Response:
+        """POST a data callback (enter_agent, text, unlicensed_notify …) to an app's URL:
+        the app's key, receiveid and envelope name the authorized corp (§2.2)."""
+        return post_command(
+            url,
+            instance,
+            xml,
+            timestamp=int(self._state.now()),
+            nonce=str(int(self._state.random(4), 16)),
+            what="data callback",
+            client=client,
+            receive_id=corp_id,
         )
 
     def run_ticket_pusher(

@@ -1,7 +1,10 @@
-"""WeCom's pushes to a template's command URL, played by the fake (§3.1, §2.2)."""
+"""WeCom's pushes, played by the fake: command callbacks to a template's URL (§3.1, §2.2),
+system events to the provider's URL (receiveid: the provider corp id) and data callbacks
+to an app's URL (receiveid: the authorized corp)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlunsplit
 
@@ -42,6 +45,19 @@ def suite_ticket_xml(suite_id: str, ticket: str, timestamp: int) -> str:
     )
 
 
+@dataclass(frozen=True, repr=False)
+class ProviderKey:
+    """The 系统事件接收URL's token and key; ``suite_id`` is the provider corp id, the
+    receiveid and envelope name of a system event (wecom-provider-apis.md §7.2)."""
+
+    suite_id: str
+    token: str
+    encoding_aes_key: str
+
+    def __repr__(self) -> str:
+        return f"ProviderKey(provider_corp_id={self.suite_id!r})"
+
+
 def post_command(
     url: str,
     instance: SuiteInstanceLike,
@@ -51,16 +67,19 @@ def post_command(
     nonce: str,
     what: str,
     client: httpx.Client | None = None,
+    receive_id: str | None = None,
 ) -> httpx.Response:
-    """POST ``plaintext`` as a signed, encrypted command callback (receiveid = suite id)."""
-    crypt = WXBizMsgCrypt(instance.token, instance.encoding_aes_key, {instance.suite_id: "suite"})
-    envelope = crypt.encrypt_msg(plaintext, instance.suite_id, str(timestamp), nonce)
+    """POST ``plaintext`` signed and encrypted with ``instance``'s key; receiveid is the
+    suite id unless ``receive_id`` says otherwise (a data callback's corp)."""
+    rid = receive_id or instance.suite_id
+    crypt = WXBizMsgCrypt(instance.token, instance.encoding_aes_key, {rid: "suite"})
+    envelope = crypt.encrypt_msg(plaintext, rid, str(timestamp), nonce)
     http = client or httpx.Client(timeout=5.0)
     try:
         return http.post(
             url,
             params=envelope.query(),
-            content=envelope.request_xml(instance.suite_id).encode("utf-8"),
+            content=envelope.request_xml(rid).encode("utf-8"),
             headers={"Content-Type": "text/xml; charset=utf-8"},
         )
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
