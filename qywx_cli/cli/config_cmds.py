@@ -248,11 +248,22 @@ def init(
     for var, what in result.env_vars.items():
         if what == "suiteSecret":
             steps.append(f"export {var}=<template secret from the WeCom provider console>")
-    if not result.reused_from:
+    if result.secret_ignored:
         steps.append(
-            "enter the same token and encodingAESKey in the WeCom console's callback "
-            "settings for the template"
+            f"$QYWX_SUITE_SECRET was not written: {result.reused_from} already holds this "
+            "suite's secret, and a suite has one"
         )
+    if not result.reused_from:
+        if result.token and result.encoding_aes_key:
+            steps.append(
+                "enter these in the WeCom console's callback settings for the template: "
+                f"Token {result.token}  EncodingAESKey {result.encoding_aes_key}"
+            )
+        else:
+            steps.append(
+                "enter the same token and encodingAESKey in the WeCom console's callback "
+                "settings for the template"
+            )
     steps.append(f"check it: qywx validate {result.folder}")
     if fmt is Format.json:
         emit_json(

@@ -83,7 +83,8 @@ def _load_instance(ctx: typer.Context, auth: str) -> tuple[AuthInstance, Setting
     from qywx_cli.core.config import find_instance
 
     settings = globals_of(ctx).settings()
-    return find_instance(auth, settings.auths_dir), settings
+    # Signing and decrypting need only the token and EncodingAESKey (§1), not the secret.
+    return find_instance(auth, settings.auths_dir, need_secret=False), settings
 
 
 # -- simulate-callback ----------------------------------------------------------------------
@@ -599,7 +600,11 @@ def simulate_callback(
         return _render_tamper(report, simulator.url, fmt, show_secrets)
     with sim.make_client(1, http_timeout) as client:
         exchange = sim.send(client, first, timeout=timeout)
-    return _render_exchange(exchange, info_type, origin, show_secrets, fmt)
+    code = _render_exchange(exchange, info_type, origin, show_secrets, fmt)
+    hint = None if provider else sim.route_hint(simulator.url, instance.name, exchange.reply)
+    if hint:
+        note(f"qywx: hint: {hint}")
+    return code
 
 
 # -- decrypt / encrypt ----------------------------------------------------------------------

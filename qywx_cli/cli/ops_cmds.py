@@ -220,7 +220,7 @@ def _decrypted(rec: CallbackRecord, settings: Settings, show_secrets: bool) -> d
 
     crypto = provider_crypto(settings) if rec.instance == PROVIDER_ROUTE else None
     if crypto is None:
-        inst = find_instance(rec.instance, settings.auths_dir)
+        inst = find_instance(rec.instance, settings.auths_dir, need_secret=False)
         crypto = inst.crypto(inst.receive_ids(provider_corp_id=settings.provider_corp_id))
     # A GET handshake's envelope is the echostr itself; a POST's is the XML envelope.
     encrypt = rec.envelope if rec.kind == "verify" else envelope_encrypt(rec.envelope)

@@ -862,6 +862,8 @@ class _Values:
 
     strings: dict[str, str] = field(default_factory=dict)
     unresolved: set[str] = field(default_factory=set)
+    #: secret fields as written in the file (a literal or an ``env:`` reference)
+    written: dict[str, str] = field(default_factory=dict)
 
 
 def _check_string(
@@ -878,6 +880,8 @@ def _check_string(
     if doc.escapes and _has_surrogate(value):
         return  # reported while reading the file
     source = ""
+    if rule.secret:
+        values.written[label] = value
     if rule.secret and value.startswith(ENV_PREFIX):
         var = value[len(ENV_PREFIX) :]
         if not re.fullmatch(ENV_REFERENCE_PATTERN, value):
@@ -1010,6 +1014,8 @@ class _Loaded:
     business: _Doc
     unresolved: frozenset[str]
     complete: bool = True
+    #: suiteSecret as written (literal or env: reference), None when absent
+    secret_written: str | None = None
 
     def line(self, field: Literal["suiteId", "corpId"]) -> int | None:
         """Where a diagnostic about this instance points (looked up only when one is made)."""
@@ -1110,6 +1116,7 @@ def _validate_instance(
         biz,
         frozenset(values.unresolved | unknown),
         complete,
+        values.written.get("authConfig.suiteSecret"),
     )
     return loaded, out.items
 
@@ -1187,8 +1194,50 @@ def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterat
             "signs a suite's callbacks with one pair, so one of them can never verify",
         )
 
+    secret_first: dict[str, _Loaded] = {}
+
+    def secrets_differ(odd: _Loaded, first: _Loaded) -> Iterator[Diagnostic]:
+        """One suite has one secret (wecom-protocol.md §4): two values cannot both work,
+        and two spellings of it (a literal here, an env: reference there) drift apart at
+        the next rotation."""
+        if clash(odd, first):  # already a suite-conflict over the token/key: one finding
+            return
+        a, b = odd.instance, first.instance
+        label = "authConfig.suiteSecret"
+        both_known = (
+            a.suite_secret
+            and b.suite_secret
+            and label not in odd.unresolved
+            and label not in first.unresolved
+        )
+        if both_known and a.suite_secret != b.suite_secret:
+            yield from report(
+                (odd, first),
+                "error",
+                "suiteId",
+                "suite-conflict",
+                f"active instances {b.name} and {a.name} share suiteId {a.suite_id} but have "
+                "different suiteSecret values; a suite has one secret, so get_suite_token "
+                "fails for one of them",
+            )
+        elif odd.secret_written != first.secret_written:
+            yield from report(
+                (odd, first),
+                "warning",
+                "suiteId",
+                "suite-secret-source",
+                f"active instances {b.name} and {a.name} share suiteId {a.suite_id} but write "
+                f"its suiteSecret differently ({_secret_spelling(first.secret_written)} vs "
+                f"{_secret_spelling(odd.secret_written)}); write it the same way in both so "
+                "one rotation changes both",
+            )
+
     for cur in active:
         inst = cur.instance
+        if cur.secret_written is not None:
+            first_secret = secret_first.setdefault(inst.suite_id, cur)
+            if first_secret is not cur:
+                yield from secrets_differ(cur, first_secret)
         ref = reference.get(inst.suite_id)
         if ref is not None:
             if clash(ref, cur):
@@ -1227,6 +1276,13 @@ def _cross_check_folder(active: Sequence[_Loaded], targets: set[Path]) -> Iterat
                 f"{inst.corp_id}; the service's loginByWorkbench(corpId, …) cannot choose "
                 "between them, call the instance's getLoginCode instead",
             )
+
+
+def _secret_spelling(written: str | None) -> str:
+    """How a suiteSecret is written, never its value: ``env:VAR`` or 'a literal'."""
+    if written and written.startswith(ENV_PREFIX):
+        return _quoted(written)
+    return "a literal value"
 
 
 def _siblings(parent: Path, known: set[Path]) -> list[Path]:
@@ -1291,8 +1347,28 @@ def load_instances(auths_dir: Path, env: Mapping[str, str] | None = None) -> lis
     return list(validate_paths([auths_dir], env).instances)
 
 
-def find_instance(ref: str, auths_dir: Path, env: Mapping[str, str] | None = None) -> AuthInstance:
-    """Resolve ``--auth NAME``, ``--auth auths.NAME`` or ``--auth path/to/instance``."""
+def _only_secret_missing(diags: Iterable[Diagnostic]) -> bool:
+    """Whether every error is an unset ``env:`` reference of suiteSecret."""
+    errors = [d for d in diags if d.severity == "error"]
+    return bool(errors) and all(
+        d.code == "env-unset" and d.message.startswith("authConfig.suiteSecret ") for d in errors
+    )
+
+
+def find_instance(
+    ref: str,
+    auths_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    need_secret: bool = True,
+) -> AuthInstance:
+    """Resolve ``--auth NAME``, ``--auth auths.NAME`` or ``--auth path/to/instance``.
+
+    ``need_secret=False`` is for callers that only sign, encrypt or decrypt callbacks:
+    WXBizMsgCrypt uses the token and EncodingAESKey alone, so an unset suiteSecret
+    variable (a developer's machine, a CI job) is not an error for them; the instance
+    comes back with an empty ``suite_secret``.
+    """
     env = os.environ if env is None else env
     candidate = Path(ref)
     if ("/" in ref or os.sep in ref or ref in (".", "..")) and candidate.is_dir():
@@ -1311,6 +1387,8 @@ def find_instance(ref: str, auths_dir: Path, env: Mapping[str, str] | None = Non
             )
             raise InstanceNotFound(f"no auth instance named {_quoted(name)} {where}")
     result, diags = _validate_instance(folder, env)
+    if result is not None and not need_secret and _only_secret_missing(diags):
+        return result.instance
     if result is None or not result.complete:
         first = next(d for d in diags if d.severity == "error")
         line = f":{first.line}" if first.line else ""

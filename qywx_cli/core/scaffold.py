@@ -18,7 +18,7 @@ import re
 import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from qywx_cli.core.config import (
@@ -59,6 +59,12 @@ class Scaffold:
     #: the instance of the same suite whose values were reused, and which ones
     reused_from: str | None = None
     reused: tuple[str, ...] = ()
+    #: the freshly generated callback token and EncodingAESKey, which the user types into
+    #: the WeCom console's callback settings (None when reused from a sibling)
+    token: str | None = field(default=None, repr=False)
+    encoding_aes_key: str | None = field(default=None, repr=False)
+    #: a suite secret given for a suite whose sibling already holds one (not written)
+    secret_ignored: bool = False
 
 
 def env_var_names(name: str) -> dict[str, str]:
@@ -196,18 +202,23 @@ def write_instance(
     if existing and not force:
         raise ConfigError(f"{existing[0]} already exists; use --force to overwrite")
     reused_from, values = _suite_sibling(auths_dir, suite_id, name)
-    if suite_secret:
+    # A suite has one secret: the sibling's, as it writes it (an env: reference stays a
+    # reference), wins over one given now; a second spelling would drift at rotation.
+    secret_ignored = bool(suite_secret) and "suiteSecret" in values
+    if suite_secret and not secret_ignored:
         values["suiteSecret"] = suite_secret
     reused = tuple(
         k
         for k in ("token", "encodingAESKey", "suiteSecret")
-        if k in values and not (k == "suiteSecret" and suite_secret)
+        if k in values and not (k == "suiteSecret" and suite_secret and not secret_ignored)
     )
+    fresh: tuple[str, str] | None = None
     if "token" not in values:
         if token is None or aes_key is None:
             default_token, default_key = _generators()
             token, aes_key = token or default_token, aes_key or default_key
-        values.update(token=token(), encodingAESKey=aes_key())
+        fresh = (token(), aes_key())
+        values.update(token=fresh[0], encodingAESKey=fresh[1])
     names = env_var_names(name)
     env_vars: dict[str, str] = {}
     auth: dict[str, str] = {"suiteId": suite_id}
@@ -241,4 +252,14 @@ def write_instance(
         _write_private(e_path, json.dumps(e_doc, ensure_ascii=False, indent=2) + "\n")
         os.chmod(e_path, 0o644)  # e.json holds no secret
         _write_private(biz_path, json.dumps(biz_doc, ensure_ascii=False, indent=2) + "\n")
-    return Scaffold(folder, (e_path, biz_path), env_vars, secrets_file, reused_from, reused)
+    return Scaffold(
+        folder,
+        (e_path, biz_path),
+        env_vars,
+        secrets_file,
+        reused_from,
+        reused,
+        token=fresh[0] if fresh else None,
+        encoding_aes_key=fresh[1] if fresh else None,
+        secret_ignored=secret_ignored,
+    )

@@ -480,6 +480,32 @@ def _body_problem(body: bytes, expected: bytes, request: SimulatedRequest) -> st
     return f"body {shown} is not the echostr plaintext {want!r}"
 
 
+def route_hint(url: str, instance: str, reply: Reply | None) -> str | None:
+    """Why a signature check failed when the URL names another instance's route.
+
+    ``qywx serve`` checks a request to ``/notify/<Name>`` with Name's token only, so a
+    callback signed for one instance and sent to another's route fails with -40001;
+    the fix is the route, not the token.
+    """
+    if reply is None or reply.status != 403 or b"-40001" not in reply.body:
+        return None
+    parts = split_url(url)
+    if parts is None:
+        return None
+    head, _, routed = parts.path.rstrip("/").rpartition("/notify/")
+    if not routed or "/" in routed or routed == instance:
+        return None
+
+    def at(path: str) -> str:
+        return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+    return (
+        f"the URL routes to instance {routed}, but the request is signed for {instance}: "
+        f"send it to {at(f'{head}/notify/{instance}')} (or to {at(f'{head}/notify')}, "
+        "which picks the instance by signature)"
+    )
+
+
 def judge(
     request: SimulatedRequest, reply: Reply, *, timeout: float = DEFAULT_TIMEOUT
 ) -> tuple[bool, Verdict, str]:

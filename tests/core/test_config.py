@@ -428,11 +428,34 @@ def _copy_suite(auths: Path, src: str, dst: str, *, keep_secrets: bool) -> None:
 
     def change(d: dict[str, Any]) -> None:
         d["authConfig"]["suiteId"] = source["suiteId"]
-        if keep_secrets:
+        d["authConfig"]["suiteSecret"] = source["suiteSecret"]  # a suite has one secret
+        if keep_secrets:  # the token/key pair
             d["authConfig"]["token"] = source["token"]
             d["authConfig"]["encodingAESKey"] = source["encodingAESKey"]
 
     edit(biz(auths, dst), change)
+
+
+def test_one_suite_with_two_secrets_is_a_conflict(auths: Path) -> None:
+    _copy_suite(auths, "QywxProxyCompanyA", "QywxProxyCompanyB", keep_secrets=True)
+    edit(biz(auths, "QywxProxyCompanyB"), lambda d: d["authConfig"].update(suiteSecret="s3cret"))
+    d = only(check(auths))
+    assert (d.code, d.severity, d.instance) == ("suite-conflict", "error", "QywxProxyCompanyB")
+    assert "different suiteSecret" in d.message and "s3cret" not in d.message
+
+
+def test_one_suite_secret_written_two_ways_is_a_warning(auths: Path) -> None:
+    _copy_suite(auths, "QywxProxyCompanyA", "QywxProxyCompanyB", keep_secrets=True)
+    secret = json.loads(biz(auths, "QywxProxyCompanyA").read_text("utf-8"))["authConfig"][
+        "suiteSecret"
+    ]
+    edit(
+        biz(auths, "QywxProxyCompanyA"),
+        lambda d: d["authConfig"].update(suiteSecret="env:QYWX_A_SECRET"),
+    )
+    d = only(check(auths, env={"QYWX_A_SECRET": secret}))
+    assert (d.code, d.severity) == ("suite-secret-source", "warning")
+    assert "env:QYWX_A_SECRET" in d.message and secret not in d.message
 
 
 def test_suite_conflict(auths: Path) -> None:
