@@ -254,15 +254,18 @@ def init(
             "suite's secret, and a suite has one"
         )
     if not result.reused_from:
-        if result.token and result.encoding_aes_key:
+        if result.token and result.encoding_aes_key and not result.secrets_file:
+            # Written literally in the business file anyway; with --secrets-from-env
+            # they stay in the 0600 secrets file only.
             steps.append(
                 "enter these in the WeCom console's callback settings for the template: "
                 f"Token {result.token}  EncodingAESKey {result.encoding_aes_key}"
             )
         else:
+            where = f" (from {result.secrets_file})" if result.secrets_file else ""
             steps.append(
                 "enter the same token and encodingAESKey in the WeCom console's callback "
-                "settings for the template"
+                f"settings for the template{where}"
             )
     steps.append(f"check it: qywx validate {result.folder}")
     if fmt is Format.json:
