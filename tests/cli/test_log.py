@@ -19,6 +19,7 @@ from qywx_cli.core.store import Store
 from tests.helpers import QYWX, REPO, Clock, assert_one_line_error, run_qywx
 
 NOW = time.time()
+"""The wall clock when the running test began (see _now): the CLI reads the real clock."""
 DAY = 86400.0
 TICKET = "TICKETsecretVALUE0123456789abcdef"
 AUTH_CODE = "AUTHCODE-wwa1b2c3d4e5f60a01-" + "s" * 64
@@ -60,6 +61,14 @@ def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", 
         content_key=None,
     )
     return rec.id
+
+
+@pytest.fixture(autouse=True)
+def _now() -> None:
+    """Take NOW as each test starts, not when the module is imported: under a long or
+    parallel run that can be minutes before the test, and ages are checked to the minute."""
+    global NOW
+    NOW = time.time()
 
 
 @pytest.fixture
