@@ -18,6 +18,11 @@ Usage::
         --db /tmp/peer.db --port 0 --threads 8
 
 It prints ``listening on http://HOST:PORT`` on stderr once it accepts connections.
+
+Two lighter modes give the references of the HTTP edge: ``--no-db`` verifies and
+decrypts as above but stores nothing (the non-durable hand-written handler), and
+``--empty`` answers ``success`` to every POST without even reading the query (the
+ceiling of the HTTP server itself with this thread count).
 """
 
 from __future__ import annotations
@@ -70,18 +75,23 @@ def connect(db: str) -> sqlite3.Connection:
 class PeerApp:
     """POST /notify[/…]: verify, decrypt, store (committed), then ``success``."""
 
-    def __init__(self, token: str, aes_key: str, suite_id: str, db: str) -> None:
+    def __init__(
+        self, token: str, aes_key: str, suite_id: str, db: str | None, *, empty: bool = False
+    ) -> None:
         self.crypto = WeChatCrypto(token, aes_key, suite_id)
         self.db = db
+        self.empty = empty
         self.local = threading.local()
-        conn = connect(db)
-        conn.execute(SCHEMA)
-        conn.close()
+        if db is not None:
+            conn = connect(db)
+            conn.execute(SCHEMA)
+            conn.close()
 
     def conn(self) -> sqlite3.Connection:
         # One connection per waitress thread: SQLite serialises the writers itself.
         conn: sqlite3.Connection | None = getattr(self.local, "conn", None)
         if conn is None:
+            assert self.db is not None
             conn = self.local.conn = connect(self.db)
         return conn
 
@@ -95,6 +105,9 @@ class PeerApp:
     def handle(self, environ: dict[str, Any]) -> tuple[str, bytes]:
         if not environ.get("PATH_INFO", "").startswith("/notify"):
             return "404 Not Found", b"not found"
+        if self.empty:
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            return "200 OK", b"success"
         query = {k: v[0] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
         try:
             signature, timestamp, nonce = (
@@ -121,6 +134,8 @@ class PeerApp:
             return "403 Forbidden", b"bad signature"
         except Exception:
             return "400 Bad Request", b"cannot decrypt"
+        if self.db is None:
+            return "200 OK", b"success"
         conn = self.conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -139,12 +154,17 @@ class PeerApp:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="wechatpy-based notify handler (the peer)")
     parser.add_argument("--instance", type=Path, required=True, help="an auths/<Name> folder")
-    parser.add_argument("--db", required=True, help="SQLite file to write callbacks to")
+    parser.add_argument("--db", help="SQLite file to write callbacks to")
+    parser.add_argument("--no-db", action="store_true", help="verify and decrypt, store nothing")
+    parser.add_argument("--empty", action="store_true", help="answer success, do nothing")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
-    app = PeerApp(*read_instance(args.instance), args.db)
+    if args.db is None and not (args.no_db or args.empty):
+        parser.error("--db is required unless --no-db or --empty")
+    db = None if args.no_db or args.empty else args.db
+    app = PeerApp(*read_instance(args.instance), db, empty=args.empty)
     # The same waitress settings `qywx serve` uses (qywx_cli/cli/server_cmds.py).
     server = create_server(
         app,

@@ -133,7 +133,21 @@ def simulate(auths: Path, url: str, count: int, concurrency: int, timeout: float
     return summary
 
 
+#: The sides a benchmark can run: qywx, the durable peer, and the two references of the
+#: HTTP edge (the peer storing nothing, and an app that only answers ``success``).
+SIDES = ("qywx", "peer", "peer-nodb", "empty")
+LABELS = {
+    "qywx": "`qywx serve`",
+    "peer": "wechatpy + sqlite3 (peer, durable)",
+    "peer-nodb": "wechatpy, no database (peer, not durable)",
+    "empty": "empty app (answers `success`)",
+}
+
+
 def stored(db: Path) -> int:
+    """Callbacks in the side's database (0 for the sides that store nothing)."""
+    if not db.exists():
+        return 0
     with sqlite3.connect(db) as conn:
         return int(conn.execute("SELECT count(*) FROM callbacks").fetchone()[0])
 
@@ -162,6 +176,7 @@ def start_server(
         env = child_env(QYWX_API_BASE=api_base)
     else:
         argv = [sys.executable, str(PEER), "--instance", str(auths / INSTANCE), "--db", str(db)]
+        argv += {"peer-nodb": ["--no-db"], "empty": ["--empty"]}.get(side, [])
         env = child_env()
     argv += ["--port", "0", "--threads", str(threads)]
     return start(side, argv, folder / "server.log", env)
@@ -256,6 +271,9 @@ def machine_line() -> str:
 
 def _row(label: str, rounds: Sequence[Round]) -> str:
     med = statistics.median
+    lost: int | str = sum(max(0, r.acknowledged - r.found) for r in rounds)
+    if rounds[0].side in ("peer-nodb", "empty"):
+        lost = "not stored"
     return (
         f"| {label} | {med(r.throughput for r in rounds):,.0f} "
         f"| {med(r.p50 for r in rounds):.1f} | {med(r.mean for r in rounds):.1f} "
@@ -264,7 +282,7 @@ def _row(label: str, rounds: Sequence[Round]) -> str:
         f"| {sum(r.ok + r.slow for r in rounds):,} ({sum(r.slow for r in rounds)} slow, "
         f"{sum(r.failed for r in rounds)} failed) "
         f"| {sum(r.acknowledged for r in rounds):,} / {sum(r.found for r in rounds):,} "
-        f"| {sum(max(0, r.acknowledged - r.found) for r in rounds)} |"
+        f"| {lost} |"
     )
 
 
@@ -278,14 +296,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="500 callbacks, 1 round each")
     parser.add_argument("--keep", type=Path, help="keep databases and logs under this folder")
     parser.add_argument(
-        "--sides", default="qywx,peer", help="comma-separated, in order: qywx and/or peer"
+        "--sides", default="qywx,peer", help=f"comma-separated, in order, of {', '.join(SIDES)}"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.rounds = 500, 1
     sides = [s for s in args.sides.split(",") if s]
-    if not set(sides) <= {"qywx", "peer"}:
-        parser.error("--sides takes qywx and/or peer")
+    if not set(sides) <= set(SIDES):
+        parser.error(f"--sides takes {', '.join(SIDES)}")
 
     work = work_folder(args.keep, "qywx-serve-bench-")
     print_header("serve_bench.py", argv)
@@ -320,13 +338,19 @@ def main(argv: list[str] | None = None) -> int:
         "| answered `success` | acknowledged / found after kill -9 | lost |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    labels = {"qywx": "`qywx serve`", "peer": "wechatpy + sqlite3 (peer)"}
     for side in sides:
-        print(_row(labels[side], results[side]))
-    if len(sides) == 2:
+        print(_row(LABELS[side], results[side]))
+    if "qywx" in results:
         q = statistics.median(r.throughput for r in results["qywx"])
-        p = statistics.median(r.throughput for r in results["peer"])
-        print(f"\nqywx ÷ peer throughput: {q / p:.2f}×")
+        qc = statistics.median(r.cpu_ms for r in results["qywx"])
+        for side in sides:
+            if side != "qywx":
+                p = statistics.median(r.throughput for r in results[side])
+                pc = statistics.median(r.cpu_ms for r in results[side])
+                print(
+                    f"\nqywx ÷ {side}: throughput {q / p:.2f}×, server CPU per callback "
+                    f"{qc / pc:.2f}×"
+                )
     return 0
 
 

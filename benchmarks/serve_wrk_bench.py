@@ -41,7 +41,9 @@ from pathlib import Path
 
 from serve_bench import (
     INSTANCE,
+    LABELS,
     REPO,
+    SIDES,
     fsync_ms,
     print_header,
     start_fake_wecom,
@@ -161,7 +163,9 @@ def run_round(
 
 def _row(label: str, rounds: list[Round]) -> str:
     med = statistics.median
-    lost = sum(max(0, r.answered_2xx - r.found) for r in rounds)
+    lost: int | str = sum(max(0, r.answered_2xx - r.found) for r in rounds)
+    if rounds[0].side in ("peer-nodb", "empty"):
+        lost = "not stored"
     return (
         f"| {label} | {rounds[0].concurrency} | {med(r.throughput for r in rounds):,.0f} "
         f"| {med(r.p50 for r in rounds):.1f} | {med(r.p99 for r in rounds):.1f} "
@@ -181,8 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side, alternating")
     parser.add_argument("--requests", type=int, default=40000, help="signed requests per round")
     parser.add_argument("--keep", type=Path, help="keep databases and logs under this folder")
+    parser.add_argument(
+        "--sides", default="qywx,peer", help=f"comma-separated, in order, of {', '.join(SIDES)}"
+    )
     args = parser.parse_args(argv)
     levels = args.concurrency or [8, 32]
+    sides = [s for s in args.sides.split(",") if s]
+    if not set(sides) <= set(SIDES) or not sides:
+        parser.error(f"--sides takes {', '.join(SIDES)}")
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed (apt-get install wrk)")
 
@@ -199,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for level in levels:
             for i in range(args.rounds):
-                for side in ("qywx", "peer") if i % 2 == 0 else ("peer", "qywx"):
+                for side in sides if i % 2 == 0 else sides[::-1]:
                     r = run_round(
                         side, level, work, f"{fake.url}/cgi-bin", args, len(results) * 10 + i
                     )
@@ -221,14 +231,23 @@ def main(argv: list[str] | None = None) -> int:
         "| server CPU ms / callback | answered 2xx / found after kill -9 | errors | lost |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    labels = {"qywx": "`qywx serve`", "peer": "wechatpy + sqlite3 (peer)"}
     for level in levels:
-        for side in ("qywx", "peer"):
-            print(_row(labels[side], results[(side, level)]))
+        for side in sides:
+            print(_row(LABELS[side], results[(side, level)]))
+    if "qywx" not in sides:
+        return 0
+    med = statistics.median
     for level in levels:
-        q = statistics.median(r.throughput for r in results[("qywx", level)])
-        p = statistics.median(r.throughput for r in results[("peer", level)])
-        print(f"\nc={level}: qywx ÷ peer throughput {q / p:.2f}×")
+        q = results[("qywx", level)]
+        for side in sides:
+            if side != "qywx":
+                p = results[(side, level)]
+                print(
+                    f"\nc={level}: qywx ÷ {side}: throughput "
+                    f"{med(r.throughput for r in q) / med(r.throughput for r in p):.2f}×, "
+                    f"server CPU per callback "
+                    f"{med(r.cpu_ms for r in q) / med(r.cpu_ms for r in p):.2f}×"
+                )
     return 0
 
 
