@@ -331,7 +331,8 @@ def _migrate_v4(db: sqlite3.Connection) -> None:
     counts each event with one range seek, in proportion to the window; suite_tickets
     are the window's total minus the rest."""
     db.execute(
-        f"CREATE INDEX callbacks_by_event ON callbacks(info_type, received_at) WHERE {_NOT_TICKET}"
+        "CREATE INDEX IF NOT EXISTS callbacks_by_event ON callbacks(info_type, received_at) "
+        f"WHERE {_NOT_TICKET}"
     )
 
 
