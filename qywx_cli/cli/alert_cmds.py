@@ -17,7 +17,7 @@ def alert_test(
         str | None,
         typer.Option(
             "--webhook",
-            help="Webhook URL [QYWX_ALERT_WEBHOOK, or alert_webhook in qywx.toml].",
+            help="Webhook URL [QYWX_ALERT_WEBHOOK, or [serve] alert_webhook in qywx.toml].",
         ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,

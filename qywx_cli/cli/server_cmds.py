@@ -124,7 +124,7 @@ def serve(
         typer.Option(
             "--metrics-port",
             help="Serve Prometheus /metrics on this port (0 picks one), bound to "
-            "--metrics-host. Off unless given here or as metrics_port in qywx.toml. "
+            "--metrics-host. Off unless given here or as [serve] metrics_port in qywx.toml. "
             "Set QYWX_METRICS_TOKEN to serve /metrics on the public port instead, "
             "to bearer-token requests only. Needs qywx-cli[metrics].",
         ),
@@ -139,7 +139,7 @@ def serve(
             "--alert-webhook",
             help="POST alerts here: a WeCom group robot URL (…/cgi-bin/webhook/send?key=…, "
             "markdown) or any JSON webhook; for failed callbacks, a suite_ticket over 30 min "
-            "old, a store that cannot be written [QYWX_ALERT_WEBHOOK, alert_webhook].",
+            "old, a store that cannot be written [QYWX_ALERT_WEBHOOK, [serve] alert_webhook].",
         ),
     ] = None,
     log_format: Annotated[
@@ -147,7 +147,7 @@ def serve(
         typer.Option(
             "--log-format",
             help="text, or json: one JSON object per line (time, route, status, outcome, "
-            "record id, instance, latency) [log_format in qywx.toml; text].",
+            "record id, instance, latency) [[serve] log_format in qywx.toml; text].",
         ),
     ] = None,
     strict: Annotated[

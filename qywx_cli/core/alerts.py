@@ -440,7 +440,7 @@ def send_sample(url: str | None, *, transport: httpx.BaseTransport | None = None
     if not url:
         raise UsageError(
             "no alert webhook: pass --webhook URL, or set QYWX_ALERT_WEBHOOK or "
-            "alert_webhook in qywx.toml"
+            "[serve] alert_webhook in qywx.toml"
         )
     if split_url(url) is None or not url.startswith(("http://", "https://")):
         raise UsageError("the alert webhook must be an absolute http(s) URL")

@@ -36,16 +36,18 @@ _KNOWN_KEYS = {
     "max_clock_skew",
     "provider_token",
     "provider_encoding_aes_key",
-    # qywx serve: observability (core/metrics.py, core/alerts.py, core/logfmt.py)
+    "strict",
+    "serve",
+}
+_SERVE_KEYS = {"connection_limit", "channel_timeout", "header_timeout", "body_timeout"}
+#: [serve] keys of observability (core/metrics.py, core/alerts.py, core/logfmt.py)
+_SERVE_OBSERVE_KEYS = {
     "log_format",
     "metrics_port",
     "metrics_host",
     "metrics_token",
     "alert_webhook",
-    "strict",
-    "serve",
 }
-_SERVE_KEYS = {"connection_limit", "channel_timeout", "header_timeout", "body_timeout"}
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -111,14 +113,16 @@ def _serve_limits(data: Any, path: Path) -> ServerLimits:
     """``[serve]``: connection_limit and the three timeouts, each checked like the flags."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: serve must be a table ([serve])")
-    unknown = sorted(set(data) - _SERVE_KEYS)
+    unknown = sorted(set(data) - _SERVE_KEYS - _SERVE_OBSERVE_KEYS)
     if unknown:
         raise ConfigError(
             f"{path}: unknown key(s) in [serve]: {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_SERVE_KEYS))}"
+            f"known: {', '.join(sorted(_SERVE_KEYS | _SERVE_OBSERVE_KEYS))}"
         )
     values: dict[str, Any] = {}
     for key, value in data.items():
+        if key in _SERVE_OBSERVE_KEYS:
+            continue  # read by load_settings
         whole = key == "connection_limit"
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
             kind = "a whole number" if whole else "a number of seconds"
@@ -170,7 +174,9 @@ def _check_corp_id(value: Any, where: str) -> str:
     return value
 
 
-def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> str | None:
+def _secret(
+    key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Path, table: str = ""
+) -> str | None:
     """A secret setting: ``QYWX_<KEY>`` in the environment, else ``key`` in qywx.toml, whose
     value may be ``env:VAR``. Messages name the key or variable, never the value."""
     env_key = f"QYWX_{key.upper()}"
@@ -178,7 +184,7 @@ def _secret(key: str, data: Mapping[str, Any], env: Mapping[str, str], path: Pat
         value, where = env[env_key], env_key
     elif key in data:
         raw = data[key]
-        where = f"{path}: {key}"
+        where = f"{path}: {table}{key}"
         if not isinstance(raw, str) or not raw:
             raise ConfigError(f"{where} must be a non-empty string or env:VAR")
         if raw.startswith("env:"):
@@ -272,26 +278,28 @@ def load_settings(
             "receiveid is the provider corp id"
         )
 
-    log_format = data.get("log_format", "text")
+    limits = _serve_limits(data["serve"], path) if "serve" in data else DEFAULT_LIMITS
+    serve: dict[str, Any] = data.get("serve", {})
+    log_format = serve.get("log_format", "text")
     if log_format not in LOG_FORMATS:
-        raise ConfigError(f"{path}: log_format must be one of {', '.join(LOG_FORMATS)}")
-    metrics_port = data.get("metrics_port")
+        raise ConfigError(f"{path}: serve.log_format must be one of {', '.join(LOG_FORMATS)}")
+    metrics_port = serve.get("metrics_port")
     if metrics_port is not None and (
         not isinstance(metrics_port, int)
         or isinstance(metrics_port, bool)
         or not 0 <= metrics_port <= 65535
     ):
-        raise ConfigError(f"{path}: metrics_port must be a port number (0-65535)")
-    metrics_host = data.get("metrics_host", "127.0.0.1")
+        raise ConfigError(f"{path}: serve.metrics_port must be a port number (0-65535)")
+    metrics_host = serve.get("metrics_host", "127.0.0.1")
     if not isinstance(metrics_host, str) or not metrics_host:
-        raise ConfigError(f"{path}: metrics_host must be an interface name or address")
+        raise ConfigError(f"{path}: serve.metrics_host must be an interface name or address")
 
     return Settings(
         log_format=log_format,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
-        metrics_token=_secret("metrics_token", data, env, path),
-        alert_webhook=_secret("alert_webhook", data, env, path),
+        metrics_token=_secret("metrics_token", serve, env, path, "serve."),
+        alert_webhook=_secret("alert_webhook", serve, env, path, "serve."),
         auths_dir=pick_path(auths, "QYWX_AUTHS", "auths", "auths"),
         db_path=pick_path(db, "QYWX_DB", "db", "qywx.db"),
         api_base=api_base,
@@ -301,5 +309,5 @@ def load_settings(
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,
         strict=strict,
-        http_limits=_serve_limits(data["serve"], path) if "serve" in data else DEFAULT_LIMITS,
+        http_limits=limits,
     )

@@ -201,13 +201,14 @@ def test_serve_observability_keys(tmp_path: Path) -> None:
     hook = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=robot-key-1234"
     toml(
         tmp_path,
-        'log_format = "json"\nmetrics_port = 9100\nmetrics_token = "env:MY_METRICS"\n'
-        'alert_webhook = "env:MY_HOOK"\n',
+        '[serve]\nlog_format = "json"\nmetrics_port = 9100\nmetrics_token = "env:MY_METRICS"\n'
+        'alert_webhook = "env:MY_HOOK"\nconnection_limit = 100\n',
     )
     env = {"MY_METRICS": "m" * 20, "MY_HOOK": hook}
     s = load_settings(env=env, cwd=tmp_path)
     assert (s.log_format, s.metrics_port, s.metrics_host) == ("json", 9100, "127.0.0.1")
     assert (s.metrics_token, s.alert_webhook) == ("m" * 20, hook)
+    assert s.http_limits.connection_limit == 100  # the [serve] table holds both kinds
     assert "robot-key" not in repr(s) and "m" * 20 not in repr(s)
     # The environment beats the file, as for every key.
     other = load_settings(env={**env, "QYWX_ALERT_WEBHOOK": "http://127.0.0.1:9/h"}, cwd=tmp_path)
@@ -217,10 +218,19 @@ def test_serve_observability_keys(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
-        ('log_format = "xml"\n', {}, "log_format must be one of text, json"),
-        ("metrics_port = 70000\n", {}, "metrics_port must be a port number"),
-        ('metrics_token = "env:NOT_SET"\n', {}, "refers to $NOT_SET, which is not set"),
-        ('alert_webhook = "env:HOOK"\n', {"HOOK": "ftp://x/y?key=secret-key"}, "absolute http(s)"),
+        ('[serve]\nlog_format = "xml"\n', {}, "serve.log_format must be one of text, json"),
+        ("[serve]\nmetrics_port = 70000\n", {}, "serve.metrics_port must be a port number"),
+        (
+            '[serve]\nmetrics_token = "env:NOT_SET"\n',
+            {},
+            "serve.metrics_token refers to $NOT_SET, which is not set",
+        ),
+        (
+            '[serve]\nalert_webhook = "env:HOOK"\n',
+            {"HOOK": "ftp://x/y?key=secret-key"},
+            "absolute http(s)",
+        ),
+        ('log_format = "json"\n', {}, "unknown key(s) log_format"),
     ],
 )
 def test_serve_observability_errors(

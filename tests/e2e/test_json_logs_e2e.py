@@ -29,7 +29,7 @@ def test_access_and_event_lines_are_json_without_secrets(
     if where == "flag":
         args += ["--log-format", "json"]
     else:
-        (tmp_path / "qywx.toml").write_text('log_format = "json"\n', encoding="utf-8")
+        (tmp_path / "qywx.toml").write_text('[serve]\nlog_format = "json"\n', encoding="utf-8")
     proc = Proc(args, env, tmp_path)
     wecom = WeComRequests(find_instance("QywxProxyTemp", auths, {}))
     handshake = wecom.handshake()
