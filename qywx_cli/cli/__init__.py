@@ -53,8 +53,12 @@ def _root(
         typer.Option("--auths", envvar="QYWX_AUTHS", help="The auths/ folder (default ./auths)."),
     ] = None,
     db: Annotated[
-        Path | None,
-        typer.Option("--db", envvar="QYWX_DB", help="The SQLite database (default ./qywx.db)."),
+        str | None,
+        typer.Option(
+            "--db",
+            envvar="QYWX_DB",
+            help="The database: a SQLite file (default ./qywx.db) or a postgresql:// URL.",
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[

@@ -13,7 +13,7 @@ from qywx_cli.core.settings import Settings, load_settings
 class Globals:
     config: Path | None = None
     auths: Path | None = None
-    db: Path | None = None
+    db: str | None = None
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
 

@@ -661,15 +661,17 @@ def _crypto_for(
 
 def _authorized_corps(settings: Settings, suite_id: str) -> list[str]:
     """Corps authorized for the suite, if a database exists (never creates one)."""
-    if not settings.db_path.is_file():
-        return []
-    from qywx_cli.core.store import open_store
+    from qywx_cli.core.store import display_target, local_file, open_store
 
+    path = local_file(settings.db_path)
+    if path is not None and not path.is_file():
+        return []
     try:
         with open_store(settings.db_path) as store:
             return [c.corp_id for c in store.list_corp_auths(suite_id)]
     except QywxError as exc:
-        note(f"qywx: warning: authorized corps not read from {settings.db_path}: {exc.message}")
+        shown = display_target(settings.db_path)
+        note(f"qywx: warning: authorized corps not read from {shown}: {exc.message}")
         return []
 
 

@@ -195,6 +195,7 @@ def serve(
 
     from qywx_cli.core.instrument import instrument
     from qywx_cli.core.service import CallbackService
+    from qywx_cli.core.store import display_target
     from qywx_cli.core.wsgi import MAX_BODY_BYTES, NotifyApp
 
     settings = globals_of(ctx).settings()
@@ -256,7 +257,7 @@ def serve(
             url,
             names,
             skipped,
-            settings.db_path,
+            display_target(settings.db_path),
             settings.api_base,
         )
         for line in attached.describe():

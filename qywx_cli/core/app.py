@@ -200,7 +200,7 @@ class App:
         if not env_auths:  # the path given names the project: $QYWX_AUTHS does not move it
             source = {k: v for k, v in source.items() if k != "QYWX_AUTHS"}
         settings = load_settings(
-            auths=auths_dir, db=Path(db) if db is not None else None, env=source, cwd=root
+            auths=auths_dir, db=os.fspath(db) if db is not None else None, env=source, cwd=root
         )
         if api_base is not None:
             settings = replace(settings, api_base=api_base.rstrip("/"))
@@ -216,7 +216,10 @@ class App:
         self._elements: dict[str, QywxProxyInstance | QywxProxyAuthService] = {}
 
     def __repr__(self) -> str:
-        return f"App(auths={str(self.settings.auths_dir)!r}, db={str(self.settings.db_path)!r})"
+        from qywx_cli.core.store import display_target
+
+        db = display_target(self.settings.db_path)
+        return f"App(auths={str(self.settings.auths_dir)!r}, db={db!r})"
 
     # -- elements -----------------------------------------------------------------------
 

@@ -23,7 +23,13 @@ from qywx_cli.core.config import AuthInstance, validate_paths
 from qywx_cli.core.errors import QywxError
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
-from qywx_cli.core.store import SCHEMA_VERSION, Store, open_store
+from qywx_cli.core.store import (
+    SCHEMA_VERSION,
+    Store,
+    display_target,
+    local_file,
+    open_store,
+)
 from qywx_cli.core.wecom import WeComClient
 
 __all__ = ["STALE_TICKET_SECONDS", "Check", "run_doctor"]
@@ -105,44 +111,54 @@ def run_doctor(
     if inst is None:
         return checks
 
-    db = settings.db_path
+    target = settings.db_path
+    db = local_file(target)  # None for a database server
+    shown = display_target(target)
     store: Store | None = None
-    if not db.exists():
+    if db is not None and not db.exists():
         checks.append(
             Check(
                 "database",
                 False,
-                f"no database at {db}",
+                f"no database at {shown}",
                 "start `qywx serve` (it creates the database) or pass --db PATH",
             )
         )
     else:
         try:
-            store = open_store(db, now=now)
+            store = open_store(target, now=now)
         except QywxError as exc:
             checks.append(
                 Check(
                     "database",
                     False,
                     exc.message,
-                    "check the path and file permissions, or upgrade qywx",
+                    "check the path and file permissions (or the URL, the server and the "
+                    "password), or upgrade qywx",
                 )
             )
         else:
             health = store.healthcheck()  # commits one write: reading is not enough
-            writable = bool(health.get("writable")) and os.access(db.parent, os.W_OK)
+            writable = bool(health.get("writable")) and (
+                db is None or os.access(db.parent, os.W_OK)
+            )
             ok = bool(health.get("ok")) and writable and store.schema_version == SCHEMA_VERSION
             why = f" ({health['error']})" if not writable and health.get("error") else ""
             checks.append(
                 Check(
                     "database",
                     ok,
-                    f"{db}: schema v{store.schema_version}, "
+                    f"{shown} ({store.backend}): schema v{store.schema_version}, "
                     + ("writable" if writable else f"NOT writable{why}"),
                     ""
                     if ok
-                    else "free disk space, remount read-write, or make the file and its "
-                    "folder writable by the qywx user; until then every callback gets 503",
+                    else (
+                        "free disk space, remount read-write, or make the file and its "
+                        "folder writable by the qywx user; until then every callback gets 503"
+                        if db is not None
+                        else "the database is read-only or unreachable: check the server; "
+                        "until then every callback gets 503"
+                    ),
                 )
             )
     if store is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import CallbackRecord, Store, open_store
+from qywx_cli.core.store import CallbackRecord, Store, local_file, open_store
 
 __all__ = ["RetryResult", "open_existing_store", "retry_callbacks", "select_for_retry"]
 
@@ -39,10 +39,10 @@ class RetryResult:
 
 def open_existing_store(settings: Settings) -> Store:
     """The configured database, or StoreError: reading commands never create an empty one."""
-    path = settings.db_path
-    if not path.is_file():
+    path = local_file(settings.db_path)  # None: a database server, nothing to create
+    if path is not None and not path.is_file():
         raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
-    return open_store(path)
+    return open_store(settings.db_path)
 
 
 def _check_selection(

@@ -58,6 +58,8 @@ from qywx_cli.core.errors import (
 from qywx_cli.core.observe import Handled, Observer, Observers
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store, open_store
+from qywx_cli.core.store.leases import LeaseKeeper
+from qywx_cli.core.store.records import LEASE_RENEW_SECONDS
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
@@ -174,6 +176,10 @@ class _Worker:
     threads: int = 2
     _queue: queue.Queue[int | None] = field(default_factory=lambda: queue.Queue(maxsize=10_000))
     _threads: list[threading.Thread] = field(default_factory=list)
+    # Ids queued and not yet taken: the sweeper finds them pending again every few
+    # seconds, and queueing one twice would only cost a claim that fails.
+    _queued: set[int] = field(default_factory=set)
+    _queued_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
         for i in range(self.threads):
@@ -182,13 +188,21 @@ class _Worker:
             self._threads.append(t)
 
     def submit(self, record_id: int) -> None:
+        with self._queued_lock:
+            if record_id in self._queued:
+                return
+            self._queued.add(record_id)
         try:
             self._queue.put_nowait(record_id)
-        except queue.Full:  # stays 'received'; picked up on the next start or by `qywx retry`
-            log.warning("worker queue full; callback %s left for retry", record_id)
+        except queue.Full:  # stays 'received'; the sweeper offers it again later
+            with self._queued_lock:
+                self._queued.discard(record_id)
+            log.warning("worker queue full; callback %s left for the next sweep", record_id)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
+            with self._queued_lock:
+                self._queued.discard(item)
             try:
                 self.handle(item)
             except Exception:  # the handler records failures itself; never kill the thread
@@ -228,7 +242,7 @@ class CallbackService:
         now: Callable[[], float] = time.time,
         background: bool = True,
         threads: int = 2,
-        rescan_interval: float = 60.0,
+        rescan_interval: float = LEASE_RENEW_SECONDS,
         observer: Observer | None = None,
     ) -> None:
         self.settings = settings
@@ -274,6 +288,7 @@ class CallbackService:
         self._sweeper: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any]] | None = None
+        self._leases = LeaseKeeper(self.store)
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -286,19 +301,20 @@ class CallbackService:
         self._sweeper.start()
         return resumed
 
-    def _submit_pending(self) -> int:
+    def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
-        pending = self.store.pending_callbacks(limit=10_000)
+        pending = self.store.pending_callbacks(limit=limit)
         for rec in pending:
             self._worker.submit(rec.id)
         return len(pending)
 
     def _sweep(self) -> None:
-        """Re-queue what no live worker holds: records a killed process had claimed come
-        back once their lease expires, without waiting for the next restart."""
+        """Re-queue what no live worker holds: records a killed process (or host) had
+        claimed come back once their short lease lapses, within seconds, without a
+        restart; records another host recorded but has not claimed yet are shared."""
         while not self._stopping.wait(self.rescan_interval):
             try:
-                self._submit_pending()
+                self._submit_pending(limit=1000)
             except QywxError as exc:  # a busy database: try again next round
                 log.warning("rescan of pending callbacks failed: %s", exc.message)
 
@@ -317,6 +333,7 @@ class CallbackService:
             self._sweeper.join()
         if self._worker is not None:
             self._worker.stop()
+        self._leases.close()
         self.client.close()
         self.store.close()
 
@@ -613,14 +630,15 @@ class CallbackService:
             return None
         started = time.perf_counter()
         error: str | None = None
-        try:
-            status = self._handle(rec)
-        except QywxError as exc:
-            status, error = "failed", exc.message
-        except Exception as exc:  # a bug: record it rather than lose the callback
-            log.exception("handler failed for callback %s", rec.id)
-            status, error = "failed", f"internal error: {type(exc).__name__}"
-        self.store.finish_callback(rec.id, status, error)
+        with self._leases.hold(rec.id, worker):  # renewed while the handler works
+            try:
+                status = self._handle(rec)
+            except QywxError as exc:
+                status, error = "failed", exc.message
+            except Exception as exc:  # a bug: record it rather than lose the callback
+                log.exception("handler failed for callback %s", rec.id)
+                status, error = "failed", f"internal error: {type(exc).__name__}"
+            self.store.finish_callback(rec.id, status, error)
         self.observer.handled(
             Handled(
                 rec.id, rec.instance, rec.info_type, status, time.perf_counter() - started, error

@@ -75,7 +75,8 @@ def _pattern(rules: str, name: str) -> str:
 @dataclass(frozen=True)
 class Settings:
     auths_dir: Path
-    db_path: Path
+    #: the store: a SQLite file (a Path) or a database URL kept as given (a str)
+    db_path: Path | str
     api_base: str
     provider_corp_id: str | None = None
     #: seconds a POST callback's timestamp may differ from now (0 = unchecked)
@@ -211,7 +212,7 @@ def load_settings(
     *,
     config: Path | None = None,
     auths: Path | None = None,
-    db: Path | None = None,
+    db: Path | str | None = None,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
@@ -239,6 +240,20 @@ def load_settings(
                 raise ConfigError(f"{path}: {key} must be a non-empty string (a path)")
             return base / value
         return cwd / default
+
+    def pick_db(flag: Path | str | None) -> Path | str:
+        """A path like any other, or a database URL (``postgresql://…``) kept as given:
+        a URL is not a file name, and joining it to a folder would break it."""
+        from qywx_cli.core.store import scheme_of  # light: no backend is imported
+
+        for value in (flag, env.get("QYWX_DB") or None, data.get("db")):
+            if isinstance(value, str) and scheme_of(value) != "sqlite":
+                return value
+            if value is not None:
+                break
+        if isinstance(flag, str):
+            flag = Path(flag)
+        return pick_path(flag, "QYWX_DB", "db", "qywx.db")
 
     if env.get("QYWX_API_BASE"):
         api_base = _check_url(env["QYWX_API_BASE"], "QYWX_API_BASE")
@@ -301,7 +316,7 @@ def load_settings(
         metrics_token=_secret("metrics_token", serve, env, path, "serve."),
         alert_webhook=_secret("alert_webhook", serve, env, path, "serve."),
         auths_dir=pick_path(auths, "QYWX_AUTHS", "auths", "auths"),
-        db_path=pick_path(db, "QYWX_DB", "db", "qywx.db"),
+        db_path=pick_db(db),
         api_base=api_base,
         provider_corp_id=provider,
         max_clock_skew=skew,

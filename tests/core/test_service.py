@@ -16,7 +16,7 @@ from qywx_cli.core.errors import RecordNotFound, WeComAPIError
 from qywx_cli.core.fakewecom import FakeWeCom
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import Store
+from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, Store
 from qywx_cli.core.wecom import WeComClient
 
 API = "http://fake.test/cgi-bin"
@@ -314,8 +314,9 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
     try:
         assert service.start() == 0  # still held: not resumed at start
         retried = service.retry(rec.id)
-        assert not retried.ran and "claim expires in 300 s" in retried.reason
-        clock[0] += 301  # the dead worker's lease lapses
+        lease = int(DEFAULT_LEASE_SECONDS)
+        assert not retried.ran and f"claim expires in {lease} s" in retried.reason
+        clock[0] += lease + 1  # the dead worker's lease lapses (nobody renews it)
         deadline = time.monotonic() + 10
         while store.get_callback(rec.id).status != "processed" and time.monotonic() < deadline:
             time.sleep(0.05)

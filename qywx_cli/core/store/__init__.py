@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from qywx_cli.core.errors import UsageError
+from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.records import (
     CALLBACK_KINDS,
@@ -65,6 +65,8 @@ __all__ = [
     "SuiteTicket",
     "UnlicensedMember",
     "backend_class",
+    "display_target",
+    "local_file",
     "open_store",
     "scheme_of",
 ]
@@ -76,8 +78,20 @@ def _sqlite() -> type[Store]:
     return SQLiteStore
 
 
+def _postgres() -> type[Store]:
+    try:
+        from qywx_cli.core.store.postgres import PostgresStore
+    except ImportError:
+        raise StoreError(
+            "a postgresql:// database needs the postgres extra: pip install 'qywx-cli[postgres]'"
+        ) from None
+    return PostgresStore
+
+
 BACKENDS: Final[dict[str, Callable[[], type[Store]]]] = {
     "sqlite": _sqlite,
+    "postgresql": _postgres,
+    "postgres": _postgres,
 }
 """URL scheme → the backend class (imported only when used, to keep start-up fast)."""
 
@@ -104,6 +118,24 @@ def backend_class(target: str | Path | None) -> type[Store]:
         known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
         raise UsageError(f"unknown database URL scheme {scheme}://; use a path, {known}")
     return load()
+
+
+def display_target(target: str | Path) -> str:
+    """A target safe to print: a path as is, a URL without its password."""
+    if scheme_of(target) == "sqlite":
+        return str(target)
+    from qywx_cli.core.store.urls import safe_url
+
+    return safe_url(str(target))
+
+
+def local_file(target: str | Path) -> Path | None:
+    """The SQLite file a target names, or None for a server database."""
+    if scheme_of(target) != "sqlite":
+        return None
+    from qywx_cli.core.store.sqlite import sqlite_path
+
+    return sqlite_path(target)
 
 
 def open_store(target: str | Path, *, now: Callable[[], float] | None = None) -> Store:

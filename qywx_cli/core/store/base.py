@@ -26,7 +26,8 @@ Durability contract (every backend):
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -162,6 +163,16 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def renew_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        """Extend the leases of claims still held: each (record id, worker) whose record
+        that worker still holds gets ``claimed_at`` = now. Returns how many were renewed.
+
+        A worker renews every :data:`.records.LEASE_RENEW_SECONDS` while it works, so a
+        lease can be short: a live worker keeps its record through a slow WeCom call,
+        and a dead one's records come back to the others within seconds.
+        """
+
+    @abc.abstractmethod
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""
 
@@ -232,6 +243,13 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def drop_tokens(self, kind: str | None = None, key: str | None = None) -> int:
         """Forget cached tokens (all, one kind, or one key); suite tickets are untouched."""
+
+    @abc.abstractmethod
+    def token_lock(self, kind: str, key: str) -> AbstractContextManager[None]:
+        """Single-flight for a token refresh: held while one caller asks WeCom for a new
+        (kind, key) token, so N threads (SQLite: of this process; PostgreSQL: of every
+        host, an advisory lock) make one call. Callers re-read the cache once inside.
+        Never touches suite tickets."""
 
     # -- corp auths ---------------------------------------------------------------------
 

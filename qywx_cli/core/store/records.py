@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_LEASE_SECONDS",
     "FINISH_STATUSES",
     "ID_KINDS",
+    "LEASE_RENEW_SECONDS",
     "NONE_LABEL",
     "RECORDABLE_STATUSES",
     "SUITE_TICKET_HISTORY",
@@ -54,8 +55,15 @@ CLAIMABLE_STATUSES: Final = ("received", "failed", "unknown")
 """What a worker may claim (``processed`` too, when an operator forces a re-run)."""
 CORP_AUTH_STATES: Final = frozenset({"active", "cancelled"})
 
-DEFAULT_LEASE_SECONDS: Final = 300.0
-"""How long a claim keeps other workers away; far longer than any WeCom API round trip."""
+DEFAULT_LEASE_SECONDS: Final = 10.0
+"""How long a claim keeps other workers away without being renewed.
+
+Short on purpose: a worker renews its claims every :data:`LEASE_RENEW_SECONDS` while it
+works (:meth:`Store.renew_claims`), so a live worker keeps its record through a slow
+WeCom call, and a killed host's records come back to the others within seconds."""
+LEASE_RENEW_SECONDS: Final = 3.0
+"""How often a working worker renews its claims: under a third of the lease, so two
+renewals may be late (a busy database, a pause) before another worker may take over."""
 
 SUITE_TICKET_HISTORY: Final = 20
 """Tickets kept per suite: a few hours of pushes (one every ~10 min, §3.1), for forensics."""

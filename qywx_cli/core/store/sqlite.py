@@ -22,7 +22,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -55,6 +55,9 @@ from qywx_cli.core.store.rules import require as _require
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
 _T = TypeVar("_T")
+
+_TOKEN_LOCKS: dict[tuple[str, str, str], threading.Lock] = {}
+_TOKEN_LOCKS_GUARD: Final = threading.Lock()
 
 BUSY_TIMEOUT_MS: Final = 5000
 _LOCK_RETRIES: Final = 3
@@ -419,6 +422,7 @@ class SQLiteStore(Store):
         self._lock = threading.Lock()
         # record_callback's group commit: requests waiting for the connection queue there
         # and the next one to get it commits them all in one transaction (one fsync).
+        self._lock_key = os.path.abspath(self._path)
         self._group: GroupCommit[sqlite3.Connection] = GroupCommit(self._commit_batch)
         self._db: sqlite3.Connection | None = None
         self._create_private_file()
@@ -737,6 +741,23 @@ class SQLiteStore(Store):
 
         return self._write(claim)
 
+    def renew_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        held = list(claims)
+        if not held:
+            return 0
+
+        def renew(db: sqlite3.Connection) -> int:
+            now = self._now()
+            return sum(
+                db.execute(
+                    "UPDATE callbacks SET claimed_at = ? WHERE id = ? AND claimed_by = ?",
+                    (now, id, worker),
+                ).rowcount
+                for id, worker in held
+            )
+
+        return self._write(renew)
+
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""
         _check_id(id)
@@ -1006,6 +1027,15 @@ class SQLiteStore(Store):
     def drop_tokens(self, kind: str | None = None, key: str | None = None) -> int:
         """Forget cached tokens (all, one kind, or one key); suite tickets are untouched."""
         return self._write(lambda db: _drop_tokens(db, kind, key))
+
+    @contextlib.contextmanager
+    def token_lock(self, kind: str, key: str) -> Iterator[None]:
+        """One refresh per (kind, key) at a time among this process's threads (SQLite
+        serves one host; a second process at worst refreshes once more, harmlessly)."""
+        with _TOKEN_LOCKS_GUARD:  # per file, shared by every Store of this process
+            lock = _TOKEN_LOCKS.setdefault((self._lock_key, kind, key), threading.Lock())
+        with lock:
+            yield
 
     # -- corp auths ---------------------------------------------------------------------
 
@@ -1375,6 +1405,7 @@ class SQLiteStore(Store):
             latest = db.execute("SELECT max(received_at) FROM suite_tickets").fetchone()[0]
             return {
                 "ok": True,
+                "backend": self.backend,
                 "schema_version": int(db.execute("PRAGMA user_version").fetchone()[0]),
                 "journal_mode": str(db.execute("PRAGMA journal_mode").fetchone()[0]),
                 "callbacks": int(
@@ -1386,7 +1417,7 @@ class SQLiteStore(Store):
         try:
             health = self._read(probe)
         except StoreError as exc:
-            return {"ok": False, "writable": False, "error": str(exc)}
+            return {"ok": False, "backend": self.backend, "writable": False, "error": str(exc)}
         if not write:
             return health
         if not os.access(self._path, os.W_OK):

