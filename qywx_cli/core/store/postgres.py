@@ -75,7 +75,7 @@ _T = TypeVar("_T")
 
 POOL_MAX: Final = 16
 """Connections per process: one per serving thread at most, plus the workers'."""
-POOL_WAIT: Final = 5.0
+POOL_WAIT: Final = 3.0
 """Seconds a caller waits for a pooled connection before StoreError (503)."""
 CONNECT_TIMEOUT: Final = 5
 TOKEN_LOCK_WAIT_MS: Final = 30_000
@@ -342,6 +342,14 @@ class PostgresStore(Store):
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._closed = False
+        # One direct attempt first: a wrong password, host or database name fails at
+        # once with libpq's reason, instead of after the pool's retries.
+        try:
+            psycopg.connect(conninfo, autocommit=True).close()
+        except psycopg.Error as exc:
+            raise StoreError(
+                f"cannot connect to {self._url}: {_one_line(exc, self._secret)}"
+            ) from None
         self._pool = psycopg_pool.ConnectionPool(
             conninfo,
             min_size=1,
@@ -438,10 +446,11 @@ class PostgresStore(Store):
     def _run(self, fn: Callable[[psycopg.Cursor[Any]], _T], *, transaction: bool = False) -> _T:
         """Run ``fn`` on a pooled connection (in one transaction if asked); database
         failures become StoreError. A connection found broken (the server restarted) is
-        replaced and ``fn`` run once more, so the first request after an outage works."""
+        replaced and ``fn`` run again, so the first request after an outage works."""
         if self._closed:
             raise StoreError(f"store {self._url} is closed")
-        for attempt in range(2):
+        attempts = self._pool.max_size + 1  # every pooled connection may be stale at once
+        for attempt in range(attempts):
             try:
                 with self._pool.connection() as conn:
                     try:
@@ -451,7 +460,7 @@ class PostgresStore(Store):
                         with conn.cursor() as cur:
                             return fn(cur)
                     except psycopg.OperationalError:
-                        if attempt == 0 and conn.broken:
+                        if attempt < attempts - 1 and conn.broken:
                             continue
                         raise
             except psycopg_pool.PoolTimeout:

@@ -1,0 +1,203 @@
+"""What only the PostgreSQL backend promises: URLs and passwords, its schema version,
+and behaviour when the server is down or read-only. The shared contract is in
+test_contract.py and runs here too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.store import SCHEMA_VERSION, Store, display_target
+from qywx_cli.core.store.postgres import PostgresStore
+from tests.core.store.conftest import make_record as record
+from tests.helpers import REPO
+from tests.pgserver import PgServer
+
+
+@pytest.fixture
+def dbname(pg_server: PgServer) -> Iterator[str]:
+    name = pg_server.create_database()
+    yield name
+    pg_server.drop_database(name)
+
+
+@pytest.fixture
+def no_pgpassword(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Neither PGPASSWORD nor a ~/.pgpass: only what the test gives."""
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-such-pgpass"))
+
+
+def test_a_postgresql_url_opens_postgres(pg_server: PgServer, dbname: str) -> None:
+    for scheme in ("postgresql", "postgres"):
+        url = pg_server.url(dbname).replace("postgresql", scheme, 1)
+        with Store(url) as s:
+            assert isinstance(s, PostgresStore) and s.backend == "postgresql"
+            assert s.schema_version == SCHEMA_VERSION
+            health = s.healthcheck()
+            assert health["ok"] is True and health["read_only"] is False
+
+
+def test_the_password_is_never_shown(pg_server: PgServer, dbname: str, no_pgpassword: None) -> None:
+    url = pg_server.url(dbname, with_password=True)
+    password = pg_server.password
+    with Store(url) as s:
+        shown = [repr(s), s.url, str(s.healthcheck()), display_target(url)]
+        record(s)
+    assert not any(password in text for text in shown), shown
+    assert s.url == pg_server.url(dbname)
+    wrong = url.replace(password, "Wr0ngSecretPw")
+    with pytest.raises(StoreError) as err:
+        Store(wrong)
+    assert "Wr0ngSecretPw" not in str(err.value) and "\n" not in str(err.value)
+    assert "password authentication failed" in str(err.value)
+    with pytest.raises(StoreError) as err:
+        Store(url.replace(dbname, "no_such_db"))
+    assert password not in str(err.value)
+    assert 'database "no_such_db" does not exist' in str(err.value)
+    query = f"{pg_server.url(dbname)}?password={password}&sslmode=disable"
+    with Store(query) as s:
+        assert password not in repr(s) and "sslmode=disable" in s.url
+
+
+def test_the_password_may_come_from_an_env_reference_or_a_pgpass_file(
+    pg_server: PgServer,
+    dbname: str,
+    no_pgpassword: None,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    base = pg_server.url(dbname)
+    with pytest.raises(StoreError, match="password"):
+        Store(base)
+    monkeypatch.setenv("QYWX_TEST_PGPW", pg_server.password)
+    by_ref = base.replace("qywx@", "qywx:env:QYWX_TEST_PGPW@")
+    with Store(by_ref) as s:
+        assert s.url == base
+    with Store(f"{base}?password=env:QYWX_TEST_PGPW") as s:
+        assert s.healthcheck()["ok"] is True
+    monkeypatch.delenv("QYWX_TEST_PGPW")
+    with pytest.raises(StoreError, match=r"variable QYWX_TEST_PGPW is not set"):
+        Store(by_ref)
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{pg_server.port}:*:qywx:{pg_server.password}\n")
+    pgpass.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    with Store(base) as s:
+        assert s.healthcheck()["ok"] is True
+
+
+def test_a_bad_url_is_one_line_without_the_password() -> None:
+    with pytest.raises((UsageError, StoreError)) as err:
+        Store("postgresql://u:Sekr1tPw@127.0.0.1:notaport/db")
+    assert "Sekr1tPw" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_newer_schema_is_refused_untouched(pg_server: PgServer, dbname: str) -> None:
+    url = pg_server.url(dbname)
+    Store(url).close()
+    pg_server.psql(f"UPDATE qywx_schema SET version = {SCHEMA_VERSION + 1}", dbname)
+    with pytest.raises(StoreError) as err:
+        Store(url)
+    assert str(err.value) == (
+        f"database schema v{SCHEMA_VERSION + 1} is newer than this qywx "
+        f"(v{SCHEMA_VERSION}); upgrade qywx"
+    )
+    assert pg_server.psql("SELECT version FROM qywx_schema", dbname) == str(SCHEMA_VERSION + 1)
+
+
+def test_two_processes_migrating_at_once_leave_one_schema(pg_server: PgServer, dbname: str) -> None:
+    code = "import sys; from qywx_cli.core.store import Store; Store(sys.argv[1]).close()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, pg_server.url(dbname)], cwd=REPO)
+        for _ in range(3)
+    ]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    assert pg_server.psql("SELECT count(*), max(version) FROM qywx_schema", dbname) == (
+        f"1|{SCHEMA_VERSION}"
+    )
+
+
+def test_read_only_database_is_unhealthy_refuses_writes_and_recovers(
+    pg_server: PgServer, dbname: str
+) -> None:
+    url = pg_server.url(dbname)
+    with Store(url) as s:
+        first = record(s)
+        pg_server.psql(f"ALTER DATABASE {dbname} SET default_transaction_read_only = on")
+        pg_server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
+        )
+        with pytest.raises(StoreError, match="read-only"):
+            record(s)
+        health = s.healthcheck()
+        assert health["ok"] is False and health["read_only"] is True
+        assert s.get_callback(first.id) == first  # reads still work
+        pg_server.psql(f"ALTER DATABASE {dbname} SET default_transaction_read_only = off")
+        pg_server.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{dbname}' AND pid <> pg_backend_pid()"
+        )
+        assert record(s).status == "received"  # the same Store, no restart
+        assert s.healthcheck()["ok"] is True
+
+
+def test_a_server_that_goes_away_and_returns_needs_no_restart(
+    pg_server: PgServer, dbname: str
+) -> None:
+    with Store(pg_server.url(dbname)) as s:
+        record(s)
+        pg_server.stop_server("fast")
+        try:
+            with pytest.raises(StoreError) as err:
+                record(s)
+            assert "\n" not in str(err.value) and pg_server.password not in str(err.value)
+            health = s.healthcheck()
+            assert health["ok"] is False and "error" in health
+        finally:
+            pg_server.start_server()
+        assert record(s).status == "received"
+        assert s.healthcheck()["ok"] is True
+        assert len(s.list_callbacks()) == 2
+
+
+def test_without_the_driver_a_postgresql_url_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['psycopg'] = None\n"
+        "from qywx_cli.core.store import Store\n"
+        "try:\n"
+        "    Store('postgresql://u:pw@127.0.0.1/db')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == (
+        "StoreError a postgresql:// database needs the postgres extra: "
+        "pip install 'qywx-cli[postgres]'"
+    )
+
+
+def test_hot_path_statements_use_indexes(pg_server: PgServer, dbname: str) -> None:
+    """The dedupe lookups search the unique indexes, never the whole log."""
+    with Store(pg_server.url(dbname)) as s:
+        for _ in range(3):
+            record(s)
+    pg_server.psql("ANALYZE callbacks", dbname)
+    plan = pg_server.psql(
+        "SET enable_seqscan = off; EXPLAIN SELECT id FROM callbacks WHERE instance = 'a' "
+        "AND msg_signature = 'b' AND timestamp = 'c' AND nonce = 'd' "
+        "AND status NOT IN ('duplicate', 'rejected')",
+        dbname,
+    )
+    assert "callbacks_replay" in plan, plan
+    assert os.environ.get("PGPASSWORD")  # the session's server password is in the env
