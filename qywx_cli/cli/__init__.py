@@ -90,6 +90,7 @@ COMMANDS: dict[str, str] = {
     "org": "login_cmds",
     "alert": "alert_cmds",
     "ids": "ids_cmds",
+    "db": "db_cmds",
 }
 _ROOT_OPTIONS_WITH_VALUE = frozenset({"--config", "--auths", "--db"})
 

@@ -400,6 +400,33 @@ class Store(abc.ABC):
         """Use a login code once: only an unused, unexpired code is returned, and marked
         used, in one statement, so of concurrent uses on any hosts one wins."""
 
+    # -- maintenance (qywx db info / copy) ----------------------------------------------
+    # Table and column names come from :data:`.maintenance.TABLES`, never from users.
+
+    @abc.abstractmethod
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table, in one snapshot (``qywx db info``, ``qywx db copy``'s check)."""
+
+    @abc.abstractmethod
+    def size_bytes(self) -> int:
+        """What the database occupies on disk (file + WAL; or the server's figure)."""
+
+    @abc.abstractmethod
+    def dump_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        after: Sequence[object] | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows of ``table`` ordered by ``key``, after the key ``after``."""
+
+    @abc.abstractmethod
+    def load_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        """Insert rows as they are (ids kept), skipping any whose key is already there,
+        in one transaction; how many were new. Id sequences are moved past the rows."""
+
     # -- health -------------------------------------------------------------------------
 
     @abc.abstractmethod

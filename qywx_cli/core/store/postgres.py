@@ -191,6 +191,7 @@ _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
 )
 _NOT_ORIGINAL: Final = f"status NOT IN ({', '.join(repr(s) for s in rules.NOT_ORIGINAL_STATUSES)})"
+_NUMERIC_KEYS: Final = frozenset({"id"})
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
 
@@ -984,14 +985,53 @@ class PostgresStore(Store):
     # -- maintenance (qywx db) ----------------------------------------------------------
 
     def table_counts(self) -> dict[str, int]:
-        tables = ("callbacks", "suite_tickets", "tokens", "corp_auths", "org_codes", "login_codes")
-        row = self._one("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables))
-        assert row is not None
-        return dict(zip(tables, (int(n) for n in row), strict=True))
+        from qywx_cli.core.store.maintenance import TABLES
+
+        def counts(cur: psycopg.Cursor[Any]) -> dict[str, int]:
+            cur.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in TABLES))
+            row = cur.fetchone()
+            assert row is not None
+            return dict(zip(TABLES, (int(n) for n in row), strict=True))
+
+        return self._run(counts, transaction=True)
 
     def size_bytes(self) -> int:
         row = self._one("SELECT pg_database_size(current_database())")
         return int(row[0]) if row is not None else 0
+
+    def dump_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        after: Sequence[object] | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        order = ", ".join(f'{k} COLLATE "C"' if k not in _NUMERIC_KEYS else k for k in key)
+        where = ""
+        if after:
+            left = ", ".join(f'{k} COLLATE "C"' if k not in _NUMERIC_KEYS else k for k in key)
+            where = f"WHERE ({left}) > ({', '.join('%s' for _ in key)}) "
+        sql = f"SELECT {', '.join(columns)} FROM {table} {where}ORDER BY {order} LIMIT %s"
+        return [tuple(r) for r in self._all(sql, [*(after or ()), limit])]
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        sql = (
+            f"INSERT INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('%s' for _ in columns)}) ON CONFLICT DO NOTHING"
+        )
+
+        def load(cur: psycopg.Cursor[Any]) -> int:
+            cur.executemany(sql, [tuple(row) for row in rows])  # pipelined
+            new = max(cur.rowcount, 0)
+            if "id" in columns:  # later inserts must not reuse a copied id
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"
+                )
+            return new
+
+        return self._run(load, transaction=True)
 
 
 def _drop_tokens(cur: psycopg.Cursor[Any], kind: str | None, key: str | None) -> int:

@@ -1388,6 +1388,47 @@ class SQLiteStore(Store):
         )
         return [Licence(*row) for row in rows]
 
+    # -- maintenance --------------------------------------------------------------------
+
+    def table_counts(self) -> dict[str, int]:
+        from qywx_cli.core.store.maintenance import TABLES
+
+        def counts(db: sqlite3.Connection) -> dict[str, int]:
+            return {t: int(db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in TABLES}
+
+        return self._read(counts)
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += self._path.with_name(self._path.name + suffix).stat().st_size
+        return total
+
+    def dump_rows(
+        self,
+        table: str,
+        columns: Sequence[str],
+        key: Sequence[str],
+        after: Sequence[object] | None,
+        limit: int,
+    ) -> list[tuple[Any, ...]]:
+        where = f"WHERE ({', '.join(key)}) > ({_placeholders(key)}) " if after else ""
+        sql = f"SELECT {', '.join(columns)} FROM {table} {where}ORDER BY {', '.join(key)} LIMIT ?"
+        params = [*(after or ()), limit]
+        return [tuple(r) for r in self._read(lambda db: db.execute(sql, params).fetchall())]
+
+    def load_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+        sql = (
+            f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+            f"VALUES ({_placeholders(columns)})"
+        )
+
+        def load(db: sqlite3.Connection) -> int:
+            return sum(db.execute(sql, tuple(row)).rowcount for row in rows)
+
+        return self._write(load)
+
     # -- health -------------------------------------------------------------------------
 
     def healthcheck(self, *, write: bool = True) -> dict[str, object]:

@@ -1,0 +1,133 @@
+"""``qywx db …``: what the database holds (info), its schema (upgrade), and moving a
+deployment from one database to another (copy), on SQLite and PostgreSQL alike.
+
+URLs are printed without their password, whatever was typed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from qywx_cli.cli._errors import EXIT_OK
+from qywx_cli.cli._output import Format, emit_json, table
+from qywx_cli.cli._state import globals_of
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)  # pragma: no cover
+
+
+def db_info(
+    ctx: typer.Context, fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text
+) -> int:
+    """Backend, schema version, rows per table and size of the database (--db)."""
+    from qywx_cli.core.store.maintenance import db_info as info_of
+
+    info = info_of(globals_of(ctx).settings().db_path)
+    if fmt is Format.json:
+        emit_json(
+            {
+                "backend": info.backend,
+                "url": info.url,
+                "schema_version": info.schema_version,
+                "latest_schema_version": info.latest_schema_version,
+                "counts": info.counts,
+                "size_bytes": info.size_bytes,
+            }
+        )
+        return EXIT_OK
+    print(f"{info.backend} database {info.url}")
+    print(
+        f"schema v{info.schema_version} (this qywx: v{info.latest_schema_version}), "
+        f"{_size(info.size_bytes)}"
+    )
+    table(None, ["table", "rows"], [[t, n] for t, n in info.counts.items()])
+    return EXIT_OK
+
+
+def db_upgrade(
+    ctx: typer.Context, fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text
+) -> int:
+    """Migrate the database (--db) to this qywx's schema; a newer schema is refused."""
+    from qywx_cli.core.store import display_target
+    from qywx_cli.core.store.maintenance import upgrade
+
+    target = globals_of(ctx).settings().db_path
+    before, after = upgrade(target)
+    if fmt is Format.json:
+        emit_json({"url": display_target(target), "from": before, "to": after})
+    elif before == after:
+        print(f"{display_target(target)}: schema v{after}, already current")
+    else:
+        print(f"{display_target(target)}: schema v{before} → v{after}")
+    return EXIT_OK
+
+
+def db_copy(
+    source: Annotated[
+        str, typer.Option("--from", help="The database to copy: a SQLite file or a URL.")
+    ],
+    destination: Annotated[
+        str, typer.Option("--to", help="Where to: a postgresql:// URL (or a SQLite file).")
+    ],
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Copy every row to another database: idempotent, resumable, counts verified.
+
+    Stop the servers writing to --from before the last run.
+    """
+    from qywx_cli.core.store.maintenance import copy_store
+
+    if fmt is Format.json or not sys.stderr.isatty():
+        report = copy_store(source, destination)
+    else:
+        from rich.progress import Progress
+
+        from qywx_cli.cli._output import console
+
+        with Progress(console=console(stderr=True), transient=True) as bar:
+            tasks: dict[str, object] = {}
+
+            def progress(name: str, done: int, total: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=max(total, 1))
+                bar.update(tasks[name], completed=done)  # type: ignore[arg-type]
+
+            report = copy_store(source, destination, progress=progress)
+    if fmt is Format.json:
+        emit_json(
+            {
+                "from": report.source,
+                "to": report.destination,
+                "copied": report.copied,
+                "counts": report.counts,
+                "verified": True,
+            }
+        )
+        return EXIT_OK
+    print(f"copied {report.source} → {report.destination}; row counts verified")
+    table(
+        None,
+        ["table", "rows", "new this run"],
+        [[t, report.counts[t], report.copied[t]] for t in report.counts],
+    )
+    return EXIT_OK
+
+
+def register(app: typer.Typer) -> None:
+    db = typer.Typer(
+        name="db",
+        help="The database: info, upgrade (migrations), copy (e.g. SQLite → PostgreSQL).",
+        no_args_is_help=True,
+    )
+    db.command("info")(db_info)
+    db.command("upgrade")(db_upgrade)
+    db.command("copy")(db_copy)
+    app.add_typer(db, name="db")

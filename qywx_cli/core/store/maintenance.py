@@ -1,0 +1,213 @@
+"""``qywx db``: what a database holds, its schema, and moving it to another backend.
+
+The copy (``qywx db copy --from qywx.db --to postgresql://…``) is how a one-host
+deployment moves to several hosts. It is
+
+* **idempotent**: rows keep their ids and keys, and a row already at the destination
+  is skipped, so running it twice copies nothing the second time;
+* **resumable**: tables are copied in key order in batches, each batch one committed
+  transaction; an interrupted copy is simply run again (the log resumes after the
+  destination's greatest callback id);
+* **verified**: at the end the row counts of every table must match, else
+  :class:`~qywx_cli.core.errors.StoreError` says which differ.
+
+Stop the servers writing to the source before the final copy: rows changed after they
+were copied (a record processed later) are not copied again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.store import SCHEMA_VERSION, Store, display_target, local_file, open_store
+
+__all__ = ["TABLES", "CopyReport", "DbInfo", "copy_store", "db_info", "upgrade"]
+
+TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
+    # table: (columns, key). Callbacks before the tables that point at them.
+    "callbacks": (
+        (
+            "id",
+            "received_at",
+            "instance",
+            "kind",
+            "info_type",
+            "suite_id",
+            "corp_id",
+            "msg_signature",
+            "timestamp",
+            "nonce",
+            "envelope",
+            "content_key",
+            "status",
+            "attempts",
+            "last_error",
+            "processed_at",
+            "duplicate_of",
+            "duplicate_reason",
+            "claimed_by",
+            "claimed_at",
+        ),
+        ("id",),
+    ),
+    "suite_tickets": (
+        ("id", "suite_id", "ticket", "timestamp", "received_at", "callback_id"),
+        ("id",),
+    ),
+    "tokens": (("kind", "key", "token", "expires_at"), ("kind", "key")),
+    "corp_auths": (
+        (
+            "suite_id",
+            "corp_id",
+            "permanent_code",
+            "agent_id",
+            "corp_name",
+            "state",
+            "auth_user_id",
+            "created_at",
+            "updated_at",
+        ),
+        ("suite_id", "corp_id"),
+    ),
+    "org_codes": (("code", "corp_id", "created_at", "updated_at"), ("code",)),
+    "login_codes": (
+        ("code_hash", "instance", "corp_id", "user_id", "created_at", "expires_at", "used_at"),
+        ("code_hash",),
+    ),
+}
+"""Every table a store holds, with its columns and its key (the copy's order)."""
+
+BATCH: Final = 500
+
+Progress = Callable[[str, int, int], None]
+"""``progress(table, rows_done, rows_total)`` after each batch."""
+
+
+@dataclass(frozen=True)
+class DbInfo:
+    backend: str
+    url: str
+    schema_version: int
+    latest_schema_version: int
+    counts: dict[str, int]
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    source: str
+    destination: str
+    copied: dict[str, int]
+    """Rows new at the destination, per table (0 everywhere on a second run)."""
+    counts: dict[str, int]
+    """Rows per table, equal on both sides."""
+
+
+def _existing(target: str | Path, what: str) -> None:
+    path = local_file(target)
+    if path is not None and not path.is_file():
+        raise StoreError(f"no database at {path} ({what})")
+
+
+def db_info(target: str | Path) -> DbInfo:
+    _existing(target, "--db")
+    with open_store(target) as store:
+        return DbInfo(
+            backend=store.backend,
+            url=store.url,
+            schema_version=store.schema_version,
+            latest_schema_version=SCHEMA_VERSION,
+            counts=store.table_counts(),
+            size_bytes=store.size_bytes(),
+        )
+
+
+def schema_version_of(target: str | Path) -> int:
+    """The schema version a database is at, without migrating it (0: no qywx schema)."""
+    path = local_file(target)
+    if path is not None:
+        import sqlite3
+
+        if not path.is_file():
+            return 0
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                return int(conn.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path} is not a qywx SQLite database ({exc})") from None
+    from qywx_cli.core.store.postgres import PostgresStore
+
+    with PostgresStore(str(target), migrate=False) as store:
+        return store.schema_version
+
+
+def upgrade(target: str | Path) -> tuple[int, int]:
+    """Migrate to this qywx's schema; (version before, version after). A newer schema
+    than this qywx knows is refused untouched (StoreError)."""
+    before = schema_version_of(target)
+    if before > SCHEMA_VERSION:
+        raise StoreError(
+            f"database schema v{before} is newer than this qywx (v{SCHEMA_VERSION}); upgrade qywx"
+        )
+    with open_store(target) as store:  # opening migrates, in one transaction
+        return before, store.schema_version
+
+
+def copy_store(
+    source: str | Path, destination: str | Path, *, progress: Progress | None = None
+) -> CopyReport:
+    """Copy every row of ``source`` into ``destination`` (created and migrated if new)."""
+    _existing(source, "--from")
+    if display_target(source) == display_target(destination):
+        raise UsageError("--from and --to name the same database")
+    with open_store(source) as src, open_store(destination) as dst:
+        totals = src.table_counts()
+        copied: dict[str, int] = {}
+        for table, (columns, key) in TABLES.items():
+            copied[table] = _copy_table(src, dst, table, columns, key, totals[table], progress)
+        want, got = src.table_counts(), dst.table_counts()
+        differ = [f"{t} {want[t]} vs {got[t]}" for t in TABLES if want[t] != got[t]]
+        if differ:
+            raise StoreError(
+                "copy incomplete, row counts differ (source vs destination): "
+                + ", ".join(differ)
+                + "; was something writing to either database? run the copy again"
+            )
+        return CopyReport(src.url, dst.url, copied, got)
+
+
+def _copy_table(
+    src: Store,
+    dst: Store,
+    table: str,
+    columns: tuple[str, ...],
+    key: tuple[str, ...],
+    total: int,
+    progress: Progress | None,
+) -> int:
+    after: tuple[object, ...] | None = None
+    done = new = 0
+    if key == ("id",):
+        # Resume: the copy writes in id order, so a destination holding n rows of this
+        # table holds the source's first n; carry on after the n-th id. (Rows are
+        # inserted idempotently and the counts are checked at the end in any case.)
+        have = dst.table_counts()[table]
+        if have:
+            ids = src.dump_rows(table, ("id",), ("id",), None, have)
+            if ids:
+                after, done = (ids[-1][0],), len(ids)
+    if progress is not None:
+        progress(table, done, total)
+    while True:
+        rows = src.dump_rows(table, columns, key, after, BATCH)
+        if not rows:
+            return new
+        new += dst.load_rows(table, columns, rows)
+        done += len(rows)
+        after = tuple(rows[-1][columns.index(k)] for k in key)
+        if progress is not None:
+            progress(table, min(done, total), total)
