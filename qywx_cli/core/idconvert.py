@@ -278,13 +278,14 @@ def convert_ids(
     sleep: Callable[[float], None] = time.sleep,
 ) -> ConversionReport:
     """``qywx ids convert``: the existing store, the WeCom client, one converter run."""
-    from qywx_cli.core.store import open_store
+    from qywx_cli.core.store import local_file, open_store
     from qywx_cli.core.wecom import WeComClient
 
     if kind not in ID_KINDS:
         raise UsageError(f"id kind must be one of {', '.join(ID_KINDS)}")
-    if not settings.db_path.is_file():
-        raise StoreError(f"no database at {settings.db_path}; run qywx serve first or pass --db")
+    path = local_file(settings.db_path)
+    if path is not None and not path.is_file():
+        raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
     with (
         open_store(settings.db_path) as store,
         WeComClient(store, base_url=settings.api_base) as client,

@@ -78,6 +78,26 @@ TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
         ("code_hash", "instance", "corp_id", "user_id", "created_at", "expires_at", "used_at"),
         ("code_hash",),
     ),
+    "id_mappings": (
+        ("kind", "corp_id", "plain_id", "open_id", "created_at", "updated_at"),
+        ("kind", "corp_id", "plain_id"),
+    ),
+    "licences": (
+        (
+            "corp_id",
+            "user_id",
+            "type",
+            "active_code",
+            "active_time",
+            "expire_time",
+            "updated_at",
+        ),
+        ("corp_id", "user_id", "type"),
+    ),
+    "unlicensed_members": (
+        ("corp_id", "user_id", "agent_id", "first_seen", "last_seen", "count"),
+        ("corp_id", "user_id"),
+    ),
 }
 """Every table a store holds, with its columns and its key (the copy's order)."""
 

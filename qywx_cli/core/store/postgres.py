@@ -63,9 +63,12 @@ from qywx_cli.core.store.records import (
     CallbackRecord,
     CallbackStats,
     CorpAuth,
+    IdMapping,
+    Licence,
     LoginCode,
     OrgCode,
     SuiteTicket,
+    UnlicensedMember,
 )
 from qywx_cli.core.store.urls import safe_url
 
@@ -173,7 +176,59 @@ def _migrate_v1(cur: psycopg.Cursor[Any]) -> None:
     )
 
 
-MIGRATIONS: Final[tuple[Callable[[psycopg.Cursor[Any]], None], ...]] = (_migrate_v1,)
+def _migrate_v2(cur: psycopg.Cursor[Any]) -> None:
+    """Schema v2 is SQLite's page diet (no AUTOINCREMENT, fewer indexes, a WITHOUT ROWID
+    ticket table); PostgreSQL's tables already have that shape, so only the version
+    moves, keeping one number for one logical schema on every backend."""
+
+
+def _migrate_v3(cur: psycopg.Cursor[Any]) -> None:
+    """The ID upgrade's mappings, interface licences and unlicensed members (as SQLite)."""
+    cur.execute(
+        """
+        CREATE TABLE id_mappings (
+            kind text NOT NULL,
+            corp_id text NOT NULL,
+            plain_id text NOT NULL,
+            open_id text NOT NULL,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            PRIMARY KEY (kind, corp_id, plain_id)
+        );
+        CREATE INDEX id_mappings_by_open ON id_mappings(open_id);
+        CREATE INDEX id_mappings_by_plain ON id_mappings(plain_id);
+
+        CREATE TABLE licences (
+            corp_id text NOT NULL,
+            user_id text NOT NULL,
+            type integer NOT NULL,
+            active_code text,
+            active_time bigint,
+            expire_time bigint,
+            updated_at double precision NOT NULL,
+            PRIMARY KEY (corp_id, user_id, type)
+        );
+        CREATE INDEX licences_by_expiry ON licences(expire_time);
+
+        CREATE TABLE unlicensed_members (
+            corp_id text NOT NULL,
+            user_id text NOT NULL,
+            agent_id bigint,
+            first_seen double precision NOT NULL,
+            last_seen double precision NOT NULL,
+            count integer NOT NULL,
+            PRIMARY KEY (corp_id, user_id)
+        );
+        CREATE INDEX unlicensed_by_last_seen ON unlicensed_members(last_seen);
+        """
+    )
+
+
+MIGRATIONS: Final[tuple[Callable[[psycopg.Cursor[Any]], None], ...]] = (
+    _migrate_v1,
+    _migrate_v2,
+    _migrate_v3,
+)
 """Forward migrations; the version is the one row of ``qywx_schema``."""
 
 assert len(MIGRATIONS) == SCHEMA_VERSION, "every backend's migrations end at SCHEMA_VERSION"
@@ -191,7 +246,17 @@ _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
 )
 _NOT_ORIGINAL: Final = f"status NOT IN ({', '.join(repr(s) for s in rules.NOT_ORIGINAL_STATUSES)})"
-_NUMERIC_KEYS: Final = frozenset({"id"})
+_NUMERIC_KEYS: Final = frozenset({"id", "type"})
+_ID_MAPPING_COLUMNS: Final = "kind, corp_id, plain_id, open_id, created_at, updated_at"
+_LICENCE_COLUMNS: Final = (
+    "corp_id, user_id, type, active_code, active_time, expire_time, updated_at"
+)
+_UNLICENSED_COLUMNS: Final = "corp_id, user_id, agent_id, first_seen, last_seen, count"
+# The other form of a corp id, through a recorded corpid mapping (either direction).
+_CORP_ALIASES: Final = (
+    "SELECT open_id FROM id_mappings WHERE kind = 'corpid' AND plain_id = %(corp)s "
+    "UNION SELECT plain_id FROM id_mappings WHERE kind = 'corpid' AND open_id = %(corp)s"
+)
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
 
@@ -634,6 +699,7 @@ class PostgresStore(Store):
         limit: int = 50,
         after_id: int | None = None,
         newest_first: bool = True,
+        kind: str | None = None,
     ) -> list[CallbackRecord]:
         rules.check_limit(limit)
         where: list[str] = []
@@ -643,6 +709,7 @@ class PostgresStore(Store):
             ("info_type", info_type),
             ("corp_id", corp_id),
             ("instance", instance),
+            ("kind", kind),
         ):
             if value is not None:
                 where.append(f"{column} = %s")
@@ -829,13 +896,16 @@ class PostgresStore(Store):
         return self._run(save, transaction=True)
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
-        sql = f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths WHERE corp_id = %s"
-        params: list[object] = [corp_id]
+        # Either form of the corp id, once a corpid mapping is recorded; the form given
+        # wins (exact rows sort first), as on SQLite.
+        sql = (
+            f"SELECT {_CORP_AUTH_COLUMNS} FROM corp_auths "
+            f"WHERE (corp_id = %(corp)s OR corp_id IN ({_CORP_ALIASES}))"
+        )
         if suite_id is not None:
-            sql += " AND suite_id = %s"
-            params.append(suite_id)
-        sql += " ORDER BY state = 'active' DESC, updated_at DESC LIMIT 1"
-        row = self._one(sql, params)
+            sql += " AND suite_id = %(suite)s"
+        sql += " ORDER BY corp_id = %(corp)s DESC, state = 'active' DESC, updated_at DESC LIMIT 1"
+        row = self._one(sql, {"corp": corp_id, "suite": suite_id})
         return _corp_auth(row) if row is not None else None
 
     def list_corp_auths(
@@ -871,6 +941,158 @@ class PostgresStore(Store):
             return changed > 0
 
         return self._run(cancel, transaction=True)
+
+    # -- id mappings --------------------------------------------------------------------
+
+    def save_id_mappings(self, kind: str, corp_id: str, pairs: Sequence[tuple[str, str]]) -> int:
+        rules.check_mapping(kind, corp_id, pairs)
+        rows = list(dict(pairs).items())  # one row per plain id, the last answer wins
+        if not rows:
+            return 0
+        now = self._now()
+
+        def save(cur: psycopg.Cursor[Any]) -> int:
+            cur.executemany(
+                "INSERT INTO id_mappings (kind, corp_id, plain_id, open_id, created_at, "
+                "updated_at) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (kind, corp_id, plain_id) "
+                "DO UPDATE SET open_id = excluded.open_id, updated_at = excluded.updated_at",
+                [(kind, corp_id, plain, opened, now, now) for plain, opened in rows],
+            )
+            return len(rows)
+
+        return self._run(save, transaction=True)
+
+    def known_open_ids(self, kind: str, corp_id: str, plain_ids: Sequence[str]) -> dict[str, str]:
+        rules.check_id_kind(kind)
+        wanted = list(dict.fromkeys(plain_ids))
+        if not wanted:
+            return {}
+        rows = self._all(
+            "SELECT plain_id, open_id FROM id_mappings WHERE kind = %s AND corp_id = %s "
+            "AND plain_id = ANY(%s)",
+            (kind, corp_id, wanted),
+        )
+        return {str(plain): str(opened) for plain, opened in rows}
+
+    def lookup_id(self, id: str) -> list[IdMapping]:
+        rows = self._all(
+            f"SELECT * FROM (SELECT {_ID_MAPPING_COLUMNS} FROM id_mappings "
+            f"WHERE plain_id = %(id)s UNION SELECT {_ID_MAPPING_COLUMNS} FROM id_mappings "
+            "WHERE open_id = %(id)s) AS found "
+            'ORDER BY kind COLLATE "C", corp_id COLLATE "C", plain_id COLLATE "C"',
+            {"id": id},
+        )
+        return [IdMapping(*row) for row in rows]
+
+    # -- interface licences --------------------------------------------------------------
+
+    def record_unlicensed(
+        self, corp_id: str, user_id: str, *, agent_id: int | None, seen_at: float
+    ) -> None:
+        rules.require(corp_id, "corp_id")
+        rules.require(user_id, "user_id")
+        self._rowcount(
+            f"INSERT INTO unlicensed_members ({_UNLICENSED_COLUMNS}) "
+            "VALUES (%s, %s, %s, %s, %s, 1) ON CONFLICT (corp_id, user_id) DO UPDATE SET "
+            "agent_id = coalesce(excluded.agent_id, unlicensed_members.agent_id), "
+            "last_seen = greatest(unlicensed_members.last_seen, excluded.last_seen), "
+            "count = unlicensed_members.count + 1",
+            (corp_id, user_id, agent_id, seen_at, seen_at),
+        )
+
+    def unlicensed_members(
+        self, *, corp_id: str | None = None, since: float | None = None, limit: int = 100
+    ) -> list[UnlicensedMember]:
+        rules.check_limit(limit)
+        where: list[str] = ["true"]
+        params: list[object] = []
+        if corp_id is not None:
+            where.append("corp_id = %s")
+            params.append(corp_id)
+        if since is not None:
+            where.append("last_seen >= %s")
+            params.append(since)
+        params.append(limit)
+        rows = self._all(
+            f"SELECT {_UNLICENSED_COLUMNS} FROM unlicensed_members "
+            f"WHERE {' AND '.join(where)} ORDER BY last_seen DESC LIMIT %s",
+            params,
+        )
+        return [UnlicensedMember(*row) for row in rows]
+
+    def save_licences(
+        self, corp_id: str, licences: Sequence[Licence], *, complete: bool = False
+    ) -> int:
+        rules.require(corp_id, "corp_id")
+        for licence in licences:
+            rules.require(licence.user_id, "user_id")
+            if licence.corp_id != corp_id:
+                raise UsageError("every licence saved must belong to corp_id")
+        now = self._now()
+
+        def save(cur: psycopg.Cursor[Any]) -> int:
+            if complete:
+                cur.execute("DELETE FROM licences WHERE corp_id = %s", (corp_id,))
+            if licences:
+                cur.executemany(
+                    f"INSERT INTO licences ({_LICENCE_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                    "ON CONFLICT (corp_id, user_id, type) DO UPDATE SET "
+                    "active_code = coalesce(excluded.active_code, licences.active_code), "
+                    "active_time = coalesce(excluded.active_time, licences.active_time), "
+                    "expire_time = coalesce(excluded.expire_time, licences.expire_time), "
+                    "updated_at = excluded.updated_at",
+                    [
+                        (
+                            corp_id,
+                            x.user_id,
+                            x.type,
+                            x.active_code,
+                            x.active_time,
+                            x.expire_time,
+                            now,
+                        )
+                        for x in licences
+                    ],
+                )
+            licensed = [x.user_id for x in licences if (x.expire_time or math.inf) > now]
+            if licensed:
+                cur.execute(
+                    "DELETE FROM unlicensed_members WHERE corp_id = %s AND user_id = ANY(%s)",
+                    (corp_id, licensed),
+                )
+            return len(licences)
+
+        return self._run(save, transaction=True)
+
+    def list_licences(
+        self,
+        *,
+        corp_id: str | None = None,
+        user_id: str | None = None,
+        expiring_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[Licence]:
+        rules.check_limit(limit)
+        where: list[str] = []
+        params: list[object] = []
+        for column, value in (("corp_id", corp_id), ("user_id", user_id)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        if expiring_before is not None:
+            where.append("expire_time IS NOT NULL AND expire_time < %s")
+            params.append(expiring_before)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        params.append(limit)
+        rows = self._all(
+            f"SELECT {_LICENCE_COLUMNS} FROM licences {clause}"
+            'ORDER BY expire_time IS NULL, expire_time, corp_id COLLATE "C", '
+            'user_id COLLATE "C", type LIMIT %s',
+            params,
+        )
+        return [Licence(*row) for row in rows]
 
     # -- org codes ----------------------------------------------------------------------
 
