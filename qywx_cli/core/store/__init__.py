@@ -13,6 +13,35 @@ backend it runs on)::
 
 ``Store(target)`` / :func:`open_store` take a path or ``sqlite://…`` (SQLite) or a
 ``postgresql://…`` URL (PostgreSQL, the ``qywx-cli[postgres]`` extra).
+
+How each guarantee of :mod:`.base` is kept, backend by backend:
+
+record before reply
+    SQLite: one ``BEGIN IMMEDIATE`` transaction, ``synchronous=FULL`` in WAL mode, shared
+    by the threads waiting at that moment (:mod:`.groupcommit`, one fsync for all).
+    PostgreSQL: one autocommit statement; the server flushes its WAL before answering
+    (``synchronous_commit`` on) and groups concurrent commits itself.
+dedupe (one original, the rest ``duplicate``; order in :mod:`.rules`)
+    SQLite: both lookups and the insert under the single writer lock. PostgreSQL: one
+    CTE looks up and inserts; partial unique indexes over originals make a racing
+    second insert do nothing, and its retry stores the duplicate.
+one claimant per record; a dead worker's records come back within seconds
+    Both: a short lease (:data:`.records.DEFAULT_LEASE_SECONDS`) renewed by the working
+    process (:mod:`.leases`); the claim is one ``UPDATE … RETURNING`` (SQLite, under the
+    writer lock; PostgreSQL, on the row taken ``FOR UPDATE SKIP LOCKED``).
+newest suite_ticket wins
+    Both: tickets are rows never overwritten; the latest is read by
+    :data:`.rules.TICKET_ORDER` (WeCom's TimeStamp), whatever order they were written in.
+token refresh single flight, never wiping a ticket
+    SQLite: a per-file lock among the threads of the process. PostgreSQL: a session
+    advisory lock shared by every host. Tokens and tickets are separate tables.
+login codes single use; org codes unique, case-insensitive
+    Both: one conditional ``UPDATE … RETURNING`` / upsert, the code normalised by
+    :func:`.rules.normalise_org_code` into a primary key.
+database down or read-only
+    Both: StoreError (the endpoint answers 503); ``healthcheck`` says ``ok: false``.
+    PostgreSQL: the pool replaces broken connections, so service resumes without a
+    restart when the server returns.
 """
 
 from __future__ import annotations
