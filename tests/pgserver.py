@@ -103,7 +103,7 @@ class PgServer:
     def _ctl(self, *args: str, timeout: float = 30) -> None:
         cmd = [str(self.bin / "pg_ctl"), "-D", str(self.data), *args]
         out = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, check=False, **_as(self)
+            cmd, capture_output=True, text=True, timeout=timeout, check=False, user=self.system_user
         )
         if out.returncode != 0:
             log = self.base / "server.log"
@@ -121,10 +121,6 @@ class PgServer:
         with contextlib.suppress(Exception):
             self.stop_server("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
-
-
-def _as(server: PgServer) -> dict[str, object]:
-    return {"user": server.system_user} if server.system_user else {}
 
 
 def start(base: Path | None = None) -> PgServer:
@@ -189,7 +185,7 @@ def start(base: Path | None = None) -> PgServer:
         text=True,
         timeout=120,
         check=False,
-        **_as(server),  # type: ignore[arg-type]
+        user=server.system_user,
     )
     if out.returncode != 0:
         shutil.rmtree(base, ignore_errors=True)

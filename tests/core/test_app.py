@@ -117,7 +117,7 @@ def test_instance_element_properties_and_masked_auth_config(app: App) -> None:
         assert secret[:6] not in json.dumps(cfg)
     assert cfg["token"] == "Ob0***IZK"
     # Reading elements and their config never creates the database.
-    assert not app.settings.db_path.exists()
+    assert not Path(app.settings.db_path).exists()
 
 
 def test_unknown_elements_list_what_exists(app: App) -> None:

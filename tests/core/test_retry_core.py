@@ -82,7 +82,7 @@ def test_selection_needs_ids_or_failed_and_not_both(settings: Settings, failed_i
 def test_no_database_or_no_auths_is_refused(settings: Settings, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no database at"):
         retry_callbacks(settings, failed=True)
-    assert not settings.db_path.exists()  # and none was created
+    assert not Path(settings.db_path).exists()  # and none was created
     bare = load_settings(auths=tmp_path / "none", db=settings.db_path)
     with pytest.raises(UsageError, match="no auths/ folder"):
         retry_callbacks(bare, failed=True)

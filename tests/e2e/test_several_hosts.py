@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qywx_cli.core.store import Store
+from qywx_cli.core.store import CallbackRecord, Store
 from tests.e2e.conftest import Proc, http, wait_for
 from tests.helpers import auth_config, independent_encrypt, qywx_env, run_qywx, sha1_sign
 from tests.pgserver import PgServer
@@ -103,7 +103,7 @@ class Cluster:
         self.hosts.append(host)
         return host
 
-    def records(self) -> list[object]:
+    def records(self) -> list[CallbackRecord]:
         with Store(self.url) as s:
             return list(s.list_callbacks(limit=100_000, newest_first=False))
 
@@ -146,7 +146,7 @@ def _plaintext(c: Cluster, d: Delivery) -> str:
 
 
 def _settled(c: Cluster) -> bool:
-    return all(r.status not in ("received",) for r in c.records())  # type: ignore[attr-defined]
+    return all(r.status not in ("received",) for r in c.records())
 
 
 def test_the_same_delivery_at_two_hosts_at_once_is_acknowledged_by_both_and_run_once(
@@ -183,11 +183,11 @@ def test_the_same_delivery_at_two_hosts_at_once_is_acknowledged_by_both_and_run_
     assert wait_for(lambda: _settled(c), timeout=30), c.records()
     records = c.records()
     assert len(records) == 2 * len(deliveries)
-    originals = [r for r in records if not r.is_duplicate]  # type: ignore[attr-defined]
-    duplicates = [r for r in records if r.is_duplicate]  # type: ignore[attr-defined]
+    originals = [r for r in records if not r.is_duplicate]
+    duplicates = [r for r in records if r.is_duplicate]
     assert len(originals) == len(duplicates) == len(deliveries)
-    assert {r.status for r in originals} == {"processed"}  # type: ignore[attr-defined]
-    assert {r.duplicate_of for r in duplicates} == {r.id for r in originals}  # type: ignore[attr-defined]
+    assert {r.status for r in originals} == {"processed"}
+    assert {r.duplicate_of for r in duplicates} == {r.id for r in originals}
     # Processed once: one permanent-code exchange per installation (a second would
     # have failed with 40078, the AuthCode being single use).
     assert c.fake_calls("service/get_permanent_code") == 12
@@ -235,17 +235,15 @@ def test_kill_9_of_one_host_mid_load_loses_nothing_and_the_other_finishes_its_wo
     # Whatever the dead host had recorded and claimed comes back to the survivor within
     # seconds (short lease, renewed only by a live host), without a restart.
     assert wait_for(lambda: _settled(c), timeout=40), [
-        (r.id, r.status, r.claimed_by)
-        for r in c.records()
-        if r.status == "received"  # type: ignore[attr-defined]
+        (r.id, r.status, r.claimed_by) for r in c.records() if r.status == "received"
     ]
     took = time.monotonic() - killed_at
     records = c.records()
-    stored = {(r.timestamp, r.nonce) for r in records}  # type: ignore[attr-defined]
+    stored = {(r.timestamp, r.nonce) for r in records}
     lost = [d for d in acknowledged if (d.params["timestamp"], d.params["nonce"]) not in stored]
     assert lost == [], f"{len(lost)} acknowledged callbacks not stored"
-    creates = [r for r in records if r.info_type == "create_auth" and not r.is_duplicate]  # type: ignore[attr-defined]
-    assert {r.status for r in creates} == {"processed"}, [(r.id, r.last_error) for r in creates]  # type: ignore[attr-defined]
+    creates = [r for r in records if r.info_type == "create_auth" and not r.is_duplicate]
+    assert {r.status for r in creates} == {"processed"}, [(r.id, r.last_error) for r in creates]
     assert c.fake_calls("service/get_permanent_code") == len(creates)
     assert took < 40
 
