@@ -224,10 +224,16 @@ def _migrate_v3(cur: psycopg.Cursor[Any]) -> None:
     )
 
 
+def _migrate_v4(cur: psycopg.Cursor[Any]) -> None:
+    """Schema v4 gives SQLite an index of events by name; PostgreSQL has had
+    ``callbacks_by_info_type (info_type, received_at)`` since v1, so only the version moves."""
+
+
 MIGRATIONS: Final[tuple[Callable[[psycopg.Cursor[Any]], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
+    _migrate_v4,
 )
 """Forward migrations; the version is the one row of ``qywx_schema``."""
 
