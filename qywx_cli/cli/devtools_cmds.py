@@ -588,10 +588,11 @@ def simulate_callback(
         with contextlib.ExitStack() as stack:
             client = stack.enter_context(sim.make_client(1, http_timeout))
             handled = None
-            db = settings.db_path
-            if db.is_file():  # the endpoint may be a qywx serve on this database
-                from qywx_cli.core.store import open_store
+            from qywx_cli.core.store import local_file, open_store
 
+            db = settings.db_path
+            path = local_file(db)
+            if path is None or path.is_file():  # the endpoint may be a qywx serve on it
                 store = stack.enter_context(open_store(db))
                 handled = functools.partial(sim.handled_in_log, store)
             report = sim.run_tamper(

@@ -17,6 +17,7 @@ How it keeps the contract of :mod:`qywx_cli.core.store.base` on one host:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
