@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import queue
-import re
 import signal
 import subprocess
 import threading
@@ -327,8 +326,7 @@ def test_stats_json_counts_failures_and_ticket_freshness(
         "dk7f3a9c2e51b04d3a",
     }
     fresh = tickets["tj1234567890abcdef"]
-    # NOW is taken at import: a long run before this test ages the "fresh" ticket.
-    assert fresh["stale"] is False and 0 <= fresh["age_seconds"] < 120 + (time.time() - NOW)
+    assert fresh["stale"] is False and 0 <= fresh["age_seconds"] < 120
     missing = tickets["dk7f3a9c2e51b04d18"]
     assert missing == {
         "suite_id": "dk7f3a9c2e51b04d18",
@@ -351,8 +349,7 @@ def test_stats_warns_about_an_old_ticket_and_honours_since(
     assert proc.returncode == 0
     assert "3 callback record(s) since" in proc.stdout
     old = [w for w in proc.stderr.splitlines() if "dk7f3a9c2e51b04d18" in w]
-    # NOW is taken at import, so a long run before this test adds whole minutes.
-    assert len(old) == 1 and re.search(r"is 1h \d+m old", old[0]), old
+    assert len(old) == 1 and "is 1h 0m old" in old[0]
 
 
 def test_log_list_by_kind(cli_env: dict[str, str], auths: Path) -> None:
