@@ -21,6 +21,7 @@ from pathlib import Path
 
 from qywx_cli.core.config import AuthInstance, validate_paths
 from qywx_cli.core.errors import QywxError
+from qywx_cli.core.retry import check_not_empty
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
 from qywx_cli.core.store import (
@@ -126,17 +127,18 @@ def run_doctor(
         )
     else:
         try:
+            if db is not None:
+                check_not_empty(db)
             store = open_store(target, now=now)
         except QywxError as exc:
-            checks.append(
-                Check(
-                    "database",
-                    False,
-                    exc.message,
-                    "check the path and file permissions (or the URL, the server and the "
-                    "password), or upgrade qywx",
-                )
+            # The message already says what to do; only a newer schema needs a newer qywx.
+            fix = (
+                "upgrade qywx to the version that wrote this database"
+                if "newer than this qywx" in exc.message
+                else "see the detail: point --db at the qywx database (or check the URL, "
+                "the server and the password), or fix what it names"
             )
+            checks.append(Check("database", False, exc.message, fix))
         else:
             health = store.healthcheck()  # commits one write: reading is not enough
             writable = bool(health.get("writable")) and (

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.settings import Settings
@@ -42,7 +43,23 @@ def open_existing_store(settings: Settings) -> Store:
     path = local_file(settings.db_path)  # None: a database server, nothing to create
     if path is not None and not path.is_file():
         raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
+    if path is not None:
+        check_not_empty(path)
     return open_store(settings.db_path)
+
+
+def check_not_empty(path: Path) -> None:
+    """A 0-byte file is no qywx database: SQLite would take it as an empty one, so a
+    reading command would report an empty log and quietly make the file a database."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return  # open_store reports what is wrong with it
+    if empty:
+        raise StoreError(
+            f"{path} is an empty file (0 bytes), not a qywx database: pass --db with the "
+            "qywx database, or delete it and let qywx serve create one"
+        )
 
 
 def _check_selection(

@@ -406,6 +406,28 @@ def _placeholders(values: Iterable[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
+
+def _open_problem(path: Path, exc: sqlite3.Error) -> str:
+    """What an operator can do about a database SQLite will not open, in one line.
+
+    SQLite's own words mislead here: a folder the user cannot write gives "attempt to
+    write a readonly database" (WAL mode needs ``-wal``/``-shm`` files beside the
+    database), and a corrupt file "file is not a database".
+    """
+    text = str(exc)
+    if "readonly" in text or "unable to open" in text:
+        return (
+            f"cannot write {path}: the file or its folder {path.parent} is not writable by "
+            f"this user (SQLite also creates {path.name}-wal and {path.name}-shm there); "
+            "fix the permissions or pass --db"
+        )
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"{path} is not a SQLite database (corrupt, or another kind of file): pass --db "
+            "with the qywx database, or move the file aside and restore it from a backup"
+        )
+    return f"cannot open database {path}: {text}"
+
 class SQLiteStore(Store):
     """The qywx database in the SQLite file ``path``; safe to share between threads and
     processes of one host.
@@ -442,7 +464,7 @@ class SQLiteStore(Store):
             self._migrate(db)
         except sqlite3.Error as exc:
             conn.close()
-            raise StoreError(f"cannot open database {self._path}: {exc}") from None
+            raise StoreError(_open_problem(self._path, exc)) from None
         except BaseException:
             conn.close()
             raise
@@ -508,7 +530,7 @@ class SQLiteStore(Store):
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self._path} is not a qywx SQLite database ({exc})") from None
+            raise StoreError(_open_problem(self._path, exc)) from None
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"database schema v{version} is newer than this qywx (v{SCHEMA_VERSION}); "
@@ -520,7 +542,7 @@ class SQLiteStore(Store):
                 break
             except sqlite3.OperationalError as exc:
                 if not _is_locked(exc) or attempt == _LOCK_RETRIES:
-                    raise StoreError(f"cannot open database {self._path}: {exc}") from None
+                    raise StoreError(_open_problem(self._path, exc)) from None
                 time.sleep(_LOCK_BACKOFF[attempt])
         # FULL: a recorded callback survives power loss, not just a crash of qywx.
         db.execute("PRAGMA synchronous = FULL")

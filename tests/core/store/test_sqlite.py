@@ -235,7 +235,7 @@ def test_a_file_that_is_not_sqlite_is_refused_in_one_line(db_path: Path, content
     with pytest.raises(StoreError) as err:
         Store(db_path)
     message = str(err.value)
-    assert "not a qywx SQLite database" in message
+    assert "is not a SQLite database" in message and "backup" in message
     assert "\n" not in message
     assert db_path.read_bytes() == content
 
