@@ -63,12 +63,12 @@ def test_tail_follow_shows_a_record_changing_status(cli_env: dict[str, str], aut
     rid = failed_record(cli_env, auths)
     proc, lines = follow(cli_env, "-n", "1")
     try:
-        first = json.loads(lines.get(timeout=10))
+        first = json.loads(lines.get(timeout=30))
         assert (first["id"], first["status"]) == (rid, "failed")
         with Store(cli_env["QYWX_DB"]) as store:  # what `qywx retry` does to it
             store.claim_callback(rid, "retry")
             store.finish_callback(rid, "processed")
-        changed = json.loads(lines.get(timeout=10))
+        changed = json.loads(lines.get(timeout=30))
         assert (changed["id"], changed["status"], changed["attempts"]) == (rid, "processed", 2)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -88,11 +88,11 @@ def test_tail_status_filters_both_the_backlog_and_the_stream(
     assert [json.loads(x)["id"] for x in backlog.stdout.splitlines()] == [failed]
     proc, lines = follow(cli_env, "--status", "processed", "-n", "5")
     try:
-        assert json.loads(lines.get(timeout=10))["id"] == done  # the backlog: it is following
+        assert json.loads(lines.get(timeout=30))["id"] == done  # the backlog: it is following
         with Store(cli_env["QYWX_DB"]) as store:
             store.claim_callback(received, "w")
             store.finish_callback(received, "processed")
-        shown = json.loads(lines.get(timeout=10))
+        shown = json.loads(lines.get(timeout=30))
         assert (shown["id"], shown["status"]) == (received, "processed")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -104,3 +104,35 @@ def test_stats_warnings_carry_the_qywx_prefix(cli_env: dict[str, str], auths: Pa
     proc = run_qywx("log", "stats", env=cli_env)
     warnings = proc.stderr.splitlines()
     assert warnings and all(w.startswith("qywx: warning: suite ") for w in warnings), warnings
+
+
+def test_list_pages_with_before_id_and_stops_at_until(cli_env: dict[str, str], auths: Path) -> None:
+    ids = [failed_record(cli_env, auths, n) for n in range(1, 6)]
+    page = json.loads(run_qywx("log", "list", "--limit", "2", "-f", "json", env=cli_env).stdout)
+    assert [r["id"] for r in page] == ids[:-3:-1]
+    more = run_qywx(
+        "log", "list", "--limit", "2", "--before-id", str(page[-1]["id"]), "-f", "json",
+        env=cli_env,
+    )  # fmt: skip
+    assert [r["id"] for r in json.loads(more.stdout)] == [ids[2], ids[1]]
+    until = run_qywx("log", "list", "--until", "2000-01-01", "-f", "json", env=cli_env)
+    assert json.loads(until.stdout) == []
+    bad = run_qywx("log", "list", "--until", "soon", env=cli_env)
+    assert bad.returncode == 2 and bad.stderr.startswith("qywx: error: --until 'soon'")
+
+
+def test_export_streams_csv_and_jsonl_oldest_first(cli_env: dict[str, str], auths: Path) -> None:
+    import csv
+    import io
+
+    ids = [failed_record(cli_env, auths, n) for n in range(1, 4)]
+    listed = json.loads(run_qywx("log", "list", "-f", "json", env=cli_env).stdout)[::-1]
+    jsonl = run_qywx("log", "export", env=cli_env)
+    assert jsonl.returncode == 0, jsonl.stderr
+    assert [json.loads(line) for line in jsonl.stdout.splitlines()] == listed
+    table = run_qywx("log", "export", "--format", "csv", env=cli_env).stdout
+    rows = list(csv.DictReader(io.StringIO(table)))
+    assert [int(r["id"]) for r in rows] == ids
+    assert rows[0]["last_error"] == LONG_ERROR and rows[0]["corp_id"] == ""
+    none = run_qywx("log", "export", "--until", "2000-01-01", "-f", "csv", env=cli_env).stdout
+    assert none.splitlines() == [",".join(listed[0])]

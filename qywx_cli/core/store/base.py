@@ -26,7 +26,7 @@ Durability contract (every backend):
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -203,13 +203,40 @@ class Store(abc.ABC):
         after_id: int | None = None,
         newest_first: bool = True,
         kind: str | None = None,
+        until: float | None = None,
+        before_id: int | None = None,
     ) -> list[CallbackRecord]:
         """The callback log, filtered; newest first unless ``after_id`` or ``newest_first=False``.
 
         With ``after_id`` (``log tail --follow``) only rows with a greater id, oldest first.
-        ``since`` is an epoch time compared with ``received_at``; ``kind`` is one of
+        ``since`` (inclusive) and ``until`` (exclusive) are epoch times compared with
+        ``received_at``; ``before_id`` keeps rows with a smaller id, so a page's last id
+        is where the next page starts (``log list --before-id``); ``kind`` is one of
         :data:`~.records.CALLBACK_KINDS` (``data``: the app's own callback URL).
         """
+
+    def iter_callbacks(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        batch: int = 1000,
+    ) -> Iterator[CallbackRecord]:
+        """Every record received in [since, until), oldest (lowest id) first, streamed.
+
+        Memory stays at one batch whatever the log's size (``log export`` of a million
+        records): each batch is one keyset query (``id > last``) on the backend's own
+        :meth:`list_callbacks`, so no cursor or lock is held between batches and a
+        server may keep writing; records added during the walk with a greater id are
+        included if they fall in the window. Read-only: it changes nothing.
+        """
+        last = 0
+        while True:
+            rows = self.list_callbacks(after_id=last, since=since, until=until, limit=batch)
+            yield from rows
+            if len(rows) < batch:
+                return
+            last = rows[-1].id
 
     @abc.abstractmethod
     def callback_stats(self, *, since: float | None = None) -> CallbackStats:

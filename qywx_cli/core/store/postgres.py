@@ -706,6 +706,8 @@ class PostgresStore(Store):
         after_id: int | None = None,
         newest_first: bool = True,
         kind: str | None = None,
+        until: float | None = None,
+        before_id: int | None = None,
     ) -> list[CallbackRecord]:
         rules.check_limit(limit)
         where: list[str] = []
@@ -723,6 +725,12 @@ class PostgresStore(Store):
         if since is not None:
             where.append("received_at >= %s")
             params.append(since)
+        if until is not None:
+            where.append("received_at < %s")
+            params.append(until)
+        if before_id is not None:
+            where.append("id < %s")
+            params.append(before_id)
         if after_id is not None:
             where.append("id > %s")
             params.append(after_id)

@@ -406,7 +406,6 @@ def _placeholders(values: Iterable[object]) -> str:
     return ", ".join("?" for _ in values)
 
 
-
 def _open_problem(path: Path, exc: sqlite3.Error) -> str:
     """What an operator can do about a database SQLite will not open, in one line.
 
@@ -427,6 +426,7 @@ def _open_problem(path: Path, exc: sqlite3.Error) -> str:
             "with the qywx database, or move the file aside and restore it from a backup"
         )
     return f"cannot open database {path}: {text}"
+
 
 class SQLiteStore(Store):
     """The qywx database in the SQLite file ``path``; safe to share between threads and
@@ -830,13 +830,13 @@ class SQLiteStore(Store):
         after_id: int | None = None,
         newest_first: bool = True,
         kind: str | None = None,
+        until: float | None = None,
+        before_id: int | None = None,
     ) -> list[CallbackRecord]:
-        """The callback log, filtered; newest first unless ``after_id`` or ``newest_first=False``.
-
-        With ``after_id`` (``log tail --follow``) only rows with a greater id, oldest first.
-        ``since`` is an epoch time compared with ``received_at``.
-        """
+        """The callback log, filtered; see :meth:`Store.list_callbacks`."""
         sql, params = self._list_query(
+            until=until,
+            before_id=before_id,
             status=status,
             info_type=info_type,
             corp_id=corp_id,
@@ -870,6 +870,8 @@ class SQLiteStore(Store):
         after_id: int | None = None,
         newest_first: bool = True,
         kind: str | None = None,
+        until: float | None = None,
+        before_id: int | None = None,
     ) -> tuple[str, list[object]]:
         _check_limit(limit)
         where: list[str] = []
@@ -892,6 +894,12 @@ class SQLiteStore(Store):
         if since is not None:
             where.append(f"{unindexed}received_at >= ?")
             params.append(since)
+        if until is not None:
+            where.append(f"{unindexed}received_at < ?")
+            params.append(until)
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
         if status is not None and status != "processed" and after_id is None:
             where.append(_OPEN)  # lets SQLite use the partial index of open records
         if info_type is not None and info_type != "suite_ticket" and after_id is None:

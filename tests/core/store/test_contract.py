@@ -828,3 +828,31 @@ def test_a_login_code_used_on_two_connections_at_once_works_once(
     finally:
         for s in stores:
             s.close()
+
+
+def test_list_until_and_before_id_page_through_the_log(
+    store: Store, log: dict[str, CallbackRecord]
+) -> None:
+    every = [log[k].id for k in ("bad", "dup", "verify", "cancel", "create", "ticket")]
+    assert _ids(store.list_callbacks(until=T0 + 200)) == [log["create"].id, log["ticket"].id]
+    assert _ids(store.list_callbacks(since=T0 + 100, until=T0 + 200)) == [log["create"].id]
+    first = store.list_callbacks(limit=4)
+    rest = store.list_callbacks(limit=4, before_id=first[-1].id)
+    assert _ids(first) + _ids(rest) == every
+    assert _ids(store.list_callbacks(before_id=log["create"].id)) == [log["ticket"].id]
+
+
+def test_iter_callbacks_streams_the_window_oldest_first_in_batches(
+    store: Store, log: dict[str, CallbackRecord]
+) -> None:
+    every = [log[k].id for k in ("ticket", "create", "cancel", "verify", "dup", "bad")]
+    for batch in (1, 2, 5, 6, 1000):
+        assert [r.id for r in store.iter_callbacks(batch=batch)] == every
+    assert [r.id for r in store.iter_callbacks(since=T0 + 100, until=T0 + 300, batch=1)] == [
+        log["create"].id,
+        log["cancel"].id,
+    ]
+    walk = store.iter_callbacks(batch=2)
+    assert next(walk).id == log["ticket"].id
+    newer = record(store)  # written while the walk is paused between batches
+    assert [r.id for r in walk][-1] == newer.id
