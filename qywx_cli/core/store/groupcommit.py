@@ -122,9 +122,10 @@ class GroupCommit(Generic[_C]):
                 batch, self._queued = self._queued, []
             self._commit_batch(batch)
         finally:
-            interrupted = StoreError("commit interrupted")
-            for queued in batch:
-                if not queued.done:
+            unfinished = [queued for queued in batch if not queued.done]
+            if unfinished:  # only an interrupt gets here; no error is built otherwise
+                interrupted = StoreError("commit interrupted")
+                for queued in unfinished:
                     queued.finish(error=interrupted)
             with self._queue_lock:
                 self._pass_lead()
