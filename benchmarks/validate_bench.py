@@ -12,7 +12,7 @@ The generated auths/ folder looks like a provider with 100 代开发 templates s
 instances of one template share its suiteId, token and EncodingAESKey (as WeCom
 requires) and each names its own corp, so the cross-instance rules (one token/key per
 suite, one instance per suite + corp) run over all of them. Every tenth instance is
-inactive, every fiftieth reads its suiteSecret from an ``env:`` reference.
+inactive, every other template reads its suiteSecret from an ``env:`` reference.
 
 The second variant breaks 1 % of the instances, one problem each, cycling through
 the mistakes people make: a token with a dash, a missing field, a trailing comma, a
@@ -75,7 +75,8 @@ def instance(i: int, per_suite: int) -> tuple[str, dict[str, Any], dict[str, Any
         "authConfig": {
             "suiteId": f"dk{_chars(f'suite{suite}', 16, '0123456789abcdef')}",
             "suiteSecret": (
-                "env:QYWX_BENCH_SECRET" if i % 50 == 0 else _chars(f"secret{suite}", 43)
+                # per template, as validate asks: one suite's instances write it alike
+                "env:QYWX_BENCH_SECRET" if suite % 2 == 0 else _chars(f"secret{suite}", 43)
             ),
             "encodingAESKey": _chars(f"key{suite}", 43),
             "token": _chars(f"token{suite}", 32),
