@@ -204,6 +204,7 @@ def test_every_operator_command_works_on_a_postgresql_url(
         (["log", "tail", "-n", "3"], 0, "suite_ticket"),
         (["org", "show", "ACME"], 0, CORP),
         (["retry", "--failed", "--format", "json"], 1, "still failed: 5"),
+        (["doctor", "--auth", "QywxProxyTemp"], 1, "(postgresql): schema v"),
     ]
     for args, want_code, want in checks:
         out = run_qywx(*root, *args, env=env, cwd=cwd, secrets=[PERMANENT_CODE, pw])

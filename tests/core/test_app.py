@@ -245,3 +245,27 @@ def test_a_post_without_a_body_says_what_is_missing(app: App) -> None:
     response = service.notify("1", "0" * 40, str(int(time.time())))
     assert response.status == 400
     assert response.text == "POST callback without a body: pass the raw request body (body=...)"
+
+
+def test_the_element_api_on_postgresql(auths: Path, fake: FakeWeCom, pg_url: str) -> None:
+    """``App(…, db="postgresql://…")``: the same element API, the store on a server."""
+    from qywx_cli.core.store import Store
+
+    app = App(
+        auths, db=pg_url, api_base=API, transport=httpx.WSGITransport(app=fake), background=False
+    )
+    try:
+        assert pg_url in repr(app)
+        temp = authorize(app)
+        assert temp.getLoginConfig()["authorized"] is True
+        result = temp.getLoginCode(corpId=CORP, code="CODE-lisi", loginType="qr")
+        service = app.getElement(SERVICE_ELEMENT)
+        assert service.redeemLoginCode(result["loginCode"])["userId"] == "lisi"
+        with pytest.raises(LoginError):
+            service.redeemLoginCode(result["loginCode"])  # single use, on the server too
+    finally:
+        app.close()
+    with Store(pg_url) as store:
+        assert store.backend == "postgresql"
+        assert [a.corp_id for a in store.list_corp_auths(state="active")] == [CORP]
+        assert {r.status for r in store.list_callbacks()} == {"processed"}
