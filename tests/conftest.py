@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,15 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield pg_server.url(name)
     finally:
         pg_server.drop_database(name)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests that send SIGINT (to this process, or to a qywx child) need Python's usual
+    KeyboardInterrupt. A shell starts background jobs with SIGINT ignored, and an ignored
+    signal stays ignored in every child, so a suite run as ``pytest &`` (or from a
+    script) would see Ctrl-C do nothing; restore the default handler if so."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
