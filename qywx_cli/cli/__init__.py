@@ -88,6 +88,7 @@ COMMANDS: dict[str, str] = {
     "login": "login_cmds",
     "login-url": "login_cmds",
     "org": "login_cmds",
+    "corp": "corp_cmds",
     "alert": "alert_cmds",
     "ids": "ids_cmds",
     "db": "db_cmds",
