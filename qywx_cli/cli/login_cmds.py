@@ -219,6 +219,21 @@ def org_show(
     return EXIT_OK
 
 
+def org_unset(
+    ctx: typer.Context,
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The organisation code to remove.")],
+    fmt: FormatOption = Format.text,
+) -> int:
+    """Remove an organisation code (the corp keeps its authorization)."""
+    with _logins(ctx) as logins:
+        doc = _org_dict(logins.unset_org_code(code))
+    if fmt is Format.json:
+        emit_json(doc)
+    else:
+        print(f"org code {doc['code']} removed (it named corp {doc['corp_id']})")
+    return EXIT_OK
+
+
 def org_list(ctx: typer.Context, fmt: FormatOption = Format.text) -> int:
     """List organisation codes and their corps."""
     with _logins(ctx) as logins:
@@ -244,4 +259,5 @@ def register(app: typer.Typer) -> None:
     org.command("set-code")(org_set_code)
     org.command("show")(org_show)
     org.command("list")(org_list)
+    org.command("unset")(org_unset)
     app.add_typer(org, name="org")

@@ -516,6 +516,11 @@ class LoginService:
         org = self._store.get_org_code(code)
         return self._info(org, self._store.get_corp_auth(org.corp_id))
 
+    def unset_org_code(self, code: str) -> OrgCodeInfo:
+        """Remove an org code; what it named is returned (RecordNotFound if unknown)."""
+        org = self._store.delete_org_code(code)
+        return self._info(org, self._store.get_corp_auth(org.corp_id))
+
     def org_codes(self) -> list[OrgCodeInfo]:
         return [
             self._info(org, self._store.get_corp_auth(org.corp_id))

@@ -99,3 +99,16 @@ def test_empty_list_and_missing_database(
     proc = org(cli_env, "list")
     assert proc.returncode == 1 and "no database at" in proc.stderr
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_org_unset_removes_a_code(cli_env: dict[str, str]) -> None:
+    from qywx_cli.core.store import open_store
+
+    with open_store(cli_env["QYWX_DB"]) as store:
+        store.upsert_corp_auth("tj1234567890abcdef", "wwa1b2c3d4e5f60a01", state="active")
+        store.set_org_code("acme", "wwa1b2c3d4e5f60a01")
+    gone = run_qywx("org", "unset", "ACME", "-f", "json", env=cli_env)
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads(gone.stdout)["corp_id"] == "wwa1b2c3d4e5f60a01"
+    again = run_qywx("org", "unset", "acme", env=cli_env)
+    assert again.returncode == 1 and again.stderr.startswith("qywx: error: no org code 'acme'")

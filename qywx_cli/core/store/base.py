@@ -414,6 +414,14 @@ class Store(abc.ABC):
     def list_org_codes(self) -> list[OrgCode]:
         """Every org code, ordered by code."""
 
+    @abc.abstractmethod
+    def delete_org_code(self, code: str) -> OrgCode:
+        """Remove an org code (any case) and return what it was; RecordNotFound if unknown.
+
+        Durable when it returns (committed); the read and the delete are one transaction,
+        so two hosts cannot both report removing it.
+        """
+
     # -- login codes --------------------------------------------------------------------
 
     @abc.abstractmethod

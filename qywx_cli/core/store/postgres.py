@@ -1145,6 +1145,16 @@ class PostgresStore(Store):
             raise RecordNotFound(f"no org code {normalised!r}")
         return OrgCode(*row)
 
+    def delete_org_code(self, code: str) -> OrgCode:
+        normalised = rules.normalise_org_code(code)
+        row = self._one(
+            "DELETE FROM org_codes WHERE code = %s RETURNING code, corp_id, created_at, updated_at",
+            (normalised,),
+        )
+        if row is None:
+            raise RecordNotFound(f"no org code {normalised!r}")
+        return OrgCode(*row)
+
     def list_org_codes(self) -> list[OrgCode]:
         rows = self._all(
             'SELECT code, corp_id, created_at, updated_at FROM org_codes ORDER BY code COLLATE "C"'

@@ -1221,6 +1221,21 @@ class SQLiteStore(Store):
             raise RecordNotFound(f"no org code {normalised!r}")
         return OrgCode(*row)
 
+    def delete_org_code(self, code: str) -> OrgCode:
+        normalised = rules.normalise_org_code(code)
+
+        def delete(db: sqlite3.Connection) -> OrgCode:
+            row = db.execute(
+                "SELECT code, corp_id, created_at, updated_at FROM org_codes WHERE code = ?",
+                (normalised,),
+            ).fetchone()
+            if row is None:
+                raise RecordNotFound(f"no org code {normalised!r}")
+            db.execute("DELETE FROM org_codes WHERE code = ?", (normalised,))
+            return OrgCode(*row)
+
+        return self._write(delete)
+
     def list_org_codes(self) -> list[OrgCode]:
         rows = self._read(
             lambda db: db.execute(

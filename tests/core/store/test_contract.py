@@ -856,3 +856,15 @@ def test_iter_callbacks_streams_the_window_oldest_first_in_batches(
     assert next(walk).id == log["ticket"].id
     newer = record(store)  # written while the walk is paused between batches
     assert [r.id for r in walk][-1] == newer.id
+
+
+def test_delete_org_code_returns_what_it_named_once(store: Store) -> None:
+    store.set_org_code("Acme", "wwA")
+    gone = store.delete_org_code("ACME")
+    assert (gone.code, gone.corp_id) == ("acme", "wwA")
+    with pytest.raises(RecordNotFound):
+        store.get_org_code("acme")
+    with pytest.raises(RecordNotFound):
+        store.delete_org_code("acme")
+    store.set_org_code("acme", "wwB")  # free again for any corp
+    assert store.get_org_code("acme").corp_id == "wwB"
