@@ -167,6 +167,7 @@ def run_doctor(
         try:
             checks.extend(_ticket_and_token(settings, inst, store, now))
             checks.append(_licence_check(store, now()))
+            checks.extend(_lost_installations(store))
         finally:
             store.close()
     if url:
@@ -218,6 +219,32 @@ def _ticket_and_token(
     else:
         checks.append(Check("suite_token", True, f"obtained just now from {settings.api_base}"))
     return checks
+
+
+def _lost_installations(store: Store) -> list[Check]:
+    """Installations whose AuthCode was spent with no permanent code stored (a crash
+    right after WeCom answered): listed only when there are some, each needs the
+    operator to reset the Secret (RECOVERY_40078)."""
+    from qywx_cli.core.service import RECOVERY_40078
+
+    lost = [
+        r
+        for r in store.list_callbacks(status="failed", limit=10_000)
+        if RECOVERY_40078 in (r.last_error or "")
+    ]
+    if not lost:
+        return []
+    ids = ", ".join(str(r.id) for r in lost[:10])
+    return [
+        Check(
+            "installations",
+            False,
+            f"{len(lost)} installation(s) lost their AuthCode with no permanent code "
+            f"stored (records {ids})",
+            "reset the app's Secret in the provider console (代开发应用 → 重置Secret): "
+            "WeCom sends reset_permanent_code with a fresh AuthCode and qywx stores it",
+        )
+    ]
 
 
 def _licence_check(store: Store, now: float) -> Check:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
 import threading
 import time
 import uuid
@@ -54,6 +55,8 @@ from qywx_cli.core.errors import (
     RecordNotFound,
     RequestRejected,
     StoreError,
+    WeComAPIError,
+    WeComTransportError,
 )
 from qywx_cli.core.observe import Handled, Observer, Observers
 from qywx_cli.core.settings import Settings
@@ -95,7 +98,24 @@ def provider_crypto(settings: Settings) -> WXBizMsgCrypt | None:
 HEALTH_CACHE_SECONDS = 5.0
 """How long /healthz reuses the store's write probe (one fsync) before probing again."""
 
-_WRITE_KEYS = frozenset({"writable", "error"})
+_WRITE_KEYS = frozenset({"writable", "error", "installs_need_recovery"})
+
+AUTH_CODE_TTL_SECONDS = 600.0
+"""An AuthCode is valid for 10 minutes (wecom-protocol.md §3.2): transient failures are
+retried by the server itself for that long after the callback arrived."""
+
+TRANSIENT_ERRCODES = frozenset({-1, 45009, 45033})
+"""WeCom's "system busy" and its rate limits: the same call a little later succeeds."""
+
+RETRYING_MARK = " (transient: retried automatically while the AuthCode is valid)"
+"""Appended to a failed record's error while the server itself will run it again."""
+
+RECOVERY_40078 = (
+    "AuthCode already used or expired (WeCom 40078) and no permanent code was stored for "
+    "this installation; to recover, reset the app's Secret in the provider console "
+    "(代开发应用 → 重置Secret): WeCom then sends reset_permanent_code with a fresh AuthCode"
+)
+"""The one way back when an installation's single-use code was spent without a trace."""
 
 RERUN_GAP_SECONDS = 5.0
 """A repeat re-runs a failed record at most this often: a replay flood of a failed
@@ -306,7 +326,38 @@ class CallbackService:
         pending = self.store.pending_callbacks(limit=limit)
         for rec in pending:
             self._worker.submit(rec.id)
+        # Transient failures whose AuthCode is still valid: a killed host's timers are
+        # gone, so whoever sweeps next runs them (the claim keeps it to one run).
+        recent = self.store.list_callbacks(
+            status="failed", since=self.now() - AUTH_CODE_TTL_SECONDS, limit=1000
+        )
+        for rec in recent:
+            if (rec.last_error or "").endswith(RETRYING_MARK):
+                self._worker.submit(rec.id)
         return len(pending)
+
+    def _retry_delay(self, rec: CallbackRecord) -> float | None:
+        """When to run a transiently failed record again: exponential back-off with jitter
+        (1 s, 2 s, 4 s … at most 60 s, ×0.5-1.5), only while its AuthCode lives; None when
+        no worker runs here or the AuthCode will have expired."""
+        if self._worker is None or self._stopping.is_set():
+            return None
+        left = rec.received_at + AUTH_CODE_TTL_SECONDS - self.now()
+        delay = min(60.0, 2.0 ** max(0, rec.attempts - 1)) * random.uniform(0.5, 1.5)
+        return delay if delay < left else None
+
+    def _retry_later(self, record_id: int, delay: float) -> None:
+        worker = self._worker
+        if worker is None:
+            return
+
+        def again() -> None:
+            if not self._stopping.is_set():
+                worker.submit(record_id)
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        timer.start()
 
     def _sweep(self) -> None:
         """Re-queue what no live worker holds: records a killed process (or host) had
@@ -630,15 +681,24 @@ class CallbackService:
             return None
         started = time.perf_counter()
         error: str | None = None
+        retry_in: float | None = None
         with self._leases.hold(rec.id, worker):  # renewed while the handler works
             try:
                 status = self._handle(rec)
             except QywxError as exc:
                 status, error = "failed", exc.message
+                transient = isinstance(exc, WeComTransportError) or (
+                    isinstance(exc, WeComAPIError) and exc.errcode in TRANSIENT_ERRCODES
+                )
+                retry_in = self._retry_delay(rec) if transient else None
+                if retry_in is not None:
+                    error += RETRYING_MARK
             except Exception as exc:  # a bug: record it rather than lose the callback
                 log.exception("handler failed for callback %s", rec.id)
                 status, error = "failed", f"internal error: {type(exc).__name__}"
             self.store.finish_callback(rec.id, status, error)
+        if retry_in is not None:  # after the claim is released, so the next run can take it
+            self._retry_later(rec.id, retry_in)
         self.observer.handled(
             Handled(
                 rec.id, rec.instance, rec.info_type, status, time.perf_counter() - started, error
@@ -751,7 +811,15 @@ class CallbackService:
             if done and done.permanent_code and done.updated_at >= rec.received_at:
                 self.client.corp_token(done.corp_id, done.permanent_code)
                 return
-        perm = self.client.get_permanent_code(owner.suite_id, owner.suite_secret, event.auth_code)
+        try:
+            perm = self.client.get_permanent_code(
+                owner.suite_id, owner.suite_secret, event.auth_code
+            )
+        except WeComAPIError as exc:
+            if exc.errcode == 40078:  # spent (a crash after WeCom answered) or expired
+                raise WeComAPIError(40078, RECOVERY_40078, api=exc.api) from None
+            raise
+        # Stored in its own transaction before any other call: the code cannot be had again.
         self.store.save_permanent_code(
             owner.suite_id,
             perm.corp_id,
@@ -838,13 +906,21 @@ class CallbackService:
             )
         return RetryOutcome(done, True)
 
+    def installs_need_recovery(self) -> int:
+        """Failed create_auth / reset_permanent_code records that only an operator can
+        recover (:data:`RECOVERY_40078`); /healthz and doctor show the count."""
+        failed = self.store.list_callbacks(status="failed", limit=10_000)
+        return sum(1 for r in failed if RECOVERY_40078 in (r.last_error or ""))
+
     def healthcheck(self) -> dict[str, Any]:
         """What ``/healthz`` answers: ok only if a callback could be recorded now.
 
         The store's write probe costs one fsync, so its answer is reused for
         HEALTH_CACHE_SECONDS (a load balancer probing every second costs one commit in
         five); concurrent probes share one. ``suite_ticket_age_s`` is reported, not
-        judged: WeCom's pushes stopping is not this host's fault.
+        judged: WeCom's pushes stopping is not this host's fault, and neither is
+        ``installs_need_recovery`` (installations whose AuthCode was spent with no
+        permanent code stored: the operator resets the Secret, see RECOVERY_40078).
         """
         with self._health_lock:
             cached = self._health
@@ -853,6 +929,8 @@ class CallbackService:
                 health = self.store.healthcheck(write=probe)
             except QywxError as exc:
                 health = {"ok": False, "writable": False, "error": exc.message}
+            if probe and health.get("writable"):
+                health["installs_need_recovery"] = self.installs_need_recovery()
             if probe or "writable" in health:  # a failed read reports writable False itself
                 cached = self._health = (self.now(), health)
             else:  # reads answered: the last write probe's verdict stands

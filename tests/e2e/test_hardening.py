@@ -297,3 +297,68 @@ def test_healthz_and_doctor_tell_when_nothing_can_be_written(tmp_path: Path) -> 
         )
     finally:
         edge.close()
+
+
+# -- installations ---------------------------------------------------------------------
+
+
+def _fault(edge: Edge, errcode: int, count: int) -> None:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        answer = client.post(
+            edge.fake.url + "/cgi-bin/fake/faults",
+            json={"api": "service/get_permanent_code", "errcode": errcode, "count": count},
+        )
+    assert answer.status_code == 200, answer.text
+
+
+def test_a_transient_wecom_fault_heals_without_qywx_retry(edge: Edge) -> None:
+    """WeCom answers "system busy" (-1) twice: the server runs the create_auth again by
+    itself, with back-off, while the AuthCode is valid; no operator, no redelivery."""
+    edge.post(*edge.signed())
+    _fault(edge, -1, 2)
+    answer = edge.post(*edge.signed(ev.build_event_xml("create_auth", suite_id=edge.suite_id)))
+    assert (answer.status, answer.body) == (200, b"success")
+
+    def installed() -> object:
+        mine = [r for r in edge.records() if r.info_type == "create_auth"]
+        return mine and mine[0].status == "processed" and mine[0]
+
+    done = wait_for(installed, timeout=30, interval=0.2)
+    assert done, [(r.status, r.last_error) for r in edge.records()]
+    assert done.attempts == 3 and done.last_error is None  # type: ignore[attr-defined]
+    assert edge.fake_calls()["service/get_permanent_code"] == 3
+    with Store(edge.db) as store:
+        assert [a.state for a in store.list_corp_auths(edge.suite_id)] == ["active"]
+
+
+def test_a_spent_auth_code_is_failed_with_the_recovery_step(edge: Edge) -> None:
+    """40078 with no permanent code stored (the code was spent by a process killed right
+    after WeCom answered): ``failed`` with the one way back, counted by /healthz and
+    named by doctor; never retried (it cannot succeed)."""
+    edge.post(*edge.signed())
+    _fault(edge, 40078, 1)
+    edge.post(*edge.signed(ev.build_event_xml("create_auth", suite_id=edge.suite_id)))
+
+    def failed() -> object:
+        mine = [r for r in edge.records() if r.info_type == "create_auth"]
+        return mine and mine[0].status == "failed" and mine[0]
+
+    rec = wait_for(failed, timeout=15)
+    assert rec, [(r.status, r.last_error) for r in edge.records()]
+    error = rec.last_error or ""  # type: ignore[attr-defined]
+    assert "40078" in error and "重置Secret" in error and "reset_permanent_code" in error
+    assert "transient" not in error
+
+    def counted() -> object:
+        doc = json.loads(edge.send(HEALTHZ).body)
+        return doc.get("installs_need_recovery") == 1 and doc
+
+    assert wait_for(counted, timeout=15, interval=0.5)
+    doctor = subprocess.run(
+        [*QYWX, "doctor", "--auth", INSTANCE, "-f", "json"],
+        env=edge.env, cwd=edge.root, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["installations"]["ok"] is False
+    assert "reset_permanent_code" in checks["installations"]["fix"]
+    assert edge.fake_calls()["service/get_permanent_code"] == 1
