@@ -18,6 +18,7 @@ from qywx_cli.cli.ops_cmds import iso, open_store
 
 _COLUMNS = [
     "corp",
+    "other id form",
     "name",
     "suite",
     "instances",
@@ -41,8 +42,10 @@ def _when(value: str | None) -> str:
 
 
 def _row(d: dict[str, Any]) -> list[Any]:
+    other = d["open_corp_id"] if d["open_corp_id"] != d["corp_id"] else d["plain_corp_id"]
     return [
         d["corp_id"],
+        other or "",
         d["corp_name"] or "",
         d["suite_id"],
         ", ".join(d["instances"]) or "-",

@@ -37,6 +37,9 @@ class CorpView:
     updated_at: float
     #: when the cached corp access token expires (None: none cached and valid)
     corp_token_expires_at: float | None
+    #: both forms of the corp id once `qywx ids convert corpid` recorded them (ID upgrade)
+    plain_corp_id: str | None = None
+    open_corp_id: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         doc = asdict(self)
@@ -45,8 +48,13 @@ class CorpView:
 
 
 def _view(store: Store, auth: CorpAuth, instances: Iterable[AuthInstance]) -> CorpView:
+    from qywx_cli.core.idconvert import corp_id_forms
+
     token = store.get_token("corp", auth.corp_id)
+    plain, opened = corp_id_forms(store, auth.corp_id)
     return CorpView(
+        plain_corp_id=plain,
+        open_corp_id=opened,
         corp_id=auth.corp_id,
         corp_name=auth.corp_name,
         suite_id=auth.suite_id,
@@ -67,7 +75,9 @@ def corp_views(
     known = list(instances)
     auths = store.list_corp_auths()
     if corp_id is not None:
-        auths = [a for a in auths if a.corp_id == corp_id]
+        known_as = store.get_corp_auth(corp_id)  # either form of the id, once mapped
+        wanted = {corp_id, known_as.corp_id if known_as is not None else corp_id}
+        auths = [a for a in auths if a.corp_id in wanted]
         if not auths:
             raise RecordNotFound(
                 f"corp {corp_id} has not authorized any suite here (no create_auth recorded); "

@@ -20,7 +20,7 @@ import io
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from qywx_cli.core.errors import LoginError, StoreError, UsageError, WeComAPIError
 
@@ -34,6 +34,7 @@ __all__ = [
     "IdKind",
     "Unconverted",
     "convert_ids",
+    "corp_id_forms",
     "read_ids",
 ]
 
@@ -266,6 +267,18 @@ class IdConverter:
             unconverted=tuple(unconverted),
             rate_limit_waits=waits,
         )
+
+
+class _LookupStore(Protocol):
+    def lookup_id(self, id: str) -> Sequence[Any]: ...
+
+
+def corp_id_forms(store: _LookupStore, corp_id: str) -> tuple[str | None, str | None]:
+    """(plain, open) forms of a corp id as far as recorded corpid mappings tell."""
+    for mapping in store.lookup_id(corp_id):
+        if mapping.kind == "corpid":
+            return mapping.plain_id, mapping.open_id
+    return None, None
 
 
 def convert_ids(

@@ -117,3 +117,15 @@ def test_convert_refusals(
 def test_lookup_of_an_unknown_id(authorized: dict[str, str]) -> None:
     result = run_qywx("ids", "lookup", "nobody", env=authorized)
     assert result.returncode == 1 and "no mapping recorded for nobody" in result.stderr
+
+
+def test_corp_list_shows_both_forms_once_mapped(authorized: dict[str, str]) -> None:
+    opened = "wpOpEnC0rpIdOfCompanyA01"
+    with Store(authorized["QYWX_DB"]) as store:
+        store.save_id_mappings("corpid", CORP, [(CORP, opened)])
+    (corp,) = json.loads(run_qywx("corp", "list", "-f", "json", env=authorized).stdout)
+    assert (corp["corp_id"], corp["plain_corp_id"], corp["open_corp_id"]) == (CORP, CORP, opened)
+    shown = run_qywx("corp", "show", opened, "-f", "json", env=authorized)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["corp_id"] == CORP
+    text = run_qywx("corp", "list", env={**authorized, "COLUMNS": "250"})
+    assert opened in text.stdout and "other id form" in text.stdout
