@@ -364,7 +364,7 @@ def _check(
             result.not_recorded_once += 1
         result.acknowledged_missing += sum(1 for _, cb in group.deliveries if cb.key not in keys)
     result.create_auths = sum(1 for g in groups if g.original.info_type == "create_auth")
-    result.get_permanent_code_calls = int(calls.get("service/get_permanent_code", 0))
+    result.get_permanent_code_calls = int(calls.get("service/v2/get_permanent_code", 0))
     result.gettoken_calls = int(calls.get("gettoken", 0))
     result.get_suite_token_calls = int(calls.get("service/get_suite_token", 0))
 

@@ -503,7 +503,7 @@ def _check_handling(
     with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
         state = client.get(f"{fake_url}/fake/state").json()
     issued = {p["corp_id"] for p in state["permanent_codes"] if p["suite_id"] == suite_id}
-    result.get_permanent_code_calls = int(state["calls"].get("service/get_permanent_code", 0))
+    result.get_permanent_code_calls = int(state["calls"].get("service/v2/get_permanent_code", 0))
     with Store(work.db) as store:
         stored = {a.corp_id for a in store.list_corp_auths(suite_id, state="active")}
     spent = issued - stored

@@ -92,6 +92,8 @@ COMMANDS: dict[str, str] = {
     "alert": "alert_cmds",
     "ids": "ids_cmds",
     "db": "db_cmds",
+    "auth-url": "provider_cmds",
+    "jsapi-sign": "provider_cmds",
 }
 _ROOT_OPTIONS_WITH_VALUE = frozenset({"--config", "--auths", "--db"})
 

@@ -34,6 +34,24 @@ AuthOption = Annotated[
     str, typer.Option("--auth", help="Instance name (auths/NAME) or path to its folder.")
 ]
 FormatOption = Annotated[Format, typer.Option("--format", "-f")]
+ScopeOption = Annotated[
+    str,
+    typer.Option(
+        "--scope",
+        help="base (snsapi_base) or privateinfo (snsapi_privateinfo: mobile, email, avatar…).",
+    ),
+]
+
+#: userDetail fields shown only with --show-secrets: a member's personal data (doc 96443).
+_PERSONAL_FIELDS = ("avatar", "qrCode", "mobile", "email", "bizMail", "address")
+
+
+def _masked_detail(detail: dict[str, Any], show: bool) -> dict[str, Any]:
+    from qywx_cli.core.masking import mask
+
+    if show:
+        return detail
+    return {k: mask(v) if k in _PERSONAL_FIELDS and v else v for k, v in detail.items()}
 
 
 def _instance(ctx: typer.Context, name: str) -> AuthInstance:
@@ -55,7 +73,7 @@ def _logins(ctx: typer.Context) -> Iterator[LoginService]:
 
 
 def _pairs(doc: dict[str, Any]) -> list[list[Any]]:
-    return [[k, v] for k, v in doc.items() if not isinstance(v, list)]
+    return [[k, v] for k, v in doc.items() if not isinstance(v, (list, dict))]
 
 
 def _corp_table(corps: list[dict[str, Any]]) -> None:
@@ -97,6 +115,10 @@ def login(
     kind: Annotated[LoginKind, typer.Option("--type", help="How the code was obtained.")] = (
         LoginKind.workbench
     ),
+    scope: ScopeOption = "base",
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Show mobile, email, avatar… unmasked.")
+    ] = False,
     fmt: FormatOption = Format.text,
 ) -> int:
     """Exchange a WeCom login code for a one-time loginCode (getLoginCode)."""
@@ -104,11 +126,17 @@ def login(
 
     instance = _instance(ctx, auth)
     with _logins(ctx) as logins:
-        doc = login_result_dict(logins.login(instance, corp_id, code, kind.value))
+        doc = login_result_dict(logins.login(instance, corp_id, code, kind.value, scope=scope))
+    if "userDetail" in doc:
+        doc["userDetail"] = _masked_detail(doc["userDetail"], show_secrets)
     if fmt is Format.json:
         emit_json(doc)
     else:
         table(f"Logged in through {doc['element']}", ["field", "value"], _pairs(doc))
+        if "userDetail" in doc:
+            table(
+                "Member details (auth/getuserdetail)", ["field", "value"], _pairs(doc["userDetail"])
+            )
         _corp_table(doc["corpList"])
         note(f"the loginCode is single use and expires in {doc['expiresIn']} s")
     return EXIT_OK
@@ -129,13 +157,19 @@ def login_url(
     corp_id: Annotated[
         str | None, typer.Option("--corp-id", help="Corp to log into (default: corpId).")
     ] = None,
+    scope: ScopeOption = "base",
     fmt: FormatOption = Format.text,
 ) -> int:
     """Build the workbench OAuth2 or QR (wwlogin) URL that starts a login."""
     instance = _instance(ctx, auth)
     with _logins(ctx) as logins:
         url = logins.login_url(
-            instance, redirect_uri, login_type=kind.value, corp_id=corp_id, state=state
+            instance,
+            redirect_uri,
+            login_type=kind.value,
+            corp_id=corp_id,
+            state=state,
+            scope=scope,
         )
     if fmt is Format.json:
         emit_json(
@@ -146,6 +180,7 @@ def login_url(
                 "agentId": url.agent_id,
                 "state": url.state,
                 "redirectUri": url.redirect_uri,
+                "scope": f"snsapi_{url.scope}",
             }
         )
     else:

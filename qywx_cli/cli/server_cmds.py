@@ -10,6 +10,7 @@ for the next start.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -313,8 +314,22 @@ def fake_wecom(
     interval: Annotated[
         float, typer.Option("--interval", help="Seconds between suite_ticket pushes (WeCom: 600).")
     ] = 600.0,
+    provider_secret_env: Annotated[
+        str | None,
+        typer.Option(
+            "--provider-secret-env",
+            metavar="VAR",
+            help="Accept only the provider_secret in $VAR (default: any non-empty one).",
+        ),
+    ] = None,
 ) -> int:
-    """Run a local stand-in for WeCom's server API (use with QYWX_API_BASE=…/cgi-bin)."""
+    """Run a local stand-in for WeCom's server API (use with QYWX_API_BASE=…/cgi-bin).
+
+    Besides WeCom's paths it serves /fake/… controls: /fake/state, /fake/faults,
+    /fake/codes, /fake/auth_codes, /fake/scan (a corp scans an authorization link),
+    /fake/agents (publish the app in a corp), /fake/jsapi/verify (the front end's check
+    of a wx.config / wx.agentConfig signature).
+    """
     from qywx_cli.core.config import find_instance
     from qywx_cli.core.fakewecom import FakeWeCom
 
@@ -328,7 +343,12 @@ def fake_wecom(
 
         push_to = target_url(push_to, "--push-to")
     instance = find_instance(auth, globals_of(ctx).settings().auths_dir) if auth else None
-    fake = FakeWeCom(token_ttl=token_ttl, strict=strict)
+    provider_secret = None
+    if provider_secret_env is not None:
+        provider_secret = os.environ.get(provider_secret_env) or None
+        if provider_secret is None:
+            raise UsageError(f"--provider-secret-env: ${provider_secret_env} is not set")
+    fake = FakeWeCom(token_ttl=token_ttl, strict=strict, provider_secret=provider_secret)
     stop_pushing = threading.Event()
     log = logging.getLogger("qywx.fake-wecom")
 

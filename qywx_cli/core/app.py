@@ -51,10 +51,11 @@ from qywx_cli.core.login import (
     check_platform,
 )
 from qywx_cli.core.masking import mask
+from qywx_cli.core.provider import ProviderService
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import CONFIG_FILE, Settings, load_settings
 from qywx_cli.core.store import open_store
-from qywx_cli.core.wecom import WeComClient
+from qywx_cli.core.wecom import UserDetail, WeComClient
 from qywx_cli.core.wsgi import MAX_BODY_BYTES
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ __all__ = [
     "QywxProxyInstance",
     "login_config_dict",
     "login_result_dict",
+    "user_detail_dict",
 ]
 
 SERVICE_ELEMENT: Final = f"{ELEMENT_TYPE}.services.QywxProxyAuthService"
@@ -79,9 +81,27 @@ def _corp_list(entries: tuple[CorpEntry, ...]) -> list[dict[str, Any]]:
     return [{"corpId": e.corp_id, "corpName": e.corp_name, "agentId": e.agent_id} for e in entries]
 
 
-def login_result_dict(result: LoginResult) -> dict[str, Any]:
-    """getLoginCode's answer ("loginCode、corpList和userId"); ``qywx login`` prints the same."""
+def user_detail_dict(detail: UserDetail) -> dict[str, Any]:
+    """auth/getuserdetail's fields (doc 96443) under the element API's camelCase names."""
     return {
+        "userId": detail.user_id,
+        "gender": detail.gender,
+        "avatar": detail.avatar,
+        "qrCode": detail.qr_code,
+        "mobile": detail.mobile,
+        "email": detail.email,
+        "bizMail": detail.biz_mail,
+        "address": detail.address,
+    }
+
+
+def login_result_dict(result: LoginResult) -> dict[str, Any]:
+    """getLoginCode's answer ("loginCode、corpList和userId"); ``qywx login`` prints the same.
+
+    A privateinfo login adds ``userDetail`` — unmasked here, for the application; the
+    CLI masks it unless asked not to.
+    """
+    doc = {
         "loginCode": result.login_code,
         "corpList": _corp_list(result.corp_list),
         "userId": result.user_id,
@@ -90,6 +110,9 @@ def login_result_dict(result: LoginResult) -> dict[str, Any]:
         "expiresIn": result.expires_in,
         "element": f"{_INSTANCE_PREFIX}{result.instance}",
     }
+    if result.user_detail is not None:
+        doc["userDetail"] = user_detail_dict(result.user_detail)
+    return doc
 
 
 def login_config_dict(cfg: LoginConfig) -> dict[str, Any]:
@@ -212,6 +235,7 @@ class App:
         self._lock = threading.RLock()
         self._callbacks: CallbackService | None = None
         self._logins: LoginService | None = None
+        self._provider: ProviderService | None = None
         self._started = False
         self._elements: dict[str, QywxProxyInstance | QywxProxyAuthService] = {}
 
@@ -299,6 +323,17 @@ class App:
                 self._logins = LoginService(service.store, service.client, now=self._now)
             return self._logins
 
+    @property
+    def provider(self) -> ProviderService:
+        """Links, app status and JS-SDK configs over the same store and client."""
+        with self._lock:
+            if self._provider is None:
+                service = self.callbacks
+                self._provider = ProviderService(
+                    service.store, service.client, self.settings, now=self._now
+                )
+            return self._provider
+
     def notify_service(self) -> CallbackService:
         """The callback service with its workers running (started once, on first use).
 
@@ -322,6 +357,7 @@ class App:
         """Finish queued callbacks and close the database and HTTP client."""
         with self._lock:
             service, self._callbacks, self._logins = self._callbacks, None, None
+            self._provider = None
             self._started = False
             self._elements.clear()
         if service is not None:
@@ -381,9 +417,17 @@ class QywxProxyInstance:
         """What a login page needs: suiteId, the corp and its agentId (§4.1, §4.2)."""
         return login_config_dict(self._app.logins.login_config(self.instance))
 
-    def getLoginCode(self, corpId: str, code: str, loginType: str = "workbench") -> dict[str, Any]:
-        """Exchange WeCom's login ``code`` for a one-time loginCode (see :mod:`.login`)."""
-        return login_result_dict(self._app.logins.login(self.instance, corpId, code, loginType))
+    def getLoginCode(
+        self, corpId: str, code: str, loginType: str = "workbench", scope: str = "base"
+    ) -> dict[str, Any]:
+        """Exchange WeCom's login ``code`` for a one-time loginCode (see :mod:`.login`).
+
+        ``scope="privateinfo"`` (a code from a snsapi_privateinfo link) also returns the
+        member's ``userDetail`` (mobile, email, avatar …, doc 96443).
+        """
+        return login_result_dict(
+            self._app.logins.login(self.instance, corpId, code, loginType, scope=scope)
+        )
 
 
 class QywxProxyAuthService:
@@ -400,17 +444,25 @@ class QywxProxyAuthService:
         corpId: str,
         code: str,
         platform: str = "app",
+        scope: str = "base",
     ) -> dict[str, Any]:
         """Workbench (免登) login for whichever active instance the corp authorized.
 
         ``token`` is the one-time loginCode: the application redeems it once
         (:meth:`redeemLoginCode`) within ``expiresIn`` seconds to open its own session.
+        ``scope="privateinfo"`` adds the member's ``userDetail`` (doc 96443).
         """
         platform = check_platform(platform)
         logins = self._app.logins
         instance = logins.route(corpId, self._app.callbacks.instances.values())
-        result = logins.login(instance, corpId, code, "workbench")
+        result = logins.login(instance, corpId, code, "workbench", scope=scope)
+        detail = (
+            {"userDetail": user_detail_dict(result.user_detail)}
+            if result.user_detail is not None
+            else {}
+        )
         return {
+            **detail,
             "token": result.login_code,
             "tokenType": "loginCode",
             "expiresIn": result.expires_in,
@@ -461,6 +513,20 @@ class QywxProxyAuthService:
             body=body,
         )
         return response if flask is None else flask_response(flask, response)
+
+    def getJsapiConfig(
+        self,
+        corpId: str,
+        url: str,
+        agent: bool = False,
+        jsApiList: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """The object a page passes to ``wx.config`` — or, with ``agent``, ``wx.agentConfig``
+        (corpid, agentid, timestamp, nonceStr, signature) — signed for ``url`` with the
+        corp's cached jsapi / agent_config ticket (doc 96909)."""
+        instance = self._app.logins.route(corpId, self._app.callbacks.instances.values())
+        config = self._app.provider.jsapi_config(corpId, url, agent=agent, instance=instance)
+        return config.as_dict(jsApiList)
 
     def setCode(self, corpId: str, code: str) -> None:
         """Give an authorized corp an org code; a code another corp holds is a ConflictError."""

@@ -43,15 +43,17 @@ from qywx_cli.core.errors import (
     WeComAPIError,
 )
 from qywx_cli.core.masking import MaskedRepr
+from qywx_cli.core.provider import require_online
 from qywx_cli.core.store import CorpAuth, LoginCode, OrgCode, Store
 from qywx_cli.core.urls import split_url
-from qywx_cli.core.wecom import WeComClient
+from qywx_cli.core.wecom import UserDetail, WeComClient
 
 __all__ = [
     "LOGIN_CODE_TTL",
     "LOGIN_TYPES",
     "OAUTH_AUTHORIZE_URL",
     "QR_LOGIN_URL",
+    "SCOPES",
     "CorpEntry",
     "LoginConfig",
     "LoginResult",
@@ -59,16 +61,24 @@ __all__ = [
     "LoginType",
     "LoginURL",
     "OrgCodeInfo",
+    "Scope",
     "build_login_url",
     "check_login_type",
     "check_platform",
     "check_redirect_uri",
+    "check_scope",
     "check_state",
     "hash_login_code",
 ]
 
 LoginType = Literal["workbench", "qr"]
 LOGIN_TYPES: Final[tuple[LoginType, ...]] = ("workbench", "qr")
+
+Scope = Literal["base", "privateinfo"]
+SCOPES: Final[tuple[Scope, ...]] = ("base", "privateinfo")
+"""``snsapi_base`` (silent, userid only) or ``snsapi_privateinfo`` (the member consents;
+getuserinfo adds a user_ticket that auth/getuserdetail turns into mobile, email, avatar…,
+docs 96441-96443)."""
 
 LOGIN_CODE_TTL: Final = 300
 """Seconds a loginCode stays redeemable: as long as WeCom's own OAuth code (docs 96442)."""
@@ -117,6 +127,8 @@ class LoginResult(MaskedRepr):
     expires_in: int
     expires_at: float
     corp_list: tuple[CorpEntry, ...]
+    #: auth/getuserdetail's answer for a privateinfo login (its own repr masks it)
+    user_detail: UserDetail | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +160,7 @@ class LoginURL:
     agent_id: int
     state: str
     redirect_uri: str
+    scope: Scope = "base"
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,17 @@ def check_login_type(value: str) -> LoginType:
         if value == kind:
             return kind
     raise UsageError(f"login type must be one of {', '.join(LOGIN_TYPES)}, not {value!r}")
+
+
+def check_scope(value: str) -> Scope:
+    """``base`` / ``privateinfo``, or WeCom's spelling ``snsapi_base`` / ``snsapi_privateinfo``."""
+    name = value.removeprefix("snsapi_")
+    for scope in SCOPES:
+        if name == scope:
+            return scope
+    raise UsageError(
+        f"scope must be snsapi_base or snsapi_privateinfo (base, privateinfo), not {value!r}"
+    )
 
 
 def check_state(state: str) -> str:
@@ -225,16 +249,28 @@ def _check_corp_id(corp_id: str) -> str:
 
 
 def build_login_url(
-    login_type: LoginType, corp_id: str, agent_id: int, redirect_uri: str, state: str
+    login_type: LoginType,
+    corp_id: str,
+    agent_id: int,
+    redirect_uri: str,
+    state: str,
+    scope: Scope = "base",
 ) -> str:
     """The workbench OAuth2 URL (§4.1) or the wwlogin QR URL (§4.2) for a 代开发 app.
 
     ``appid`` is the customer corp's CorpID and ``agentid`` the 代开发 app's agentid in
     that corp: the provider corp id gives 40029, the template id "appid不正确", and a
     missing agentid 50001 (§4.1). ``redirect_uri`` is percent-encoded once, ``/`` and
-    ``:`` included; the workbench URL must end in ``#wechat_redirect``.
+    ``:`` included; the workbench URL must end in ``#wechat_redirect``. ``privateinfo``
+    asks for ``snsapi_privateinfo``, which needs the agentid (doc 96441) and exists only
+    for the OAuth link: the QR login's code yields no user_ticket (doc 98177).
     """
     check_state(state)
+    if scope == "privateinfo" and login_type != "workbench":
+        raise UsageError(
+            "snsapi_privateinfo is an OAuth scope: use the workbench type (a QR login's "
+            "code carries no user_ticket)"
+        )
     check_redirect_uri(redirect_uri)
 
     def encode(params: list[tuple[str, str]]) -> str:
@@ -246,7 +282,7 @@ def build_login_url(
                 ("appid", corp_id),
                 ("redirect_uri", redirect_uri),
                 ("response_type", "code"),
-                ("scope", "snsapi_base"),
+                ("scope", f"snsapi_{scope}"),
                 ("state", state),
                 ("agentid", str(agent_id)),
             ]
@@ -375,15 +411,21 @@ class LoginService:
         corp_id: str,
         code: str,
         login_type: str = "workbench",
+        scope: str = "base",
     ) -> LoginResult:
         """Exchange WeCom's ``code`` for the member's userid and issue a one-time loginCode.
 
         Both login types read the code the same way for 代开发 (docs 96442, 98177).
-        A non-member (WeCom answers with an openid only) cannot log in.
+        A non-member (WeCom answers with an openid only) cannot log in. ``privateinfo``
+        also spends the member's user_ticket on auth/getuserdetail (doc 96443); the
+        result carries those details unmasked, for the application to use.
         """
         kind = check_login_type(login_type)
+        wanted = check_scope(scope)
+        if wanted == "privateinfo" and kind != "workbench":
+            raise UsageError("a privateinfo login needs a workbench (OAuth) code, not a QR one")
         code = _check_oauth_code(code)
-        auth = self.authorization(instance, corp_id)
+        auth = require_online(self._store, self._client, self.authorization(instance, corp_id))
         assert auth.permanent_code is not None  # authorization() guarantees it
         try:
             who = self._client.get_user_info(auth.corp_id, auth.permanent_code, code)
@@ -399,6 +441,17 @@ class LoginService:
             raise LoginError(
                 f"the user is not a member of corp {auth.corp_id} (WeCom returned only an "
                 "openid); only members can log in"
+            )
+        detail = None
+        if wanted == "privateinfo":
+            if not who.user_ticket:
+                raise LoginError(
+                    f"WeCom returned no user_ticket for {who.user_id} in corp {auth.corp_id}: "
+                    "the code did not come from a snsapi_privateinfo link (qywx login-url "
+                    "--scope snsapi_privateinfo) or the member is outside the app's range"
+                )
+            detail = self._client.get_user_detail(
+                auth.corp_id, auth.permanent_code, who.user_ticket
             )
         login_code = self._token(32)
         expires_at = self._now() + self._ttl
@@ -418,6 +471,7 @@ class LoginService:
             expires_in=self._ttl,
             expires_at=expires_at,
             corp_list=self.corp_list(instance, auth.corp_id),
+            user_detail=detail,
         )
 
     def redeem(self, login_code: str) -> LoginCode:
@@ -468,9 +522,11 @@ class LoginService:
         login_type: str = "workbench",
         corp_id: str | None = None,
         state: str | None = None,
+        scope: str = "base",
     ) -> LoginURL:
         """The URL that starts a login; ``state`` is generated when not given."""
         kind = check_login_type(login_type)
+        wanted = check_scope(scope)
         redirect_uri = check_redirect_uri(redirect_uri)
         corp = corp_id or instance.corp_id
         if not corp:
@@ -486,12 +542,13 @@ class LoginService:
             )
         state = check_state(state) if state is not None else self._state_token(16)
         return LoginURL(
-            url=build_login_url(kind, auth.corp_id, auth.agent_id, redirect_uri, state),
+            url=build_login_url(kind, auth.corp_id, auth.agent_id, redirect_uri, state, wanted),
             login_type=kind,
             corp_id=auth.corp_id,
             agent_id=auth.agent_id,
             state=state,
             redirect_uri=redirect_uri,
+            scope=wanted,
         )
 
     # -- org codes ----------------------------------------------------------------------

@@ -59,8 +59,15 @@ from qywx_cli.core.errors import (
     WeComTransportError,
 )
 from qywx_cli.core.observe import Handled, Observer, Observers
+from qywx_cli.core.provider import read_app_status
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store, open_store
+from qywx_cli.core.store import (
+    DEFAULT_LEASE_SECONDS,
+    CallbackRecord,
+    CorpAuth,
+    Store,
+    open_store,
+)
 from qywx_cli.core.store.leases import LeaseKeeper
 from qywx_cli.core.store.records import LEASE_RENEW_SECONDS
 from qywx_cli.core.wecom import WeComClient
@@ -809,7 +816,7 @@ class CallbackService:
         if rec.corp_id:  # a retry: did this callback already exchange its single-use code?
             done = self.store.get_corp_auth(rec.corp_id, owner.suite_id)
             if done and done.permanent_code and done.updated_at >= rec.received_at:
-                self.client.corp_token(done.corp_id, done.permanent_code)
+                self._after_install(owner, done.corp_id)
                 return
         try:
             perm = self.client.get_permanent_code(
@@ -820,17 +827,51 @@ class CallbackService:
                 raise WeComAPIError(40078, RECOVERY_40078, api=exc.api) from None
             raise
         # Stored in its own transaction before any other call: the code cannot be had again.
+        # create_auth's <State> and v2's state are the 带参授权链接's (doc 98744).
+        link_state = (getattr(event, "state", None) or perm.state) or None
         self.store.save_permanent_code(
             owner.suite_id,
             perm.corp_id,
             perm.permanent_code,
             callback_id=rec.id,
             agent_id=perm.agent_id,
-            corp_name=perm.corp_name,
+            corp_name=perm.corp_name or None,
             auth_user_id=perm.auth_user_id,
+            link_state=link_state,
         )
-        # Prove the secret works and warm the cache; the code is stored either way.
-        self.client.corp_token(perm.corp_id, perm.permanent_code)
+        self._after_install(owner, perm.corp_id)
+
+    def _after_install(self, owner: AuthInstance, corp_id: str) -> None:
+        """What follows a stored permanent code: agentid, a working token, app status.
+
+        v2/get_permanent_code lists no agent (doc 100776), so v2/get_auth_info supplies
+        the agentid; the corp token proves the new secret works and warms the cache;
+        agent/get records whether the provider has published the app yet (doc 96448).
+        Each step reads what the last one stored, so a retry resumes where it failed.
+        """
+        auth = self.store.get_corp_auth(corp_id, owner.suite_id)
+        if auth is None or not auth.permanent_code:
+            raise EventError(f"corp {corp_id} has no stored permanent code")
+        if auth.agent_id is None:
+            info = self.client.get_auth_info(
+                owner.suite_id, owner.suite_secret, auth.corp_id, auth.permanent_code
+            )
+            auth = self.store.upsert_corp_auth(
+                owner.suite_id,
+                auth.corp_id,
+                agent_id=info.agent_id,
+                corp_name=info.corp_name or None,
+            )
+        assert auth.permanent_code is not None  # checked above; upsert keeps it
+        self.client.corp_token(auth.corp_id, auth.permanent_code)
+        self._read_status(auth)
+
+    def _read_status(self, auth: CorpAuth) -> None:
+        """Publish status is advice, not the install: a failed read is logged, not fatal."""
+        try:
+            read_app_status(self.store, self.client, auth)
+        except QywxError as exc:
+            log.warning("agent/get for corp %s failed: %s", auth.corp_id, exc.message)
 
     def _on_change_auth(
         self, inst: AuthInstance, event: ev.ChangeAuthEvent, rec: CallbackRecord
@@ -846,13 +887,14 @@ class CallbackService:
         info = self.client.get_auth_info(
             owner.suite_id, owner.suite_secret, auth.corp_id, auth.permanent_code
         )
-        self.store.upsert_corp_auth(
+        updated = self.store.upsert_corp_auth(
             owner.suite_id,
             auth.corp_id,
-            corp_name=info.corp_name,
+            corp_name=info.corp_name or None,
             agent_id=info.agent_id,
             state="active",
         )
+        self._read_status(updated)
 
     def _on_cancel_auth(
         self, inst: AuthInstance, event: ev.CancelAuthEvent, rec: CallbackRecord

@@ -38,6 +38,7 @@ _KNOWN_KEYS = {
     "provider_encoding_aes_key",
     "strict",
     "serve",
+    "provider_secret",
 }
 _SERVE_KEYS = {"connection_limit", "channel_timeout", "header_timeout", "body_timeout"}
 #: [serve] keys of observability (core/metrics.py, core/alerts.py, core/logfmt.py)
@@ -47,6 +48,7 @@ _SERVE_OBSERVE_KEYS = {
     "metrics_host",
     "metrics_token",
     "alert_webhook",
+
 }
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
@@ -98,6 +100,10 @@ class Settings:
     alert_webhook: str | None = field(default=None, repr=False)
     #: the HTTP edge's connection limits (``[serve]`` in qywx.toml)
     http_limits: ServerLimits = DEFAULT_LIMITS
+    #: the provider_secret (服务商管理后台 → 通用开发参数) for the provider API; never shown
+    provider_secret: str | None = field(default=None, repr=False)
+    #: where provider_secret was looked for, for the one-line error when it is missing
+    provider_secret_source: str = "QYWX_PROVIDER_SECRET"
 
     @property
     def has_provider_callbacks(self) -> bool:
@@ -309,7 +315,11 @@ def load_settings(
     if not isinstance(metrics_host, str) or not metrics_host:
         raise ConfigError(f"{path}: serve.metrics_host must be an interface name or address")
 
+    secret, source = _provider_secret(data, env, path)
+
     return Settings(
+        provider_secret=secret,
+        provider_secret_source=source,
         log_format=log_format,
         metrics_port=metrics_port,
         metrics_host=metrics_host,
@@ -326,3 +336,27 @@ def load_settings(
         strict=strict,
         http_limits=limits,
     )
+
+
+def _provider_secret(
+    data: Mapping[str, Any], env: Mapping[str, str], path: Path
+) -> tuple[str | None, str]:
+    """``QYWX_PROVIDER_SECRET``, else qywx.toml's ``provider_secret = "env:VAR"``.
+
+    The file may only name a variable: the secret that mints provider tokens (ID
+    conversion, licences, authorization links) does not belong in a file under version
+    control. An unset variable is not an error here — only the commands that call the
+    provider API need it, and they say which variable to set.
+    """
+    if env.get("QYWX_PROVIDER_SECRET"):
+        return env["QYWX_PROVIDER_SECRET"], "QYWX_PROVIDER_SECRET"
+    if "provider_secret" not in data:
+        return None, "QYWX_PROVIDER_SECRET"
+    raw = data["provider_secret"]
+    var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
+    if not _ENV_VAR.fullmatch(var):
+        raise ConfigError(
+            f"{path}: provider_secret must be an env:VAR reference (the secret itself "
+            "belongs in the environment, not in the file)"
+        )
+    return (env.get(var) or None), f"${var} (provider_secret in {path})"

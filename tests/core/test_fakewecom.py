@@ -194,7 +194,7 @@ def test_auth_info_and_reset_permanent_code(api: httpx.Client) -> None:
     first = permanent_code(api, f"AUTHCODE-{CORP}-1")
     token = suite_token(api)
     info = api.post(
-        "service/get_auth_info",
+        "service/v2/get_auth_info",
         params={"suite_access_token": token},
         json={"auth_corpid": CORP, "permanent_code": first["permanent_code"]},
     ).json()
@@ -205,7 +205,7 @@ def test_auth_info_and_reset_permanent_code(api: httpx.Client) -> None:
     second = permanent_code(api, f"AUTHCODE-{CORP}-2")  # 重新获取secret (§3.5)
     assert second["permanent_code"] != first["permanent_code"]
     stale = api.post(
-        "service/get_auth_info",
+        "service/v2/get_auth_info",
         params={"suite_access_token": token},
         json={"auth_corpid": CORP, "permanent_code": first["permanent_code"]},
     ).json()
@@ -337,7 +337,7 @@ def test_state_masks_permanent_codes_and_counts(api: httpx.Client) -> None:
     data = state.json()
     assert data["permanent_codes"][0]["corp_id"] == CORP
     assert data["permanent_codes"][0]["permanent_code"].startswith(code[:3])
-    assert data["tokens"] == {"suite": 1, "corp": 0}
+    assert data["tokens"] == {"suite": 1, "corp": 0, "provider": 0}
     assert data["calls"] == {"service/get_suite_token": 1, "service/get_permanent_code": 1}
 
 

@@ -83,11 +83,13 @@ class World:
         """What create_auth does: exchange an AuthCode and keep the permanent code."""
         self.store.save_suite_ticket(suite, f"ticket-for-{suite}", int(self.clock()))
         perm = self.client.get_permanent_code(suite, SECRET, f"AUTHCODE-{corp}-{'x' * 64}")
+        # v2 lists no agent (doc 100776): the agentid comes from v2/get_auth_info.
+        info = self.client.get_auth_info(suite, SECRET, perm.corp_id, perm.permanent_code)
         self.store.upsert_corp_auth(
             suite,
             perm.corp_id,
             permanent_code=perm.permanent_code,
-            agent_id=perm.agent_id,
+            agent_id=info.agent_id,
             corp_name=perm.corp_name,
         )
 

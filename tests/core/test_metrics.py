@@ -157,8 +157,8 @@ def test_handler_latency_api_calls_and_token_refreshes(served) -> None:  # type:
         if k[0] == "qywx_wecom_api_calls_total"
     }
     assert calls[(("api", "service/get_suite_token"), ("errcode", "0"))] == 1
-    assert calls[(("api", "service/get_permanent_code"), ("errcode", "0"))] == 1
-    assert calls[(("api", "service/get_permanent_code"), ("errcode", "-1"))] == 1
+    assert calls[(("api", "service/v2/get_permanent_code"), ("errcode", "0"))] == 1
+    assert calls[(("api", "service/v2/get_permanent_code"), ("errcode", "-1"))] == 1
     assert calls[(("api", "gettoken"), ("errcode", "0"))] == 1
     assert values[("qywx_token_refreshes_total", (("kind", "suite"),))] == 1
     assert values[("qywx_token_refreshes_total", (("kind", "corp"),))] == 1

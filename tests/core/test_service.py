@@ -113,7 +113,9 @@ def test_change_auth_refreshes_what_the_corp_granted(world: World) -> None:
     assert status_of(world, response) == "processed"
     auth = world.store.get_corp_auth(CORP, world.inst.suite_id)
     assert auth is not None and auth.corp_name != "stale name"
-    assert world.calls()["service/get_auth_info"] == 1
+    # one v2/get_auth_info after create_auth (v2 lists no agent), one for change_auth
+    assert world.calls()["service/v2/get_auth_info"] == 2
+    assert world.calls()["agent/get"] == 2  # the publish status is read again too
 
 
 def test_change_auth_for_a_corp_never_authorized_fails_clearly(world: World) -> None:
@@ -205,7 +207,7 @@ def test_replay_and_redelivery_are_acknowledged_but_not_rerun(world: World) -> N
     assert (redelivery.status, redelivery.text) == (200, "success")
     record = world.store.get_callback(redelivery.record_id)  # type: ignore[arg-type]
     assert (record.status, record.duplicate_of) == ("duplicate", first.record_id)
-    assert world.calls()["service/get_permanent_code"] == 1
+    assert world.calls()["service/v2/get_permanent_code"] == 1
 
 
 # -- retry -----------------------------------------------------------------------------------
@@ -260,9 +262,9 @@ def test_create_auth_names_its_corp_and_a_retry_never_respends_the_auth_code(
     rec = world.store.list_callbacks(info_type="create_auth")[0]
     assert rec.status == "failed" and "-1" in (rec.last_error or "")
     assert rec.corp_id == CORP  # learnt from get_permanent_code, so `log list --corp` finds it
-    assert world.calls().get("service/get_permanent_code") == 1
+    assert world.calls().get("service/v2/get_permanent_code") == 1
     assert world.service.retry(rec.id).record.status == "processed"
-    assert world.calls().get("service/get_permanent_code") == 1  # AuthCode is single use
+    assert world.calls().get("service/v2/get_permanent_code") == 1  # AuthCode is single use
     assert world.store.get_token("corp", CORP) is not None
 
 

@@ -166,7 +166,7 @@ def test_42009_on_a_cached_suite_token_refreshes_once(client: WeComClient, fake:
     perm = authorize(client)
     assert perm.corp_id == CORP
     assert calls(fake, "service/get_suite_token") == 2
-    assert calls(fake, "service/get_permanent_code") == 2
+    assert calls(fake, "service/v2/get_permanent_code") == 2
 
 
 def test_a_token_wecom_never_issued_is_replaced(
@@ -174,7 +174,7 @@ def test_a_token_wecom_never_issued_is_replaced(
 ) -> None:
     store.put_token("suite", SUITE, "revoked-early", T0 + 7000)
     assert authorize(client).corp_id == CORP  # 40082 → drop → refetch → success
-    assert calls(fake, "service/get_permanent_code") == 2
+    assert calls(fake, "service/v2/get_permanent_code") == 2
     cached = store.get_token("suite", SUITE)
     assert cached is not None
     assert cached.token != "revoked-early"
@@ -186,7 +186,7 @@ def test_a_fresh_token_rejected_is_not_retried_again(client: WeComClient, fake: 
         authorize(client)
     assert info.value.errcode == 42009
     assert calls(fake, "service/get_suite_token") == 1
-    assert calls(fake, "service/get_permanent_code") == 1
+    assert calls(fake, "service/v2/get_permanent_code") == 1
 
 
 def test_expired_corp_token_at_wecom_refreshes_once(
@@ -308,13 +308,13 @@ def test_single_use_calls_retry_only_what_never_reached_wecom(
         client.get_permanent_code(SUITE, SECRET, "AUTHCODE-wwtimeout-1")
     assert len(seen) == 1  # the AuthCode may be spent: no blind repeat
 
-    before = calls(fake, "service/get_permanent_code")
+    before = calls(fake, "service/v2/get_permanent_code")
     with make_client(store, httpx.WSGITransport(app=fake), clock, sleeps) as client:
         fake.inject_fault("get_permanent_code", http_status=503)
         with pytest.raises(WeComTransportError) as info:
             client.get_permanent_code(SUITE, SECRET, "AUTHCODE-ww503-1")
     assert "HTTP 503" in str(info.value)
-    assert calls(fake, "service/get_permanent_code") == before + 1
+    assert calls(fake, "service/v2/get_permanent_code") == before + 1
 
 
 @pytest.mark.parametrize(
@@ -345,9 +345,9 @@ def test_get_permanent_code_parses_and_masks(client: WeComClient, fake: FakeWeCo
     fake.register_auth_code("AC-1", corp_id=CORP, corp_name="Acme", state="org42")
     perm = client.get_permanent_code(SUITE, SECRET, "AC-1")
     assert (perm.corp_id, perm.corp_name, perm.state) == (CORP, "Acme", "org42")
-    assert isinstance(perm.agent_id, int)
+    # v2 (doc 100776) lists no agent: agentid comes from v2/get_auth_info afterwards.
+    assert (perm.agent_id, perm.is_customized_app) == (None, False)
     assert perm.auth_user_id == "admin"
-    assert perm.is_customized_app is True
     assert perm.permanent_code not in repr(perm)
     assert mask(perm.permanent_code) in repr(perm)
     with pytest.raises(WeComAPIError) as info:
@@ -356,11 +356,25 @@ def test_get_permanent_code_parses_and_masks(client: WeComClient, fake: FakeWeCo
     assert "AC-1" not in str(info.value)
 
 
+def test_v1_permanent_code_carries_the_agent_v2_leaves_out(
+    client: WeComClient, fake: FakeWeCom
+) -> None:
+    fake.register_auth_code("AC-v1", corp_id=CORP, corp_name="Acme", state="org42")
+    perm = client.get_permanent_code_v1(SUITE, SECRET, "AC-v1")
+    assert (perm.corp_id, perm.state, perm.is_customized_app) == (CORP, "org42", True)
+    assert isinstance(perm.agent_id, int)
+    assert calls(fake, "service/get_permanent_code") == 1
+    assert calls(fake, "service/v2/get_permanent_code") == 0
+    with pytest.raises(WeComAPIError) as info:  # v1 and v2 spend the same single-use code
+        client.get_permanent_code(SUITE, SECRET, "AC-v1")
+    assert info.value.errcode == 40078
+
+
 def test_get_auth_info(client: WeComClient) -> None:
     perm = authorize(client)
     info = client.get_auth_info(SUITE, SECRET, CORP, perm.permanent_code)
     assert info.corp_id == CORP
-    assert info.agent_id == perm.agent_id
+    assert isinstance(info.agent_id, int) and info.agent_id >= 1000000
     (agent,) = info.agents
     assert agent.is_customized_app is True
     assert agent.allow_parties == (1,)

@@ -10,21 +10,36 @@ path (under any ``…/cgi-bin/``)  method  behaviour
 ==============================  ======  =================================================
 service/get_suite_token          POST    ticket checked (see ``strict``); on success the
                                          reply has **no errcode**, as WeCom's (§4)
-service/get_permanent_code       POST    AuthCode single use → 40078; 代开发 reply: no
-                                         access_token, is_customized_app true (§3.2)
-service/get_auth_info            POST    ``auth_corpid`` + ``permanent_code`` → 40084
+service/v2/get_permanent_code    POST    AuthCode single use → 40078; v2 shape (doc 100776):
+                                         no agent list, corpid + corp_name, ``state``
+service/get_permanent_code       POST    v1 (doc 90603): the same code rules, full shape
+                                         with the agent, is_customized_app true (§3.2)
+service/v2/get_auth_info         POST    ``auth_corpid`` + ``permanent_code`` → 40084
 gettoken                         GET     corpsecret must be a permanent code issued for
                                          corpid → 40013 / 40001 (§5.4)
 auth/getuserinfo                 GET     code single use, 5 min → 40029 (docs 96442)
 auth/getuserdetail               POST    user_ticket from getuserinfo, 1800 s
+agent/get                        GET     ``agentid`` of the corp's app → 40056; carries
+                                         customized_publish_status (doc 96448), 2 unless
+                                         chosen (a corp not online: 0 or 1)
+service/get_provider_token       POST    ``corpid`` + ``provider_secret``; a wrong secret
+                                         → 40001 when the fake was given one; repeats
+                                         inside the lifetime return the same token
+service/get_customized_auth_url  POST    provider token; state a-zA-Z0-9 ≤ 32 and 1-9
+                                         template ids, else 47001; 864000 s link
+get_jsapi_ticket                 GET     corp token; 400 fetches/hour per corp → 45009
+ticket/get?type=agent_config     GET     corp token; 100 fetches/hour per app → 45009;
+                                         another ``type`` → 40005
 batch/userid_to_openuserid       POST    ≤ 1,000 ids (else 40058); ``invalid…`` ids are
                                          out of range → invalid_userid_list (``ids``)
 externalcontact/                 POST    ≤ 1,000 ids; ids not ``wm…``/``wo…`` are left
 get_new_external_userid                  out of ``items`` (``ids``)
 ==============================  ======  =================================================
 
-Tokens expire after ``token_ttl``: 42009 / 42001 for an expired suite / app token,
-40082 / 40014 for one never issued. Error replies carry errmsg the way WeCom writes it
+Tokens and tickets expire after ``token_ttl``: 42009 / 42001 for an expired suite / app
+token, 40082 / 40014 for one never issued; 40082 / 42001 for a provider token (WeCom
+documents no code for an expired provider_access_token: UNCONFIRMED). Error replies
+carry errmsg the way WeCom writes it
 (``invalid auth_code, hint: […], more info at …?e=40078``) so clients meet the real
 shape, query string included. The real code for a reused AuthCode was checked: WeCom
 answers ``{"errcode":40078,"errmsg":" invalid auth_code, hint: …"}`` (developers.weixin.qq.com
@@ -38,8 +53,18 @@ Control endpoints for tests and demos (never part of WeCom's API):
   (errcode -1 is WeCom's 系统繁忙). ``DELETE /fake/faults`` clears them.
 * ``GET /fake/state``: issued permanent codes (masked), live token counts, calls per API.
 * ``POST /fake/codes`` ``{"code", "user_id" | "open_id", "corp_id"}``: an OAuth code.
-* ``POST /fake/auth_codes`` ``{"auth_code", "corp_id", "corp_name", "state"}``: an
-  AuthCode with a chosen corp and state (10-minute lifetime, §3.2).
+* ``POST /fake/auth_codes`` ``{"auth_code", "corp_id", "corp_name", "state",
+  "customized_publish_status"}``: an AuthCode with a chosen corp, state and app status
+  (10-minute lifetime, §3.2).
+* ``POST /fake/scan`` ``{"state", "corp_id", "corp_name", "customized_publish_status"}``:
+  a corp admin scans the authorization link with that state; the answer is what the
+  create_auth callback then carries (``suite_id``, ``auth_code``, ``state``, ``corp_id``).
+* ``POST /fake/agents`` ``{"corp_id", "customized_publish_status"}``: the provider
+  publishes (2) or un-publishes the app in that corp.
+* ``POST /fake/jsapi/verify`` ``{"url", "nonceStr", "timestamp", "signature", "appId"}``
+  (or ``"corpid", "agentid"`` for wx.agentConfig): what the front end's config check
+  decides — ``{"errMsg": "config:ok"}`` or ``"config:invalid signature"`` with a
+  ``reason`` (wrong string, or a ticket that has expired).
 
 Unregistered codes are accepted too, so a demo needs no set-up: an AuthCode shaped
 ``AUTHCODE-<corpid>-…`` authorizes that corp (any other derives a stable ``ww…`` id),
@@ -67,12 +92,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError
-from qywx_cli.core.fakewecom import _control, corp, ids, suite
+from qywx_cli.core.fakewecom import _control, corp, ids, jsapi, provider, suite
 from qywx_cli.core.fakewecom._routing import (
     Handler,
     Request,
@@ -94,7 +119,13 @@ if TYPE_CHECKING:
 
 __all__ = ["APIS", "FakeWeCom", "ProviderKey", "SuiteInstanceLike", "suite_ticket_xml"]
 
-_ROUTES: dict[str, tuple[str, Handler]] = {**suite.ROUTES, **corp.ROUTES, **ids.ROUTES}
+_ROUTES: dict[str, tuple[str, Handler]] = {
+    **suite.ROUTES,
+    **corp.ROUTES,
+    **ids.ROUTES,
+    **provider.ROUTES,
+    **jsapi.ROUTES,
+}
 
 APIS: dict[str, str] = {path: method for path, (method, _) in _ROUTES.items()}
 """WeCom paths served (relative to ``/cgi-bin/``) and the method each expects."""
@@ -115,9 +146,12 @@ class FakeWeCom:
         token_ttl: int = 7200,
         random: Callable[[int], str] = secrets.token_hex,
         strict: bool = False,
+        provider_secret: str | None = None,
     ) -> None:
         self._lock = threading.Lock()
-        self._state = State(now=now, ttl=token_ttl, random=random, strict=strict)
+        self._state = State(
+            now=now, ttl=token_ttl, random=random, strict=strict, provider_secret=provider_secret
+        )
 
     @property
     def strict(self) -> bool:
@@ -223,12 +257,45 @@ class FakeWeCom:
         corp_id: str | None = None,
         corp_name: str | None = None,
         state: str | None = None,
+        publish_status: int | None = None,
     ) -> None:
-        """An AuthCode as a create_auth / reset_permanent_code callback would carry it."""
+        """An AuthCode as a create_auth / reset_permanent_code callback would carry it.
+
+        ``publish_status`` is the app's customized_publish_status once installed
+        (default 2, 已上线; 0 or 1 plays a corp whose app is not online yet).
+        """
         with self._lock:
             _control.register_auth_code(
-                self._state, auth_code, corp_id=corp_id, corp_name=corp_name, state=state
+                self._state,
+                auth_code,
+                corp_id=corp_id,
+                corp_name=corp_name,
+                state=state,
+                publish_status=publish_status,
             )
+
+    def scan(
+        self,
+        state: str,
+        *,
+        corp_id: str | None = None,
+        corp_name: str | None = None,
+        publish_status: int | None = None,
+    ) -> dict[str, Any]:
+        """A corp admin scans the authorization link with ``state`` (see ``POST /fake/scan``)."""
+        with self._lock:
+            return _control.scan(
+                self._state,
+                state,
+                corp_id=corp_id,
+                corp_name=corp_name,
+                publish_status=publish_status,
+            )
+
+    def set_publish_status(self, corp_id: str, status: int) -> None:
+        """Publish (2) or un-publish the app in ``corp_id`` (agent/get follows)."""
+        with self._lock:
+            _control.set_publish_status(self._state, corp_id, status)
 
     def register_suite_ticket(self, suite_id: str, ticket: str) -> None:
         """Make ``ticket`` valid for ``suite_id`` even in strict mode."""

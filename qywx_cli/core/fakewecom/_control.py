@@ -14,6 +14,7 @@ from typing import Any
 from qywx_cli.core.errors import UsageError
 from qywx_cli.core.fakewecom._routing import ERRMSG, Request, Response, json_response, text
 from qywx_cli.core.fakewecom._state import AuthCodeGrant, Fault, OAuthCode, State
+from qywx_cli.core.fakewecom.jsapi import verify as verify_jsapi
 from qywx_cli.core.fakewecom.suite import corp_from_auth_code
 from qywx_cli.core.masking import mask
 
@@ -22,6 +23,9 @@ CONTROL: dict[str, frozenset[str]] = {
     "fake/state": frozenset({"GET"}),
     "fake/codes": frozenset({"POST"}),
     "fake/auth_codes": frozenset({"POST"}),
+    "fake/scan": frozenset({"POST"}),
+    "fake/agents": frozenset({"POST"}),
+    "fake/jsapi/verify": frozenset({"POST"}),
 }
 
 
@@ -45,6 +49,28 @@ def serve_control(state: State, request: Request, apis: Iterable[str]) -> Respon
                 count=1 if count is None else count,
             )
             return json_response({"errcode": 0, "errmsg": "ok", "api": api})
+        if request.path == "fake/scan":
+            return json_response(
+                {
+                    "errcode": 0,
+                    "errmsg": "ok",
+                    **scan(
+                        state,
+                        text(data, "state"),
+                        corp_id=text(data, "corp_id") or None,
+                        corp_name=text(data, "corp_name") or None,
+                        publish_status=_opt_int(data, "customized_publish_status"),
+                    ),
+                }
+            )
+        if request.path == "fake/agents":
+            status = _opt_int(data, "customized_publish_status")
+            if status is None:
+                raise UsageError("customized_publish_status (0-3) is required")
+            set_publish_status(state, text(data, "corp_id"), status)
+            return json_response({"errcode": 0, "errmsg": "ok"})
+        if request.path == "fake/jsapi/verify":
+            return json_response(verify_jsapi(state, data))
         if request.path == "fake/codes":
             register_code(
                 state,
@@ -60,6 +86,7 @@ def serve_control(state: State, request: Request, apis: Iterable[str]) -> Respon
                 corp_id=text(data, "corp_id") or None,
                 corp_name=text(data, "corp_name") or None,
                 state=text(data, "state") or None,
+                publish_status=_opt_int(data, "customized_publish_status"),
             )
         return json_response({"errcode": 0, "errmsg": "ok"})
     except UsageError as exc:
@@ -79,7 +106,21 @@ def snapshot(state: State) -> dict[str, Any]:
             }
             for a in state.authorizations.values()
         ],
-        "tokens": {"suite": live["suite"], "corp": live["corp"]},
+        "tokens": {
+            "suite": live["suite"],
+            "corp": live["corp"],
+            "provider": live["provider"],
+        },
+        "auth_links": sorted(state.auth_links),
+        "publish_status": {
+            f"{suite}/{corp}": status for (suite, corp), status in sorted(state.publish.items())
+        },
+        "jsapi_tickets": sum(
+            1 for t in state.js_tickets.values() if t.kind == "jsapi" and t.expires_at > now
+        ),
+        "agent_config_tickets": sum(
+            1 for t in state.js_tickets.values() if t.kind == "agent_config" and t.expires_at > now
+        ),
         "calls": dict(state.calls),
         "faults": {api: sum(f.remaining for f in fs) for api, fs in state.faults.items() if fs},
         "suite_tickets": {suite: len(ts) for suite, ts in state.tickets.items()},
@@ -146,14 +187,67 @@ def register_auth_code(
     corp_id: str | None,
     corp_name: str | None,
     state: str | None,
+    publish_status: int | None = None,
 ) -> None:
     """``memory`` is the fake's State; ``state`` the 带参授权链接 state the code carries."""
     if not auth_code:
         raise UsageError("auth_code is required")
+    if publish_status is not None:
+        _check_publish_status(publish_status)
     memory.auth_codes[auth_code] = AuthCodeGrant(
-        corp_id or corp_from_auth_code(auth_code), corp_name, state, memory.now()
+        corp_id or corp_from_auth_code(auth_code), corp_name, state, memory.now(), publish_status
     )
     memory.used_auth_codes.discard(auth_code)
+
+
+def scan(
+    memory: State,
+    state: str,
+    *,
+    corp_id: str | None,
+    corp_name: str | None,
+    publish_status: int | None,
+) -> dict[str, Any]:
+    """A corp admin scans the link with ``state``: an AuthCode that carries it (doc 98744).
+
+    Returns what WeCom's create_auth callback would then carry: SuiteId (the link's
+    first template), AuthCode, State, and the corp chosen for it.
+    """
+    link = memory.auth_links.get(state)
+    if link is None:
+        raise UsageError(f"no authorization link with state {state!r} was handed out")
+    if link.expires_at <= memory.now():
+        raise UsageError(f"the authorization link with state {state!r} has expired (10 days)")
+    auth_code = f"AUTHCODE-{corp_id}-{memory.random(8)}" if corp_id else memory.random(32)
+    register_auth_code(
+        memory,
+        auth_code,
+        corp_id=corp_id,
+        corp_name=corp_name,
+        state=state,
+        publish_status=publish_status,
+    )
+    return {
+        "suite_id": link.template_ids[0],
+        "auth_code": auth_code,
+        "state": state,
+        "corp_id": memory.auth_codes[auth_code].corp_id,
+    }
+
+
+def set_publish_status(memory: State, corp_id: str, status: int) -> None:
+    """The provider publishes (2) or un-publishes the app in a corp it authorized."""
+    _check_publish_status(status)
+    keys = [key for key in memory.publish if key[1] == corp_id]
+    if not corp_id or not keys:
+        raise UsageError(f"corp {corp_id!r} has not authorized any template here")
+    for key in keys:
+        memory.publish[key] = status
+
+
+def _check_publish_status(status: int) -> None:
+    if status not in (0, 1, 2, 3):
+        raise UsageError("customized_publish_status must be 0, 1, 2 or 3 (doc 96448)")
 
 
 def _control_json(body: bytes) -> dict[str, Any]:

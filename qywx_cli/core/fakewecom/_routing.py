@@ -21,6 +21,7 @@ MAX_BODY = 1024 * 1024
 ERRMSG = {
     -1: "system busy",
     40001: "invalid credential",
+    40005: "invalid type",
     40013: "invalid corpid",
     40014: "invalid access_token",
     40029: "invalid code",
@@ -32,7 +33,9 @@ ERRMSG = {
     41001: "access_token missing",
     41002: "corpid missing",
     41004: "secret missing",
+    40056: "invalid agentid",
     41008: "missing code",
+    41011: "missing agentid",
     41025: "permanent code missing",
     42001: "access_token expired",
     42009: "suite_access_token expired",

@@ -19,13 +19,22 @@ OAUTH_CODE_TTL = 300
 USER_TICKET_TTL = 1800
 """user_ticket lifetime (docs 96442)."""
 
+AUTH_URL_TTL = 864000
+"""get_customized_auth_url's expires_in in doc 98744's sample ("10天过期")."""
+
 LENIENT_TICKET_MIN = 8
 
-_INVALID = {"suite": 40082, "corp": 40014}
-"""errcode for a token never issued (or of another kind), per kind."""
+DEFAULT_PUBLISH_STATUS = 2
+"""customized_publish_status of a new authorization unless a test chooses (2 = 已上线)."""
 
-_EXPIRED = {"suite": 42009, "corp": 42001}
-"""errcode for an expired token, per kind."""
+_INVALID = {"suite": 40082, "corp": 40014, "provider": 40082}
+"""errcode for a token never issued (or of another kind), per kind; 40082's errmsg is
+"invalid suite_acccess_token or provider_access_token"."""
+
+_EXPIRED = {"suite": 42009, "corp": 42001, "provider": 42001}
+"""errcode for an expired token, per kind. WeCom documents no code for an expired
+provider_access_token; the fake answers 42001 (UNCONFIRMED), which clients treat like
+every other invalid-token code: drop the cached token and fetch a new one."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,26 @@ class AuthCodeGrant:
     corp_name: str | None
     state: str | None
     issued_at: float
+    publish_status: int | None = None
+
+
+@dataclass(frozen=True)
+class AuthLink:
+    """A 带参授权链接 handed out by get_customized_auth_url (doc 98744)."""
+
+    state: str
+    template_ids: tuple[str, ...]
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class JsTicket:
+    """An issued jsapi_ticket / agent_config ticket (doc 96909)."""
+
+    kind: str  # "jsapi" | "agent_config"
+    corp_id: str
+    agent_id: int | None
+    expires_at: float
 
 
 @dataclass(frozen=True)
@@ -94,6 +123,11 @@ class State:
     user_tickets: dict[str, UserTicket] = field(default_factory=dict)
     faults: dict[str, list[Fault]] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
+    provider_secret: str | None = None
+    auth_links: dict[str, AuthLink] = field(default_factory=dict)
+    publish: dict[tuple[str, str], int] = field(default_factory=dict)  # (suite, corp)
+    js_tickets: dict[str, JsTicket] = field(default_factory=dict)
+    ticket_fetches: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     def issue(self, kind: str, subject: str) -> str:
         token = self.random(32)

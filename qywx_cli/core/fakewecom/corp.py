@@ -7,8 +7,10 @@ from typing import Any
 from qywx_cli.core.errors import WeComAPIError
 from qywx_cli.core.fakewecom._routing import Request, Routes, text
 from qywx_cli.core.fakewecom._state import (
+    DEFAULT_PUBLISH_STATUS,
     OAUTH_CODE_TTL,
     USER_TICKET_TTL,
+    Authorization,
     State,
     UserTicket,
     digest,
@@ -93,8 +95,46 @@ def getuserdetail(state: State, request: Request) -> dict[str, Any]:
     }
 
 
+def corp_authorization(state: State, corp_id: str) -> Authorization:
+    """The live authorization behind a corp token (the token outlives nothing else)."""
+    for auth in state.authorizations.values():
+        if auth.corp_id == corp_id:
+            return auth
+    raise WeComAPIError(40014, "")
+
+
+def agent_get(state: State, request: Request) -> dict[str, Any]:
+    """agent/get (doc 96448) with customized_publish_status, 代开发 apps only."""
+    corp = state.check_token(request.query.get("access_token"), "corp")
+    raw = request.query.get("agentid", "").strip()
+    if not raw:
+        raise WeComAPIError(41011, "")
+    auth = corp_authorization(state, corp.subject)
+    if raw != str(auth.agent_id):
+        raise WeComAPIError(40056, "")
+    status = state.publish.get((auth.suite_id, auth.corp_id), DEFAULT_PUBLISH_STATUS)
+    return {
+        "errcode": 0,
+        "errmsg": "ok",
+        "agentid": auth.agent_id,
+        "name": "Fake 代开发 App",
+        "square_logo_url": "https://p.qpic.cn/qqmail_pic/fake/0",
+        "description": "a 代开发 app served by qywx fake-wecom",
+        "allow_userinfos": {"user": [{"userid": "admin"}]},
+        "allow_partys": {"partyid": [1]},
+        "allow_tags": {"tagid": []},
+        "close": 0,
+        "redirect_domain": "app.example.com",
+        "report_location_flag": 0,
+        "isreportenter": 0,
+        "home_url": "https://app.example.com/",
+        "customized_publish_status": status,
+    }
+
+
 ROUTES: Routes = {
     "gettoken": ("GET", gettoken),
     "auth/getuserinfo": ("GET", getuserinfo),
     "auth/getuserdetail": ("POST", getuserdetail),
+    "agent/get": ("GET", agent_get),
 }

@@ -1,4 +1,10 @@
-"""The fake's template (suite) family, mirroring :mod:`qywx_cli.core.wecom.suite`."""
+"""The fake's template (suite) family, mirroring :mod:`qywx_cli.core.wecom.suite`.
+
+v1 and v2 get_permanent_code spend the same single-use AuthCode; v2 answers the v2
+shape of doc 100776 (no access_token, no agent list, ``auth_corp_info`` with corpid
+and corp_name only, top-level ``state``), v1 the full v1 shape of doc 90603 minus the
+corp access_token a 代开发 template never gets (§3.2).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,13 @@ from typing import Any
 
 from qywx_cli.core.errors import WeComAPIError
 from qywx_cli.core.fakewecom._routing import Request, Routes, text
-from qywx_cli.core.fakewecom._state import AUTH_CODE_TTL, Authorization, State, digest
+from qywx_cli.core.fakewecom._state import (
+    AUTH_CODE_TTL,
+    DEFAULT_PUBLISH_STATUS,
+    Authorization,
+    State,
+    digest,
+)
 
 
 def corp_from_auth_code(auth_code: str) -> str:
@@ -72,7 +84,8 @@ def get_suite_token(state: State, request: Request) -> dict[str, Any]:
     return {"suite_access_token": state.issue("suite", suite_id), "expires_in": state.ttl}
 
 
-def get_permanent_code(state: State, request: Request) -> dict[str, Any]:
+def _exchange(state: State, request: Request) -> Authorization:
+    """Spend an AuthCode (single use, 10 minutes) and authorize its corp."""
     suite = state.check_token(request.query.get("suite_access_token"), "suite")
     auth_code = text(request.json(), "auth_code")
     if not auth_code or auth_code in state.used_auth_codes:
@@ -95,18 +108,48 @@ def get_permanent_code(state: State, request: Request) -> dict[str, Any]:
         state=grant.state if grant else None,
     )
     state.authorizations[auth.permanent_code] = auth
+    chosen = grant.publish_status if grant else None
+    if chosen is not None or (suite.subject, corp_id) not in state.publish:
+        state.publish[(suite.subject, corp_id)] = (
+            DEFAULT_PUBLISH_STATUS if chosen is None else chosen
+        )
+    return auth
+
+
+def _auth_user(corp_id: str) -> dict[str, Any]:
+    return {
+        "userid": "admin",
+        "open_userid": "wo" + digest(corp_id, "admin")[:28],
+        "name": "admin",
+        "avatar": "https://wework.qpic.cn/wwhead/fake/0",
+    }
+
+
+def get_permanent_code(state: State, request: Request) -> dict[str, Any]:
+    """v1 (doc 90603)."""
+    auth = _exchange(state, request)
     reply: dict[str, Any] = {
         "errcode": 0,
         "errmsg": "ok",
         "permanent_code": auth.permanent_code,
         "auth_corp_info": corp_info(auth),
         "auth_info": {"agent": [agent(auth)]},
-        "auth_user_info": {
-            "userid": "admin",
-            "open_userid": "wo" + digest(corp_id, "admin")[:28],
-            "name": "admin",
-            "avatar": "https://wework.qpic.cn/wwhead/fake/0",
-        },
+        "auth_user_info": _auth_user(auth.corp_id),
+    }
+    if auth.state is not None:
+        reply["state"] = auth.state
+    return reply
+
+
+def get_permanent_code_v2(state: State, request: Request) -> dict[str, Any]:
+    """v2 (doc 100776): no agent list, the short auth_corp_info, top-level state."""
+    auth = _exchange(state, request)
+    reply: dict[str, Any] = {
+        "errcode": 0,
+        "errmsg": "ok",
+        "permanent_code": auth.permanent_code,
+        "auth_corp_info": {"corpid": auth.corp_id, "corp_name": auth.corp_name},
+        "auth_user_info": _auth_user(auth.corp_id),
     }
     if auth.state is not None:
         reply["state"] = auth.state
@@ -127,13 +170,14 @@ def get_auth_info(state: State, request: Request) -> dict[str, Any]:
     return {
         "errcode": 0,
         "errmsg": "ok",
-        "auth_corp_info": corp_info(auth),
+        "auth_corp_info": {**corp_info(auth), "corp_ex_name": auth.corp_name},
         "auth_info": {"agent": [agent(auth)]},
     }
 
 
 ROUTES: Routes = {
     "service/get_suite_token": ("POST", get_suite_token),
+    "service/v2/get_permanent_code": ("POST", get_permanent_code_v2),
     "service/get_permanent_code": ("POST", get_permanent_code),
-    "service/get_auth_info": ("POST", get_auth_info),
+    "service/v2/get_auth_info": ("POST", get_auth_info),
 }

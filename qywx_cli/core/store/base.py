@@ -34,6 +34,7 @@ from typing import Any
 
 from qywx_cli.core.store.records import (
     DEFAULT_LEASE_SECONDS,
+    AuthLink,
     CachedToken,
     CallbackRecord,
     CallbackStats,
@@ -48,7 +49,7 @@ from qywx_cli.core.store.records import (
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The logical schema this qywx writes. Every backend's migrations end at this version,
 so a number means the same tables and rules whichever database holds them.
 
@@ -305,13 +306,16 @@ class Store(abc.ABC):
         agent_id: int | None = None,
         corp_name: str | None = None,
         auth_user_id: str | None = None,
+        link_state: str | None = None,
     ) -> CorpAuth:
         """Store a freshly exchanged permanent code in ONE transaction.
 
         The AuthCode it came from is single use (wecom-protocol.md §5.5), so the window
         between WeCom's answer and a durable copy must be as short as possible: the
-        corp's old token (issued for the previous secret) is dropped, the corp is
-        upserted, and the callback record learns its corp, all in one commit.
+        corp's old token and JS-SDK tickets (issued for the previous secret) are
+        dropped, the corp is upserted, and the callback record learns its corp, all in
+        one commit. ``link_state`` (create_auth's State) is kept on the corp and, in
+        the same commit, links the :class:`AuthLink` of that state and template to it.
         """
 
     @abc.abstractmethod
@@ -331,8 +335,43 @@ class Store(abc.ABC):
         """Corp authorizations ordered by (suite_id, corp_id)."""
 
     @abc.abstractmethod
+    def set_publish_status(self, suite_id: str, corp_id: str, status: int | None) -> CorpAuth:
+        """Record agent/get's customized_publish_status (doc 96448) and when it was read.
+
+        One statement; ``updated_at`` is left alone (a status read is not an
+        authorization change). RecordNotFound if the corp never authorized the suite.
+        """
+
+    @abc.abstractmethod
+    def save_auth_link(
+        self,
+        state: str,
+        *,
+        instance: str,
+        suite_id: str,
+        qrcode_url: str,
+        expires_at: float,
+    ) -> AuthLink:
+        """Record an authorization link before it is handed out (committed on return).
+
+        Saving a state again (a new link for the same state and template) replaces the
+        URL and expiry and keeps any corp already linked; a state held by another
+        template is a ConflictError.
+        """
+
+    @abc.abstractmethod
+    def get_auth_link(self, state: str) -> AuthLink | None:
+        """The link with that state (states are compared exactly), else None."""
+
+    @abc.abstractmethod
+    def list_auth_links(self, corp_id: str | None = None) -> list[AuthLink]:
+        """Links, newest first; with ``corp_id`` only those that brought that corp in."""
+
+    @abc.abstractmethod
     def cancel_corp_auth(self, suite_id: str, corp_id: str) -> bool:
-        """cancel_auth (§3.4): forget the permanent code and the corp's cached tokens.
+        """cancel_auth (§3.4): forget the permanent code, the corp's cached tokens and its
+        JS-SDK tickets (kinds ``jsapi_ticket`` key corp id, ``agent_ticket`` keys
+        ``corp/agentid``), in one transaction.
 
         "服务商收到取消授权事件后,应当确保删除该企业所有相关的数据" — the row itself stays,
         as state ``cancelled``, so the log can still name the corp. False if unknown.

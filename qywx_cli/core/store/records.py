@@ -26,6 +26,7 @@ __all__ = [
     "RECORDABLE_STATUSES",
     "SUITE_TICKET_HISTORY",
     "TICKET_PRUNE_EVERY",
+    "AuthLink",
     "CachedToken",
     "CallbackRecord",
     "CallbackStats",
@@ -153,10 +154,35 @@ class CorpAuth(MaskedRepr):
     auth_user_id: str | None
     created_at: float
     updated_at: float
+    #: the 带参授权链接 state its create_auth carried (doc 98744), if it came through one
+    link_state: str | None = None
+    #: agent/get's customized_publish_status (doc 96448): 2/3 online, 0/1 not yet
+    publish_status: int | None = None
+    #: when publish_status was last read
+    publish_checked_at: float | None = None
 
     @property
     def is_active(self) -> bool:
         return self.state == "active"
+
+
+@dataclass(frozen=True)
+class AuthLink:
+    """A 带参授权链接 handed out (get_customized_auth_url), and the corp it brought in.
+
+    ``state`` is the key: WeCom returns it in create_auth and v2/get_permanent_code, so
+    the corp that installs through the link is recorded here (``corp_id``, ``linked_at``)
+    in the transaction that stores its permanent code.
+    """
+
+    state: str
+    instance: str
+    suite_id: str
+    qrcode_url: str
+    created_at: float
+    expires_at: float
+    corp_id: str | None = None
+    linked_at: float | None = None
 
 
 @dataclass(frozen=True)

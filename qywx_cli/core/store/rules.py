@@ -41,6 +41,7 @@ __all__ = [
     "NOT_ORIGINAL_STATUSES",
     "ORG_CODE_CHARS",
     "TICKET_ORDER",
+    "auth_link_conflict",
     "build_stats",
     "check_corp_auth_state",
     "check_finish_status",
@@ -168,6 +169,13 @@ def org_code_conflict(code: str, held_by: str) -> ConflictError:
     return ConflictError(
         f"org code {code!r} already belongs to corp {held_by}; "
         "reassign it with --force (force=True in Python)"
+    )
+
+
+def auth_link_conflict(state: str, held_by: str) -> ConflictError:
+    return ConflictError(
+        f"state {state} already names an authorization link to template {held_by}; "
+        "choose another state"
     )
 
 

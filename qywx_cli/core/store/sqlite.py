@@ -38,6 +38,7 @@ from qywx_cli.core.store.records import (
     DEFAULT_LEASE_SECONDS,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
+    AuthLink,
     CachedToken,
     CallbackRecord,
     CallbackStats,
@@ -340,11 +341,41 @@ def _migrate_v4(db: sqlite3.Connection) -> None:
     )
 
 
+def _migrate_v5(db: sqlite3.Connection) -> None:
+    """Authorization links, the link state and app publish status of each corp.
+
+    ``auth_links`` is keyed by the link's state (doc 98744: a-zA-Z0-9, ≤ 32 bytes), the
+    value WeCom hands back in create_auth. New corp_auths columns are nullable, so rows
+    written before this version read as "no link, status never read".
+    """
+    _run_script(
+        db,
+        """
+        ALTER TABLE corp_auths ADD COLUMN link_state TEXT;
+        ALTER TABLE corp_auths ADD COLUMN publish_status INTEGER;
+        ALTER TABLE corp_auths ADD COLUMN publish_checked_at REAL;
+
+        CREATE TABLE auth_links (
+            state TEXT PRIMARY KEY,
+            instance TEXT NOT NULL,
+            suite_id TEXT NOT NULL,
+            qrcode_url TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            corp_id TEXT,
+            linked_at REAL
+        );
+        CREATE INDEX auth_links_by_corp ON auth_links(corp_id);
+        """,
+    )
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
+    _migrate_v5,
 )
 """Forward migrations in order; migration i takes the schema from v(i) to v(i+1).
 The version is kept in ``PRAGMA user_version``."""
@@ -357,7 +388,7 @@ _CALLBACK_COLUMNS: Final = (
     "timestamp, nonce, envelope, content_key, status, attempts, last_error, processed_at, "
     "duplicate_of, duplicate_reason, claimed_by, claimed_at"
 )
-_CORP_AUTH_COLUMNS: Final = (
+_CORP_AUTH_INSERT: Final = (
     "suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, "
     "created_at, updated_at"
 )
@@ -370,6 +401,10 @@ _UNLICENSED_COLUMNS: Final = "corp_id, user_id, agent_id, first_seen, last_seen,
 _CORP_ALIASES: Final = (
     "SELECT open_id FROM id_mappings WHERE kind = 'corpid' AND plain_id = ? "
     "UNION SELECT plain_id FROM id_mappings WHERE kind = 'corpid' AND open_id = ?"
+)
+_CORP_AUTH_COLUMNS: Final = f"{_CORP_AUTH_INSERT}, link_state, publish_status, publish_checked_at"
+_AUTH_LINK_COLUMNS: Final = (
+    "state, instance, suite_id, qrcode_url, created_at, expires_at, corp_id, linked_at"
 )
 _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
@@ -1098,22 +1133,24 @@ class SQLiteStore(Store):
         agent_id: int | None = None,
         corp_name: str | None = None,
         auth_user_id: str | None = None,
+        link_state: str | None = None,
     ) -> CorpAuth:
-        """Store a freshly exchanged permanent code in ONE transaction.
-
-        The AuthCode it came from is single use (wecom-protocol.md §5.5), so the window
-        between WeCom's answer and a durable copy must be as short as possible: the
-        corp's old token (issued for the previous secret) is dropped, the corp is
-        upserted, and the callback record learns its corp, all in one commit.
-        """
+        """Store a freshly exchanged permanent code in ONE transaction (see Store)."""
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
         _require(permanent_code, "permanent_code")
 
         def save(db: sqlite3.Connection) -> CorpAuth:
-            _drop_tokens(db, "corp", corp_id)
+            now = self._now()
+            _drop_corp_credentials(db, corp_id)
             db.execute("UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, callback_id))
-            return _upsert_corp(
+            if link_state:
+                db.execute(
+                    "UPDATE auth_links SET corp_id = ?, linked_at = ? "
+                    "WHERE state = ? AND suite_id = ?",
+                    (corp_id, now, link_state, suite_id),
+                )
+            saved = _upsert_corp(
                 db,
                 self._now(),
                 suite_id,
@@ -1124,8 +1161,86 @@ class SQLiteStore(Store):
                 auth_user_id,
                 "active",
             )
+            if not link_state:
+                return saved
+            row = db.execute(
+                "UPDATE corp_auths SET link_state = ? WHERE suite_id = ? AND corp_id = ? "
+                f"RETURNING {_CORP_AUTH_COLUMNS}",
+                (link_state, suite_id, corp_id),
+            ).fetchone()
+            return _corp_auth(row)
 
         return self._write(save)
+
+    def set_publish_status(self, suite_id: str, corp_id: str, status: int | None) -> CorpAuth:
+        """Record agent/get's customized_publish_status and when it was read."""
+        _require(suite_id, "suite_id")
+        _require(corp_id, "corp_id")
+
+        def save(db: sqlite3.Connection) -> CorpAuth:
+            row = db.execute(
+                "UPDATE corp_auths SET publish_status = ?, publish_checked_at = ? "
+                f"WHERE suite_id = ? AND corp_id = ? RETURNING {_CORP_AUTH_COLUMNS}",
+                (status, self._now(), suite_id, corp_id),
+            ).fetchone()
+            if row is None:
+                raise RecordNotFound(f"corp {corp_id} never authorized suite {suite_id}")
+            return _corp_auth(row)
+
+        return self._write(save)
+
+    # -- authorization links --------------------------------------------------------------
+
+    def save_auth_link(
+        self,
+        state: str,
+        *,
+        instance: str,
+        suite_id: str,
+        qrcode_url: str,
+        expires_at: float,
+    ) -> AuthLink:
+        """Record an authorization link before it is handed out (see Store)."""
+        _require(state, "state")
+        _require(suite_id, "suite_id")
+        _require(qrcode_url, "qrcode_url")
+
+        def save(db: sqlite3.Connection) -> AuthLink:
+            held = db.execute(
+                "SELECT suite_id FROM auth_links WHERE state = ?", (state,)
+            ).fetchone()
+            if held is not None and held[0] != suite_id:
+                raise rules.auth_link_conflict(state, held[0])
+            now = self._now()
+            row = db.execute(
+                f"INSERT INTO auth_links ({_AUTH_LINK_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL) "
+                "ON CONFLICT (state) DO UPDATE SET instance = excluded.instance, "
+                "qrcode_url = excluded.qrcode_url, expires_at = excluded.expires_at "
+                f"RETURNING {_AUTH_LINK_COLUMNS}",
+                (state, instance, suite_id, qrcode_url, now, expires_at),
+            ).fetchone()
+            return AuthLink(*row)
+
+        return self._write(save)
+
+    def get_auth_link(self, state: str) -> AuthLink | None:
+        row = self._read(
+            lambda db: db.execute(
+                f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links WHERE state = ?", (state,)
+            ).fetchone()
+        )
+        return AuthLink(*row) if row is not None else None
+
+    def list_auth_links(self, corp_id: str | None = None) -> list[AuthLink]:
+        sql = f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links"
+        params: list[object] = []
+        if corp_id is not None:
+            sql += " WHERE corp_id = ?"
+            params.append(corp_id)
+        sql += " ORDER BY created_at DESC, state"
+        rows = self._read(lambda db: db.execute(sql, params).fetchall())
+        return [AuthLink(*row) for row in rows]
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
         """The corp's authorization; without ``suite_id`` the active, most recent one.
@@ -1179,7 +1294,7 @@ class SQLiteStore(Store):
                 "updated_at = ? WHERE suite_id = ? AND corp_id = ?",
                 (self._now(), suite_id, corp_id),
             ).rowcount
-            _drop_tokens(db, "corp", corp_id)
+            _drop_corp_credentials(db, corp_id)
             return changed > 0
 
         return self._write(cancel)
@@ -1561,7 +1676,7 @@ def _upsert_corp(
     state: str,
 ) -> CorpAuth:
     row = db.execute(
-        f"INSERT INTO corp_auths ({_CORP_AUTH_COLUMNS}) "
+        f"INSERT INTO corp_auths ({_CORP_AUTH_INSERT}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (suite_id, corp_id) DO UPDATE SET "
         "permanent_code = coalesce(excluded.permanent_code, permanent_code), "
@@ -1573,6 +1688,15 @@ def _upsert_corp(
         (suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, now, now),
     ).fetchone()
     return _corp_auth(row)
+
+
+def _drop_corp_credentials(db: sqlite3.Connection, corp_id: str) -> None:
+    """A corp's token and JS-SDK tickets (jsapi_ticket; agent_ticket keyed corp/agentid)."""
+    db.execute(
+        "DELETE FROM tokens WHERE (kind IN ('corp', 'jsapi_ticket') AND key = ?) "
+        "OR (kind = 'agent_ticket' AND substr(key, 1, ?) = ?)",
+        (corp_id, len(corp_id) + 1, corp_id + "/"),
+    )
 
 
 def _drop_tokens(db: sqlite3.Connection, kind: str | None, key: str | None) -> int:

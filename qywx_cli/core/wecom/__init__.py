@@ -5,15 +5,19 @@ of methods; :class:`WeComClient` is their union over one HTTP call path
 (``_http``: base URL, retries, parsing, scrubbing) and one token cache (``_tokens``:
 suite, corp, provider tokens and JS-SDK tickets, all in the store).
 
-=========  =====================================================  ==================
+=========  =====================================================  =====================
 family     calls                                                  token
-=========  =====================================================  ==================
-suite      service/get_suite_token, get_permanent_code,           suite_access_token
-           get_auth_info
-corp       gettoken, auth/getuserinfo, auth/getuserdetail         corp access_token
+=========  =====================================================  =====================
+suite      service/get_suite_token, service/v2/get_permanent_code suite_access_token
+           (v1 kept, see suite), service/v2/get_auth_info
+corp       gettoken, auth/getuserinfo, auth/getuserdetail,        corp access_token
+           agent/get
 ids        batch/userid_to_openuserid,                            corp access_token
            externalcontact/get_new_external_userid
-=========  =====================================================  ==================
+provider   service/get_provider_token,                            provider_access_token
+           service/get_customized_auth_url
+jsapi      get_jsapi_ticket, ticket/get?type=agent_config         corp access_token
+=========  =====================================================  =====================
 
 Which calls, and why these and not their look-alikes, is in each family's docstring
 (wecom-protocol.md §4, §5.4; wecom-provider-apis.md). ``qywx_cli.core.fakewecom``
@@ -43,10 +47,18 @@ from qywx_cli.core.wecom.corp import APIS as _CORP_APIS
 from qywx_cli.core.wecom.corp import CorpAPI
 from qywx_cli.core.wecom.ids import APIS as _IDS_APIS
 from qywx_cli.core.wecom.ids import Converted, IdsAPI
+from qywx_cli.core.wecom.jsapi import APIS as _JSAPI_APIS
+from qywx_cli.core.wecom.jsapi import JsapiAPI, JsapiSignature, sign
+from qywx_cli.core.wecom.provider import APIS as _PROVIDER_APIS
+from qywx_cli.core.wecom.provider import ProviderAPI
 from qywx_cli.core.wecom.results import (
+    PUBLISH_STATUS,
     AgentInfo,
+    AgentStatus,
     AuthInfo,
+    AuthURL,
     PermanentCode,
+    ProviderCredentials,
     UserDetail,
     UserIdentity,
 )
@@ -57,24 +69,36 @@ __all__ = [
     "APIS",
     "DEFAULT_API_BASE",
     "DEFAULT_TOKEN_TTL",
+    "PUBLISH_STATUS",
     "TOKEN_INVALID_ERRCODES",
     "AgentInfo",
+    "AgentStatus",
     "AuthInfo",
+    "AuthURL",
     "Converted",
     "ErrCode",
+    "JsapiSignature",
     "PermanentCode",
+    "ProviderCredentials",
     "TokenStore",
     "UserDetail",
     "UserIdentity",
     "WeComClient",
     "api_base_from_env",
+    "sign",
 ]
 
-APIS: dict[str, str] = {**_SUITE_APIS, **_CORP_APIS, **_IDS_APIS}
+APIS: dict[str, str] = {
+    **_SUITE_APIS,
+    **_CORP_APIS,
+    **_IDS_APIS,
+    **_PROVIDER_APIS,
+    **_JSAPI_APIS,
+}
 """Every path the client calls (relative to the base URL) and its HTTP method."""
 
 
-class WeComClient(SuiteAPI, IdsAPI, CorpAPI):
+class WeComClient(SuiteAPI, ProviderAPI, IdsAPI, JsapiAPI, CorpAPI):
     """A client for the server API calls a 代开发 login needs, with token caching.
 
     ``retries`` extra attempts, ``backoff * 2**n`` seconds apart, are made only when

@@ -4,6 +4,9 @@
   third-party ``service/get_corp_token`` answers 40084 for a 代开发 code (§5.4).
 * ``auth/getuserinfo`` / ``auth/getuserdetail`` with that app token;
   ``service/auth/getuserinfo3rd`` is refused to 代开发 apps (docs 91121).
+* ``agent/get`` with that token (doc 96448): ``customized_publish_status`` says
+  whether the provider has put the app online (2, 3) — until then staff cannot use
+  it, the commonest reason a new customer's login fails.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qywx_cli.core.wecom._http import expires_in, required, str_at
+from qywx_cli.core.wecom._http import expires_in, int_at, required, str_at
 from qywx_cli.core.wecom._tokens import CORP, Family
-from qywx_cli.core.wecom.results import UserDetail, UserIdentity
+from qywx_cli.core.wecom.results import AgentStatus, UserDetail, UserIdentity
 
 APIS: dict[str, str] = {
     "gettoken": "GET",
     "auth/getuserinfo": "GET",
     "auth/getuserdetail": "POST",
+    "agent/get": "GET",
 }
 """The paths this family calls and their methods (the fake must route every one)."""
 
@@ -89,4 +93,20 @@ class CorpAPI(Family):
             email=str_at(data, "email"),
             biz_mail=str_at(data, "biz_mail"),
             address=str_at(data, "address"),
+        )
+
+    def get_agent(self, corp_id: str, permanent_code: str, agent_id: int) -> AgentStatus:
+        """The 代开发 app's settings and publish status in the corp (doc 96448)."""
+        api = "agent/get"
+        data = self._corp_call(
+            corp_id, permanent_code, "GET", api, params={"agentid": str(agent_id)}
+        )
+        got = int_at(data, "agentid")
+        return AgentStatus(
+            agent_id=got if got is not None else agent_id,
+            name=str_at(data, "name") or "",
+            close=int_at(data, "close") == 1,
+            customized_publish_status=int_at(data, "customized_publish_status"),
+            home_url=str_at(data, "home_url"),
+            redirect_domain=str_at(data, "redirect_domain"),
         )

@@ -97,3 +97,49 @@ def parse_agents(data: Mapping[str, Any]) -> tuple[AgentInfo, ...]:
             )
         )
     return tuple(agents)
+
+
+@dataclass(frozen=True, repr=False)
+class ProviderCredentials(MaskedRepr):
+    """The provider's corp id and provider_secret (服务商管理后台 → 通用开发参数, doc 97160)."""
+
+    _secret_fields = frozenset({"secret"})
+
+    corp_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class AuthURL:
+    """get_customized_auth_url's answer (doc 98744): a URL to render as a QR code."""
+
+    qrcode_url: str
+    expires_in: int
+    state: str
+    template_ids: tuple[str, ...]
+
+
+PUBLISH_STATUS: dict[int, str] = {
+    0: "待开发",
+    1: "开发中",
+    2: "已上线",
+    3: "存在未上线版本",
+}
+"""agent/get ``customized_publish_status`` (doc 96448): 2 and 3 are online."""
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    """agent/get for the 代开发 app (doc 96448): is it usable by staff yet?"""
+
+    agent_id: int
+    name: str
+    close: bool
+    customized_publish_status: int | None
+    home_url: str | None
+    redirect_domain: str | None
+
+    @property
+    def is_online(self) -> bool:
+        """已上线 (2) or online with a newer version pending (3), and not disabled."""
+        return self.customized_publish_status in (2, 3) and not self.close

@@ -2,10 +2,19 @@
 
 * ``service/get_suite_token`` with the **latest** stored suite_ticket (§3.1, §5.1).
   It is the odd one out: it carries ``errcode`` only when it fails.
-* ``service/get_permanent_code`` — for a 代开发 template the permanent code *is* the
-  app's secret, and the reply carries no ``access_token`` (§3.2).
-* ``service/get_auth_info`` takes ``auth_corpid`` + ``permanent_code``, not the
-  auth code some SDKs send (§5.4).
+* ``service/v2/get_permanent_code`` (doc 100776) — for a 代开发 template the
+  permanent code *is* the app's secret. WeCom recommends v2 for the exchange made
+  while a corp installs ("旧接口耗时较长…建议使用新接口"), which is when qywx makes it
+  (create_auth, reset_permanent_code). v2 answers permanent_code, auth_corp_info
+  {corpid, corp_name}, auth_user_info, register_code_info and the link's ``state``,
+  but no agent list: the agentid comes from ``service/v2/get_auth_info``.
+* ``service/get_permanent_code`` (v1, doc 90603) is kept for the one thing v2 does
+  not return: a caller that needs v1's corp ``access_token``, ``dealer_corp_info``,
+  full ``auth_corp_info`` or paid-edition ``edition_info`` (第三方 apps) calls
+  :meth:`SuiteAPI.get_permanent_code_v1`. The 代开发 pipeline never needs them — its
+  corp token comes from ``gettoken`` — and never calls v1.
+* ``service/v2/get_auth_info`` (doc 100795) takes ``auth_corpid`` + ``permanent_code``,
+  not the auth code some SDKs send (§5.4), and lists the app's agent.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ from qywx_cli.core.wecom.results import AuthInfo, PermanentCode, parse_agents
 
 APIS: dict[str, str] = {
     "service/get_suite_token": "POST",
+    "service/v2/get_permanent_code": "POST",
     "service/get_permanent_code": "POST",
-    "service/get_auth_info": "POST",
+    "service/v2/get_auth_info": "POST",
 }
 """The paths this family calls and their methods (the fake must route every one)."""
 
@@ -80,8 +90,25 @@ class SuiteAPI(Family):
         )
 
     def get_permanent_code(self, suite_id: str, suite_secret: str, auth_code: str) -> PermanentCode:
-        """Exchange a create_auth / reset_permanent_code AuthCode (single use, §3.2, §3.5)."""
-        api = "service/get_permanent_code"
+        """Exchange a create_auth / reset_permanent_code AuthCode with v2 (doc 100776).
+
+        Single use (§3.2, §3.5): the caller must store the answer before anything else
+        can fail, so this makes exactly one call; ``agent_id`` is None here and comes
+        from :meth:`get_auth_info` afterwards.
+        """
+        return self._permanent_code(
+            suite_id, suite_secret, auth_code, "service/v2/get_permanent_code"
+        )
+
+    def get_permanent_code_v1(
+        self, suite_id: str, suite_secret: str, auth_code: str
+    ) -> PermanentCode:
+        """v1 (doc 90603), for the fields only v1 returns; see the module docstring."""
+        return self._permanent_code(suite_id, suite_secret, auth_code, "service/get_permanent_code")
+
+    def _permanent_code(
+        self, suite_id: str, suite_secret: str, auth_code: str, api: str
+    ) -> PermanentCode:
         data = self._suite_call(
             suite_id, suite_secret, api, {"auth_code": auth_code}, single_use=True
         )
@@ -102,8 +129,8 @@ class SuiteAPI(Family):
     def get_auth_info(
         self, suite_id: str, suite_secret: str, corp_id: str, permanent_code: str
     ) -> AuthInfo:
-        """What a corp has granted now; the body names ``auth_corpid`` (§4, §5.4)."""
-        api = "service/get_auth_info"
+        """What a corp has granted now (v2, doc 100795); the body names ``auth_corpid``."""
+        api = "service/v2/get_auth_info"
         data = self._suite_call(
             suite_id, suite_secret, api, {"auth_corpid": corp_id, "permanent_code": permanent_code}
         )

@@ -459,6 +459,77 @@ def test_get_corp_auth_without_suite_prefers_the_active_one(store: Store, clock:
     assert store.get_corp_auth("nobody") is None
 
 
+def test_cancel_and_a_new_secret_drop_the_corps_jsapi_tickets(store: Store) -> None:
+    """JS-SDK tickets are per corp (jsapi_ticket) and per app (agent_ticket corp/agentid)."""
+    store.upsert_corp_auth("dk1", "wwA", permanent_code="pc-1", agent_id=1000002)
+    for kind, key in [
+        ("jsapi_ticket", "wwA"),
+        ("agent_ticket", "wwA/1000002"),
+        ("jsapi_ticket", "wwAB"),
+        ("agent_ticket", "wwAB/1000002"),
+        ("provider", "wwA"),
+    ]:
+        store.put_token(kind, key, f"t-{kind}-{key}", T0 + 7200)
+    store.cancel_corp_auth("dk1", "wwA")
+    assert store.get_token("jsapi_ticket", "wwA") is None
+    assert store.get_token("agent_ticket", "wwA/1000002") is None
+    # A corp whose id merely starts with the same letters keeps its tickets.
+    assert store.get_token("jsapi_ticket", "wwAB") is not None
+    assert store.get_token("agent_ticket", "wwAB/1000002") is not None
+    assert store.get_token("provider", "wwA") is not None
+    store.put_token("jsapi_ticket", "wwA", "t-again", T0 + 7200)
+    store.save_permanent_code("dk1", "wwA", "pc-2", callback_id=0)
+    assert store.get_token("jsapi_ticket", "wwA") is None
+
+
+def test_auth_link_is_recorded_then_linked_by_the_permanent_code(
+    store: Store, clock: Clock
+) -> None:
+    link = store.save_auth_link(
+        "st1", instance="Temp", suite_id="dk1", qrcode_url="https://q/1", expires_at=T0 + 864000
+    )
+    assert (link.state, link.corp_id, link.linked_at, link.created_at) == ("st1", None, None, T0)
+    assert store.get_auth_link("st1") == link
+    assert store.get_auth_link("ST1") is None  # states are compared exactly
+    clock.advance(5)
+    again = store.save_auth_link(
+        "st1", instance="Temp", suite_id="dk1", qrcode_url="https://q/2", expires_at=T0 + 9
+    )
+    assert (again.qrcode_url, again.created_at, again.expires_at) == ("https://q/2", T0, T0 + 9)
+    with pytest.raises(ConflictError, match="st1"):
+        store.save_auth_link(
+            "st1", instance="Other", suite_id="dk2", qrcode_url="https://q/3", expires_at=T0
+        )
+    clock.advance(5)
+    auth = store.save_permanent_code("dk1", "wwA", "pc-1", callback_id=0, link_state="st1")
+    assert auth.link_state == "st1"
+    linked = store.get_auth_link("st1")
+    assert linked is not None and (linked.corp_id, linked.linked_at) == ("wwA", T0 + 10)
+    assert [x.state for x in store.list_auth_links(corp_id="wwA")] == ["st1"]
+    # A reset (no state) keeps the link; a state of another template links nothing.
+    reset = store.save_permanent_code("dk1", "wwA", "pc-2", callback_id=0)
+    assert reset.link_state == "st1"
+    store.save_auth_link(
+        "st2", instance="Other", suite_id="dk2", qrcode_url="https://q/4", expires_at=T0
+    )
+    store.save_permanent_code("dk1", "wwB", "pc-3", callback_id=0, link_state="st2")
+    other = store.get_auth_link("st2")
+    assert other is not None and other.corp_id is None
+    assert [x.state for x in store.list_auth_links()] == ["st2", "st1"]
+
+
+def test_publish_status_is_recorded_without_touching_updated_at(store: Store, clock: Clock) -> None:
+    created = store.upsert_corp_auth("dk1", "wwA", permanent_code="pc-1")
+    assert (created.publish_status, created.publish_checked_at) == (None, None)
+    clock.advance(30)
+    status = store.set_publish_status("dk1", "wwA", 1)
+    assert (status.publish_status, status.publish_checked_at) == (1, T0 + 30)
+    assert status.updated_at == created.updated_at
+    assert store.get_corp_auth("wwA", "dk1") == status
+    with pytest.raises(RecordNotFound):
+        store.set_publish_status("dk1", "wwNever", 2)
+
+
 # -- org codes ---------------------------------------------------------------------------
 
 

@@ -423,7 +423,7 @@ def test_a_v2_database_gains_the_v3_tables_keeping_its_rows(db_path: Path) -> No
     conn.execute("COMMIT")
     conn.close()
     with Store(db_path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 4
+        assert s.schema_version == SCHEMA_VERSION
         assert s.get_corp_auth("wwcorp") is not None
         s.save_id_mappings("corpid", "wwcorp", [("wwcorp", "wpOpenCorp")])
         found = s.get_corp_auth("wpOpenCorp")
@@ -440,3 +440,30 @@ def test_lookups_by_either_form_are_index_searches(store: Store) -> None:
 def test_the_kind_filter_walks_the_log_index(store: SQLiteStore) -> None:
     plan = store.explain_list_callbacks(limit=50, kind="data")
     assert plan == ["SCAN callbacks USING INDEX callbacks_log"], plan
+
+
+def test_a_v4_database_gains_auth_links_and_publish_status(db_path: Path) -> None:
+    """v5 adds authorization links and, on each corp, its link state and publish status;
+    rows written before read as "no link, status never read"."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("BEGIN")
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    MIGRATIONS[1](conn)
+    MIGRATIONS[2](conn)
+    MIGRATIONS[3](conn)
+    conn.execute(
+        "INSERT INTO corp_auths (suite_id, corp_id, permanent_code, state, created_at, "
+        "updated_at) VALUES ('dk1', 'wwcorp', 'pc', 'active', 1, 1)"
+    )
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute("COMMIT")
+    conn.close()
+    with Store(db_path) as s:
+        assert s.schema_version == SCHEMA_VERSION == 5
+        before = s.get_corp_auth("wwcorp")
+        assert before is not None and before.permanent_code == "pc"
+        assert (before.link_state, before.publish_status) == (None, None)
+        assert s.set_publish_status("dk1", "wwcorp", 2).publish_status == 2
+        s.save_auth_link("st", instance="I", suite_id="dk1", qrcode_url="u", expires_at=9.0)
+        assert s.get_auth_link("st") is not None
