@@ -27,12 +27,14 @@ _COLUMNS = [
     "state",
     "permanent code",
     "corp token until (UTC)",
+    "link state",
+    "app status",
 ]
 
 
 def _doc(view: Any) -> dict[str, Any]:
     doc: dict[str, Any] = view.as_dict()
-    for key in ("authorized_at", "updated_at", "corp_token_expires_at"):
+    for key in ("authorized_at", "updated_at", "corp_token_expires_at", "publish_checked_at"):
         doc[key] = iso(doc[key])
     return doc
 
@@ -54,6 +56,8 @@ def _row(d: dict[str, Any]) -> list[Any]:
         d["state"],
         "held" if d["permanent_code_held"] else "none",
         _when(d["corp_token_expires_at"]) or "none cached",
+        d["link_state"] or "",
+        d["publish_label"],
     ]
 
 
@@ -64,7 +68,17 @@ def _instances(ctx: typer.Context) -> list[Any]:
     return list(validate_paths([auths]).instances) if auths.is_dir() else []
 
 
+def _warn(docs: list[dict[str, Any]]) -> None:
+    """The commonest reason a new customer's login fails, said where an operator looks."""
+    from qywx_cli.core.provider import NOT_ONLINE_HINT
+
+    for d in docs:
+        if d["state"] == "active" and d["online"] is False:
+            note(f"warning: corp {d['corp_id']} is {NOT_ONLINE_HINT}")
+
+
 def _render(title: str, docs: list[dict[str, Any]], fmt: Format, *, one: bool) -> None:
+    _warn(docs)
     if fmt is Format.json:
         emit_json(docs[0] if one and len(docs) == 1 else docs)
     elif one:

@@ -33,7 +33,7 @@ def doctor(
     if fmt is Format.json:
         emit_json({"ok": ok, "checks": [c.as_dict() for c in checks]})
     else:
-        marks = {"ok": "✓", "failed": "✗", "skipped": "-"}
+        marks = {"ok": "✓", "failed": "✗", "skipped": "-", "warning": "!"}
         table(
             None,
             ["", "check", "detail", "fix"],
@@ -47,8 +47,11 @@ def summary_line(checks: list[Check]) -> str:
     """``✗ 1 of 6 checks failed, 1 skipped``: a skipped check is not a failure."""
     failed = sum(c.status == "failed" for c in checks)
     skipped = sum(c.status == "skipped" for c in checks)
+    warned = sum(c.status == "warning" for c in checks)
     ran = len(checks) - skipped
-    tail = f", {skipped} skipped" if skipped else ""
+    tail = (f", {skipped} skipped" if skipped else "") + (
+        f", {warned} with a warning" if warned else ""
+    )
     if not failed:
         return f"✓ all {ran} checks passed{tail}"
     return f"✗ {failed} of {ran} checks failed{tail}"

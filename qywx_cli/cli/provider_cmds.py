@@ -31,11 +31,11 @@ FormatOption = Annotated[Format, typer.Option("--format", "-f")]
 @contextmanager
 def _provider(ctx: typer.Context, *, create: bool = False) -> Iterator[ProviderService]:
     from qywx_cli.core.provider import ProviderService
-    from qywx_cli.core.store import Store
+    from qywx_cli.core.store import open_store as create_store
     from qywx_cli.core.wecom import WeComClient
 
     settings = globals_of(ctx).settings()
-    store = Store(settings.db_path) if create else open_store(settings)
+    store = create_store(settings.db_path) if create else open_store(settings)
     with store, WeComClient(store, base_url=settings.api_base) as client:
         yield ProviderService(store, client, settings)
 

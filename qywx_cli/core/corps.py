@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 from qywx_cli.core.config import AuthInstance
 from qywx_cli.core.errors import ConfigError, RecordNotFound
+from qywx_cli.core.provider import is_online, publish_label, read_app_status
 from qywx_cli.core.store import CorpAuth, Store
 from qywx_cli.core.wecom import WeComClient
 
@@ -40,6 +41,15 @@ class CorpView:
     #: both forms of the corp id once `qywx ids convert corpid` recorded them (ID upgrade)
     plain_corp_id: str | None = None
     open_corp_id: str | None = None
+    #: the 带参授权链接 state its create_auth carried (qywx auth-url), if any
+    link_state: str | None = None
+    #: agent/get's customized_publish_status (doc 96448); None until read
+    publish_status: int | None = None
+    #: ``2 已上线`` …, ``unknown`` until read
+    publish_label: str = "unknown"
+    #: True online (2/3), False not online yet (0/1), None never read
+    online: bool | None = None
+    publish_checked_at: float | None = None
 
     def as_dict(self) -> dict[str, object]:
         doc = asdict(self)
@@ -65,6 +75,11 @@ def _view(store: Store, auth: CorpAuth, instances: Iterable[AuthInstance]) -> Co
         authorized_at=auth.created_at,
         updated_at=auth.updated_at,
         corp_token_expires_at=token.expires_at if token is not None else None,
+        link_state=auth.link_state,
+        publish_status=auth.publish_status,
+        publish_label=publish_label(auth.publish_status),
+        online=is_online(auth.publish_status),
+        publish_checked_at=auth.publish_checked_at,
     )
 
 
@@ -122,6 +137,9 @@ def refresh_corp(
             agent_id=info.agent_id,
             state="active",
         )
+        updated = store.get_corp_auth(corp_id, owner.suite_id)
+        assert updated is not None
+        read_app_status(store, client, updated)  # agent/get: is the app online yet?
         updated = store.get_corp_auth(corp_id, owner.suite_id)
         assert updated is not None
         refreshed.append(_view(store, updated, known))

@@ -49,10 +49,16 @@ class Check:
     detail: str
     fix: str = ""
     skipped: bool = False
+    #: passed, with something an operator should act on (shown as a warning)
+    warning: bool = False
 
     @property
     def status(self) -> str:
-        return "skipped" if self.skipped else ("ok" if self.ok else "failed")
+        if self.skipped:
+            return "skipped"
+        if not self.ok:
+            return "failed"
+        return "warning" if self.warning else "ok"
 
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "status": self.status}
@@ -168,11 +174,37 @@ def run_doctor(
             checks.extend(_ticket_and_token(settings, inst, store, now))
             checks.append(_licence_check(store, now()))
             checks.extend(_lost_installations(store))
+            checks.append(_app_status(inst, store))
         finally:
             store.close()
     if url:
         checks.extend(_endpoint_checks(settings, inst, url))
     return checks
+
+
+def _app_status(inst: AuthInstance, store: Store) -> Check:
+    """Corps that installed the app but cannot use it yet: the provider has not published
+    it (customized_publish_status 0/1, doc 96448) — a warning, since logins there fail."""
+    from qywx_cli.core.provider import NOT_ONLINE_HINT, is_online
+
+    corps = store.list_corp_auths(inst.suite_id, state="active")
+    waiting = [a for a in corps if is_online(a.publish_status) is False]
+    unknown = sum(1 for a in corps if a.publish_status is None)
+    if waiting:
+        names = ", ".join(f"{a.corp_id} ({a.corp_name or '?'})" for a in waiting)
+        return Check(
+            "app_status",
+            True,
+            f"{len(waiting)} corp(s) {NOT_ONLINE_HINT}: {names}",
+            "publish it, then `qywx corp refresh CORP` reads the status again",
+            warning=True,
+        )
+    online = len(corps) - unknown
+    return Check(
+        "app_status",
+        True,
+        f"{len(corps)} authorized corp(s): {online} online, {unknown} not read yet",
+    )
 
 
 def _ticket_and_token(

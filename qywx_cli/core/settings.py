@@ -48,7 +48,6 @@ _SERVE_OBSERVE_KEYS = {
     "metrics_host",
     "metrics_token",
     "alert_webhook",
-
 }
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
