@@ -65,7 +65,7 @@ def auth_url(
     ],
     png: Annotated[
         Path | None,
-        typer.Argument(metavar="[FILE.png]", help="With --qr: write the QR code to this PNG."),
+        typer.Argument(metavar="[FILE.PNG]", help="With --qr: write the QR code to this PNG."),
     ] = None,
     state: Annotated[
         str | None,

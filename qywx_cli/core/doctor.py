@@ -174,7 +174,9 @@ def run_doctor(
             checks.extend(_ticket_and_token(settings, inst, store, now))
             checks.append(_licence_check(store, now()))
             checks.extend(_lost_installations(store))
-            checks.append(_app_status(inst, store))
+            status = _app_status(inst, store)
+            if status is not None:
+                checks.append(status)
         finally:
             store.close()
     if url:
@@ -182,12 +184,15 @@ def run_doctor(
     return checks
 
 
-def _app_status(inst: AuthInstance, store: Store) -> Check:
+def _app_status(inst: AuthInstance, store: Store) -> Check | None:
     """Corps that installed the app but cannot use it yet: the provider has not published
-    it (customized_publish_status 0/1, doc 96448) — a warning, since logins there fail."""
+    it (customized_publish_status 0/1, doc 96448) — a warning, since logins there fail.
+    None (no check) while no corp has authorized the template."""
     from qywx_cli.core.provider import NOT_ONLINE_HINT, is_online
 
     corps = store.list_corp_auths(inst.suite_id, state="active")
+    if not corps:
+        return None
     waiting = [a for a in corps if is_online(a.publish_status) is False]
     unknown = sum(1 for a in corps if a.publish_status is None)
     if waiting:
