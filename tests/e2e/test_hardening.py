@@ -242,7 +242,7 @@ def test_an_identical_replay_is_200_and_processed_once(edge: Edge) -> None:
     assert [(a.status, a.body) for a in again] == [(200, b"success")] * 3
     mine = [r for r in edge.records() if r.info_type == "create_auth"]
     assert sorted(r.status for r in mine) == ["duplicate"] * 3 + ["processed"]
-    assert edge.fake_calls().get("service/get_permanent_code") == 1
+    assert edge.fake_calls().get("service/v2/get_permanent_code") == 1
 
 
 # -- an unwritable database -------------------------------------------------------------
