@@ -70,6 +70,9 @@ TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             "auth_user_id",
             "created_at",
             "updated_at",
+            "link_state",
+            "publish_status",
+            "publish_checked_at",
         ),
         ("suite_id", "corp_id"),
     ),
@@ -97,6 +100,19 @@ TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     "unlicensed_members": (
         ("corp_id", "user_id", "agent_id", "first_seen", "last_seen", "count"),
         ("corp_id", "user_id"),
+    ),
+    "auth_links": (
+        (
+            "state",
+            "instance",
+            "suite_id",
+            "qrcode_url",
+            "created_at",
+            "expires_at",
+            "corp_id",
+            "linked_at",
+        ),
+        ("state",),
     ),
 }
 """Every table a store holds, with its columns and its key (the copy's order)."""

@@ -59,6 +59,7 @@ from qywx_cli.core.store.records import (
     DEFAULT_LEASE_SECONDS,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
+    AuthLink,
     CachedToken,
     CallbackRecord,
     CallbackStats,
@@ -229,11 +230,35 @@ def _migrate_v4(cur: psycopg.Cursor[Any]) -> None:
     ``callbacks_by_info_type (info_type, received_at)`` since v1, so only the version moves."""
 
 
+def _migrate_v5(cur: psycopg.Cursor[Any]) -> None:
+    """Authorization links, and each corp's link state and publish status (as SQLite)."""
+    cur.execute(
+        """
+        ALTER TABLE corp_auths ADD COLUMN link_state text;
+        ALTER TABLE corp_auths ADD COLUMN publish_status integer;
+        ALTER TABLE corp_auths ADD COLUMN publish_checked_at double precision;
+
+        CREATE TABLE auth_links (
+            state text PRIMARY KEY,
+            instance text NOT NULL,
+            suite_id text NOT NULL,
+            qrcode_url text NOT NULL,
+            created_at double precision NOT NULL,
+            expires_at double precision NOT NULL,
+            corp_id text,
+            linked_at double precision
+        );
+        CREATE INDEX auth_links_by_corp ON auth_links(corp_id);
+        """
+    )
+
+
 MIGRATIONS: Final[tuple[Callable[[psycopg.Cursor[Any]], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
+    _migrate_v5,
 )
 """Forward migrations; the version is the one row of ``qywx_schema``."""
 
@@ -244,9 +269,13 @@ _CALLBACK_COLUMNS: Final = (
     "timestamp, nonce, envelope, content_key, status, attempts, last_error, processed_at, "
     "duplicate_of, duplicate_reason, claimed_by, claimed_at"
 )
-_CORP_AUTH_COLUMNS: Final = (
+_CORP_AUTH_INSERT: Final = (
     "suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, "
     "created_at, updated_at"
+)
+_CORP_AUTH_COLUMNS: Final = f"{_CORP_AUTH_INSERT}, link_state, publish_status, publish_checked_at"
+_AUTH_LINK_COLUMNS: Final = (
+    "state, instance, suite_id, qrcode_url, created_at, expires_at, corp_id, linked_at"
 )
 _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
@@ -345,7 +374,7 @@ SELECT {", ".join("NULL" for _ in _CALLBACK_COLUMNS.split(","))},
 """
 
 _UPSERT_CORP: Final = f"""
-INSERT INTO corp_auths ({_CORP_AUTH_COLUMNS})
+INSERT INTO corp_auths ({_CORP_AUTH_INSERT})
 VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (suite_id, corp_id) DO UPDATE SET
     permanent_code = coalesce(excluded.permanent_code, corp_auths.permanent_code),
@@ -880,6 +909,7 @@ class PostgresStore(Store):
         agent_id: int | None = None,
         corp_name: str | None = None,
         auth_user_id: str | None = None,
+        link_state: str | None = None,
     ) -> CorpAuth:
         rules.require(suite_id, "suite_id")
         rules.require(corp_id, "corp_id")
@@ -887,8 +917,14 @@ class PostgresStore(Store):
         now = self._now()
 
         def save(cur: psycopg.Cursor[Any]) -> CorpAuth:
-            _drop_tokens(cur, "corp", corp_id)
+            _drop_corp_credentials(cur, corp_id)
             cur.execute("UPDATE callbacks SET corp_id = %s WHERE id = %s", (corp_id, callback_id))
+            if link_state:
+                cur.execute(
+                    "UPDATE auth_links SET corp_id = %s, linked_at = %s "
+                    "WHERE state = %s AND suite_id = %s",
+                    (corp_id, now, link_state, suite_id),
+                )
             cur.execute(
                 _UPSERT_CORP,
                 (
@@ -905,9 +941,78 @@ class PostgresStore(Store):
             )
             row = cur.fetchone()
             assert row is not None
+            if link_state:
+                cur.execute(
+                    "UPDATE corp_auths SET link_state = %s WHERE suite_id = %s AND corp_id = %s "
+                    f"RETURNING {_CORP_AUTH_COLUMNS}",
+                    (link_state, suite_id, corp_id),
+                )
+                row = cur.fetchone()
+                assert row is not None
             return _corp_auth(row)
 
         return self._run(save, transaction=True)
+
+    def set_publish_status(self, suite_id: str, corp_id: str, status: int | None) -> CorpAuth:
+        rules.require(suite_id, "suite_id")
+        rules.require(corp_id, "corp_id")
+        row = self._one(
+            "UPDATE corp_auths SET publish_status = %s, publish_checked_at = %s "
+            f"WHERE suite_id = %s AND corp_id = %s RETURNING {_CORP_AUTH_COLUMNS}",
+            (status, self._now(), suite_id, corp_id),
+        )
+        if row is None:
+            raise RecordNotFound(f"corp {corp_id} never authorized suite {suite_id}")
+        return _corp_auth(row)
+
+    # -- authorization links --------------------------------------------------------------
+
+    def save_auth_link(
+        self,
+        state: str,
+        *,
+        instance: str,
+        suite_id: str,
+        qrcode_url: str,
+        expires_at: float,
+    ) -> AuthLink:
+        rules.require(state, "state")
+        rules.require(suite_id, "suite_id")
+        rules.require(qrcode_url, "qrcode_url")
+        now = self._now()
+
+        def save(cur: psycopg.Cursor[Any]) -> AuthLink:
+            # One statement decides: a state held by another template is not overwritten.
+            cur.execute(
+                f"INSERT INTO auth_links ({_AUTH_LINK_COLUMNS}) "
+                "VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL) "
+                "ON CONFLICT (state) DO UPDATE SET instance = excluded.instance, "
+                "qrcode_url = excluded.qrcode_url, expires_at = excluded.expires_at "
+                "WHERE auth_links.suite_id = excluded.suite_id "
+                f"RETURNING {_AUTH_LINK_COLUMNS}",
+                (state, instance, suite_id, qrcode_url, now, expires_at),
+            )
+            row = cur.fetchone()
+            if row is None:
+                cur.execute("SELECT suite_id FROM auth_links WHERE state = %s", (state,))
+                held = cur.fetchone()
+                raise rules.auth_link_conflict(state, held[0] if held else "?")
+            return AuthLink(*row)
+
+        return self._run(save, transaction=True)
+
+    def get_auth_link(self, state: str) -> AuthLink | None:
+        row = self._one(f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links WHERE state = %s", (state,))
+        return AuthLink(*row) if row is not None else None
+
+    def list_auth_links(self, corp_id: str | None = None) -> list[AuthLink]:
+        sql = f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links"
+        params: list[object] = []
+        if corp_id is not None:
+            sql += " WHERE corp_id = %s"
+            params.append(corp_id)
+        sql += ' ORDER BY created_at DESC, state COLLATE "C"'
+        return [AuthLink(*r) for r in self._all(sql, params)]
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
         # Either form of the corp id, once a corpid mapping is recorded; the form given
@@ -951,7 +1056,7 @@ class PostgresStore(Store):
                 (now, suite_id, corp_id),
             )
             changed = cur.rowcount
-            _drop_tokens(cur, "corp", corp_id)
+            _drop_corp_credentials(cur, corp_id)
             return changed > 0
 
         return self._run(cancel, transaction=True)
@@ -1278,6 +1383,15 @@ class PostgresStore(Store):
             return new
 
         return self._run(load, transaction=True)
+
+
+def _drop_corp_credentials(cur: psycopg.Cursor[Any], corp_id: str) -> None:
+    """A corp's token and JS-SDK tickets (jsapi_ticket; agent_ticket keyed corp/agentid)."""
+    cur.execute(
+        "DELETE FROM tokens WHERE (kind IN ('corp', 'jsapi_ticket') AND key = %s) "
+        "OR (kind = 'agent_ticket' AND left(key, %s) = %s)",
+        (corp_id, len(corp_id) + 1, corp_id + "/"),
+    )
 
 
 def _drop_tokens(cur: psycopg.Cursor[Any], kind: str | None, key: str | None) -> int:
