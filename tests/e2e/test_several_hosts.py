@@ -188,7 +188,7 @@ def test_the_same_delivery_at_two_hosts_at_once_is_acknowledged_by_both_and_run_
     assert {r.duplicate_of for r in duplicates} == {r.id for r in originals}
     # Processed once: one permanent-code exchange per installation (a second would
     # have failed with 40078, the AuthCode being single use).
-    assert c.fake_calls("service/get_permanent_code") == 12
+    assert c.fake_calls("service/v2/get_permanent_code") == 12
     with Store(c.url) as s:
         assert len(s.list_corp_auths(state="active")) == 12
     listed = run_qywx(
@@ -242,7 +242,7 @@ def test_kill_9_of_one_host_mid_load_loses_nothing_and_the_other_finishes_its_wo
     assert lost == [], f"{len(lost)} acknowledged callbacks not stored"
     creates = [r for r in records if r.info_type == "create_auth" and not r.is_duplicate]
     assert {r.status for r in creates} == {"processed"}, [(r.id, r.last_error) for r in creates]
-    assert c.fake_calls("service/get_permanent_code") == len(creates)
+    assert c.fake_calls("service/v2/get_permanent_code") == len(creates)
     assert took < 40
 
 
