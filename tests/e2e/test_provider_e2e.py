@@ -90,7 +90,7 @@ def test_install_link_to_masked_privateinfo_login(env: dict[str, str], tmp_path:
         "2 已上线",
         True,
     )
-    assert shown["links"][0]["state"] == state and shown["has_permanent_code"] is True
+    assert shown["permanent_code_held"] is True
     listed = run_qywx("corp", "list", env=env)
     assert state in listed.stdout and "已上线" in listed.stdout
 
