@@ -306,7 +306,7 @@ def _fault(edge: Edge, errcode: int, count: int) -> None:
     with httpx.Client(trust_env=False, timeout=10) as client:
         answer = client.post(
             edge.fake.url + "/cgi-bin/fake/faults",
-            json={"api": "service/get_permanent_code", "errcode": errcode, "count": count},
+            json={"api": "service/v2/get_permanent_code", "errcode": errcode, "count": count},
         )
     assert answer.status_code == 200, answer.text
 
@@ -326,7 +326,7 @@ def test_a_transient_wecom_fault_heals_without_qywx_retry(edge: Edge) -> None:
     done = wait_for(installed, timeout=30, interval=0.2)
     assert done, [(r.status, r.last_error) for r in edge.records()]
     assert done.attempts == 3 and done.last_error is None  # type: ignore[attr-defined]
-    assert edge.fake_calls()["service/get_permanent_code"] == 3
+    assert edge.fake_calls()["service/v2/get_permanent_code"] == 3
     with Store(edge.db) as store:
         assert [a.state for a in store.list_corp_auths(edge.suite_id)] == ["active"]
 
