@@ -361,4 +361,4 @@ def test_a_spent_auth_code_is_failed_with_the_recovery_step(edge: Edge) -> None:
     checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
     assert checks["installations"]["ok"] is False
     assert "reset_permanent_code" in checks["installations"]["fix"]
-    assert edge.fake_calls()["service/get_permanent_code"] == 1
+    assert edge.fake_calls()["service/v2/get_permanent_code"] == 1
