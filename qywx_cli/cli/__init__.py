@@ -92,6 +92,7 @@ COMMANDS: dict[str, str] = {
     "alert": "alert_cmds",
     "ids": "ids_cmds",
     "db": "db_cmds",
+    "license": "license_cmds",
     "auth-url": "provider_cmds",
     "jsapi-sign": "provider_cmds",
 }

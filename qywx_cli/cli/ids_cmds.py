@@ -107,8 +107,9 @@ def _render(report: ConversionReport, fmt: ConvertFormat) -> None:
         for failed in report.unconverted:
             out.writerow([failed.id, "", "unconverted", failed.reason])
         return
+    where = f", corp {report.corp_id}" if report.corp_id else ""
     table(
-        f"{report.kind} → open {report.kind}, corp {report.corp_id}",
+        f"{report.kind} → open {report.kind}{where}",
         ["ids", "converted", "already known", "not converted", "WeCom calls", "rate-limit waits"],
         [
             [

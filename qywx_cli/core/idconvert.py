@@ -20,7 +20,7 @@ import io
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from qywx_cli.core.errors import LoginError, StoreError, UsageError, WeComAPIError
 
@@ -80,6 +80,14 @@ class _Converted(Protocol):
     def invalid(self) -> tuple[str, ...]: ...
 
 
+class _ProviderLike(Protocol):
+    @property
+    def corp_id(self) -> str: ...
+
+
+_T = TypeVar("_T")
+
+
 class IdClient(Protocol):
     """What the converter needs from :class:`qywx_cli.core.wecom.WeComClient`."""
 
@@ -90,6 +98,8 @@ class IdClient(Protocol):
     def new_external_userids(
         self, corp_id: str, permanent_code: str, external_user_ids: Sequence[str]
     ) -> _Converted: ...
+
+    def corpid_to_open_corpid(self, provider: Any, corp_id: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,69 @@ class IdConverter:
         self._backoff = backoff
         self._sleep = sleep
 
+    def _waiting(self, call: Callable[[], _T]) -> tuple[_T, int]:
+        """``call()``, waiting out rate limits with exponential backoff: (answer, waits).
+
+        Any other error, or a rate limit still there after ``max_waits``, is raised.
+        """
+        from qywx_cli.core.wecom.ids import RATE_LIMIT_ERRCODES
+
+        waits = 0
+        while True:
+            try:
+                return call(), waits
+            except WeComAPIError as exc:
+                if exc.errcode not in RATE_LIMIT_ERRCODES or waits >= self._max_waits:
+                    raise
+            self._sleep(self._backoff * (2**waits))
+            waits += 1
+
+    def convert_corp_ids(
+        self, provider: _ProviderLike, corp_ids: Sequence[str], progress: Progress | None = None
+    ) -> ConversionReport:
+        """corpid → open corpid, one call per corp (doc 97105, provider token).
+
+        A corp WeCom refuses (not authorized, already an open id: 40013 …) is reported
+        with WeCom's errcode and the run goes on; rate limits are waited out.
+        """
+        known: dict[str, str] = {}
+        for corp in corp_ids:
+            known.update(self._store.known_open_ids("corpid", corp, [corp]))
+        mapped = [(c, known[c]) for c in corp_ids if c in known]
+        unconverted: list[Unconverted] = []
+        calls = waits = 0
+        done = len(mapped)
+        if progress is not None:
+            progress(done, len(corp_ids), 0)
+        for corp in (c for c in corp_ids if c not in known):
+            try:
+                opened, waited = self._waiting(
+                    lambda c=corp: self._client.corpid_to_open_corpid(provider, c)  # type: ignore[misc]
+                )
+            except WeComAPIError as exc:
+                if exc.errcode in _rate_limit_errcodes():
+                    raise _stopped(exc, done, len(corp_ids), len(mapped)) from None
+                calls += 1
+                unconverted.append(Unconverted(corp, f"errcode {exc.errcode}: {exc.errmsg}"))
+            else:
+                calls += 1 + waited
+                waits += waited
+                self._store.save_id_mappings("corpid", corp, [(corp, opened)])
+                mapped.append((corp, opened))
+            done += 1
+            if progress is not None:
+                progress(done, len(corp_ids), calls)
+        return ConversionReport(
+            kind="corpid",
+            corp_id="",
+            total=len(corp_ids),
+            calls=calls,
+            mapped=tuple(mapped),
+            already_known=len(known),
+            unconverted=tuple(unconverted),
+            rate_limit_waits=waits,
+        )
+
     def convert(
         self, kind: IdKind, corp_id: str, ids: Sequence[str], progress: Progress | None = None
     ) -> ConversionReport:
@@ -224,25 +297,12 @@ class IdConverter:
         )
         for start in range(0, len(todo), self._batch_size):
             batch = todo[start : start + self._batch_size]
-            attempt = 0
-            while True:
-                calls += 1
-                try:
-                    result = call(corp, secret, batch)
-                    break
-                except WeComAPIError as exc:
-                    from qywx_cli.core.wecom.ids import RATE_LIMIT_ERRCODES
-
-                    if exc.errcode not in RATE_LIMIT_ERRCODES or attempt >= self._max_waits:
-                        raise WeComAPIError(
-                            exc.errcode,
-                            f"{exc.errmsg} (stopped after {done} of {len(ids)} ids; "
-                            f"{len(mapped)} mappings are recorded, re-run to continue)",
-                            api=exc.api,
-                        ) from None
-                    self._sleep(self._backoff * (2**attempt))
-                    attempt += 1
-                    waits += 1
+            try:
+                result, waited = self._waiting(lambda b=batch: call(corp, secret, b))  # type: ignore[misc]
+            except WeComAPIError as exc:
+                raise _stopped(exc, done, len(ids), len(mapped)) from None
+            calls += 1 + waited
+            waits += waited
             self._store.save_id_mappings(kind, corp, result.pairs)
             mapped.extend(result.pairs)
             answered = {p for p, _ in result.pairs}
@@ -281,6 +341,22 @@ def corp_id_forms(store: _LookupStore, corp_id: str) -> tuple[str | None, str | 
     return None, None
 
 
+def _rate_limit_errcodes() -> frozenset[int]:
+    from qywx_cli.core.wecom.ids import RATE_LIMIT_ERRCODES
+
+    return RATE_LIMIT_ERRCODES
+
+
+def _stopped(exc: WeComAPIError, done: int, total: int, mapped: int) -> WeComAPIError:
+    """WeCom's error, saying how far the run got: what is recorded stays recorded."""
+    return WeComAPIError(
+        exc.errcode,
+        f"{exc.errmsg} (stopped after {done} of {total} ids; {mapped} mappings are "
+        "recorded, re-run to continue)",
+        api=exc.api,
+    )
+
+
 def convert_ids(
     settings: Settings,
     kind: str,
@@ -305,6 +381,8 @@ def convert_ids(
     ):
         converter = IdConverter(client, store, sleep=sleep)
         if kind == "corpid":
-            raise UsageError("corpid conversion needs the provider token (provider_secret)")
+            from qywx_cli.core.provider import provider_credentials
+
+            return converter.convert_corp_ids(provider_credentials(settings), ids, progress)
         assert corp_id is not None
         return converter.convert(kind, corp_id, ids, progress)

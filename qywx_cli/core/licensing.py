@@ -9,13 +9,30 @@ they need no WeCom call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.store.records import Licence, UnlicensedMember
 
-__all__ = ["EXPIRY_WARNING_DAYS", "LicenceReport", "licence_report"]
+if TYPE_CHECKING:
+    from qywx_cli.core.settings import Settings
+    from qywx_cli.core.store import Store
+    from qywx_cli.core.wecom import LicenceAccount, TransferResult, WeComClient
+    from qywx_cli.core.wecom.results import ProviderCredentials
+
+__all__ = [
+    "EXPIRY_WARNING_DAYS",
+    "LicenceReport",
+    "activate_licence",
+    "licence_report",
+    "list_corp_licences",
+    "member_licences",
+    "transfer_licences",
+    "type_name",
+]
 
 EXPIRY_WARNING_DAYS: Final = 30
 """Licences expiring within this many days are listed (renewal by a new code is possible
@@ -95,3 +112,88 @@ def licence_report(
         now=now,
         days=days,
     )
+
+
+# -- the licence API, as the CLI uses it ---------------------------------------------------
+
+
+def type_name(account_type: int | None) -> str:
+    """1 基础账号 → ``basic``, 2 互通账号 → ``external_contact`` (doc 97191)."""
+    from qywx_cli.core.wecom.licences import ACCOUNT_TYPES
+
+    return ACCOUNT_TYPES.get(account_type or 0, str(account_type))
+
+
+@contextmanager
+def _session(settings: Settings) -> Iterator[tuple[Store, WeComClient, ProviderCredentials]]:
+    from qywx_cli.core.provider import provider_credentials
+    from qywx_cli.core.store import open_store
+    from qywx_cli.core.wecom import WeComClient
+
+    provider = provider_credentials(settings)
+    if not settings.db_path.is_file():
+        raise StoreError(f"no database at {settings.db_path}; run qywx serve first or pass --db")
+    with (
+        open_store(settings.db_path) as store,
+        WeComClient(store, base_url=settings.api_base) as client,
+    ):
+        yield store, client, provider
+
+
+def _stored_corp(store: Store, corp_id: str) -> str:
+    """Licences are filed under the id the store knows the corp by (either form works)."""
+    auth = store.get_corp_auth(corp_id)
+    return auth.corp_id if auth is not None else corp_id
+
+
+def _licences(corp: str, accounts: Iterable[LicenceAccount], now: float) -> list[Licence]:
+    return [
+        Licence(corp, a.user_id, a.type or 1, a.active_code, a.active_time, a.expire_time, now)
+        for a in accounts
+        if a.user_id
+    ]
+
+
+def list_corp_licences(settings: Settings, corp_id: str) -> list[Licence]:
+    """``qywx license list``: every active account; the local copy is replaced by it."""
+    with _session(settings) as (store, client, provider):
+        accounts = client.list_active_accounts(provider, corp_id)
+        corp = _stored_corp(store, corp_id)
+        store.save_licences(corp, _licences(corp, accounts, 0.0), complete=True)
+        return store.list_licences(corp_id=corp, limit=1_000_000)
+
+
+def member_licences(settings: Settings, corp_id: str, user_id: str) -> list[Licence]:
+    """``qywx license show``: one member's accounts, recorded."""
+    with _session(settings) as (store, client, provider):
+        member = client.member_licence(provider, corp_id, user_id)
+        corp = _stored_corp(store, corp_id)
+        rows = _licences(corp, member.accounts, 0.0)
+        if rows:
+            store.save_licences(corp, rows)
+        return store.list_licences(corp_id=corp, user_id=user_id) if rows else []
+
+
+def activate_licence(settings: Settings, corp_id: str, code: str, user_id: str) -> list[Licence]:
+    """``qywx license activate``: bind the code, read the member's accounts back, record."""
+    if not code:
+        raise UsageError("--code must not be empty")
+    with _session(settings) as (store, client, provider):
+        client.activate(provider, corp_id, code, user_id)
+        member = client.member_licence(provider, corp_id, user_id)
+        corp = _stored_corp(store, corp_id)
+        store.save_licences(corp, _licences(corp, member.accounts, 0.0))
+        return store.list_licences(corp_id=corp, user_id=user_id)
+
+
+def transfer_licences(
+    settings: Settings, corp_id: str, pairs: Sequence[tuple[str, str]]
+) -> list[TransferResult]:
+    """``qywx license transfer``: move accounts, then refresh the corp's local copy."""
+    with _session(settings) as (store, client, provider):
+        results = client.transfer(provider, corp_id, pairs)
+        if any(r.ok for r in results):
+            accounts = client.list_active_accounts(provider, corp_id)
+            corp = _stored_corp(store, corp_id)
+            store.save_licences(corp, _licences(corp, accounts, 0.0), complete=True)
+        return results

@@ -129,3 +129,25 @@ def test_corp_list_shows_both_forms_once_mapped(authorized: dict[str, str]) -> N
     assert shown.returncode == 0 and json.loads(shown.stdout)["corp_id"] == CORP
     text = run_qywx("corp", "list", env={**authorized, "COLUMNS": "250"})
     assert opened in text.stdout and "other id form" in text.stdout
+
+
+def test_convert_corp_ids_with_the_provider_secret(authorized: dict[str, str]) -> None:
+    from qywx_cli.core.fakewecom.ids import open_corpid
+
+    env = {
+        **authorized,
+        "QYWX_PROVIDER_CORP_ID": "wwprov1d3r0c0rp1d0",
+        "QYWX_PROVIDER_SECRET": "provider-secret-for-the-fake",
+    }
+    result = run_qywx(
+        "ids", "convert", "corpid", "-", "-f", "json", env=env, input=f"{CORP}\n",
+        secrets=("provider-secret-for-the-fake",),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert one_json(result)["mappings"] == [{"id": CORP, "open_id": open_corpid(CORP)}]
+    (mapping,) = json.loads(
+        run_qywx("ids", "lookup", open_corpid(CORP), "-f", "json", env=env).stdout
+    )
+    assert (mapping["kind"], mapping["id"]) == ("corpid", CORP)
+    missing = run_qywx("ids", "convert", "corpid", "-", env=authorized, input=f"{CORP}\n")
+    assert_one_line_error(missing, 1, "provider")

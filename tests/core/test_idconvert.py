@@ -148,3 +148,26 @@ def test_read_ids_from_a_csv_column() -> None:
 def test_read_ids_refuses_what_is_not_an_id_file() -> None:
     with pytest.raises(UsageError, match="longer than"):
         read_ids("x" * 300)
+
+
+# -- corp ids (provider token) ----------------------------------------------------------------
+
+
+def test_corp_ids_convert_with_the_provider_token_and_route_by_either_form(world: World) -> None:
+    from qywx_cli.core.fakewecom.ids import open_corpid
+    from qywx_cli.core.wecom.results import ProviderCredentials
+
+    provider = ProviderCredentials("wwprov1d3r0c0rp1d0", "provider-secret")
+    world.fake.inject_fault("service/corpid_to_opencorpid", errcode=45009)
+    sleeps = Sleeps()
+    report = IdConverter(world.client, world.store, sleep=sleeps).convert_corp_ids(
+        provider, [CORP, "wwnotauthorized00"]
+    )
+    assert report.mapped == ((CORP, open_corpid(CORP)),)
+    (refused,) = report.unconverted
+    assert refused.id == "wwnotauthorized00" and refused.reason.startswith("errcode 40013")
+    assert (report.rate_limit_waits, sleeps) == (1, [1.0])
+    found = world.store.get_corp_auth(open_corpid(CORP))
+    assert found is not None and found.corp_id == CORP
+    again = IdConverter(world.client, world.store).convert_corp_ids(provider, [CORP])
+    assert (again.already_known, again.calls) == (1, 0)

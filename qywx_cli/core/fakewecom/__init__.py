@@ -53,6 +53,8 @@ Control endpoints for tests and demos (never part of WeCom's API):
   (errcode -1 is WeCom's 系统繁忙). ``DELETE /fake/faults`` clears them.
 * ``GET /fake/state``: issued permanent codes (masked), live token counts, calls per API.
 * ``POST /fake/codes`` ``{"code", "user_id" | "open_id", "corp_id"}``: an OAuth code.
+* ``POST /fake/licence_orders`` ``{"corp_id", "count", "type", "days"}``: a paid
+  interface-licence order; answers its ``order_id`` and ``active_codes``.
 * ``POST /fake/auth_codes`` ``{"auth_code", "corp_id", "corp_name", "state",
   "customized_publish_status"}``: an AuthCode with a chosen corp, state and app status
   (10-minute lifetime, §3.2).
@@ -97,7 +99,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from qywx_cli.core.errors import QywxError, UsageError, WeComAPIError
-from qywx_cli.core.fakewecom import _control, corp, ids, jsapi, provider, suite
+from qywx_cli.core.fakewecom import _control, corp, ids, jsapi, licences, provider, suite
 from qywx_cli.core.fakewecom._routing import (
     Handler,
     Request,
@@ -125,6 +127,7 @@ _ROUTES: dict[str, tuple[str, Handler]] = {
     **ids.ROUTES,
     **provider.ROUTES,
     **jsapi.ROUTES,
+    **licences.ROUTES,
 }
 
 APIS: dict[str, str] = {path: method for path, (method, _) in _ROUTES.items()}
@@ -323,6 +326,15 @@ class FakeWeCom:
             what="suite_ticket",
             client=client,
         )
+
+    def create_licence_order(
+        self, corp_id: str, *, count: int = 1, type: int = 1, days: int = 365
+    ) -> tuple[str, list[str]]:
+        """A paid interface-licence order of ``count`` unbound codes: (order id, codes)."""
+        from qywx_cli.core.fakewecom.licences import create_order
+
+        with self._lock:
+            return create_order(self._state, corp_id, count=count, type=type, days=days)
 
     # -- system events and data callbacks ---------------------------------------------------
     def push_system_event(

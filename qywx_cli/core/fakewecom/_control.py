@@ -26,6 +26,7 @@ CONTROL: dict[str, frozenset[str]] = {
     "fake/scan": frozenset({"POST"}),
     "fake/agents": frozenset({"POST"}),
     "fake/jsapi/verify": frozenset({"POST"}),
+    "fake/licence_orders": frozenset({"POST"}),
 }
 
 
@@ -69,6 +70,19 @@ def serve_control(state: State, request: Request, apis: Iterable[str]) -> Respon
                 raise UsageError("customized_publish_status (0-3) is required")
             set_publish_status(state, text(data, "corp_id"), status)
             return json_response({"errcode": 0, "errmsg": "ok"})
+        if request.path == "fake/licence_orders":
+            from qywx_cli.core.fakewecom.licences import create_order
+
+            order_id, codes = create_order(
+                state,
+                text(data, "corp_id"),
+                count=_opt_int(data, "count") or 1,
+                type=_opt_int(data, "type") or 1,
+                days=_opt_int(data, "days") or 365,
+            )
+            return json_response(
+                {"errcode": 0, "errmsg": "ok", "order_id": order_id, "active_codes": codes}
+            )
         if request.path == "fake/jsapi/verify":
             return json_response(verify_jsapi(state, data))
         if request.path == "fake/codes":

@@ -106,6 +106,26 @@ class Fault:
 
 
 @dataclass
+class FakeLicenceCode:
+    """An interface-licence activation code (doc 97189 status: 1 unbound, 2 bound, 5 merged)."""
+
+    code: str
+    corp_id: str
+    type: int
+    duration: int
+    status: int = 1
+    user_id: str | None = None
+    active_time: int | None = None
+    expire_time: int | None = None
+
+
+@dataclass
+class LicenceBook:
+    codes: dict[str, FakeLicenceCode] = field(default_factory=dict)
+    orders: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # id → (corp, codes)
+
+
+@dataclass
 class State:
     """The fake's memory; only touched under FakeWeCom's lock."""
 
@@ -128,6 +148,7 @@ class State:
     publish: dict[tuple[str, str], int] = field(default_factory=dict)  # (suite, corp)
     js_tickets: dict[str, JsTicket] = field(default_factory=dict)
     ticket_fetches: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    licences: LicenceBook = field(default_factory=LicenceBook)
 
     def issue(self, kind: str, subject: str) -> str:
         token = self.random(32)

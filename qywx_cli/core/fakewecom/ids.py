@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from qywx_cli.core.errors import WeComAPIError
-from qywx_cli.core.fakewecom._routing import Request, Routes
+from qywx_cli.core.fakewecom._routing import Request, Routes, text
 from qywx_cli.core.fakewecom._state import State, digest
 
 BATCH_LIMIT = 1000
@@ -66,7 +66,25 @@ def get_new_external_userid(state: State, request: Request) -> dict[str, Any]:
     }
 
 
+def open_corpid(corp_id: str) -> str:
+    """The open corp id the fake converts ``corp_id`` to: case matters, as WeCom's does."""
+    hexed = digest("open_corpid", corp_id)[:24]
+    return "wp" + "".join(c.upper() if i % 3 == 0 else c for i, c in enumerate(hexed))
+
+
+def corpid_to_opencorpid(state: State, request: Request) -> dict[str, Any]:
+    """Only corps that authorized the provider convert (doc 97105); else 40013."""
+    state.check_token(request.query.get("provider_access_token"), "provider")
+    corp_id = text(request.json(), "corpid")
+    if not corp_id:
+        raise WeComAPIError(41002, "")
+    if not any(a.corp_id == corp_id for a in state.authorizations.values()):
+        raise WeComAPIError(40013, "")
+    return {"errcode": 0, "errmsg": "ok", "open_corpid": open_corpid(corp_id)}
+
+
 ROUTES: Routes = {
+    "service/corpid_to_opencorpid": ("POST", corpid_to_opencorpid),
     "batch/userid_to_openuserid": ("POST", userid_to_openuserid),
     "externalcontact/get_new_external_userid": ("POST", get_new_external_userid),
 }

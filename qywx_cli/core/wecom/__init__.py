@@ -46,9 +46,17 @@ from qywx_cli.core.wecom._tokens import TokenCache, TokenStore
 from qywx_cli.core.wecom.corp import APIS as _CORP_APIS
 from qywx_cli.core.wecom.corp import CorpAPI
 from qywx_cli.core.wecom.ids import APIS as _IDS_APIS
-from qywx_cli.core.wecom.ids import Converted, IdsAPI
+from qywx_cli.core.wecom.ids import Converted, CorpIdAPI, IdsAPI
 from qywx_cli.core.wecom.jsapi import APIS as _JSAPI_APIS
 from qywx_cli.core.wecom.jsapi import JsapiAPI, JsapiSignature, sign
+from qywx_cli.core.wecom.licences import APIS as _LICENCE_APIS
+from qywx_cli.core.wecom.licences import (
+    LicenceAccount,
+    LicenceOrder,
+    LicencesAPI,
+    MemberLicence,
+    TransferResult,
+)
 from qywx_cli.core.wecom.provider import APIS as _PROVIDER_APIS
 from qywx_cli.core.wecom.provider import ProviderAPI
 from qywx_cli.core.wecom.results import (
@@ -78,9 +86,13 @@ __all__ = [
     "Converted",
     "ErrCode",
     "JsapiSignature",
+    "LicenceAccount",
+    "LicenceOrder",
+    "MemberLicence",
     "PermanentCode",
     "ProviderCredentials",
     "TokenStore",
+    "TransferResult",
     "UserDetail",
     "UserIdentity",
     "WeComClient",
@@ -94,11 +106,12 @@ APIS: dict[str, str] = {
     **_IDS_APIS,
     **_PROVIDER_APIS,
     **_JSAPI_APIS,
+    **_LICENCE_APIS,
 }
 """Every path the client calls (relative to the base URL) and its HTTP method."""
 
 
-class WeComClient(SuiteAPI, ProviderAPI, IdsAPI, JsapiAPI, CorpAPI):
+class WeComClient(SuiteAPI, LicencesAPI, CorpIdAPI, ProviderAPI, IdsAPI, JsapiAPI, CorpAPI):
     """A client for the server API calls a 代开发 login needs, with token caching.
 
     ``retries`` extra attempts, ``backoff * 2**n`` seconds apart, are made only when

@@ -25,12 +25,15 @@ from dataclasses import dataclass
 from typing import Final
 
 from qywx_cli.core.errors import UsageError
-from qywx_cli.core.wecom._http import dict_at, str_at, strs
+from qywx_cli.core.wecom._http import dict_at, required, str_at, strs
 from qywx_cli.core.wecom.corp import CorpAPI
+from qywx_cli.core.wecom.provider import ProviderAPI
+from qywx_cli.core.wecom.results import ProviderCredentials
 
 APIS: dict[str, str] = {
     "batch/userid_to_openuserid": "POST",
     "externalcontact/get_new_external_userid": "POST",
+    "service/corpid_to_opencorpid": "POST",
 }
 """The paths this family calls and their methods (the fake must route every one)."""
 
@@ -96,3 +99,13 @@ class IdsAPI(CorpAPI):
                 pairs.append((plain, opened))
         answered = {plain for plain, _ in pairs}
         return Converted(tuple(pairs), tuple(i for i in asked if i not in answered))
+
+
+class CorpIdAPI(ProviderAPI):
+    """corpid → open corpid with the provider_access_token (doc 97105)."""
+
+    def corpid_to_open_corpid(self, provider: ProviderCredentials, corp_id: str) -> str:
+        """The provider-scoped (case-sensitive) corp id of an authorized corp."""
+        api = "service/corpid_to_opencorpid"
+        data = self._provider_call(provider, "POST", api, body={"corpid": corp_id})
+        return required(data, api, "open_corpid")
