@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.errors import UsageError
 from qywx_cli.core.store.records import Licence, UnlicensedMember
 
 if TYPE_CHECKING:
@@ -127,14 +127,12 @@ def type_name(account_type: int | None) -> str:
 @contextmanager
 def _session(settings: Settings) -> Iterator[tuple[Store, WeComClient, ProviderCredentials]]:
     from qywx_cli.core.provider import provider_credentials
-    from qywx_cli.core.store import open_store
+    from qywx_cli.core.retry import open_existing_store
     from qywx_cli.core.wecom import WeComClient
 
     provider = provider_credentials(settings)
-    if not settings.db_path.is_file():
-        raise StoreError(f"no database at {settings.db_path}; run qywx serve first or pass --db")
     with (
-        open_store(settings.db_path) as store,
+        open_existing_store(settings) as store,
         WeComClient(store, base_url=settings.api_base) as client,
     ):
         yield store, client, provider
