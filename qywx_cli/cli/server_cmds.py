@@ -322,10 +322,20 @@ def fake_wecom(
             help="Accept only the provider_secret in $VAR (default: any non-empty one).",
         ),
     ] = None,
+    slow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slow",
+            metavar="API[@after]=SECONDS",
+            help="Every call of API waits SECONDS (before the fake acts, or @after: only "
+            "the answer waits); repeatable. Also POST /fake/slow at run time.",
+        ),
+    ] = None,
 ) -> int:
     """Run a local stand-in for WeCom's server API (use with QYWX_API_BASE=…/cgi-bin).
 
     Besides WeCom's paths it serves /fake/… controls: /fake/state, /fake/faults,
+    /fake/slow and /fake/holds (slow or held calls; /fake/release lets them go),
     /fake/codes, /fake/auth_codes, /fake/scan (a corp scans an authorization link),
     /fake/agents (publish the app in a corp), /fake/jsapi/verify (the front end's check
     of a wx.config / wx.agentConfig signature).
@@ -349,6 +359,9 @@ def fake_wecom(
         if provider_secret is None:
             raise UsageError(f"--provider-secret-env: ${provider_secret_env} is not set")
     fake = FakeWeCom(token_ttl=token_ttl, strict=strict, provider_secret=provider_secret)
+    for spec in slow or []:
+        api, stage, seconds = _slow_spec(spec)
+        fake.set_delay(api, seconds, stage=stage)
     stop_pushing = threading.Event()
     log = logging.getLogger("qywx.fake-wecom")
 
@@ -381,6 +394,19 @@ def fake_wecom(
 
     _serve_forever(fake, host, port, 8, banner, stop_pushing.set)
     return EXIT_OK
+
+
+def _slow_spec(spec: str) -> tuple[str, str, float]:
+    """``get_permanent_code=2`` or ``get_permanent_code@after=0.5`` → (api, stage, s)."""
+    target, sep, value = spec.partition("=")
+    api, _, stage = target.partition("@")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not sep or not api.strip() or seconds < 0:
+        raise UsageError(f"--slow {spec!r}: expected API[@before|@after]=SECONDS")
+    return api.strip(), stage.strip() or "before", seconds
 
 
 def register(app: typer.Typer) -> None:

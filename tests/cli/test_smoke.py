@@ -27,6 +27,9 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("schema", "e"), 0, '"$schema"'),
     (("serve", "--threads", "0"), 2, "--threads"),
     (("fake-wecom", "--port", "-1"), 2, "--port"),
+    (("fake-wecom", "--slow", "get_permanent_code"), 2, "--slow"),
+    (("fake-wecom", "--slow", "no_such_api=1"), 2, "unknown api"),
+    (("fake-wecom", "--slow", "get_permanent_code@during=1"), 2, "stage"),
     (("doctor",), 2, "Missing option '--auth'"),
     (
         (

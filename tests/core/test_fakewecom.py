@@ -506,3 +506,131 @@ def test_suite_ticket_xml_matches_the_documented_layout() -> None:
     assert [c.tag for c in event] == ["SuiteId", "InfoType", "TimeStamp", "SuiteTicket"]
     assert event.findtext("SuiteTicket") == "tick]]>et"
     assert event.findtext("TimeStamp") == "1403610513"
+
+
+# -- slow and held calls ---------------------------------------------------------------
+V2 = "service/v2/get_permanent_code"
+
+
+def _exchange_in_thread(api: httpx.Client, auth_code: str) -> tuple[threading.Thread, list[Any]]:
+    """get_permanent_code (v2) from another thread: a held call blocks its caller."""
+    token = suite_token(api)
+    out: list[Any] = []
+
+    def call() -> None:
+        reply = api.post(V2, params={"suite_access_token": token}, json={"auth_code": auth_code})
+        out.append(reply)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_call_held_before_the_exchange_has_not_spent_the_auth_code(
+    api: httpx.Client, fake: FakeWeCom
+) -> None:
+    """Held ``before``: the fake says the call arrived, nothing is spent yet, other calls
+    and the controls still answer; released, it answers as usual."""
+    reply = api.post("/fake/holds", json={"api": "get_permanent_code", "stage": "before"})
+    assert reply.json()["api"] == V2  # the last segment names the path qywx calls
+    thread, out = _exchange_in_thread(api, f"AUTHCODE-{CORP}-held")
+    assert fake.wait_held(V2, timeout=10)
+    state = api.get("/fake/state").json()
+    assert state["held"] == {V2: 1} and state["permanent_codes"] == []
+    assert state["holds"] == {}  # the one hold armed was taken by this call
+    assert "permanent_code" in permanent_code(api, f"AUTHCODE-{CORP}-other")  # not blocked
+    assert api.post("/fake/release", json={"api": V2}).json()["released"] == 1
+    thread.join(10)
+    reply = out[0].json()
+    assert reply["errcode"] == 0 and reply["auth_corp_info"]["corpid"] == CORP
+    assert api.get("/fake/state").json()["held"] == {}
+
+
+def test_a_call_dropped_before_the_exchange_leaves_the_code_usable(
+    api: httpx.Client, fake: FakeWeCom
+) -> None:
+    fake.hold(V2, stage="before")
+    thread, out = _exchange_in_thread(api, f"AUTHCODE-{CORP}-drop")
+    assert fake.wait_held(V2, timeout=10)
+    assert fake.release(V2, drop=True) == 1
+    thread.join(10)
+    assert out[0].status_code == 503 and out[0].json()["errcode"] == 503
+    assert api.get("/fake/state").json()["permanent_codes"] == []
+    again, out = _exchange_in_thread(api, f"AUTHCODE-{CORP}-drop")
+    again.join(10)
+    assert out[0].json()["errcode"] == 0  # WeCom never spent it
+
+
+def test_a_call_held_after_the_exchange_has_spent_the_code_and_issued_one(
+    api: httpx.Client, fake: FakeWeCom
+) -> None:
+    """Held ``after``: WeCom's side is done (the code spent, a permanent code issued) and
+    only the answer waits; dropped, the answer is lost and the code cannot be had again."""
+    api.post("/fake/holds", json={"api": V2, "stage": "after", "count": 1})
+    thread, out = _exchange_in_thread(api, f"AUTHCODE-{CORP}-after")
+    assert fake.wait_held(V2, timeout=10)
+    state = api.get("/fake/state").json()
+    assert state["held"] == {V2: 1} and [p["corp_id"] for p in state["permanent_codes"]] == [CORP]
+    assert api.post("/fake/release", json={"api": V2, "drop": True}).json()["released"] == 1
+    thread.join(10)
+    assert out[0].status_code == 503
+    again, out = _exchange_in_thread(api, f"AUTHCODE-{CORP}-after")
+    again.join(10)
+    assert out[0].json()["errcode"] == 40078
+    assert api.get("/fake/state").json()["caught"] == {V2: 1}
+
+
+def test_delays_are_set_shown_and_removed(api: httpx.Client) -> None:
+    reply = api.post("/fake/slow", json={"api": V2, "seconds": 0.01, "stage": "after"})
+    assert reply.json()["api"] == V2
+    assert api.get("/fake/state").json()["delays"] == {f"{V2}@after": 0.01}
+    token = suite_token(api)
+    done = api.post(V2, params={"suite_access_token": token}, json={"auth_code": "AUTHCODE-a-1"})
+    assert done.json()["errcode"] == 0
+    api.post("/fake/slow", json={"api": V2, "seconds": 0, "stage": "after"})
+    assert api.get("/fake/state").json()["delays"] == {}
+    api.post("/fake/slow", json={"api": V2, "seconds": 3})
+    assert api.delete("/fake/holds").json()["released"] == 0
+    assert api.get("/fake/state").json()["delays"] == {}
+
+
+def test_a_delay_sleeps_at_its_stage_only() -> None:
+    from qywx_cli.core.fakewecom._slow import Gates
+
+    slept: list[float] = []
+    gates = Gates(sleep=slept.append)
+    gates.set_delay("p", 2.5, "after")
+    assert gates.passage("p", "before") and slept == []
+    assert gates.passage("p", "after") and slept == [2.5]
+    assert gates.passage("q", "after") and slept == [2.5]
+
+
+def test_a_forgotten_hold_lets_the_call_go_on() -> None:
+    from qywx_cli.core.fakewecom._slow import Gates
+
+    gates = Gates(hold_max=0)
+    gates.hold("p", "before")
+    assert gates.passage("p", "before") is True
+    assert gates.snapshot()["held"] == {} and gates.caught == {"p": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/fake/slow", {"api": V2, "seconds": -1}),
+        ("/fake/slow", {"api": V2, "seconds": "2"}),
+        ("/fake/slow", {"api": V2, "seconds": 1e9}),
+        ("/fake/slow", {"api": V2, "seconds": 1, "stage": "during"}),
+        ("/fake/slow", {"api": "no_such_api", "seconds": 1}),
+        ("/fake/holds", {"api": V2, "count": 0}),
+        ("/fake/holds", {"api": V2, "stage": "later"}),
+        ("/fake/release", {"api": V2, "drop": "yes"}),
+    ],
+)
+def test_bad_slow_and_hold_requests_are_400(
+    api: httpx.Client, path: str, body: dict[str, Any]
+) -> None:
+    reply = api.post(path, json=body)
+    assert reply.status_code == 400 and reply.json()["errcode"] == 400
+    state = api.get("/fake/state").json()
+    assert state["delays"] == {} and state["holds"] == {}

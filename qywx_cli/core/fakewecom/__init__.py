@@ -51,7 +51,17 @@ Control endpoints for tests and demos (never part of WeCom's API):
 * ``POST /fake/faults`` ``{"api", "errcode", "errmsg", "count"}`` or ``{"api",
   "http_status", "count"}``: the next ``count`` calls of that API fail that way
   (errcode -1 is WeCom's 系统繁忙). ``DELETE /fake/faults`` clears them.
-* ``GET /fake/state``: issued permanent codes (masked), live token counts, calls per API.
+* ``POST /fake/slow`` ``{"api", "seconds", "stage"}``: every call of that API waits
+  ``seconds`` (0 removes it) ``before`` the fake acts or ``after`` (only the answer
+  waits); ``qywx fake-wecom --slow API=SECONDS`` sets one at start.
+* ``POST /fake/holds`` ``{"api", "stage", "count"}``: the next ``count`` calls of that
+  API stop at that stage until ``POST /fake/release`` ``{"api", "drop"}`` lets them go
+  on (or drops them: HTTP 503; dropped ``after``, the work stays done). ``/fake/state``
+  lists calls held now under ``held``: a test kills a receiver exactly while its
+  get_permanent_code is in flight, before or after WeCom spent the AuthCode
+  (:mod:`._slow`). ``DELETE /fake/holds`` removes every delay and hold.
+* ``GET /fake/state``: issued permanent codes (masked), live token counts, calls per API,
+  held calls, holds and delays.
 * ``POST /fake/codes`` ``{"code", "user_id" | "open_id", "corp_id"}``: an OAuth code.
 * ``POST /fake/licence_orders`` ``{"corp_id", "count", "type", "days"}``: a paid
   interface-licence order; answers its ``order_id`` and ``active_codes``.
@@ -197,10 +207,18 @@ class FakeWeCom:
         request = read_request(environ, route, method)
         if isinstance(request, Response):
             return request
+        if route not in APIS:
+            with self._lock:
+                return _control.serve_control(self._state, request, APIS)
+        # Delays and holds wait outside the lock: a held call blocks only itself.
+        gates = self._state.gates
+        if not gates.passage(route, "before"):
+            return _control.dropped(route)
         with self._lock:
-            if route in APIS:
-                return self._serve_api(request)
-            return _control.serve_control(self._state, request, APIS)
+            response = self._serve_api(request)
+        if not gates.passage(route, "after"):
+            return _control.dropped(route)
+        return response
 
     def _serve_api(self, request: Request) -> Response:
         state = self._state
@@ -238,6 +256,28 @@ class FakeWeCom:
                 http_status=http_status,
                 count=count,
             )
+
+    def set_delay(self, api: str, seconds: float, *, stage: str = "before") -> str:
+        """Every call of ``api`` waits ``seconds`` at ``stage`` (0 removes the delay)."""
+        path = _control.canonical_api(api, APIS)
+        self._state.gates.set_delay(path, seconds, stage)
+        return path
+
+    def hold(self, api: str, *, stage: str = "before", count: int = 1) -> str:
+        """The next ``count`` calls of ``api`` wait at ``stage`` until :meth:`release`."""
+        path = _control.canonical_api(api, APIS)
+        self._state.gates.hold(path, stage, count)
+        return path
+
+    def release(self, api: str | None = None, *, drop: bool = False) -> int:
+        """Let held calls of ``api`` (all if None) go on, or drop them (HTTP 503)."""
+        path = _control.canonical_api(api, APIS) if api else None
+        return self._state.gates.release(path, drop=drop)
+
+    def wait_held(self, api: str, count: int = 1, timeout: float = 30.0) -> bool:
+        """Until ``count`` calls of ``api`` are held right now (False after ``timeout``)."""
+        path = _control.canonical_api(api, APIS)
+        return self._state.gates.wait_held(path, count, timeout)
 
     def register_code(
         self,

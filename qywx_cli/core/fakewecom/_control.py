@@ -20,6 +20,9 @@ from qywx_cli.core.masking import mask
 
 CONTROL: dict[str, frozenset[str]] = {
     "fake/faults": frozenset({"POST", "DELETE"}),
+    "fake/slow": frozenset({"POST"}),
+    "fake/holds": frozenset({"POST", "DELETE"}),
+    "fake/release": frozenset({"POST"}),
     "fake/state": frozenset({"GET"}),
     "fake/codes": frozenset({"POST"}),
     "fake/auth_codes": frozenset({"POST"}),
@@ -37,7 +40,13 @@ def serve_control(state: State, request: Request, apis: Iterable[str]) -> Respon
         if request.path == "fake/faults" and request.method == "DELETE":
             state.faults.clear()
             return json_response({"errcode": 0, "errmsg": "ok"})
+        if request.path == "fake/holds" and request.method == "DELETE":
+            return json_response({"errcode": 0, "errmsg": "ok", "released": state.gates.clear()})
         data = _control_json(request.body)
+        if request.path in ("fake/slow", "fake/holds", "fake/release"):
+            return json_response(
+                {"errcode": 0, "errmsg": "ok", **_gate_control(state, apis, data, request.path)}
+            )
         if request.path == "fake/faults":
             count = _opt_int(data, "count")
             api = inject_fault(
@@ -107,6 +116,35 @@ def serve_control(state: State, request: Request, apis: Iterable[str]) -> Respon
         return json_response({"errcode": 400, "errmsg": str(exc)}, 400)
 
 
+def _gate_control(
+    state: State, apis: Iterable[str], data: dict[str, Any], path: str
+) -> dict[str, Any]:
+    """``/fake/slow``, ``/fake/holds`` and ``/fake/release`` (see :mod:`._slow`)."""
+    stage = str(data.get("stage") or "before")
+    if path == "fake/release":
+        name = text(data, "api")
+        drop = data.get("drop", False)
+        if not isinstance(drop, bool):
+            raise UsageError("drop must be true or false")
+        target = canonical_api(name, apis) if name else None
+        return {"released": state.gates.release(target, drop=drop)}
+    api = canonical_api(str(data.get("api") or ""), apis)
+    if path == "fake/slow":
+        seconds = data.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise UsageError("seconds must be a number")
+        state.gates.set_delay(api, float(seconds), stage)
+    else:
+        count = _opt_int(data, "count")
+        state.gates.hold(api, stage, 1 if count is None else count)
+    return {"api": api, "stage": stage}
+
+
+def dropped(path: str) -> Response:
+    """What a held call that was dropped answers (a lost answer, seen from the wire)."""
+    return json_response({"errcode": 503, "errmsg": f"{path}: answer dropped by the fake"}, 503)
+
+
 def snapshot(state: State) -> dict[str, Any]:
     now = state.now()
     live = Counter(t.kind for t in state.tokens.values() if t.expires_at > now)
@@ -138,6 +176,7 @@ def snapshot(state: State) -> dict[str, Any]:
         "calls": dict(state.calls),
         "faults": {api: sum(f.remaining for f in fs) for api, fs in state.faults.items() if fs},
         "suite_tickets": {suite: len(ts) for suite, ts in state.tickets.items()},
+        **state.gates.snapshot(),
     }
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from qywx_cli.core.errors import WeComAPIError
 from qywx_cli.core.fakewecom._routing import ERRMSG
+from qywx_cli.core.fakewecom._slow import Gates
 
 AUTH_CODE_TTL = 600
 """AuthCode lifetime, "10分钟内有效" (§3.2)."""
@@ -149,6 +150,8 @@ class State:
     js_tickets: dict[str, JsTicket] = field(default_factory=dict)
     ticket_fetches: dict[tuple[str, str], list[float]] = field(default_factory=dict)
     licences: LicenceBook = field(default_factory=LicenceBook)
+    #: delays and holds; their own lock, never waited on under the state lock
+    gates: Gates = field(default_factory=Gates)
 
     def issue(self, kind: str, subject: str) -> str:
         token = self.random(32)
