@@ -212,6 +212,8 @@ class FakeWeCom:
                 return _control.serve_control(self._state, request, APIS)
         # Delays and holds wait outside the lock: a held call blocks only itself.
         gates = self._state.gates
+        with self._lock:  # counted as it arrives, held or dropped too
+            self._state.calls[route] += 1
         if not gates.passage(route, "before"):
             return _control.dropped(route)
         with self._lock:
@@ -222,7 +224,6 @@ class FakeWeCom:
 
     def _serve_api(self, request: Request) -> Response:
         state = self._state
-        state.calls[request.path] += 1
         fault = _control.take_fault(state, request.path)
         if fault is not None:
             if fault.http_status is not None:

@@ -1,0 +1,165 @@
+"""kill -9 while an installation's AuthCode is being exchanged.
+
+Real processes on loopback: ``qywx fake-wecom`` and ``qywx serve`` on one SQLite file.
+The fake *holds* the create_auth's ``service/v2/get_permanent_code`` and says so in
+``/fake/state``; the server is killed with SIGKILL exactly then, never after a guessed
+sleep. Then the restarted server (or a second host on the same database, already
+running) takes the record over once the dead worker's lease lapses.
+
+What WeCom did with the AuthCode decides the only two right endings:
+
+* WeCom never completed the exchange (the held call dropped): the code is still good,
+  so the installation is stored with its permanent code, with no operator;
+* WeCom completed it (held *after* the exchange, or released after the kill): the
+  single-use code is spent and its answer died with the process. No API gives a
+  permanent code back (get_auth_info needs one), so the record is ``failed`` with the
+  recovery step (reset the Secret → reset_permanent_code), counted by ``/healthz`` and
+  shown by ``qywx log``; never ``received`` for ever, never ``processed`` without a code.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from qywx_cli.core import events as ev
+from qywx_cli.core.service import RECOVERY_40078
+from qywx_cli.core.store import Store
+from tests.e2e.conftest import Proc, wait_for
+from tests.e2e.test_hardening import Edge
+from tests.helpers import run_qywx
+
+V2 = "service/v2/get_permanent_code"
+CORP = "wwkillexchange01"
+
+
+class World(Edge):
+    """The hardening suite's server and fake, plus the host(s) that take over."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.others: list[Proc] = []
+
+    def start_host(self) -> Proc:
+        host = Proc(["serve", "--port", "0", "--threads", "4"], self.env, self.root)
+        self.others.append(host)
+        return host
+
+    def close(self) -> None:
+        try:
+            _control(self, "release", {})  # nothing left held in the fake
+            for host in self.others:
+                host.stop()
+        finally:
+            super().close()
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[World]:
+    world = World(tmp_path)
+    yield world
+    world.close()
+
+
+def _control(edge: Edge, name: str, body: dict[str, object]) -> dict[str, object]:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        answer = client.post(f"{edge.fake.url}/cgi-bin/fake/{name}", json=body)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def _fake_state(edge: Edge) -> dict[str, object]:
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        return dict(client.get(f"{edge.fake.url}/cgi-bin/fake/state").json())
+
+
+def _install_then_kill(edge: World, stage: str, takeover: str) -> Proc:
+    """Acknowledge a create_auth, kill the server while the fake holds its exchange at
+    ``stage``; return the process that is to take over (restarted, or a second host)."""
+    edge.post(*edge.signed())  # a suite_ticket first: the exchange needs a suite token
+    assert wait_for(lambda: [r.status for r in edge.records()] == ["processed"], timeout=15)
+    _control(edge, "holds", {"api": V2, "stage": stage})
+    xml = ev.build_event_xml("create_auth", suite_id=edge.suite_id, corp_id=CORP)
+    answer = edge.post(*edge.signed(xml))
+    assert (answer.status, answer.body) == (200, b"success")  # acknowledged...
+    # ...and now in flight at WeCom: the fake itself says the call arrived.
+    assert wait_for(lambda: _fake_state(edge)["held"] == {V2: 1}, timeout=15)
+    # A second host is running before the kill: it sees the claim held and leaves it.
+    second = edge.start_host() if takeover == "second host" else None
+    edge.server.stop(signal.SIGKILL)
+    assert edge.server.popen.returncode == -signal.SIGKILL
+    rec = next(r for r in edge.records() if r.info_type == "create_auth")
+    assert rec.status == "received" and rec.claimed_by  # claimed by the dead worker
+    return second if second is not None else edge.start_host()
+
+
+def _settled(edge: Edge) -> object:
+    rec = next(r for r in edge.records() if r.info_type == "create_auth")
+    return rec.status != "received" and rec
+
+
+@pytest.mark.parametrize("takeover", ["restart", "second host"])
+def test_killed_before_wecom_answered_the_install_completes_by_itself(
+    edge: World, takeover: str
+) -> None:
+    """The held call is dropped: WeCom never spent the code. The next worker (after the
+    lease) exchanges it and the corp is installed, permanent code stored."""
+    host = _install_then_kill(edge, "before", takeover)
+    assert _control(edge, "release", {"api": V2, "drop": True})["released"] == 1
+    rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
+    assert rec, [(r.status, r.last_error) for r in edge.records()]
+    assert rec.status == "processed" and rec.last_error is None  # type: ignore[attr-defined]
+    with Store(edge.db) as store:
+        auth = store.get_corp_auth(CORP, edge.suite_id)
+    assert auth is not None and auth.permanent_code and auth.state == "active"
+    state = _fake_state(edge)
+    assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]  # type: ignore[index,union-attr]
+    assert state["calls"][V2] == 2  # type: ignore[index]
+    assert "Traceback" not in host.log
+
+
+@pytest.mark.parametrize(
+    ("stage", "takeover"),
+    [("after", "restart"), ("after", "second host"), ("before", "restart")],
+    ids=["answered-restart", "answered-second-host", "completed-after-kill-restart"],
+)
+def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
+    edge: World, stage: str, takeover: str
+) -> None:
+    """WeCom completed the exchange (held ``after`` it, or let go after the kill and
+    completed then) and the answer died with the process: the re-run meets 40078, and
+    the record is ``failed`` with the way back, shown by ``/healthz`` and ``qywx log``."""
+    host = _install_then_kill(edge, stage, takeover)
+    assert _control(edge, "release", {"api": V2})["released"] == 1  # answers a dead socket
+    rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
+    assert rec, [(r.status, r.last_error) for r in edge.records()]
+    assert rec.status == "failed"  # type: ignore[attr-defined]
+    error = rec.last_error or ""  # type: ignore[attr-defined]
+    assert RECOVERY_40078 in error and "transient" not in error
+    # WeCom issued the permanent code; none was stored: the loss is explicit, not silent.
+    state = _fake_state(edge)
+    assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]  # type: ignore[index,union-attr]
+    with Store(edge.db) as store:
+        assert store.get_corp_auth(CORP, edge.suite_id) is None
+    assert state["calls"][V2] == 2  # type: ignore[index]
+
+    def counted() -> bool:
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            doc = client.get(f"{host.url}/healthz").json()
+        return bool(doc.get("installs_need_recovery") == 1)
+
+    assert wait_for(counted, timeout=20, interval=0.5)
+    shown = run_qywx("log", "show", str(rec.id), "-f", "json", env=edge.env)  # type: ignore[attr-defined]
+    assert shown.returncode == 0, shown.stderr
+    doc = json.loads(shown.stdout)
+    assert doc["status"] == "failed" and "reset_permanent_code" in json.dumps(
+        doc, ensure_ascii=False
+    )
+    listed = run_qywx("log", "list", "--status", "failed", env=edge.env)
+    assert listed.returncode == 0 and str(rec.id) in listed.stdout  # type: ignore[attr-defined]
+    assert "Traceback" not in host.log
