@@ -23,13 +23,14 @@ import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from qywx_cli.core import events as ev
 from qywx_cli.core.service import RECOVERY_40078
-from qywx_cli.core.store import Store
+from qywx_cli.core.store import CallbackRecord, Store
 from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_hardening import Edge
 from tests.helpers import run_qywx
@@ -73,7 +74,7 @@ def _control(edge: Edge, name: str, body: dict[str, object]) -> dict[str, object
     return dict(answer.json())
 
 
-def _fake_state(edge: Edge) -> dict[str, object]:
+def _fake_state(edge: Edge) -> dict[str, Any]:
     with httpx.Client(trust_env=False, timeout=10) as client:
         return dict(client.get(f"{edge.fake.url}/cgi-bin/fake/state").json())
 
@@ -98,9 +99,9 @@ def _install_then_kill(edge: World, stage: str, takeover: str) -> Proc:
     return second if second is not None else edge.start_host()
 
 
-def _settled(edge: Edge) -> object:
+def _settled(edge: Edge) -> CallbackRecord | None:
     rec = next(r for r in edge.records() if r.info_type == "create_auth")
-    return rec.status != "received" and rec
+    return rec if rec.status != "received" else None
 
 
 @pytest.mark.parametrize("takeover", ["restart", "second host"])
@@ -112,14 +113,14 @@ def test_killed_before_wecom_answered_the_install_completes_by_itself(
     host = _install_then_kill(edge, "before", takeover)
     assert _control(edge, "release", {"api": V2, "drop": True})["released"] == 1
     rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
-    assert rec, [(r.status, r.last_error) for r in edge.records()]
-    assert rec.status == "processed" and rec.last_error is None  # type: ignore[attr-defined]
+    assert rec is not None, [(r.status, r.last_error) for r in edge.records()]
+    assert rec.status == "processed" and rec.last_error is None
     with Store(edge.db) as store:
         auth = store.get_corp_auth(CORP, edge.suite_id)
     assert auth is not None and auth.permanent_code and auth.state == "active"
     state = _fake_state(edge)
-    assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]  # type: ignore[index,union-attr]
-    assert state["calls"][V2] == 2  # type: ignore[index]
+    assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]
+    assert state["calls"][V2] == 2
     assert "Traceback" not in host.log
 
 
@@ -137,16 +138,16 @@ def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
     host = _install_then_kill(edge, stage, takeover)
     assert _control(edge, "release", {"api": V2})["released"] == 1  # answers a dead socket
     rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
-    assert rec, [(r.status, r.last_error) for r in edge.records()]
-    assert rec.status == "failed"  # type: ignore[attr-defined]
-    error = rec.last_error or ""  # type: ignore[attr-defined]
+    assert rec is not None, [(r.status, r.last_error) for r in edge.records()]
+    assert rec.status == "failed"
+    error = rec.last_error or ""
     assert RECOVERY_40078 in error and "transient" not in error
     # WeCom issued the permanent code; none was stored: the loss is explicit, not silent.
     state = _fake_state(edge)
-    assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]  # type: ignore[index,union-attr]
+    assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]
     with Store(edge.db) as store:
         assert store.get_corp_auth(CORP, edge.suite_id) is None
-    assert state["calls"][V2] == 2  # type: ignore[index]
+    assert state["calls"][V2] == 2
 
     def counted() -> bool:
         with httpx.Client(trust_env=False, timeout=10) as client:
@@ -154,12 +155,12 @@ def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
         return bool(doc.get("installs_need_recovery") == 1)
 
     assert wait_for(counted, timeout=20, interval=0.5)
-    shown = run_qywx("log", "show", str(rec.id), "-f", "json", env=edge.env)  # type: ignore[attr-defined]
+    shown = run_qywx("log", "show", str(rec.id), "-f", "json", env=edge.env)
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)
     assert doc["status"] == "failed" and "reset_permanent_code" in json.dumps(
         doc, ensure_ascii=False
     )
     listed = run_qywx("log", "list", "--status", "failed", env=edge.env)
-    assert listed.returncode == 0 and str(rec.id) in listed.stdout  # type: ignore[attr-defined]
+    assert listed.returncode == 0 and str(rec.id) in listed.stdout
     assert "Traceback" not in host.log
