@@ -124,6 +124,35 @@ RECOVERY_40078 = (
 )
 """The one way back when an installation's single-use code was spent without a trace."""
 
+
+def recovery_step(
+    rec: CallbackRecord, event: ev.CreateAuthEvent | ev.ResetPermanentCodeEvent
+) -> str:
+    """:data:`RECOVERY_40078`, plus what tells the operator which installation it was.
+
+    No WeCom API gives a permanent code back without its AuthCode (get_auth_info needs
+    the permanent code itself, wecom-provider-apis.md §2.4), so the answer lost with a
+    killed worker cannot be fetched again: only the console's 重置Secret can. What the
+    record does know is said: an earlier attempt that sent this AuthCode and never
+    finished (a worker killed mid-exchange, or an answer lost on the way), and the
+    authorization link's state, which names the customer who scanned it (doc 98744).
+    create_auth carries no corp id, so that state is often the only pointer.
+    """
+    hints = []
+    if rec.attempts > 1:
+        hints.append(
+            f"attempt {rec.attempts}: an earlier attempt had sent this AuthCode to WeCom "
+            "and its answer was never stored (the worker stopped mid-exchange, or the "
+            "answer was lost on the way)"
+        )
+    link_state = getattr(event, "state", None)
+    if link_state:
+        hints.append(
+            f"the corp installed through the authorization link with state {link_state[:64]!r}"
+        )
+    return RECOVERY_40078 + (f" ({'; '.join(hints)})" if hints else "")
+
+
 RERUN_GAP_SECONDS = 5.0
 """A repeat re-runs a failed record at most this often: a replay flood of a failed
 create_auth must not become a flood of WeCom API calls."""
@@ -824,7 +853,7 @@ class CallbackService:
             )
         except WeComAPIError as exc:
             if exc.errcode == 40078:  # spent (a crash after WeCom answered) or expired
-                raise WeComAPIError(40078, RECOVERY_40078, api=exc.api) from None
+                raise WeComAPIError(40078, recovery_step(rec, event), api=exc.api) from None
             raise
         # Stored in its own transaction before any other call: the code cannot be had again.
         # create_auth's <State> and v2's state are the 带参授权链接's (doc 98744).

@@ -325,3 +325,63 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
         assert store.get_callback(rec.id).status == "processed"
     finally:
         service.close()
+
+
+def test_an_auth_code_spent_by_a_killed_attempt_fails_with_what_names_the_install(
+    auths: Path, tmp_path: Path
+) -> None:
+    """WeCom completed the exchange for a worker that died before storing the answer:
+    the re-run after the lease meets 40078. The record is failed with the recovery
+    step, says an earlier attempt spent the code, and names the authorization link's
+    state (create_auth carries no corp id)."""
+    from qywx_cli.core.service import RECOVERY_40078
+
+    clock = [time.time()]
+    db = tmp_path / "spent.db"
+    inst = next(i for i in load_instances(auths) if i.name == "QywxProxyCompanyA")
+    fake = FakeWeCom()
+    auth_code = f"AUTHCODE-{CORP}-spentbyakilledworker"
+    xml = ev.build_event_xml(
+        "create_auth",
+        suite_id=inst.suite_id,
+        overrides={"AuthCode": auth_code, "State": "cust42"},
+    )
+    env = inst.crypto().encrypt_msg(xml, inst.suite_id, str(int(clock[0])), "78")
+    store = Store(db, now=lambda: clock[0])
+    client = WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=fake))
+    store.save_suite_ticket(inst.suite_id, "ticket-for-the-spent-test", int(clock[0]))
+    rec = store.record_callback(
+        instance=inst.name,
+        kind="command",
+        info_type="create_auth",
+        suite_id=inst.suite_id,
+        corp_id=None,
+        msg_signature=env.msg_signature,
+        timestamp=env.timestamp,
+        nonce=env.nonce,
+        envelope=env.request_xml(inst.suite_id),
+        content_key="spent",
+    )
+    assert store.claim_callback(rec.id, "a-worker-that-was-killed") is not None
+    # ...which had sent the AuthCode: WeCom exchanged it, the answer died with the worker.
+    client.get_permanent_code(inst.suite_id, inst.suite_secret, auth_code)
+    service = CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API),
+        store=store,
+        client=client,
+        instances=[inst],
+        now=lambda: clock[0],
+        background=False,
+    )
+    try:
+        clock[0] += DEFAULT_LEASE_SECONDS + 1
+        done = service.retry(rec.id)
+        assert done.ran and done.record.status == "failed"
+        error = done.record.last_error or ""
+        assert RECOVERY_40078 in error
+        assert "attempt 2: an earlier attempt had sent this AuthCode" in error
+        assert "state 'cust42'" in error and "transient" not in error
+        assert auth_code not in error
+        assert service.installs_need_recovery() == 1
+    finally:
+        service.close()

@@ -128,3 +128,32 @@ def test_init_writes_secrets_only_to_0600_files(tmp_path: Path) -> None:
     assert config["token"] and config["encodingAESKey"] and config["suiteSecret"]
     for value in (config["token"], config["encodingAESKey"], "s3cret-Init"):
         assert value not in done.stdout + done.stderr
+
+
+def test_installations_survive_kill_9_with_a_slow_wecom_and_a_dead_host_is_taken_over(
+    tmp_path: Path,
+) -> None:
+    """benchmarks/durability_auth.py, small: kills land while slow exchanges are in
+    flight; every acknowledged create_auth is installed or failed with the recovery
+    step (each of those confirmed by the fake: WeCom issued a code that never reached
+    the database), the -1 answers heal without ``qywx retry``, and a second host
+    finishes a dead host's claimed installs. Nothing here is timed against a limit."""
+    from benchmarks.durability_auth import options, run
+
+    result = run(
+        options(
+            [
+                *("--rounds", "1", "--per-round", "60", "--rate", "30", "--clients", "4"),
+                *("--delay", "0.3", "--faults", "2", "--takeovers", "1", "--seed", "3"),
+                *("--keep", str(tmp_path)),
+            ]
+        )
+    )
+    assert result.rounds == 1 and result.acknowledged >= 20, result.table()
+    assert result.found == result.acknowledged, result.table()
+    assert result.lost == 0, result.notes
+    assert result.installed + result.failed_with_recovery == result.create_auth_acknowledged
+    assert result.failed_with_recovery == result.recovery_confirmed_by_fake, result.notes
+    assert result.transient_injected == 2 and result.transient_left_failed == 0
+    assert len(result.takeover_seconds) == 1, result.notes
+    assert result.ok
