@@ -164,3 +164,79 @@ def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
     listed = run_qywx("log", "list", "--status", "failed", env=edge.env)
     assert listed.returncode == 0 and str(rec.id) in listed.stdout
     assert "Traceback" not in host.log
+
+
+# -- transient faults heal without `qywx retry` -----------------------------------------
+
+
+def _create_auth(edge: World) -> int:
+    """Acknowledge one create_auth for CORP (after a suite_ticket); its record id."""
+    edge.post(*edge.signed())
+    xml = ev.build_event_xml("create_auth", suite_id=edge.suite_id, corp_id=CORP)
+    answer = edge.post(*edge.signed(xml))
+    assert (answer.status, answer.body) == (200, b"success")
+    return int(next(r.id for r in edge.records() if r.info_type == "create_auth"))
+
+
+def _record(edge: World, record_id: int) -> CallbackRecord:
+    with Store(edge.db) as store:
+        return store.get_callback(record_id)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"errcode": 45009}, {"errcode": 45033}, {"http_status": 503}],
+    ids=["rate-limited", "concurrency-limited", "http-503"],
+)
+def test_transient_faults_on_the_exchange_heal_by_themselves(
+    edge: World, fault: dict[str, int]
+) -> None:
+    """WeCom's rate limits and a 5xx page, twice: the server runs the install again
+    with back-off while the AuthCode lives; nobody runs ``qywx retry``."""
+    _control(edge, "faults", {"api": V2, "count": 2, **fault})
+    record_id = _create_auth(edge)
+    assert wait_for(lambda: _record(edge, record_id).status == "processed", timeout=40)
+    rec = _record(edge, record_id)
+    assert rec.attempts == 3 and rec.last_error is None
+    with Store(edge.db) as store:
+        auth = store.get_corp_auth(CORP, edge.suite_id)
+    assert auth is not None and auth.permanent_code
+    assert _fake_state(edge)["calls"][V2] == 3
+
+
+def test_a_transient_failure_left_by_a_killed_host_heals_on_the_next(edge: World) -> None:
+    """WeCom keeps answering -1; the record is ``failed`` with a retry pending on a timer
+    that dies with the host. The next host's sweep finds it (failed, transient, AuthCode
+    still valid) and runs it once WeCom answers again."""
+    _control(edge, "faults", {"api": V2, "errcode": -1, "count": 1000})
+    record_id = _create_auth(edge)
+    assert wait_for(lambda: _record(edge, record_id).status == "failed", timeout=20)
+    assert "retried automatically" in (_record(edge, record_id).last_error or "")
+    edge.server.stop(signal.SIGKILL)
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        assert client.delete(f"{edge.fake.url}/cgi-bin/fake/faults").status_code == 200
+    host = edge.start_host()
+    assert wait_for(lambda: _record(edge, record_id).status == "processed", timeout=30)
+    with Store(edge.db) as store:
+        assert store.get_corp_auth(CORP, edge.suite_id) is not None
+    assert "Traceback" not in host.log
+
+
+def test_an_answer_lost_on_the_way_ends_in_the_recovery_step_not_a_loop(edge: World) -> None:
+    """WeCom completed the exchange and its answer never arrived (dropped after the
+    exchange: HTTP 503 on a live connection). The server takes it for transient and
+    tries again, meets 40078, and stops there: failed with the recovery step, which says
+    an earlier attempt had sent the code."""
+    _control(edge, "holds", {"api": V2, "stage": "after"})
+    record_id = _create_auth(edge)
+    assert wait_for(lambda: _fake_state(edge)["held"] == {V2: 1}, timeout=15)
+    assert _control(edge, "release", {"api": V2, "drop": True})["released"] == 1
+
+    def recovery() -> bool:
+        rec = _record(edge, record_id)
+        return rec.status == "failed" and RECOVERY_40078 in (rec.last_error or "")
+
+    assert wait_for(recovery, timeout=30)
+    error = _record(edge, record_id).last_error or ""
+    assert "an earlier attempt had sent this AuthCode" in error and "transient" not in error
+    assert _fake_state(edge)["calls"][V2] == 2
