@@ -47,13 +47,15 @@ def _ready(sock: socket.socket, timeout: float, *, write: bool = False) -> tuple
 class Edge:
     """One ``qywx serve`` (with a fake WeCom) and a signer for its sample instance."""
 
-    def __init__(self, root: Path, *serve_args: str) -> None:
+    def __init__(self, root: Path, *serve_args: str, db_url: str | None = None) -> None:
         self.root = root
         self.auths = root / "auths"
         if not self.auths.exists():
             shutil.copytree(SAMPLES, self.auths)
         self.db = root / "data" / "qywx.db"
-        self.env = qywx_env(QYWX_AUTHS=str(self.auths), QYWX_DB=str(self.db))
+        #: what QYWX_DB names: the SQLite file, or a postgresql:// URL if given
+        self.target = db_url or str(self.db)
+        self.env = qywx_env(QYWX_AUTHS=str(self.auths), QYWX_DB=self.target)
         cfg = json.loads((self.auths / INSTANCE / f"{INSTANCE}.json").read_text())["authConfig"]
         self.suite_id = cfg["suiteId"]
         self.crypt = WXBizMsgCrypt(cfg["token"], cfg["encodingAESKey"], {self.suite_id: "suite"})
@@ -113,7 +115,7 @@ class Edge:
         return self.send(head.encode() + body)
 
     def records(self) -> list:  # type: ignore[type-arg]
-        with Store(self.db) as store:
+        with Store(self.target) as store:
             return store.list_callbacks(limit=100_000)
 
     def fake_calls(self) -> dict[str, int]:

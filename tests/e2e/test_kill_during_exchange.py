@@ -1,6 +1,7 @@
 """kill -9 while an installation's AuthCode is being exchanged.
 
-Real processes on loopback: ``qywx fake-wecom`` and ``qywx serve`` on one SQLite file.
+Real processes on loopback: ``qywx fake-wecom`` and ``qywx serve`` on one SQLite file
+(or, for a second host taking over, one PostgreSQL database too).
 The fake *holds* the create_auth's ``service/v2/get_permanent_code`` and says so in
 ``/fake/state``; the server is killed with SIGKILL exactly then, never after a guessed
 sleep. Then the restarted server (or a second host on the same database, already
@@ -42,8 +43,8 @@ CORP = "wwkillexchange01"
 class World(Edge):
     """The hardening suite's server and fake, plus the host(s) that take over."""
 
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
+    def __init__(self, root: Path, db_url: str | None = None) -> None:
+        super().__init__(root, db_url=db_url)
         self.others: list[Proc] = []
 
     def start_host(self) -> Proc:
@@ -61,8 +62,11 @@ class World(Edge):
 
 
 @pytest.fixture
-def edge(tmp_path: Path) -> Iterator[World]:
-    world = World(tmp_path)
+def edge(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    """On SQLite, or (``indirect`` param "postgresql") on a fresh PostgreSQL database."""
+    backend = getattr(request, "param", "sqlite")
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else None
+    world = World(tmp_path, url)
     yield world
     world.close()
 
@@ -104,7 +108,12 @@ def _settled(edge: Edge) -> CallbackRecord | None:
     return rec if rec.status != "received" else None
 
 
-@pytest.mark.parametrize("takeover", ["restart", "second host"])
+@pytest.mark.parametrize(
+    ("edge", "takeover"),
+    [("sqlite", "restart"), ("sqlite", "second host"), ("postgresql", "second host")],
+    ids=["restart", "second-host", "second-host-postgresql"],
+    indirect=["edge"],
+)
 def test_killed_before_wecom_answered_the_install_completes_by_itself(
     edge: World, takeover: str
 ) -> None:
@@ -115,7 +124,7 @@ def test_killed_before_wecom_answered_the_install_completes_by_itself(
     rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
     assert rec is not None, [(r.status, r.last_error) for r in edge.records()]
     assert rec.status == "processed" and rec.last_error is None
-    with Store(edge.db) as store:
+    with Store(edge.target) as store:
         auth = store.get_corp_auth(CORP, edge.suite_id)
     assert auth is not None and auth.permanent_code and auth.state == "active"
     state = _fake_state(edge)
@@ -125,9 +134,20 @@ def test_killed_before_wecom_answered_the_install_completes_by_itself(
 
 
 @pytest.mark.parametrize(
-    ("stage", "takeover"),
-    [("after", "restart"), ("after", "second host"), ("before", "restart")],
-    ids=["answered-restart", "answered-second-host", "completed-after-kill-restart"],
+    ("edge", "stage", "takeover"),
+    [
+        ("sqlite", "after", "restart"),
+        ("sqlite", "after", "second host"),
+        ("postgresql", "after", "second host"),
+        ("sqlite", "before", "restart"),
+    ],
+    ids=[
+        "answered-restart",
+        "answered-second-host",
+        "answered-second-host-postgresql",
+        "completed-after-kill-restart",
+    ],
+    indirect=["edge"],
 )
 def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
     edge: World, stage: str, takeover: str
@@ -145,7 +165,7 @@ def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
     # WeCom issued the permanent code; none was stored: the loss is explicit, not silent.
     state = _fake_state(edge)
     assert [p["corp_id"] for p in state["permanent_codes"]] == [CORP]
-    with Store(edge.db) as store:
+    with Store(edge.target) as store:
         assert store.get_corp_auth(CORP, edge.suite_id) is None
     assert state["calls"][V2] == 2
 
@@ -179,7 +199,7 @@ def _create_auth(edge: World) -> int:
 
 
 def _record(edge: World, record_id: int) -> CallbackRecord:
-    with Store(edge.db) as store:
+    with Store(edge.target) as store:
         return store.get_callback(record_id)
 
 
@@ -198,7 +218,7 @@ def test_transient_faults_on_the_exchange_heal_by_themselves(
     assert wait_for(lambda: _record(edge, record_id).status == "processed", timeout=40)
     rec = _record(edge, record_id)
     assert rec.attempts == 3 and rec.last_error is None
-    with Store(edge.db) as store:
+    with Store(edge.target) as store:
         auth = store.get_corp_auth(CORP, edge.suite_id)
     assert auth is not None and auth.permanent_code
     assert _fake_state(edge)["calls"][V2] == 3
@@ -217,7 +237,7 @@ def test_a_transient_failure_left_by_a_killed_host_heals_on_the_next(edge: World
         assert client.delete(f"{edge.fake.url}/cgi-bin/fake/faults").status_code == 200
     host = edge.start_host()
     assert wait_for(lambda: _record(edge, record_id).status == "processed", timeout=30)
-    with Store(edge.db) as store:
+    with Store(edge.target) as store:
         assert store.get_corp_auth(CORP, edge.suite_id) is not None
     assert "Traceback" not in host.log
 
