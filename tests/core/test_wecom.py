@@ -25,7 +25,7 @@ from qywx_cli.core.wecom import (
     WeComClient,
     api_base_from_env,
 )
-from tests.helpers import Clock
+from tests.helpers import Clock, serving
 
 SUITE = "dk7f3a9c2e51b04d18"
 SECRET = "suite-secret-9f8e7d6c5b4a"
@@ -455,3 +455,39 @@ def test_client_repr_and_base_url(store: Store) -> None:
         assert repr(client) == "WeComClient(base_url='https://example.test/cgi-bin')"
     with pytest.raises(UsageError):
         WeComClient(store, base_url="not a url")
+
+
+def test_an_auth_code_exchange_waits_for_a_late_answer_other_calls_do_not(
+    store: Store, fake: FakeWeCom, clock: Clock, sleeps: list[float]
+) -> None:
+    """WeCom spends the AuthCode when the request arrives, so giving up on a late answer
+    only loses the permanent code: the exchange waits ``exchange_timeout`` while every
+    other call keeps the client's ``timeout`` (0.2 s here). Real loopback: timeouts are
+    the socket's. The fake holds each call until released; the test waits past 0.2 s."""
+    import threading
+    import time
+
+    v2 = "service/v2/get_permanent_code"
+    store.save_suite_ticket(SUITE, TICKET, int(T0))
+    with (
+        serving(fake, "/cgi-bin") as base,
+        WeComClient(
+            store, base_url=base, now=clock, sleep=sleeps.append, timeout=0.2,
+            exchange_timeout=30.0,
+        ) as client,
+    ):  # fmt: skip
+        fake.hold(v2, stage="after")  # the code is spent; only the answer waits
+        answers: list[PermanentCode] = []
+        exchange = threading.Thread(target=lambda: answers.append(authorize(client)))
+        exchange.start()
+        assert fake.wait_held(v2, timeout=10)
+        time.sleep(0.6)  # three times what any other call would wait
+        assert fake.release(v2) == 1
+        exchange.join(10)
+        assert [a.corp_id for a in answers] == [CORP]  # the late answer was taken
+        fake.hold("gettoken", count=3)  # the first try and both retries
+        try:
+            with pytest.raises(WeComTransportError, match="gettoken"):
+                client.corp_token(CORP, answers[0].permanent_code)
+        finally:
+            fake.release()

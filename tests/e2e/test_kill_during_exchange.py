@@ -34,7 +34,7 @@ from qywx_cli.core.service import RECOVERY_40078
 from qywx_cli.core.store import CallbackRecord, Store
 from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_hardening import Edge
-from tests.helpers import run_qywx
+from tests.helpers import qywx_env, run_qywx
 
 V2 = "service/v2/get_permanent_code"
 CORP = "wwkillexchange01"
@@ -260,3 +260,40 @@ def test_an_answer_lost_on_the_way_ends_in_the_recovery_step_not_a_loop(edge: Wo
     error = _record(edge, record_id).last_error or ""
     assert "an earlier attempt had sent this AuthCode" in error and "transient" not in error
     assert _fake_state(edge)["calls"][V2] == 2
+
+
+# -- a slow WeCom -------------------------------------------------------------------------
+
+
+def test_slow_apis_are_set_at_start_with_an_option(tmp_path: Path) -> None:
+    fake = Proc(
+        [
+            "fake-wecom",
+            "--port",
+            "0",
+            "--slow",
+            "get_permanent_code=1.5",
+            "--slow",
+            "gettoken@after=0.5",
+        ],
+        qywx_env(),
+        tmp_path,
+    )
+    try:
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            state = client.get(f"{fake.url}/cgi-bin/fake/state").json()
+        assert state["delays"] == {f"{V2}@before": 1.5, "gettoken@after": 0.5}
+    finally:
+        fake.stop()
+
+
+def test_an_exchange_slower_than_every_other_call_is_waited_for(edge: World) -> None:
+    """WeCom takes 6 s to answer get_permanent_code, longer than the 5 s any other call
+    waits. Giving up would lose the installation (the code is spent on arrival; the
+    re-run meets 40078), so the exchange waits for its answer: installed, first try."""
+    _control(edge, "slow", {"api": V2, "seconds": 6})
+    record_id = _create_auth(edge)
+    assert wait_for(lambda: _record(edge, record_id).status != "received", timeout=40)
+    rec = _record(edge, record_id)
+    assert (rec.status, rec.attempts, rec.last_error) == ("processed", 1, None)
+    assert _fake_state(edge)["calls"][V2] == 1

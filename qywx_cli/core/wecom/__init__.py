@@ -36,6 +36,7 @@ from qywx_cli.core.observe import NOOP, Observer
 from qywx_cli.core.wecom._http import (
     DEFAULT_API_BASE,
     DEFAULT_TOKEN_TTL,
+    EXCHANGE_READ_TIMEOUT,
     TOKEN_INVALID_ERRCODES,
     ErrCode,
     Http,
@@ -119,7 +120,9 @@ class WeComClient(SuiteAPI, LicencesAPI, CorpIdAPI, ProviderAPI, IdsAPI, JsapiAP
     errcode is an answer, never retried here: repeating get_permanent_code with a used
     auth code, for instance, only turns the real error into 40078. For the same reason
     calls that spend a one-time code retry only failures that prove nothing was sent.
-    Tokens are refreshed ``margin`` seconds before ``expires_in`` runs out.
+    Tokens are refreshed ``margin`` seconds before ``expires_in`` runs out. Calls wait
+    ``timeout`` seconds, except an AuthCode exchange, which waits ``exchange_timeout``
+    for its answer (a single-use code: giving up loses what WeCom already granted).
     """
 
     def __init__(
@@ -129,6 +132,7 @@ class WeComClient(SuiteAPI, LicencesAPI, CorpIdAPI, ProviderAPI, IdsAPI, JsapiAP
         base_url: str | None = None,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 5.0,
+        exchange_timeout: float = EXCHANGE_READ_TIMEOUT,
         retries: int = 2,
         backoff: float = 0.2,
         margin: float = 300.0,
@@ -141,6 +145,7 @@ class WeComClient(SuiteAPI, LicencesAPI, CorpIdAPI, ProviderAPI, IdsAPI, JsapiAP
             api_base_from_env() if base_url is None else validated_base(base_url, "base URL")
         )
         self._now = now
+        self._exchange_timeout = exchange_timeout
         self._http = Http(
             base_url=self.base_url,
             apis=APIS,

@@ -117,6 +117,14 @@ PUBLIC_FIELDS = frozenset(
 )
 """Request fields that are identifiers; every other value we send is treated as secret."""
 
+EXCHANGE_READ_TIMEOUT = 60.0
+"""How long an AuthCode exchange waits for WeCom's answer (the other calls: the client's
+``timeout``, 5 s). Giving up early cannot save anything: WeCom spends the single-use
+code when the request arrives, so an answer we stop waiting for is a permanent code
+lost (the re-run meets 40078). The exchange runs on a worker after the reply to WeCom,
+whose claim is renewed while it waits, so waiting costs no callback its 1-second
+budget; the 10-minute AuthCode leaves room for it."""
+
 _NOT_SENT: tuple[type[httpx.TransportError], ...] = (httpx.ConnectError, httpx.ConnectTimeout)
 """Failures that prove the request never reached WeCom."""
 
@@ -226,10 +234,22 @@ class Http:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         single_use: bool = False,
+        read_timeout: float | None = None,
     ) -> dict[str, Any]:
-        """:meth:`_call`, its result (errcode, or "transport") told to the observer."""
+        """:meth:`_call`, its result (errcode, or "transport") told to the observer.
+
+        ``read_timeout`` replaces the client's for waiting on this one answer (connect
+        and write keep theirs): see :data:`EXCHANGE_READ_TIMEOUT`.
+        """
         try:
-            data = self._call(method, api, params=params, body=body, single_use=single_use)
+            data = self._call(
+                method,
+                api,
+                params=params,
+                body=body,
+                single_use=single_use,
+                read_timeout=read_timeout,
+            )
         except WeComAPIError as exc:
             self.observer.api_call(api, str(exc.errcode))
             raise
@@ -247,6 +267,7 @@ class Http:
         params: Mapping[str, str] | None,
         body: Mapping[str, Any] | None,
         single_use: bool,
+        read_timeout: float | None = None,
     ) -> dict[str, Any]:
         """One API call: retry unreachable/5xx, then parse JSON and raise on errcode.
 
@@ -263,10 +284,15 @@ class Http:
             if name not in PUBLIC_FIELDS
         ]
         retryable = _NOT_SENT if single_use else (httpx.TransportError,)
+        timeout = self._client.timeout
+        if read_timeout is not None:
+            timeout = httpx.Timeout(timeout.connect, read=read_timeout)
         attempt = 0
         while True:
             try:
-                response = self._client.request(method, api, params=params, json=body)
+                response = self._client.request(
+                    method, api, params=params, json=body, timeout=timeout
+                )
             except httpx.HTTPError as exc:
                 failure = f"{type(exc).__name__}: {scrub(str(exc), sent)}".rstrip(": ")
                 if not isinstance(exc, retryable):

@@ -133,6 +133,7 @@ class TokenCache:
         params: Mapping[str, str] | None = None,
         body: Mapping[str, Any] | None = None,
         single_use: bool = False,
+        read_timeout: float | None = None,
     ) -> dict[str, Any]:
         """The one call path of a token kind: the token goes in as ``kind.param``."""
         param = kind.param
@@ -148,6 +149,7 @@ class TokenCache:
                 params={param: token, **(params or {})},
                 body=body,
                 single_use=single_use,
+                read_timeout=read_timeout,
             ),
         )
 
@@ -159,3 +161,5 @@ class Family:
     _http: Http
     _tokens: TokenCache
     _now: Callable[[], float]
+    #: read timeout of an AuthCode exchange (_http.EXCHANGE_READ_TIMEOUT)
+    _exchange_timeout: float

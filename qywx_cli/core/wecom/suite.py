@@ -78,6 +78,7 @@ class SuiteAPI(Family):
         body: Mapping[str, Any],
         *,
         single_use: bool = False,
+        read_timeout: float | None = None,
     ) -> dict[str, Any]:
         return self._tokens.call(
             SUITE,
@@ -87,6 +88,7 @@ class SuiteAPI(Family):
             api,
             body=body,
             single_use=single_use,
+            read_timeout=read_timeout,
         )
 
     def get_permanent_code(self, suite_id: str, suite_secret: str, auth_code: str) -> PermanentCode:
@@ -110,7 +112,12 @@ class SuiteAPI(Family):
         self, suite_id: str, suite_secret: str, auth_code: str, api: str
     ) -> PermanentCode:
         data = self._suite_call(
-            suite_id, suite_secret, api, {"auth_code": auth_code}, single_use=True
+            suite_id,
+            suite_secret,
+            api,
+            {"auth_code": auth_code},
+            single_use=True,
+            read_timeout=self._exchange_timeout,  # a late answer beats a lost one
         )
         agents = parse_agents(data)
         first = agents[0] if agents else None
