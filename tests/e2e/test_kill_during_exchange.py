@@ -16,6 +16,11 @@ What WeCom did with the AuthCode decides the only two right endings:
   permanent code back (get_auth_info needs one), so the record is ``failed`` with the
   recovery step (reset the Secret → reset_permanent_code), counted by ``/healthz`` and
   shown by ``qywx log``; never ``received`` for ever, never ``processed`` without a code.
+
+Also here: transient WeCom faults on the exchange heal with no ``qywx retry`` (even when
+the host that met them was killed), an answer lost on a live connection ends in the
+recovery step rather than a retry loop, and an exchange slower than any other call is
+waited for instead of given up on.
 """
 
 from __future__ import annotations
