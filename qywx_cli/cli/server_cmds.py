@@ -54,10 +54,15 @@ def _serve_forever(
     banner: Callable[[str], None],
     on_stop: Callable[[], None] = lambda: None,
     *,
+    on_closing: Callable[[], None] = lambda: None,
     max_body: int = 8 * 1024 * 1024,
     limits: ServerLimits | None = None,
 ) -> None:
-    """Run ``app`` on waitress until SIGINT/SIGTERM, then stop gracefully."""
+    """Run ``app`` on waitress until SIGINT/SIGTERM, then stop gracefully.
+
+    ``on_closing`` runs on the signal, before waitress waits for in-flight requests (the
+    fake uses it to let go of held calls); ``on_stop`` once the server is closed.
+    """
     from qywx_cli.core.httpserver import DEFAULT_LIMITS, create_server
 
     server = create_server(
@@ -74,6 +79,7 @@ def _serve_forever(
     def stop(signum: int, frame: object) -> None:
         if not stopping.is_set():  # a second signal during shutdown is ignored
             stopping.set()
+            on_closing()  # waitress waits for its threads as it handles the interrupt
             raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
@@ -392,7 +398,7 @@ def fake_wecom(
                 daemon=True,
             ).start()
 
-    _serve_forever(fake, host, port, 8, banner, stop_pushing.set)
+    _serve_forever(fake, host, port, 8, banner, stop_pushing.set, on_closing=fake.close)
     return EXIT_OK
 
 

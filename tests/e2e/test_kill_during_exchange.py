@@ -302,3 +302,40 @@ def test_an_exchange_slower_than_every_other_call_is_waited_for(edge: World) -> 
     rec = _record(edge, record_id)
     assert (rec.status, rec.attempts, rec.last_error) == ("processed", 1, None)
     assert _fake_state(edge)["calls"][V2] == 1
+
+
+def test_stopping_the_fake_drops_held_and_delayed_calls(tmp_path: Path) -> None:
+    """SIGTERM with a call held and another delayed 100 s: the held one is dropped (503),
+    the delayed one answered at once, and the fake exits cleanly instead of leaving
+    waitress waiting on their threads."""
+    import threading
+
+    fake = Proc(["fake-wecom", "--port", "0", "--slow", "gettoken=100"], qywx_env(), tmp_path)
+    answers: list[int] = []
+    try:
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            client.post(f"{fake.url}/cgi-bin/fake/holds", json={"api": V2}).raise_for_status()
+
+        def call(method: str, api: str) -> None:
+            with httpx.Client(trust_env=False, timeout=60) as client:
+                answers.append(client.request(method, f"{fake.url}/cgi-bin/{api}").status_code)
+
+        calls = [
+            threading.Thread(target=call, args=("POST", V2), daemon=True),
+            threading.Thread(target=call, args=("GET", "gettoken?corpid=a&corpsecret=b")),
+        ]
+        for t in calls:
+            t.start()
+
+        def waiting() -> bool:
+            with httpx.Client(trust_env=False, timeout=10) as client:
+                state = client.get(f"{fake.url}/cgi-bin/fake/state").json()
+            return bool(state["held"] == {V2: 1} and state["calls"].get("gettoken") == 1)
+
+        assert wait_for(waiting, timeout=15)
+    finally:
+        code = fake.stop()
+    for t in calls:
+        t.join(30)
+    assert code == 0 and sorted(answers) == [200, 503], (code, answers, fake.log)
+    assert "still running" not in fake.log

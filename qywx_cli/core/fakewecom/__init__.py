@@ -275,6 +275,10 @@ class FakeWeCom:
         path = _control.canonical_api(api, APIS) if api else None
         return self._state.gates.release(path, drop=drop)
 
+    def close(self) -> None:
+        """Before the server stops: held calls are dropped, delays cut short."""
+        self._state.gates.close()
+
     def wait_held(self, api: str, count: int = 1, timeout: float = 30.0) -> bool:
         """Until ``count`` calls of ``api`` are held right now (False after ``timeout``)."""
         path = _control.canonical_api(api, APIS)

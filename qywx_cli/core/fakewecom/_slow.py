@@ -64,13 +64,14 @@ class Gates:
     def __init__(
         self,
         *,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         hold_max: float = HOLD_MAX_SECONDS,
     ) -> None:
         self._cond = threading.Condition()
-        self._sleep = sleep
+        self._sleep = sleep if sleep is not None else self._wait
         self._clock = clock
+        self._closed = False
         self._hold_max = hold_max
         self._delays: dict[tuple[str, str], float] = {}
         self._holds: dict[tuple[str, str], int] = {}
@@ -117,6 +118,24 @@ class Gates:
         with self._cond:
             self._delays.clear()
         return self.release()
+
+    def close(self) -> None:
+        """The server is stopping: every held call is dropped and every delay cut short,
+        so no request keeps a thread (and the shutdown) waiting."""
+        with self._cond:
+            self._closed = True
+            self._delays.clear()
+            self._holds.clear()
+            for waiter in self._waiting:
+                waiter.outcome = waiter.outcome or "drop"
+            self._cond.notify_all()
+
+    def _wait(self, seconds: float) -> None:
+        """A delay that :meth:`close` cuts short."""
+        deadline = self._clock() + seconds
+        with self._cond:
+            while not self._closed and (left := deadline - self._clock()) > 0:
+                self._cond.wait(left)
 
     # -- the calls -------------------------------------------------------------------------
     def passage(self, path: str, stage: str) -> bool:
