@@ -17,6 +17,9 @@ What WeCom did with the AuthCode decides the only two right endings:
   recovery step (reset the Secret → reset_permanent_code), counted by ``/healthz`` and
   shown by ``qywx log``; never ``received`` for ever, never ``processed`` without a code.
 
+One more point is made exact on PostgreSQL: the answer already in our process, its
+commit waiting on a lock the test holds (visible in pg_stat_activity).
+
 Also here: transient WeCom faults on the exchange heal with no ``qywx retry`` (even when
 the host that met them was killed), an answer lost on a live connection ends in the
 recovery step rather than a retry loop, and an exchange slower than any other call is
@@ -339,3 +342,45 @@ def test_stopping_the_fake_drops_held_and_delayed_calls(tmp_path: Path) -> None:
         t.join(30)
     assert code == 0 and sorted(answers) == [200, 503], (code, answers, fake.log)
     assert "still running" not in fake.log
+
+
+# -- WeCom answered, the commit had not happened ------------------------------------------
+
+
+@pytest.mark.parametrize("edge", ["postgresql"], indirect=True)
+def test_killed_with_the_answer_in_hand_and_its_commit_waiting(edge: World) -> None:
+    """The narrowest window, made exact: WeCom's answer reached ``qywx serve`` and the
+    transaction storing the permanent code is waiting for a lock the test holds on the
+    tokens table (its first statement drops the corp's old token), which PostgreSQL
+    shows in pg_stat_activity. Killed then, the transaction never commits; the re-run
+    meets 40078 and the record is failed with the recovery step, naming the attempt."""
+    import psycopg
+
+    _control(edge, "holds", {"api": V2, "stage": "after"})
+    record_id = _create_auth(edge)
+    assert wait_for(lambda: _fake_state(edge)["held"] == {V2: 1}, timeout=15)
+    with psycopg.connect(edge.target) as lock:
+        lock.execute("LOCK TABLE tokens IN EXCLUSIVE MODE")  # reads pass, writes wait
+        assert _control(edge, "release", {"api": V2})["released"] == 1  # the answer goes out
+
+        def commit_waiting() -> bool:
+            with psycopg.connect(edge.target, autocommit=True) as probe:
+                row = probe.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE 'DELETE FROM tokens%'"
+                ).fetchone()
+            return bool(row and row[0] == 1)
+
+        assert wait_for(commit_waiting, timeout=15, interval=0.1)
+        edge.server.stop(signal.SIGKILL)
+        lock.rollback()  # the dead client's transaction gets its lock, then no COMMIT
+    host = edge.start_host()
+    rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
+    assert rec is not None and rec.id == record_id
+    error = rec.last_error or ""
+    assert rec.status == "failed" and RECOVERY_40078 in error, error
+    assert "an earlier attempt had sent this AuthCode" in error
+    with Store(edge.target) as store:
+        assert store.get_corp_auth(CORP, edge.suite_id) is None
+    assert [p["corp_id"] for p in _fake_state(edge)["permanent_codes"]] == [CORP]
+    assert "Traceback" not in host.log
