@@ -38,7 +38,16 @@ if TYPE_CHECKING:
     )
 
 MAX_INPUT_BYTES = 4 * 1024 * 1024
-_CORP_EVENTS = ("change_auth", "cancel_auth", "change_contact")
+_CORP_EVENTS = (
+    "change_auth",
+    "cancel_auth",
+    "change_contact",
+    "change_external_contact",
+    "change_app_admin",
+    "batch_job_result",
+    "enter_agent",
+    "text",
+)
 
 
 # -- shared helpers -------------------------------------------------------------------------
@@ -312,18 +321,20 @@ def _builder(
             if value
         )
         return (lambda: simulator.handshake(rid)), None, origin
+    from qywx_cli.core.events import DATA_EVENT_NAMES
+
+    # §2.2: command callbacks carry the suite id, the app's data callbacks the corp.
+    data = info_type in DATA_EVENT_NAMES and corp_id is not None
+    default_rid = corp_id if data and corp_id else instance.suite_id
     spec = EventSpec(
-        receive_id=receive_id or instance.suite_id,  # §2.2: command callbacks use the suite id
+        receive_id=receive_id or default_rid,
         info_type=info_type,
         corp_id=corp_id,
         overrides=overrides,
         xml=None if xml is None else _read_xml(xml),
     )
-    return (
-        (lambda: simulator.callback(spec)),
-        spec,
-        ("--receive-id" if receive_id else "the suite id"),
-    )
+    origin = "--receive-id" if receive_id else ("the corp id" if data else "the suite id")
+    return (lambda: simulator.callback(spec)), spec, origin
 
 
 def _provider_builder(
@@ -379,7 +390,9 @@ def simulate_callback(
             "--event",
             metavar="EVENT",
             help="suite_ticket (default), create_auth, change_auth, cancel_auth, "
-            "reset_permanent_code or change_contact.",
+            "reset_permanent_code, change_contact; data callbacks to the app (receiveid "
+            "the corp): change_external_contact, change_app_admin, batch_job_result, "
+            "enter_agent, text.",
             show_default=False,
         ),
     ] = None,
@@ -413,7 +426,8 @@ def simulate_callback(
         typer.Option(
             "--receive-id",
             metavar="ID",
-            help="receiveid inside the ciphertext (default: suite id; for --verify-url "
+            help="receiveid inside the ciphertext (default: suite id, the corp for data "
+            "callbacks; for --verify-url "
             "the provider corp id, else the instance's corpId, else the suite id).",
         ),
     ] = None,

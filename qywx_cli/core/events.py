@@ -48,6 +48,7 @@ from qywx_cli.core.xmlsafe import element_fields, parse_document, parse_xml
 
 __all__ = [
     "AUTH_CODE_PREFIX",
+    "DATA_EVENT_NAMES",
     "EVENT_NAMES",
     "PROVIDER_EVENT_NAMES",
     "SECRET_FIELDS",
@@ -55,6 +56,7 @@ __all__ = [
     "AutoActivatedAccount",
     "BatchJobResultEvent",
     "CancelAuthEvent",
+    "ChangeAppAdminEvent",
     "ChangeAuthEvent",
     "ChangeContactEvent",
     "ChangeExternalContactEvent",
@@ -87,8 +89,24 @@ EVENT_NAMES: Final = (
     "cancel_auth",
     "reset_permanent_code",
     "change_contact",
+    "change_external_contact",
+    "change_app_admin",
+    "batch_job_result",
+    "enter_agent",
+    "text",
 )
 """Events :func:`build_event_xml` can build, i.e. what ``simulate-callback --event`` offers."""
+
+DATA_EVENT_NAMES: Final = (
+    "change_external_contact",
+    "change_app_admin",
+    "batch_job_result",
+    "enter_agent",
+    "text",
+)
+"""The :data:`EVENT_NAMES` built as data callbacks to the app's URL (self-built format,
+§3.6-3.7): ``ToUserName`` and the ciphertext's receiveid are the authorized corp, not
+the suite (§2.2)."""
 
 SECRET_FIELDS: Final = frozenset(
     {
@@ -240,6 +258,17 @@ class TextMessageEvent(Event):
     user_id: str
     content: str
     msg_id: str | None
+    agent_id: int | None
+
+
+@dataclass(frozen=True, kw_only=True, repr=False)
+class ChangeAppAdminEvent(Event):
+    """change_app_admin (data callback): the corp's admin changed who administers the app.
+
+    The notice names only the app (AgentID); the admin list itself is read with the
+    corp token when needed, so qywx records the event and does not call WeCom.
+    """
+
     agent_id: int | None
 
 
@@ -477,6 +506,10 @@ def _batch_job_result(c: _Common) -> Event:
     )
 
 
+def _change_app_admin(c: _Common) -> Event:
+    return ChangeAppAdminEvent(**c.base(), agent_id=c.integer("AgentID"))
+
+
 def _unlicensed_notify(c: _Common) -> Event:
     return UnlicensedNotifyEvent(
         **c.base(), user_id=c.required("FromUserName"), agent_id=c.integer("AgentID")
@@ -551,6 +584,7 @@ _DATA_PARSERS: Final[Mapping[str, Callable[[_Common], Event]]] = {
     "enter_agent": _enter_agent,
     "text": _text,
     "batch_job_result": _batch_job_result,
+    "change_app_admin": _change_app_admin,
     "unlicensed_notify": _unlicensed_notify,
 }
 
@@ -683,7 +717,60 @@ def _template(
             ("Name", "张三", True),
             ("Department", "1", True),
         ]
+    if info_type in DATA_EVENT_NAMES:
+        return _data_template(info_type, corp(), now, token)
     raise UsageError(f"unknown event {info_type!r}; choose one of {', '.join(EVENT_NAMES)}")
+
+
+def _data_template(
+    info_type: str, corp_id: str, now: int, token: Callable[[int], str]
+) -> list[tuple[str, str, bool]]:
+    """A data callback in the self-built-app format, fields in the order of the samples.
+
+    change_external_contact follows docs 96361 (§3.7), enter_agent and the text message
+    the self-built app's samples (§1.7), batch_job_result its ``<BatchJob>`` sample, and
+    change_app_admin the admin-change notice (MsgType event, Event, AgentID). Fresh
+    WelcomeCode / JobId / MsgId per build keep repeated sends distinct deliveries.
+    """
+    stamp = ("CreateTime", str(now), False)
+    head = [("ToUserName", corp_id, True)]
+    event = [("MsgType", "event", True), ("Event", info_type, True)]
+    sys_sender = ("FromUserName", "sys", True)
+    member = ("FromUserName", "zhangsan", True)
+    agent = ("AgentID", "1", False)
+    if info_type == "change_external_contact":
+        return [
+            *head,
+            sys_sender,
+            stamp,
+            *event,
+            ("ChangeType", "add_external_contact", True),
+            ("UserID", "zhangsan", True),
+            ("ExternalUserID", "woAJ2GCAAAXtWyujaWJHDDGi0mAAAA", True),
+            ("State", "", True),
+            ("WelcomeCode", token(32), True),
+        ]
+    if info_type == "change_app_admin":
+        return [*head, sys_sender, stamp, *event, agent]
+    if info_type == "batch_job_result":
+        job = (
+            f"<JobId>{_cdata(token(24))}</JobId><JobType>{_cdata('sync_user')}</JobType>"
+            "<ErrCode>0</ErrCode><ErrMsg>ok</ErrMsg>"
+        )
+        return [*head, sys_sender, stamp, *event, ("BatchJob", job, False)]
+    if info_type == "enter_agent":
+        return [*head, member, stamp, *event, ("EventKey", "", True), agent]
+    # text: a member's message; MsgId is WeCom's dedupe key (§3.8), 19 digits at most.
+    msg_id = str(int(hashlib.sha256(token(16).encode("utf-8")).hexdigest()[:15], 16))
+    return [
+        *head,
+        member,
+        stamp,
+        ("MsgType", "text", True),
+        ("Content", "hello", True),
+        ("MsgId", msg_id, False),
+        agent,
+    ]
 
 
 def build_event_xml(
@@ -699,8 +786,10 @@ def build_event_xml(
 
     ``overrides`` replace a field's value in place (keeping its CDATA or plain style) or
     append a new CDATA field; any value is escaped so the document stays well-formed.
+    :data:`DATA_EVENT_NAMES` come in the data format, addressed to ``corp_id``.
     """
-    return _render(_template(info_type, suite_id, corp_id, int(now()), token), overrides)
+    fields = _template(info_type, suite_id, corp_id, int(now()), token)
+    return _render(fields, overrides, raw={"BatchJob"})
 
 
 PROVIDER_EVENT_NAMES: Final = ("license_pay_success", "license_refund", "auto_activate")

@@ -615,6 +615,8 @@ class CallbackService:
             self._check_clock(ts)
             dec = decrypt()
             event = ev.parse_event(dec.message)
+            if inst is not None:
+                self._check_addressee(inst, event, dec)
         except (CallbackCryptoError, EventError, RequestRejected) as exc:
             # Signed with our token, yet unusable: keep it for the operator to inspect.
             rec = self.store.record_callback(
@@ -634,11 +636,14 @@ class CallbackService:
         # the rest (create_auth, change_auth, …) go to the workers.
         handlers = self._handlers() if inst is not None else self._system_handlers()
         done = ticket is not None or type(event) not in handlers
+        corp_id = event.corp_id
+        if event.kind == "data" and not corp_id and dec.receive_id_kind != "suite":
+            corp_id = dec.receive_id  # the ciphertext names the corp when ToUserName is bare
         rec = self.store.record_callback(
             kind=event.kind,
             info_type=event.info_type,
             suite_id=event.suite_id or suite_id,
-            corp_id=self._stored_corp_id(event.corp_id, inst),
+            corp_id=self._stored_corp_id(corp_id, inst),
             content_key=ev.content_key(route, dec.message),
             status="unknown" if unknown else ("processed" if done else "received"),
             suite_ticket=ticket,
@@ -653,6 +658,37 @@ class CallbackService:
             else:
                 self.process(rec.id)
         return _reply(200, "success", "accepted", **tags)
+
+    def _check_addressee(self, inst: AuthInstance, event: ev.Event, dec: Decrypted) -> None:
+        """Refuse a callback encrypted for the other URL's receiveid (§2.2).
+
+        WeCom encrypts the template's command callbacks (指令回调URL) for the suite id and
+        an app's data callbacks (数据回调URL) for the authorized corp. One route serves
+        both, so the pairing is what tells a misconfigured sender (the app's events
+        signed as the template's, or the reverse) from WeCom; and a data callback must
+        be addressed (ToUserName) to the corp its ciphertext was encrypted for.
+        """
+        kind = dec.receive_id_kind
+        what = f"{event.kind} callback {event.info_type}"
+        if event.kind == "data" and kind == "suite":
+            raise CallbackCryptoError(
+                CallbackCryptoError.VALIDATE_RECEIVE_ID,
+                f"{what} is encrypted for the suite id; WeCom encrypts an app's data "
+                "callbacks for the authorized corp (receiveid = the corp id)",
+            )
+        if event.kind == "command" and kind in ("authorized_corp", "unknown"):
+            raise CallbackCryptoError(
+                CallbackCryptoError.VALIDATE_RECEIVE_ID,
+                f"{what} is encrypted for corp {dec.receive_id}; WeCom encrypts the "
+                "template's command callbacks for the suite id",
+            )
+        if event.kind == "data" and event.corp_id and kind in ("authorized_corp", "unknown"):
+            named = self._stored_corp_id(event.corp_id, inst)
+            if named != self._stored_corp_id(dec.receive_id, inst):
+                raise CallbackCryptoError(
+                    CallbackCryptoError.VALIDATE_RECEIVE_ID,
+                    f"{what} is addressed to {event.corp_id} but encrypted for {dec.receive_id}",
+                )
 
     def _stored_corp_id(self, corp_id: str | None, inst: AuthInstance | None) -> str | None:
         """The id the store knows the corp by: during the ID upgrade WeCom may send the

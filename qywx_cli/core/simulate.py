@@ -6,6 +6,9 @@ What WeCom sends (wecom-protocol.md §1, §2.2, §3):
   ``msg_signature``, ``timestamp`` and ``nonce`` in the query and the envelope
   ``<xml><ToUserName>SuiteId</ToUserName><Encrypt>…</Encrypt><AgentID></AgentID></xml>``
   as the body; the plaintext's receiveid is the suite id (§2.2, docs 97172);
+* a **data callback** (enter_agent, a text message, change_external_contact …) is the
+  same POST to the app's own URL, but the envelope's ToUserName and the receiveid are
+  the authorized corp and AgentID names the app (wecom-provider-apis.md §8);
 * the **URL handshake** is a GET with the same three parameters plus ``echostr``, the
   encrypted random number; its receiveid is the provider's corp id (§2.2).
 
@@ -50,12 +53,13 @@ from qywx_cli.core.crypto import (
     check_encoding_aes_key,
     sign,
 )
-from qywx_cli.core.errors import UsageError
+from qywx_cli.core.errors import QywxError, UsageError
 from qywx_cli.core.events import (
     EVENT_NAMES,
     PROVIDER_EVENT_NAMES,
     build_event_xml,
     build_provider_event_xml,
+    parse_event,
 )
 from qywx_cli.core.urls import split_url
 
@@ -308,6 +312,7 @@ class CallbackSimulator:
         timestamp: str,
         nonce: str,
         msg_signature: str | None = None,
+        addressee: tuple[str, str] | None = None,
     ) -> SimulatedRequest:
         signature = msg_signature or sign(self._token, timestamp, nonce, encrypt)
         params = {"msg_signature": signature, "timestamp": timestamp, "nonce": nonce}
@@ -316,11 +321,13 @@ class CallbackSimulator:
         # urlencode percent-encodes base64's '+', '/' and '=' (§1.4: servers URL-decode).
         url = f"{self.url}{'&' if '?' in self.url else '?'}{urlencode(params)}"
         get = kind == "verify_url"
-        # §1.5: a command callback's envelope names the SuiteId and has an empty AgentID.
+        # §1.5: a command callback's envelope names the SuiteId and has an empty AgentID;
+        # a data callback's names the corp and the app (wecom-provider-apis.md §8).
+        to_user, agent_id = addressee or (self.suite_id, "")
         body = (
             None
             if get
-            else Envelope(encrypt, signature, timestamp, nonce).request_xml(self.suite_id, "")
+            else Envelope(encrypt, signature, timestamp, nonce).request_xml(to_user, agent_id)
         )
         return SimulatedRequest(
             kind=kind,
@@ -343,7 +350,13 @@ class CallbackSimulator:
         plaintext = self.plaintext(spec, when)
         encrypt = self._crypto.encrypt(plaintext, spec.receive_id)
         return self._assemble(
-            "callback", plaintext, spec.receive_id, encrypt, str(int(when)), self._nonce()
+            "callback",
+            plaintext,
+            spec.receive_id,
+            encrypt,
+            str(int(when)),
+            self._nonce(),
+            addressee=_data_addressee(plaintext),
         )
 
     def handshake(self, receive_id: str) -> SimulatedRequest:
@@ -452,6 +465,22 @@ class Reply:
     def preview(self) -> str:
         text = self.body.decode("utf-8", "replace")
         return text if len(text) <= REPLY_PREVIEW else text[:REPLY_PREVIEW] + "…"
+
+
+def _data_addressee(plaintext: str) -> tuple[str, str] | None:
+    """(ToUserName, AgentID) for the envelope of a data callback, None for a command one.
+
+    Read from the plaintext itself, so ``--set AgentID=…`` and ``--xml`` files get the
+    envelope WeCom would wrap them in; anything that is not a data callback keeps the
+    command envelope.
+    """
+    try:
+        event = parse_event(plaintext)
+    except QywxError:
+        return None
+    if event.kind != "data" or not event.corp_id:
+        return None
+    return event.corp_id, event.fields.get("AgentID", "")
 
 
 def _body_problem(body: bytes, expected: bytes, request: SimulatedRequest) -> str:

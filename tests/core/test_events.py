@@ -11,12 +11,16 @@ import pytest
 
 from qywx_cli.core.errors import EventError, UnsafeXMLError, UsageError
 from qywx_cli.core.events import (
+    DATA_EVENT_NAMES,
     EVENT_NAMES,
+    BatchJobResultEvent,
     CancelAuthEvent,
+    ChangeAppAdminEvent,
     ChangeAuthEvent,
     ChangeContactEvent,
     ChangeExternalContactEvent,
     CreateAuthEvent,
+    EnterAgentEvent,
     Event,
     ResetPermanentCodeEvent,
     SuiteTicketEvent,
@@ -412,11 +416,14 @@ EXPECTED_TYPE: dict[str, type[Event]] = {
 }
 
 
+COMMAND_NAMES = tuple(n for n in EVENT_NAMES if n not in DATA_EVENT_NAMES)
+
+
 def test_event_names_are_the_simulated_events() -> None:
-    assert set(EVENT_NAMES) == set(DOCUMENTED_ORDER)
+    assert set(COMMAND_NAMES) == set(DOCUMENTED_ORDER)
 
 
-@pytest.mark.parametrize("name", EVENT_NAMES)
+@pytest.mark.parametrize("name", COMMAND_NAMES)
 def test_build_uses_the_documented_order_and_cdata_style(name: str) -> None:
     xml = build(name)
     assert _tags(xml) == DOCUMENTED_ORDER[name]
@@ -425,7 +432,7 @@ def test_build_uses_the_documented_order_and_cdata_style(name: str) -> None:
     assert f"<InfoType><![CDATA[{name}]]></InfoType>" in xml
 
 
-@pytest.mark.parametrize("name", EVENT_NAMES)
+@pytest.mark.parametrize("name", COMMAND_NAMES)
 def test_build_then_parse_round_trips_with_overrides(name: str) -> None:
     overrides = {"State": "st<a>&'\"", "ExtraField": "added"}
     event = parse_event(build(name, overrides=overrides))
@@ -581,3 +588,89 @@ def test_content_key_separates_instances() -> None:
     key: Callable[[str, bytes], str] = content_key
     assert key("A", b"<xml/>") != key("B", b"<xml/>")
     assert key("A", b"B<xml/>") != key("AB", b"<xml/>")
+
+
+# -- data callbacks built for simulate-callback ------------------------------------------
+
+DATA_ORDER = {
+    "change_external_contact": [
+        "ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "ChangeType", "UserID",
+        "ExternalUserID", "State", "WelcomeCode",
+    ],
+    "change_app_admin": ["ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "AgentID"],
+    "batch_job_result": [
+        "ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "BatchJob",
+    ],
+    "enter_agent": [
+        "ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", "EventKey", "AgentID",
+    ],
+    "text": [
+        "ToUserName", "FromUserName", "CreateTime", "MsgType", "Content", "MsgId", "AgentID",
+    ],
+}  # fmt: skip
+
+DATA_TYPE: dict[str, type[Event]] = {
+    "change_external_contact": ChangeExternalContactEvent,
+    "change_app_admin": ChangeAppAdminEvent,
+    "batch_job_result": BatchJobResultEvent,
+    "enter_agent": EnterAgentEvent,
+    "text": TextMessageEvent,
+}
+
+
+def test_data_event_names_are_typed() -> None:
+    assert set(DATA_EVENT_NAMES) == set(DATA_ORDER) == set(DATA_TYPE)
+    assert set(DATA_EVENT_NAMES) <= set(EVENT_NAMES)
+
+
+@pytest.mark.parametrize("name", DATA_EVENT_NAMES)
+def test_data_events_build_in_the_self_built_format_and_parse_typed(name: str) -> None:
+    xml = build(name)
+    assert _tags(xml) == DATA_ORDER[name]
+    assert "SuiteId" not in xml and "InfoType" not in xml
+    event = parse_event(xml)
+    assert isinstance(event, DATA_TYPE[name])
+    assert (event.info_type, event.kind, event.suite_id, event.corp_id, event.timestamp) == (
+        name,
+        "data",
+        None,
+        "wwcorp0000000001",
+        int(NOW),
+    )
+
+
+def test_data_events_need_the_corp() -> None:
+    with pytest.raises(UsageError, match="needs a corp id"):
+        build("enter_agent", corp_id=None)
+
+
+def test_typed_fields_of_the_built_data_events() -> None:
+    admin = parse_event(build("change_app_admin", overrides={"AgentID": "1000002"}))
+    assert isinstance(admin, ChangeAppAdminEvent) and admin.agent_id == 1000002
+    job = parse_event(build("batch_job_result"))
+    assert isinstance(job, BatchJobResultEvent)
+    assert (job.job_type, job.errcode, job.succeeded) == ("sync_user", 0, True)
+    text = parse_event(build("text", overrides={"Content": "  hi <there> "}))
+    assert isinstance(text, TextMessageEvent)
+    assert (text.content, text.user_id, text.agent_id) == ("  hi <there> ", "zhangsan", 1)
+    assert text.msg_id is not None and text.msg_id.isdigit() and len(text.msg_id) <= 19
+    contact = parse_event(build("change_external_contact"))
+    assert isinstance(contact, ChangeExternalContactEvent)
+    assert contact.change_type == "add_external_contact"
+    assert "WelcomeCode" in contact.secret_fields
+    assert contact.fields["WelcomeCode"] not in repr(contact)
+    enter = parse_event(build("enter_agent"))
+    assert isinstance(enter, EnterAgentEvent) and enter.user_id == "zhangsan"
+
+
+def test_repeated_builds_are_distinct_deliveries() -> None:
+    """A fresh WelcomeCode / JobId / MsgId per build: two sends are not one redelivery."""
+    import secrets
+
+    for name in ("change_external_contact", "batch_job_result", "text"):
+        first, second = (
+            build_event_xml(name, suite_id="dk1", corp_id="wwc", now=lambda: NOW,
+                            token=secrets.token_urlsafe)
+            for _ in range(2)
+        )  # fmt: skip
+        assert first != second, name
