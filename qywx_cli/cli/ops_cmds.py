@@ -63,9 +63,9 @@ class Kind(str, enum.Enum):
 
 def open_store(settings: Settings) -> Store:
     """The existing database, or StoreError (exit 1): never create an empty one here."""
-    from qywx_cli.core.retry import open_existing_store
+    from qywx_cli.core.store import open_existing
 
-    return open_existing_store(settings)
+    return open_existing(settings.db_path)
 
 
 def parse_since(text: str, now: float, option: str = "--since") -> float:
@@ -685,16 +685,38 @@ def _retry_report(results: list[RetryResult], fmt: Format, *, dry_run: bool) -> 
     return EXIT_FAILED if still_failed else EXIT_OK
 
 
+LOG_COMMANDS: dict[str, Callable[..., int]] = {
+    "list": log_list,
+    "show": log_show,
+    "tail": log_tail,
+    "export": log_export,
+    "stats": log_stats,
+}
+
+
 def register(app: typer.Typer) -> None:
+    _register_log(app, LOG_COMMANDS)
+    app.command("retry")(retry)
+
+
+def register_command(app: typer.Typer, command: str, sub: str | None) -> None:
+    """Only what ``qywx COMMAND [SUB]`` runs: ``qywx log list`` converts ``log list``
+    alone (Typer turns every registered function into click at start-up, and the log
+    commands are read in scripts and CI); ``qywx log`` and an unknown subcommand get the
+    whole group, so help and "no such command" list all of it."""
+    if command == "retry":
+        app.command("retry")(retry)
+        return
+    one = LOG_COMMANDS.get(sub or "")
+    _register_log(app, {sub: one} if sub is not None and one is not None else LOG_COMMANDS)
+
+
+def _register_log(app: typer.Typer, commands: dict[str, Callable[..., int]]) -> None:
     log = typer.Typer(
         name="log",
         help="Read the callback log (list, show, tail, stats).",
         no_args_is_help=True,
     )
-    log.command("list")(log_list)
-    log.command("show")(log_show)
-    log.command("tail")(log_tail)
-    log.command("export")(log_export)
-    log.command("stats")(log_stats)
+    for name, function in commands.items():
+        log.command(name)(function)
     app.add_typer(log, name="log")
-    app.command("retry")(retry)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qywx_cli.core.errors import ConfigError, UsageError
-from qywx_cli.core.httpserver import DEFAULT_LIMITS, ServerLimits
+from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
 from qywx_cli.core.urls import split_url
 
 __all__ = ["CONFIG_FILE", "DEFAULT_API_BASE", "Settings", "load_settings"]

@@ -96,8 +96,10 @@ __all__ = [
     "SuiteTicket",
     "UnlicensedMember",
     "backend_class",
+    "check_not_empty",
     "display_target",
     "local_file",
+    "open_existing",
     "open_store",
     "scheme_of",
 ]
@@ -173,3 +175,31 @@ def open_store(target: str | Path, *, now: Callable[[], float] | None = None) ->
     """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold)."""
     cls = backend_class(target)
     return cls(target) if now is None else cls(target, now=now)
+
+
+def open_existing(target: str | Path) -> Store:
+    """The store ``target`` names, or StoreError: reading commands never create an empty one.
+
+    Here rather than beside ``qywx retry`` so that the ``log`` commands, which only read,
+    import nothing but the store.
+    """
+    path = local_file(target)  # None: a database server, nothing to create
+    if path is not None and not path.is_file():
+        raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
+    if path is not None:
+        check_not_empty(path)
+    return open_store(target)
+
+
+def check_not_empty(path: Path) -> None:
+    """A 0-byte file is no qywx database: SQLite would take it as an empty one, so a
+    reading command would report an empty log and quietly make the file a database."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return  # open_store reports what is wrong with it
+    if empty:
+        raise StoreError(
+            f"{path} is an empty file (0 bytes), not a qywx database: pass --db with the "
+            "qywx database, or delete it and let qywx serve create one"
+        )
