@@ -3,9 +3,11 @@
 Each command parses options, makes one library call and renders the result; command
 modules import heavy libraries (httpx, rich, the store) inside the command body so
 ``qywx --help`` and ``qywx validate`` start fast.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` in the modules whose commands are run most
+(this one's root options, ``log``): Typer would compile and evaluate each annotation
+string at every start-up, where real annotations come from the bytecode cache.
+"""
 
 import importlib
 import os

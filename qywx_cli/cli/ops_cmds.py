@@ -7,9 +7,12 @@ SuiteTicket, AuthCode and permanent codes unless ``--show-secrets``.
 
 ``log tail --format json`` is the one streaming exception to "one JSON document on
 stdout": it prints one JSON object per line (JSON Lines) as records arrive.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Typer reads each command's annotations
+at start-up, and as strings it would compile and evaluate every one of them several
+times (about 4 ms for ``log list``); built once at import, they come from the bytecode
+cache. Names imported only for type checking are quoted instead.
+"""
 
 import contextlib
 import enum
@@ -61,7 +64,7 @@ class Kind(str, enum.Enum):
 # -- shared helpers (login_cmds uses open_store too) ---------------------------------------
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: "Settings") -> "Store":
     """The existing database, or StoreError (exit 1): never create an empty one here."""
     from qywx_cli.core.store import open_existing
 
@@ -107,7 +110,7 @@ def _age(seconds: float) -> str:
     return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
 
 
-def record_summary(rec: CallbackRecord) -> dict[str, Any]:
+def record_summary(rec: "CallbackRecord") -> dict[str, Any]:
     """One ``log list`` row; the key names are part of the CLI contract."""
     return {
         "id": rec.id,
@@ -122,7 +125,7 @@ def record_summary(rec: CallbackRecord) -> dict[str, Any]:
     }
 
 
-def _record_full(rec: CallbackRecord) -> dict[str, Any]:
+def _record_full(rec: "CallbackRecord") -> dict[str, Any]:
     """Every column; the envelope as received (still encrypted)."""
     return {
         **record_summary(rec),
@@ -140,7 +143,7 @@ def _record_full(rec: CallbackRecord) -> dict[str, Any]:
     }
 
 
-def _row(rec: CallbackRecord) -> list[Any]:
+def _row(rec: "CallbackRecord") -> list[Any]:
     return [
         rec.id,
         _when(rec.received_at),
@@ -285,7 +288,7 @@ _EXPORT_KEYS = (
 # -- log show ----------------------------------------------------------------------------
 
 
-def _decrypted(rec: CallbackRecord, settings: Settings, show_secrets: bool) -> dict[str, Any]:
+def _decrypted(rec: "CallbackRecord", settings: "Settings", show_secrets: bool) -> dict[str, Any]:
     """Decrypt the stored envelope with the instance's key; secrets masked unless asked."""
     from qywx_cli.core import events as ev
     from qywx_cli.core.config import find_instance
@@ -379,7 +382,7 @@ def log_show(
 # -- log tail ----------------------------------------------------------------------------
 
 
-def _tail_line(rec: CallbackRecord, fmt: Format) -> str:
+def _tail_line(rec: "CallbackRecord", fmt: Format) -> str:
     if fmt is Format.json:
         return json.dumps(record_summary(rec), ensure_ascii=False)
     line = (
@@ -421,7 +424,7 @@ def log_tail(
     """
     wanted = status.value if status else None
 
-    def emit(records: list[CallbackRecord]) -> None:
+    def emit(records: "list[CallbackRecord]") -> None:
         for rec in records:
             if wanted is None or rec.status == wanted:
                 print(_tail_line(rec, fmt))
@@ -461,7 +464,7 @@ def log_tail(
 # -- log stats ---------------------------------------------------------------------------
 
 
-def _ticket_ages(store: Store, settings: Settings, now: float) -> list[dict[str, Any]]:
+def _ticket_ages(store: "Store", settings: "Settings", now: float) -> list[dict[str, Any]]:
     """The latest suite_ticket of each active instance's suite, and whether it is stale."""
     from qywx_cli.core.config import load_instances
 
@@ -640,7 +643,7 @@ def _progress_bar() -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
-def _retry_row(result: RetryResult) -> dict[str, Any]:
+def _retry_row(result: "RetryResult") -> dict[str, Any]:
     """One row of the retry report (json keys are part of the CLI contract)."""
     before, after = result.before, result.after
     return {
@@ -655,7 +658,7 @@ def _retry_row(result: RetryResult) -> dict[str, Any]:
     }
 
 
-def _retry_report(results: list[RetryResult], fmt: Format, *, dry_run: bool) -> int:
+def _retry_report(results: "list[RetryResult]", fmt: Format, *, dry_run: bool) -> int:
     rows = [_retry_row(r) for r in results]
     # failed, or still waiting (e.g. held by another worker's claim): not done either way
     still_failed = [] if dry_run else [r.before.id for r in results if r.still_failing]

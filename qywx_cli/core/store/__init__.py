@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
@@ -60,18 +60,22 @@ from qywx_cli.core.store.records import (
     NONE_LABEL,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
-    AuthLink,
-    CachedToken,
     CallbackRecord,
     CallbackStats,
-    CorpAuth,
-    IdMapping,
-    Licence,
-    LoginCode,
-    OrgCode,
-    SuiteTicket,
-    UnlicensedMember,
 )
+
+if TYPE_CHECKING:
+    from qywx_cli.core.store.authrecords import (
+        AuthLink,
+        CachedToken,
+        CorpAuth,
+        IdMapping,
+        Licence,
+        LoginCode,
+        OrgCode,
+        SuiteTicket,
+        UnlicensedMember,
+    )
 
 __all__ = [
     "BACKENDS",
@@ -103,6 +107,17 @@ __all__ = [
     "open_store",
     "scheme_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The records of :mod:`.authrecords`, loaded on first use (see :mod:`.records`)."""
+    from qywx_cli.core.store import records
+
+    if name not in records.AUTH_RECORDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(records, name)
+    globals()[name] = value
+    return value
 
 
 def _sqlite() -> type[Store]:

@@ -30,22 +30,22 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qywx_cli.core.store.records import (
-    DEFAULT_LEASE_SECONDS,
-    AuthLink,
-    CachedToken,
-    CallbackRecord,
-    CallbackStats,
-    CorpAuth,
-    IdMapping,
-    Licence,
-    LoginCode,
-    OrgCode,
-    SuiteTicket,
-    UnlicensedMember,
-)
+from qywx_cli.core.store.records import DEFAULT_LEASE_SECONDS, CallbackRecord, CallbackStats
+
+if TYPE_CHECKING:
+    from qywx_cli.core.store.authrecords import (
+        AuthLink,
+        CachedToken,
+        CorpAuth,
+        IdMapping,
+        Licence,
+        LoginCode,
+        OrgCode,
+        SuiteTicket,
+        UnlicensedMember,
+    )
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 

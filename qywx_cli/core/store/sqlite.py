@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
 from qywx_cli.core.private import make_private_dirs, make_private_file
+from qywx_cli.core.store import records as _records
 from qywx_cli.core.store import rules
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.groupcommit import GroupCommit
@@ -38,21 +39,25 @@ from qywx_cli.core.store.records import (
     DEFAULT_LEASE_SECONDS,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
-    AuthLink,
-    CachedToken,
     CallbackRecord,
     CallbackStats,
-    CorpAuth,
-    IdMapping,
-    Licence,
-    LoginCode,
-    OrgCode,
-    SuiteTicket,
-    UnlicensedMember,
 )
 from qywx_cli.core.store.rules import check_id as _check_id
 from qywx_cli.core.store.rules import check_limit as _check_limit
 from qywx_cli.core.store.rules import require as _require
+
+if TYPE_CHECKING:  # built through _records, which loads them on first use
+    from qywx_cli.core.store.authrecords import (
+        AuthLink,
+        CachedToken,
+        CorpAuth,
+        IdMapping,
+        Licence,
+        LoginCode,
+        OrgCode,
+        SuiteTicket,
+        UnlicensedMember,
+    )
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -429,7 +434,7 @@ def _callback(row: Sequence[Any]) -> CallbackRecord:
 
 
 def _corp_auth(row: Sequence[Any]) -> CorpAuth:
-    return CorpAuth(*row)
+    return _records.CorpAuth(*row)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -1063,7 +1068,7 @@ class SQLiteStore(Store):
                 (suite_id,),
             ).fetchone()
         )
-        return SuiteTicket(*row) if row is not None else None
+        return _records.SuiteTicket(*row) if row is not None else None
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -1076,7 +1081,7 @@ class SQLiteStore(Store):
                 (kind, key, self._now() + margin),
             ).fetchone()
         )
-        return CachedToken(*row) if row is not None else None
+        return _records.CachedToken(*row) if row is not None else None
 
     def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None:
         _require(kind, "token kind")
@@ -1220,7 +1225,7 @@ class SQLiteStore(Store):
                 f"RETURNING {_AUTH_LINK_COLUMNS}",
                 (state, instance, suite_id, qrcode_url, now, expires_at),
             ).fetchone()
-            return AuthLink(*row)
+            return _records.AuthLink(*row)
 
         return self._write(save)
 
@@ -1230,7 +1235,7 @@ class SQLiteStore(Store):
                 f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links WHERE state = ?", (state,)
             ).fetchone()
         )
-        return AuthLink(*row) if row is not None else None
+        return _records.AuthLink(*row) if row is not None else None
 
     def list_auth_links(self, corp_id: str | None = None) -> list[AuthLink]:
         sql = f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links"
@@ -1240,7 +1245,7 @@ class SQLiteStore(Store):
             params.append(corp_id)
         sql += " ORDER BY created_at DESC, state"
         rows = self._read(lambda db: db.execute(sql, params).fetchall())
-        return [AuthLink(*row) for row in rows]
+        return [_records.AuthLink(*row) for row in rows]
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
         """The corp's authorization; without ``suite_id`` the active, most recent one.
@@ -1320,7 +1325,7 @@ class SQLiteStore(Store):
                 "RETURNING code, corp_id, created_at, updated_at",
                 (normalised, corp_id, now, now),
             ).fetchone()
-            return OrgCode(*row)
+            return _records.OrgCode(*row)
 
         return self._write(set_code)
 
@@ -1334,7 +1339,7 @@ class SQLiteStore(Store):
         )
         if row is None:
             raise RecordNotFound(f"no org code {normalised!r}")
-        return OrgCode(*row)
+        return _records.OrgCode(*row)
 
     def delete_org_code(self, code: str) -> OrgCode:
         normalised = rules.normalise_org_code(code)
@@ -1347,7 +1352,7 @@ class SQLiteStore(Store):
             if row is None:
                 raise RecordNotFound(f"no org code {normalised!r}")
             db.execute("DELETE FROM org_codes WHERE code = ?", (normalised,))
-            return OrgCode(*row)
+            return _records.OrgCode(*row)
 
         return self._write(delete)
 
@@ -1357,7 +1362,7 @@ class SQLiteStore(Store):
                 "SELECT code, corp_id, created_at, updated_at FROM org_codes ORDER BY code"
             ).fetchall()
         )
-        return [OrgCode(*row) for row in rows]
+        return [_records.OrgCode(*row) for row in rows]
 
     # -- login codes --------------------------------------------------------------------
 
@@ -1390,7 +1395,7 @@ class SQLiteStore(Store):
                 f"RETURNING {_LOGIN_CODE_COLUMNS}",
                 (now, code_hash, now),
             ).fetchone()
-            return LoginCode(*row) if row is not None else None
+            return _records.LoginCode(*row) if row is not None else None
 
         return self._write(consume)
 
@@ -1442,7 +1447,7 @@ class SQLiteStore(Store):
                 (id, id),
             ).fetchall()
         )
-        return [IdMapping(*row) for row in rows]
+        return [_records.IdMapping(*row) for row in rows]
 
     # -- interface licences --------------------------------------------------------------
 
@@ -1481,7 +1486,7 @@ class SQLiteStore(Store):
                 params,
             ).fetchall()
         )
-        return [UnlicensedMember(*row) for row in rows]
+        return [_records.UnlicensedMember(*row) for row in rows]
 
     def save_licences(
         self, corp_id: str, licences: Sequence[Licence], *, complete: bool = False
@@ -1547,7 +1552,7 @@ class SQLiteStore(Store):
                 params,
             ).fetchall()
         )
-        return [Licence(*row) for row in rows]
+        return [_records.Licence(*row) for row in rows]
 
     # -- maintenance --------------------------------------------------------------------
 
