@@ -15,7 +15,7 @@ import typer
 from qywx_cli.cli._errors import EXIT_OK
 from qywx_cli.cli._output import Format, emit_json, table
 from qywx_cli.cli._state import globals_of
-from qywx_cli.cli.ops_cmds import iso, open_store
+from qywx_cli.cli.ops_cmds import iso
 
 
 class Which(str, enum.Enum):
@@ -54,7 +54,6 @@ def token(
 ) -> int:
     """Obtain or show a cached token (masked) with its expiry and where it came from."""
     from qywx_cli.core.tokens import obtain_token
-    from qywx_cli.core.wecom import WeComClient
 
     settings = globals_of(ctx).settings()
     instance = None
@@ -62,16 +61,9 @@ def token(
         from qywx_cli.core.config import find_instance
 
         instance = find_instance(auth, settings.auths_dir)
-    with open_store(settings) as store, WeComClient(store, base_url=settings.api_base) as client:
-        report = obtain_token(
-            store,
-            client,
-            settings,
-            which.value,
-            instance=instance,
-            corp_id=corp_id,
-            refresh=refresh,
-        )
+    report = obtain_token(
+        settings, which.value, instance=instance, corp_id=corp_id, refresh=refresh
+    )
     doc: dict[str, Any] = report.as_dict(show_secret=show_secrets)
     doc["expires_at"] = iso(report.expires_at)
     if fmt is Format.json:

@@ -34,7 +34,13 @@ from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import CorpAuth, Store
 from qywx_cli.core.wecom import ObtainedToken, WeComClient
 
-__all__ = ["TOKEN_KINDS", "TokenReport", "obtain_token", "token_corp_auth"]
+__all__ = [
+    "TOKEN_KINDS",
+    "TokenReport",
+    "check_token_request",
+    "obtain_token",
+    "token_corp_auth",
+]
 
 TokenKindName = Literal["suite", "corp", "provider"]
 TOKEN_KINDS: Final[tuple[TokenKindName, ...]] = ("suite", "corp", "provider")
@@ -86,8 +92,6 @@ def token_corp_auth(store: Store, corp_id: str, instance: AuthInstance | None = 
     installed several); without, the active, most recent one.
     """
     corp_id = corp_id.strip()
-    if not corp_id:
-        raise UsageError("--corp-id must not be empty")
     suite_id = instance.suite_id if instance is not None else None
     auth = store.get_corp_auth(corp_id, suite_id)
     if auth is None:
@@ -121,9 +125,33 @@ def token_corp_auth(store: Store, corp_id: str, instance: AuthInstance | None = 
     return auth
 
 
+def check_token_request(
+    kind: str, *, instance: AuthInstance | None = None, corp_id: str | None = None
+) -> None:
+    """Refuse a request that names what the kind does not take, or lacks what it needs.
+
+    Options that do not apply are refused, not ignored: ``token suite --corp-id C``
+    would otherwise show a suite token to someone who asked about a corp.
+    """
+    if kind not in TOKEN_KINDS:
+        raise UsageError(f"unknown token kind {kind!r}: use {', '.join(TOKEN_KINDS)}")
+    if kind == "suite":
+        if corp_id is not None:
+            raise UsageError("--corp-id is for `qywx token corp`; a suite token names no corp")
+        if instance is None:
+            raise UsageError("`qywx token suite` needs --auth NAME: the instance whose suite")
+    elif kind == "corp":
+        if corp_id is None:
+            raise UsageError("`qywx token corp` needs --corp-id CORP_ID (`qywx corp list`)")
+        if not corp_id.strip():
+            raise UsageError("--corp-id must not be empty")
+    elif instance is not None or corp_id is not None:
+        raise UsageError(
+            "the provider token belongs to the provider corp: leave out --auth and --corp-id"
+        )
+
+
 def obtain_token(
-    store: Store,
-    client: WeComClient,
     settings: Settings,
     kind: str,
     *,
@@ -136,20 +164,35 @@ def obtain_token(
 
     ``instance`` names the suite (required for ``suite``; for ``corp`` it picks which
     template's permanent code when the corp installed several); ``corp_id`` names the
-    corp (required for ``corp``). Options that do not apply are refused, not ignored.
+    corp (required for ``corp``). The request is checked before the database is
+    opened, which must exist: the cache, the ticket and the corps live there.
     """
-    checked_at = now()
-    got: ObtainedToken
+    from qywx_cli.core.retry import open_existing_store
+
+    check_token_request(kind, instance=instance, corp_id=corp_id)
+    with (
+        open_existing_store(settings) as store,
+        WeComClient(store, base_url=settings.api_base, now=now) as client,
+    ):
+        return _obtain(store, client, settings, kind, instance, corp_id, refresh, now())
+
+
+def _obtain(
+    store: Store,
+    client: WeComClient,
+    settings: Settings,
+    kind: str,
+    instance: AuthInstance | None,
+    corp_id: str | None,
+    refresh: bool,
+    checked_at: float,
+) -> TokenReport:
     if kind == "suite":
-        if corp_id is not None:
-            raise UsageError("--corp-id is for `qywx token corp`; a suite token names no corp")
-        if instance is None:
-            raise UsageError("`qywx token suite` needs --auth NAME: the instance whose suite")
+        assert instance is not None  # check_token_request
         got = client.obtain_suite_token(instance.suite_id, instance.suite_secret, fresh=refresh)
         return _report(got, checked_at, instance=instance.name, suite_id=instance.suite_id)
     if kind == "corp":
-        if corp_id is None:
-            raise UsageError("`qywx token corp` needs --corp-id CORP_ID (`qywx corp list`)")
+        assert corp_id is not None  # check_token_request
         auth = token_corp_auth(store, corp_id, instance)
         assert auth.permanent_code is not None  # token_corp_auth refuses a corp without one
         got = client.obtain_corp_token(auth.corp_id, auth.permanent_code, fresh=refresh)
@@ -160,17 +203,11 @@ def obtain_token(
             suite_id=auth.suite_id,
             corp_id=auth.corp_id,
         )
-    if kind == "provider":
-        if instance is not None or corp_id is not None:
-            raise UsageError(
-                "the provider token belongs to the provider corp: leave out --auth and --corp-id"
-            )
-        from qywx_cli.core.provider import provider_credentials
+    from qywx_cli.core.provider import provider_credentials
 
-        credentials = provider_credentials(settings)
-        got = client.obtain_provider_token(credentials, fresh=refresh)
-        return _report(got, checked_at, corp_id=credentials.corp_id)
-    raise UsageError(f"unknown token kind {kind!r}: use {', '.join(TOKEN_KINDS)}")
+    credentials = provider_credentials(settings)
+    got = client.obtain_provider_token(credentials, fresh=refresh)
+    return _report(got, checked_at, corp_id=credentials.corp_id)
 
 
 def _report(
