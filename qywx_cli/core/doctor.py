@@ -499,6 +499,13 @@ def run_doctor_all(settings: Settings, *, now: Callable[[], float] = time.time) 
     return DoctorAll(reports, tuple(corps), why)
 
 
+def _refusal(exc: WeComAPIError) -> str:
+    """``gettoken refused: errcode 40001 (invalid credential)``: WeCom's errmsg without
+    the hint and the link it appends (the errcode and the fix say more, in less room)."""
+    errmsg = exc.errmsg.split(", hint:")[0].split(" hint:")[0].strip()
+    return f"gettoken refused: errcode {exc.errcode}" + (f" ({errmsg})" if errmsg else "")
+
+
 def _corp_checks(
     settings: Settings, instances: Sequence[AuthInstance], now: Callable[[], float]
 ) -> tuple[list[CorpCheck], str]:
@@ -540,7 +547,7 @@ def _corp_checks(
                 checks.append(
                     check(
                         ok=False,
-                        detail=exc.message,
+                        detail=_refusal(exc),
                         fix=gettoken_fix(exc.errcode),
                         errcode=exc.errcode,
                     )

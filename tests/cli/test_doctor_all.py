@@ -85,7 +85,8 @@ def test_one_corp_refused_fails_the_verdict_with_its_errcode(
     corps = {c["corp_id"]: c for c in doc["corps"]}
     broken = corps[BROKEN]
     assert (broken["status"], broken["errcode"]) == ("failed", 40001)
-    assert "gettoken" in broken["detail"] and "重置Secret" in broken["fix"]
+    assert broken["detail"] == "gettoken refused: errcode 40001 (invalid credential)"
+    assert "重置Secret" in broken["fix"]
     assert corps[GOOD]["status"] == "ok" and corps[GONE]["status"] == "skipped"
     summary = doc["summary"]
     assert (summary["failed"], summary["skipped"]) == (1, 1)
