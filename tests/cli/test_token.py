@@ -8,6 +8,7 @@ to prove it is never printed whole unless ``--show-secrets`` asks.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -207,3 +208,20 @@ def test_usage_errors(wecom_env: dict[str, str]) -> None:
         ((), "Missing argument"),
     ):
         assert_one_line_error(run_qywx("token", *args, env=env), 2, fragment)
+
+
+def test_on_postgresql(
+    wecom_env: dict[str, str], auths: Path, loopback_wecom: LoopbackWeCom, pg_url: str
+) -> None:
+    """The same cache on a database server: cached, then --refresh, then doctor --all."""
+    env = {**wecom_env, "QYWX_DB": pg_url, "PGPASSWORD": os.environ["PGPASSWORD"]}
+    install(env, auths, loopback_wecom.api_base, CORP)
+    before = calls(loopback_wecom, "gettoken")
+    assert token_json(env, "corp", "--corp-id", CORP)["source"] == "cache"
+    fresh = token_json(env, "corp", "--corp-id", CORP, "--refresh")
+    assert fresh["source"] == "wecom" and calls(loopback_wecom, "gettoken") == before + 1
+    assert fresh["token"] == mask(stored(env, "corp", CORP)[0])
+    doctor = run_qywx("doctor", "--all", "--format", "json", env=env)
+    corps = one_json(doctor)["corps"]
+    assert [(c["corp_id"], c["status"]) for c in corps] == [(CORP, "ok")]
+    assert calls(loopback_wecom, "gettoken") == before + 2
