@@ -37,12 +37,12 @@ def doctor(
     url: Annotated[
         str | None,
         typer.Option(
-            "--url", help="Public notify URL to probe with a handshake and a signed callback."
+            "--url", help="With --auth: the notify URL to probe (handshake, signed callback)."
         ),
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
 ) -> int:
-    """Check config, secrets, database, suite_ticket, suite token and (with --url) the endpoint."""
+    """Check an instance (--auth) or every one and each corp's token (--all), each with a fix."""
     if every:
         if auth is not None or url is not None:
             raise UsageError(
