@@ -89,6 +89,7 @@ COMMANDS: dict[str, str] = {
     "login-url": "login_cmds",
     "org": "login_cmds",
     "corp": "corp_cmds",
+    "token": "token_cmds",
     "alert": "alert_cmds",
     "ids": "ids_cmds",
     "db": "db_cmds",

@@ -30,7 +30,11 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("fake-wecom", "--slow", "get_permanent_code"), 2, "--slow"),
     (("fake-wecom", "--slow", "no_such_api=1"), 2, "unknown api"),
     (("fake-wecom", "--slow", "get_permanent_code@during=1"), 2, "stage"),
-    (("doctor",), 2, "Missing option '--auth'"),
+    (("doctor",), 2, "--auth NAME, or check every one with --all"),
+    (("doctor", "--all"), 1, "no database at"),
+    (("token", "suite", "--auth", "QywxProxyTemp"), 1, "no database at"),
+    (("token", "corp"), 2, "--corp-id"),
+    (("token", "provider", "--refresh"), 1, "no database at"),
     (
         (
             "simulate-callback",
@@ -108,5 +112,7 @@ def test_each_command_exits_as_documented(
         assert proc.stderr == "" and fragment in proc.stdout, (proc.stdout, proc.stderr)
     elif args[0] == "validate":
         assert proc.stderr == "" and "bad-token" in proc.stdout  # findings go to stdout
+    elif args[:2] == ("doctor", "--all"):
+        assert proc.stderr == "" and fragment in proc.stdout  # a failed check is a table row
     else:
         assert_one_line_error(proc, status, fragment)
