@@ -135,7 +135,7 @@ def run_doctor(
         try:
             if db is not None:
                 check_not_empty(db)
-            store = open_store(target, now=now)
+            store = open_store(target, now=now, keys=settings.secret_keys)
         except QywxError as exc:
             # The message already says what to do; only a newer schema needs a newer qywx.
             fix = (

@@ -45,7 +45,7 @@ def open_existing_store(settings: Settings) -> Store:
         raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
     if path is not None:
         check_not_empty(path)
-    return open_store(settings.db_path)
+    return open_store(settings.db_path, keys=settings.secret_keys)
 
 
 def check_not_empty(path: Path) -> None:

@@ -305,7 +305,11 @@ class CallbackService:
         self.now = now
         #: told of every reply, handler run and WeCom call (metrics, logs, alerts)
         self.observer: Observer = observer if observer is not None else Observers()
-        self.store = store if store is not None else open_store(settings.db_path, now=now)
+        self.store = (
+            store
+            if store is not None
+            else open_store(settings.db_path, now=now, keys=settings.secret_keys)
+        )
         self.client = (
             client
             if client is not None

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Final
 
 from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.sealing import Keyring
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.records import (
     CALLBACK_KINDS,
@@ -69,6 +70,8 @@ from qywx_cli.core.store.records import (
     Licence,
     LoginCode,
     OrgCode,
+    Resealed,
+    SecretsAtRest,
     SuiteTicket,
     UnlicensedMember,
 )
@@ -92,6 +95,8 @@ __all__ = [
     "Licence",
     "LoginCode",
     "OrgCode",
+    "Resealed",
+    "SecretsAtRest",
     "Store",
     "SuiteTicket",
     "UnlicensedMember",
@@ -169,7 +174,14 @@ def local_file(target: str | Path) -> Path | None:
     return sqlite_path(target)
 
 
-def open_store(target: str | Path, *, now: Callable[[], float] | None = None) -> Store:
-    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold)."""
+def open_store(
+    target: str | Path,
+    *,
+    now: Callable[[], float] | None = None,
+    keys: Keyring | None = None,
+) -> Store:
+    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold),
+    sealing secrets with ``keys`` (``Settings.secret_keys``; None: plaintext)."""
     cls = backend_class(target)
-    return cls(target) if now is None else cls(target, now=now)
+    extra: dict[str, object] = {} if keys is None else {"keys": keys}
+    return cls(target, **extra) if now is None else cls(target, now=now, **extra)

@@ -35,6 +35,8 @@ __all__ = [
     "Licence",
     "LoginCode",
     "OrgCode",
+    "Resealed",
+    "SecretsAtRest",
     "SuiteTicket",
     "UnlicensedMember",
 ]
@@ -262,3 +264,28 @@ class Licence:
     active_time: int | None
     expire_time: int | None
     updated_at: float
+
+
+@dataclass(frozen=True)
+class SecretsAtRest:
+    """How the store's secrets (permanent codes, cached tokens and JS-SDK tickets) are
+    kept: ``plaintext`` rows and sealed rows by key id (core/sealing.py). Read from
+    the values' prefixes alone, so it needs no key."""
+
+    plaintext: int
+    by_key: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.plaintext + sum(self.by_key.values())
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What :meth:`Store.reseal_secrets` did: plaintext rows ``sealed`` with the current
+    key, rows ``rekeyed`` from an older key, rows ``unchanged`` (already current)."""
+
+    sealed: int
+    rekeyed: int
+    unchanged: int
+    key_id: str | None
