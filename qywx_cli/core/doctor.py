@@ -22,6 +22,7 @@ from pathlib import Path
 from qywx_cli.core.config import AuthInstance, validate_paths
 from qywx_cli.core.errors import QywxError
 from qywx_cli.core.retry import check_not_empty
+from qywx_cli.core.sealing import SecretKeyError
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
 from qywx_cli.core.store import (
@@ -171,10 +172,14 @@ def run_doctor(
             )
     if store is not None:
         try:
+            checks.append(_secrets_at_rest(store))
             checks.extend(_ticket_and_token(settings, inst, store, now))
             checks.append(_licence_check(store, now()))
             checks.extend(_lost_installations(store))
-            status = _app_status(inst, store)
+            try:
+                status = _app_status(inst, store)
+            except SecretKeyError:  # reported by the secrets_at_rest check
+                status = None
             if status is not None:
                 checks.append(status)
         finally:
@@ -182,6 +187,21 @@ def run_doctor(
     if url:
         checks.extend(_endpoint_checks(settings, inst, url))
     return checks
+
+
+def _secrets_at_rest(store: Store) -> Check:
+    """Are permanent codes and tokens encrypted, and with a key that is set? No key is
+    a warning (qywx works as before); secrets sealed with a key not set fail."""
+    from qywx_cli.core.sealing import assess_at_rest
+
+    verdict = assess_at_rest(store.secret_keys, store.secrets_at_rest())
+    return Check(
+        "secrets_at_rest",
+        verdict.status != "failed",
+        verdict.detail,
+        verdict.fix,
+        warning=verdict.status == "warning",
+    )
 
 
 def _app_status(inst: AuthInstance, store: Store) -> Check | None:

@@ -36,6 +36,8 @@ from qywx_cli.core.errors import ConfigError, StoreError, UsageError
 if TYPE_CHECKING:  # pragma: no cover
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+    from qywx_cli.core.store.records import SecretsAtRest
+
 __all__ = [
     "KEY_BYTES",
     "KEY_ENV",
@@ -45,6 +47,8 @@ __all__ = [
     "SecretKey",
     "SecretKeyError",
     "Slot",
+    "Verdict",
+    "assess_at_rest",
     "generate_key",
     "is_sealed",
     "key_id_of",
@@ -256,3 +260,61 @@ class Keyring:
 
 NO_KEYS: Final = Keyring()
 """No key: secrets are stored and read as plaintext (sealed ones cannot be read)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``doctor`` and ``serve`` say about secrets at rest: ``status`` ok, warning
+    (works, but something should be done) or failed (secrets cannot be read)."""
+
+    status: str
+    detail: str
+    fix: str = ""
+
+
+_ROTATE: Final = "run `qywx db rotate-key`"
+
+
+def assess_at_rest(keys: Keyring, survey: SecretsAtRest) -> Verdict:
+    """Judge how the store's secrets are kept against the keys set.
+
+    No key is a warning, not an error (qywx works as before; a copied backup holds every
+    corp's credentials). Rows sealed with a key that is not set are a failure: every
+    call needing them fails until it is set. Plaintext rows or rows of an older key
+    under a new one are a warning: ``qywx db rotate-key`` seals them.
+    """
+    gen = f"make a key with `qywx db gen-key`, set it as {KEY_ENV}, then {_ROTATE}"
+    unknown = {kid: n for kid, n in survey.by_key.items() if kid not in keys.kids}
+    if unknown:
+        kids = ", ".join(sorted(unknown))
+        n = sum(unknown.values())
+        if keys.current is None:
+            return Verdict(
+                "failed",
+                f"{n} stored secret(s) are encrypted (key id {kids}) and no secret key is set",
+                f"{_HOW_TO_SET} to the key they were written with",
+            )
+        return Verdict(
+            "failed",
+            f"{n} stored secret(s) are encrypted with key id {kids}, which is not set "
+            f"({keys.current.source} is key id {keys.current.kid})",
+            f"set {keys.current.source} to that key, or pass it as {OLD_KEY_ENV} and {_ROTATE}",
+        )
+    if keys.current is None:
+        held = f" ({survey.plaintext} stored)" if survey.plaintext else ""
+        return Verdict(
+            "warning",
+            "no secret key is set: permanent codes and access tokens are stored in "
+            f"plaintext{held}, so a copy of the database holds every corp's credentials",
+            gen,
+        )
+    current = keys.current.kid
+    stale = survey.total - survey.by_key.get(current, 0)
+    if stale:
+        return Verdict(
+            "warning",
+            f"{stale} stored secret(s) not under the current key id {current} "
+            f"({survey.plaintext} plaintext)",
+            _ROTATE,
+        )
+    return Verdict("ok", f"{survey.total} stored secret(s) encrypted with key id {current}")
