@@ -1373,7 +1373,14 @@ class PostgresStore(Store):
                     )
             return report
 
-        return self._run(reseal, transaction=True)
+        report = self._run(reseal, transaction=True)
+        if report.sealed or report.rekeyed:
+            # The rows' old versions stay in the table files until vacuumed; rewrite the
+            # two small tables so a file-level copy of them holds only the new values.
+            # Best effort: it needs the tables' owner (qywx's role, which created them).
+            with contextlib.suppress(StoreError):
+                self._run(lambda cur: cur.execute("VACUUM FULL corp_auths, tokens"))
+        return report
 
     # -- maintenance (qywx db) ----------------------------------------------------------
 

@@ -1572,6 +1572,9 @@ class SQLiteStore(Store):
         return survey_secrets(self._read(values))
 
     def reseal_secrets(self) -> Resealed:
+        """One write transaction (see Store); then the file is left without the old values
+        as far as SQLite allows: secure_delete during it, the WAL emptied after it."""
+
         def reseal(db: sqlite3.Connection) -> Resealed:
             rows = [
                 (Slot.permanent_code(suite, corp), code)
@@ -1599,7 +1602,19 @@ class SQLiteStore(Store):
                     )
             return report
 
-        return self._write(reseal)
+        # The old values must not linger in the file: secure_delete zeroes the space a
+        # rewritten row leaves, and the checkpoint moves the new pages into the database
+        # and empties the WAL, which still held the old ones.
+        self._run(lambda db: db.execute("PRAGMA secure_delete = ON"), "BEGIN")
+        try:
+            report = self._write(reseal)
+        finally:
+            self._run(lambda db: db.execute("PRAGMA secure_delete = OFF"), "BEGIN")
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):  # a reader may hold it: best effort
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
 
     # -- maintenance --------------------------------------------------------------------
 

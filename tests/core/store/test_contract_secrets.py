@@ -249,3 +249,21 @@ def test_db_copy_keeps_the_ciphertext(
     assert not [p for p in PLAINTEXTS if any(p in v for v in raw_secrets(destination))]
     with opener(destination, clock)(k) as store:
         assert_reads_back(store)
+
+
+def test_a_migrated_sqlite_file_keeps_no_old_plaintext(tmp_path: Path, clock: Clock) -> None:
+    """Not only the rows: the file and its WAL must not keep the values a rotation
+    replaced (SQLite leaves deleted bytes in place unless told otherwise)."""
+    sqlite = _sqlite_backend(tmp_path)
+    with opener(sqlite, clock)() as store:
+        fill(store)
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.glob("qywx.db*"))
+
+    assert all(p.encode() in on_disk() for p in PLAINTEXTS)
+    with opener(sqlite, clock)(key()) as store, Store(sqlite.target) as reader:
+        assert reader.list_callbacks()  # another connection open, as a server's would be
+        store.reseal_secrets()
+        assert not [p for p in PLAINTEXTS if p.encode() in on_disk()]
+    assert not [p for p in PLAINTEXTS if p.encode() in on_disk()]
