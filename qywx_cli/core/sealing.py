@@ -23,9 +23,7 @@ secret do not pay for it.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import functools
 import os
 import re
 from dataclasses import dataclass, field
@@ -74,6 +72,8 @@ class SecretKeyError(ConfigError):
 
 def generate_key() -> str:
     """A fresh key: 32 bytes from the OS's CSPRNG, base64url without padding (43 chars)."""
+    import base64
+
     return base64.urlsafe_b64encode(os.urandom(KEY_BYTES)).decode().rstrip("=")
 
 
@@ -89,6 +89,9 @@ class SecretKey:
     def parse(cls, text: str, source: str = KEY_ENV) -> SecretKey:
         """32 bytes in base64url (or standard base64), padding optional; anything else is
         one ConfigError line that names ``source``, never the value."""
+        import base64
+        import binascii
+
         value = text.strip()
         raw = b""
         if _KEY_TEXT.fullmatch(value):
@@ -105,10 +108,12 @@ class SecretKey:
             )
         return cls(raw, source)
 
-    @property
+    @functools.cached_property
     def kid(self) -> str:
         """The key id written into every value it seals: 8 hex digits of a hash of the
         key, enough to tell keys apart and nothing to guess the key from."""
+        import hashlib
+
         return hashlib.sha256(b"qywx secret key id\0" + self.raw).hexdigest()[:8]
 
     def __repr__(self) -> str:
@@ -201,6 +206,8 @@ class Keyring:
             raise UsageError(f"{slot.describe()} may not begin with {PREFIX!r}")
         if self.current is None:
             return value
+        import base64
+
         nonce = os.urandom(_NONCE_BYTES)
         sealed = self._cipher(self.current).encrypt(nonce, value.encode(), slot.aad)
         body = base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
@@ -231,6 +238,9 @@ class Keyring:
                 f"is key id {self.current.kid}: set it to the key the database was written "
                 f"with, or during a rotation pass that one as {OLD_KEY_ENV}"
             )
+        import base64
+        import binascii
+
         from cryptography.exceptions import InvalidTag
 
         try:
