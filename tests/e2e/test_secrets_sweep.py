@@ -137,6 +137,10 @@ COMMANDS: list[list[str]] = [
     ["org", "show", "sweep"],
     ["login-url", "--auth", NAME, "--corp-id", CORP, "--redirect-uri", "https://a.example/cb"],
     ["login", "--auth", NAME, "--corp-id", CORP, "--code", "CODE-lisi"],
+    ["corp", "list"],
+    ["corp", "show", CORP],
+    ["db", "info"],
+    ["db", "rotate-key"],
 ]
 """Every command that reads the samples or the log; each runs as text and as json."""
 

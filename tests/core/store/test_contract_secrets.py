@@ -205,6 +205,21 @@ def test_rotation_moves_every_row_to_the_new_key(
         store.get_corp_auth(CORP_A)
 
 
+def test_resealing_with_only_an_old_key_writes_plaintext_back(
+    backend: Backend, clock: Clock
+) -> None:
+    """The way out of encryption: the key given only as an old one reads every row, and
+    a reseal with no current key stores them as they were before a key was set."""
+    k = key()
+    with Store(backend.target, now=clock, keys=Keyring(k)) as store:
+        fill(store)
+    with Store(backend.target, now=clock, keys=Keyring().with_old(k)) as store:
+        assert_reads_back(store)
+        done = store.reseal_secrets()
+        assert (done.rekeyed, done.key_id) == (2 + len(TOKENS), None)
+    assert sorted(raw_secrets(backend)) == sorted(PLAINTEXTS)
+
+
 def test_a_rotation_missing_a_key_writes_nothing(
     backend: Backend, open_with: Callable[..., Store]
 ) -> None:
