@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from qywx_cli.core.errors import ConfigError, StoreError, UsageError
+from qywx_cli.core.errors import ConfigError, SecretKeyError, StoreError, UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -61,13 +61,6 @@ _NONCE_BYTES: Final = 12
 _SEALED: Final = re.compile(r"qywx:v1:([0-9a-f]{8}):([A-Za-z0-9_-]+)")
 _KEY_TEXT: Final = re.compile(r"[A-Za-z0-9_\-+/]{43}=?")
 _HOW_TO_SET: Final = f'set {KEY_ENV} (or secret_key = "env:VAR" in qywx.toml)'
-
-
-class SecretKeyError(ConfigError):
-    """A stored secret cannot be opened with the keys set: none is set, or not the one it
-    was sealed with. The message names what to set and the key id, never a key."""
-
-    code = "secret-key"
 
 
 def generate_key() -> str:
