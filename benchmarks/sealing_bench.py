@@ -16,6 +16,7 @@ truncated) of ``--corps`` permanent codes and as many tokens written without a k
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import statistics
 import sys
@@ -70,20 +71,18 @@ def main() -> None:
             cpu_us(lambda: keys.open(sealed, slot), args.count)
         )
         for side, store in stores.items():
-            s = store
             results.setdefault(f"get_token, {side}", []).append(
-                cpu_us(lambda s=s: s.get_token("corp", "wwbench"), args.count)  # type: ignore[misc]
+                cpu_us(functools.partial(store.get_token, "corp", "wwbench"), args.count)
             )
             # a new token each time: SQLite skips rewriting a row whose bytes are
             # unchanged, which would let the plain side commit without a page write
             fresh = itertools.count()
+
+            def put(store: Store = store, fresh: itertools.count[int] = fresh) -> None:
+                store.put_token("corp", "wwbench", f"{TOKEN}{next(fresh)}", FAR)
+
             results.setdefault(f"put_token, {side}", []).append(
-                cpu_us(
-                    lambda s=s, f=fresh: s.put_token(  # type: ignore[misc]
-                        "corp", "wwbench", f"{TOKEN}{next(f)}", FAR
-                    ),
-                    max(args.count // 10, 1),
-                )
+                cpu_us(put, max(args.count // 10, 1))
             )
     for store in stores.values():
         store.close()
