@@ -89,6 +89,7 @@ COMMANDS: dict[str, str] = {
     "login-url": "login_cmds",
     "org": "login_cmds",
     "corp": "corp_cmds",
+    "token": "token_cmds",
     "alert": "alert_cmds",
     "ids": "ids_cmds",
     "db": "db_cmds",
@@ -172,10 +173,34 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(name)
 
 
+def _without_httpx_cli() -> None:
+    """Keep httpx from loading its own command-line client in a qywx process.
+
+    httpx's package ``__init__`` imports ``httpx._main`` (its ``httpx`` console tool,
+    built on click, rich and pygments) whenever click is installed, as it is beside Flask
+    or Django's tooling. That costs every qywx process that talks HTTP (serve, fake-wecom,
+    simulate-callback, doctor …) about 0.1 s of CPU for a program qywx never runs. The
+    console script owns its process, so it puts an empty stand-in under that name before
+    anything imports httpx; a program that imports ``qywx_cli.core`` into its own process
+    never runs this, and keeps httpx as it is.
+    """
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    import types
+
+    def refuse() -> None:
+        raise SystemExit("httpx's command-line client is not loaded inside qywx")
+
+    stand_in = types.ModuleType("httpx._main")
+    stand_in.main = refuse  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stand_in
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every outcome leaves through ``cli._errors.run_cli``."""
     from qywx_cli.cli._errors import EXIT_INTERRUPTED, run_cli
 
+    _without_httpx_cli()
     args = _hoist_root_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)

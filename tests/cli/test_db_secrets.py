@@ -165,3 +165,12 @@ def test_doctor_judges_secrets_at_rest(cli_env: dict[str, str]) -> None:
     assert check(keyed)["status"] == "ok"
     missing = check(cli_env)
     assert missing["status"] == "failed" and SecretKey.parse(KEY).kid in missing["detail"]
+
+
+def test_doctor_all_and_token_without_the_key(cli_env: dict[str, str]) -> None:
+    fill(cli_env["QYWX_DB"])
+    assert qywx(dict(cli_env, QYWX_SECRET_KEY=KEY), "db", "rotate-key")[0] == 0
+    code, out, err = qywx(cli_env, "doctor", "--all")
+    assert code == 1 and "no corp checked" in out and "QYWX_SECRET_KEY" in out, (out, err)
+    r = run_qywx("token", "corp", "--corp-id", CORP, env=cli_env, secrets=SECRETS)
+    assert_one_line_error(r, 1, "set QYWX_SECRET_KEY")

@@ -27,6 +27,7 @@ from tests.e2e.conftest import Proc, wait_for
 from tests.helpers import SAMPLES, qywx_env, run_qywx
 
 NAME = "QywxProxyTemp"
+SUITE = "tj1234567890abcdef"
 CORP = "wwsweep0000000001"
 TICKET = "SweepTicket" + "x" * 40
 KEY = generate_key()
@@ -118,6 +119,7 @@ COMMANDS: list[list[str]] = [
     ["validate", "--strict"],
     ["doctor", "--auth", NAME],
     ["doctor", "--auth", NAME, "--url", SERVER],
+    ["doctor", "--all"],
     ["simulate-callback", "--auth", NAME, "--url", SERVER, "--dry-run"],
     ["simulate-callback", "--auth", NAME, "--url", SERVER, "--verify-url"],
     ["simulate-callback", "--auth", NAME, "--url", SERVER, "--tamper", "all"],
@@ -141,6 +143,10 @@ COMMANDS: list[list[str]] = [
     ["corp", "show", CORP],
     ["db", "info"],
     ["db", "rotate-key"],
+    ["token", "suite", "--auth", NAME],
+    ["token", "suite", "--auth", NAME, "--refresh"],
+    ["token", "corp", "--corp-id", CORP],
+    ["token", "corp", "--corp-id", CORP, "--refresh"],
 ]
 """Every command that reads the samples or the log; each runs as text and as json."""
 
@@ -160,11 +166,22 @@ def test_no_command_prints_a_secret(world: World, args: list[str], fmt: str | No
     line = [subst.get(a, a) for a in args]
     r = qywx(world.env, *line, *(("--format", fmt) if fmt else ()), secrets=world.secrets)
     assert r.returncode in (0, 1), (args, fmt, r.returncode, r.stderr)  # not a usage error
+    tokens = cached_tokens(world.env)  # as they stand after the run (doctor, token fetch some)
+    assert not [t for t in tokens if t in r.stdout or t in r.stderr], "a token was shown"
+
+
+def cached_tokens(env: dict[str, str]) -> list[str]:
+    """The suite and corp access tokens the store holds now."""
+    with Store(env["QYWX_DB"]) as store:
+        found = [store.get_token("suite", SUITE), store.get_token("corp", CORP)]
+    return [t.token for t in found if t is not None]
 
 
 def test_show_secrets_is_the_one_way_to_see_them(world: World) -> None:
     shown = qywx(world.env, "log", "show", "1", "--decrypt", "--show-secrets", "--format", "json")
     assert shown.returncode == 0 and TICKET in shown.stdout
+    token = qywx(world.env, "token", "corp", "--corp-id", CORP, "--show-secrets")
+    assert token.returncode == 0 and cached_tokens(world.env)[-1] in token.stdout
 
 
 def test_files_holding_secrets_are_private(world: World, tmp_path: Path) -> None:
