@@ -172,7 +172,7 @@ def test_no_command_prints_a_secret(world: World, args: list[str], fmt: str | No
 
 def cached_tokens(env: dict[str, str]) -> list[str]:
     """The suite and corp access tokens the store holds now."""
-    with Store(env["QYWX_DB"]) as store:
+    with Store(env["QYWX_DB"], keys=KEYS) as store:
         found = [store.get_token("suite", SUITE), store.get_token("corp", CORP)]
     return [t.token for t in found if t is not None]
 
