@@ -68,7 +68,7 @@ def open_store(settings: "Settings") -> "Store":
     """The existing database, or StoreError (exit 1): never create an empty one here."""
     from qywx_cli.core.store import open_existing
 
-    return open_existing(settings.db_path)
+    return open_existing(settings.db_path, keys=settings.secret_keys)
 
 
 def parse_since(text: str, now: float, option: str = "--since") -> float:

@@ -272,6 +272,13 @@ def serve(
             log.info("%s", line)
         if resumed:
             log.info("resuming %d callback(s) acknowledged before the last stop", resumed)
+        try:
+            secrets = service.secrets_at_rest()
+        except QywxError as exc:
+            log.warning("secrets at rest not checked: %s", exc.message)
+        else:
+            if secrets.status != "ok":
+                log.warning("%s; %s", secrets.detail, secrets.fix)
         health = service.healthcheck()
         if not health.get("writable"):
             log.warning(

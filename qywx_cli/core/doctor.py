@@ -28,6 +28,7 @@ from pathlib import Path
 from qywx_cli.core.config import AuthInstance, instance_dirs, validate_paths
 from qywx_cli.core.errors import ConfigError, QywxError, WeComAPIError
 from qywx_cli.core.retry import check_not_empty
+from qywx_cli.core.sealing import SecretKeyError
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
 from qywx_cli.core.store import (
@@ -149,7 +150,7 @@ def run_doctor(
         try:
             if db is not None:
                 check_not_empty(db)
-            store = open_store(target, now=now)
+            store = open_store(target, now=now, keys=settings.secret_keys)
         except QywxError as exc:
             # The message already says what to do; only a newer schema needs a newer qywx.
             fix = (
@@ -185,10 +186,14 @@ def run_doctor(
             )
     if store is not None:
         try:
+            checks.append(_secrets_at_rest(store))
             checks.extend(_ticket_and_token(settings, inst, store, now))
             checks.append(_licence_check(store, now()))
             checks.extend(_lost_installations(store))
-            status = _app_status(inst, store)
+            try:
+                status = _app_status(inst, store)
+            except SecretKeyError:  # reported by the secrets_at_rest check
+                status = None
             if status is not None:
                 checks.append(status)
         finally:
@@ -196,6 +201,21 @@ def run_doctor(
     if url:
         checks.extend(_endpoint_checks(settings, inst, url))
     return checks
+
+
+def _secrets_at_rest(store: Store) -> Check:
+    """Are permanent codes and tokens encrypted, and with a key that is set? No key is
+    a warning (qywx works as before); secrets sealed with a key not set fail."""
+    from qywx_cli.core.sealing import assess_at_rest
+
+    verdict = assess_at_rest(store.secret_keys, store.secrets_at_rest())
+    return Check(
+        "secrets_at_rest",
+        verdict.status != "failed",
+        verdict.detail,
+        verdict.fix,
+        warning=verdict.status == "warning",
+    )
 
 
 def _app_status(inst: AuthInstance, store: Store) -> Check | None:
@@ -519,7 +539,10 @@ def _corp_checks(
         return [], "no corp checked: the database cannot be read (see the database check)"
     checks: list[CorpCheck] = []
     with store, WeComClient(store, base_url=settings.api_base, now=now, retries=1) as client:
-        auths = store.list_corp_auths()
+        try:
+            auths = store.list_corp_auths()
+        except SecretKeyError as exc:  # the permanent codes are sealed with a key not set
+            return [], f"no corp checked: {exc.message}"
         for auth in auths:
             serving = tuple(sorted(i.name for i in instances if i.suite_id == auth.suite_id))
             check = partial(CorpCheck, auth.corp_id, auth.corp_name, auth.suite_id, serving)

@@ -45,7 +45,7 @@ class RetryResult:
 
 def open_existing_store(settings: Settings) -> Store:
     """The configured database, or StoreError: reading commands never create an empty one."""
-    return open_existing(settings.db_path)
+    return open_existing(settings.db_path, keys=settings.secret_keys)
 
 
 def _check_selection(

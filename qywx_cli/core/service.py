@@ -60,6 +60,7 @@ from qywx_cli.core.errors import (
 )
 from qywx_cli.core.observe import Handled, Observer, Observers
 from qywx_cli.core.provider import read_app_status
+from qywx_cli.core.sealing import Verdict
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import (
     DEFAULT_LEASE_SECONDS,
@@ -305,7 +306,11 @@ class CallbackService:
         self.now = now
         #: told of every reply, handler run and WeCom call (metrics, logs, alerts)
         self.observer: Observer = observer if observer is not None else Observers()
-        self.store = store if store is not None else open_store(settings.db_path, now=now)
+        self.store = (
+            store
+            if store is not None
+            else open_store(settings.db_path, now=now, keys=settings.secret_keys)
+        )
         self.client = (
             client
             if client is not None
@@ -1018,6 +1023,14 @@ class CallbackService:
         recover (:data:`RECOVERY_40078`); /healthz and doctor show the count."""
         failed = self.store.list_callbacks(status="failed", limit=10_000)
         return sum(1 for r in failed if RECOVERY_40078 in (r.last_error or ""))
+
+    def secrets_at_rest(self) -> Verdict:
+        """How the store keeps permanent codes and tokens, judged against the keys set
+        (:func:`~qywx_cli.core.sealing.assess_at_rest`); ``serve`` logs it once at start
+        unless it is ok."""
+        from qywx_cli.core.sealing import assess_at_rest
+
+        return assess_at_rest(self.store.secret_keys, self.store.secrets_at_rest())
 
     def healthcheck(self) -> dict[str, Any]:
         """What ``/healthz`` answers: ok only if a callback could be recorded now.

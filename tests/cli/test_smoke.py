@@ -62,6 +62,7 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("login-url", "--auth", "QywxProxyTemp", "--redirect-uri", "https://a.example/cb"), 1, ""),
     (("log", "list"), 1, "no database at"),
     (("org", "show", "ACME"), 1, "no database at"),
+    (("db", "rotate-key"), 2, "set QYWX_SECRET_KEY"),
     (("no-such-command",), 2, "No such command"),
 ]
 

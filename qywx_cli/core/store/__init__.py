@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.sealing import Keyring
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.records import (
     CALLBACK_KINDS,
@@ -73,6 +74,8 @@ if TYPE_CHECKING:
         Licence,
         LoginCode,
         OrgCode,
+        Resealed,
+        SecretsAtRest,
         SuiteTicket,
         UnlicensedMember,
     )
@@ -96,6 +99,8 @@ __all__ = [
     "Licence",
     "LoginCode",
     "OrgCode",
+    "Resealed",
+    "SecretsAtRest",
     "Store",
     "SuiteTicket",
     "UnlicensedMember",
@@ -186,13 +191,20 @@ def local_file(target: str | Path) -> Path | None:
     return sqlite_path(target)
 
 
-def open_store(target: str | Path, *, now: Callable[[], float] | None = None) -> Store:
-    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold)."""
+def open_store(
+    target: str | Path,
+    *,
+    now: Callable[[], float] | None = None,
+    keys: Keyring | None = None,
+) -> Store:
+    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold),
+    sealing secrets with ``keys`` (``Settings.secret_keys``; None: plaintext)."""
     cls = backend_class(target)
-    return cls(target) if now is None else cls(target, now=now)
+    extra: dict[str, object] = {} if keys is None else {"keys": keys}
+    return cls(target, **extra) if now is None else cls(target, now=now, **extra)
 
 
-def open_existing(target: str | Path) -> Store:
+def open_existing(target: str | Path, *, keys: Keyring | None = None) -> Store:
     """The store ``target`` names, or StoreError: reading commands never create an empty one.
 
     Here rather than beside ``qywx retry`` so that the ``log`` commands, which only read,
@@ -203,7 +215,7 @@ def open_existing(target: str | Path) -> Store:
         raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
     if path is not None:
         check_not_empty(path)
-    return open_store(target)
+    return open_store(target, keys=keys)
 
 
 def check_not_empty(path: Path) -> None:

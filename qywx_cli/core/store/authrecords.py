@@ -1,11 +1,11 @@
 """The store's records of authorization state: what the callback log does not hold.
 
 Suite tickets, access tokens, corp authorizations and the links, codes, id mappings and
-licences around them. Apart from :mod:`.records` so that a command that only reads the
-callback log does not build them: each frozen dataclass costs its generated methods'
-compilation at import (about 0.7 ms apiece), which ``qywx log list`` would pay for
-nothing. :mod:`.records` and the package still export every name; they load this
-module on first use.
+licences around them, and how the store's secrets are kept at rest. Apart from
+:mod:`.records` so that a command that only reads the callback log does not build them:
+each frozen dataclass costs its generated methods' compilation at import (about 0.7 ms
+apiece), which ``qywx log list`` would pay for nothing. :mod:`.records` and the package
+still export every name; they load this module on first use.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ __all__ = [
     "Licence",
     "LoginCode",
     "OrgCode",
+    "Resealed",
+    "SecretsAtRest",
     "SuiteTicket",
     "UnlicensedMember",
 ]
@@ -162,3 +164,28 @@ class Licence:
     active_time: int | None
     expire_time: int | None
     updated_at: float
+
+
+@dataclass(frozen=True)
+class SecretsAtRest:
+    """How the store's secrets (permanent codes, cached tokens and JS-SDK tickets) are
+    kept: ``plaintext`` rows and sealed rows by key id (core/sealing.py). Read from
+    the values' prefixes alone, so it needs no key."""
+
+    plaintext: int
+    by_key: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return self.plaintext + sum(self.by_key.values())
+
+
+@dataclass(frozen=True)
+class Resealed:
+    """What :meth:`Store.reseal_secrets` did: plaintext rows ``sealed`` with the current
+    key, rows ``rekeyed`` from an older key, rows ``unchanged`` (already current)."""
+
+    sealed: int
+    rekeyed: int
+    unchanged: int
+    key_id: str | None

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
         Licence,
         LoginCode,
         OrgCode,
+        Resealed,
+        SecretsAtRest,
         SuiteTicket,
         UnlicensedMember,
     )
@@ -51,6 +53,8 @@ __all__ = [
     "Licence",
     "LoginCode",
     "OrgCode",
+    "Resealed",
+    "SecretsAtRest",
     "SuiteTicket",
     "UnlicensedMember",
 ]
@@ -151,6 +155,8 @@ AUTH_RECORDS: Final = frozenset(
         "Licence",
         "LoginCode",
         "OrgCode",
+        "Resealed",
+        "SecretsAtRest",
         "SuiteTicket",
         "UnlicensedMember",
     }

@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
 from qywx_cli.core.private import make_private_dirs, make_private_file
+from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot
 from qywx_cli.core.store import records as _records
 from qywx_cli.core.store import rules
-from qywx_cli.core.store.base import SCHEMA_VERSION, Store
+from qywx_cli.core.store.base import SCHEMA_VERSION, Store, plan_reseal, survey_secrets
 from qywx_cli.core.store.groupcommit import GroupCommit
 from qywx_cli.core.store.records import (
     CALLBACK_STATUSES,
@@ -55,6 +56,8 @@ if TYPE_CHECKING:  # built through _records, which loads them on first use
         Licence,
         LoginCode,
         OrgCode,
+        Resealed,
+        SecretsAtRest,
         SuiteTicket,
         UnlicensedMember,
     )
@@ -414,6 +417,10 @@ _AUTH_LINK_COLUMNS: Final = (
 _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
 )
+_SECRET_VALUES: Final = (
+    "SELECT permanent_code FROM corp_auths WHERE permanent_code IS NOT NULL "
+    "UNION ALL SELECT token FROM tokens"
+)
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
 _FIND_ORIGINALS: Final = (
@@ -431,10 +438,6 @@ _PENDING: Final = (
 
 def _callback(row: Sequence[Any]) -> CallbackRecord:
     return CallbackRecord(*row)
-
-
-def _corp_auth(row: Sequence[Any]) -> CorpAuth:
-    return _records.CorpAuth(*row)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -479,9 +482,16 @@ class SQLiteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        now: Callable[[], float] = time.time,
+        keys: Keyring | None = None,
+    ) -> None:
         self._path = sqlite_path(path)
         self._now = now
+        self._keys = keys if keys is not None else NO_KEYS
         self._lock = threading.Lock()
         # record_callback's group commit: requests waiting for the connection queue there
         # and the next one to get it commits them all in one transaction (one fsync).
@@ -1081,17 +1091,18 @@ class SQLiteStore(Store):
                 (kind, key, self._now() + margin),
             ).fetchone()
         )
-        return _records.CachedToken(*row) if row is not None else None
+        return self._cached_token(row) if row is not None else None
 
     def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None:
         _require(kind, "token kind")
         _require(token, "token")
+        sealed = self._seal_token(kind, key, token)
         self._write(
             lambda db: db.execute(
                 "INSERT INTO tokens (kind, key, token, expires_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kind, key) DO UPDATE SET token = excluded.token, "
                 "expires_at = excluded.expires_at",
-                (kind, key, token, expires_at),
+                (kind, key, sealed, expires_at),
             )
         )
 
@@ -1125,8 +1136,10 @@ class SQLiteStore(Store):
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
         rules.check_corp_auth_state(state)
-        values = (permanent_code, agent_id, corp_name, auth_user_id, state)
-        return self._write(lambda db: _upsert_corp(db, self._now(), suite_id, corp_id, *values))
+        code = self._seal_code(suite_id, corp_id, permanent_code)
+        values = (code, agent_id, corp_name, auth_user_id, state)
+        row = self._write(lambda db: _upsert_corp(db, self._now(), suite_id, corp_id, *values))
+        return self._corp_auth(row)
 
     def save_permanent_code(
         self,
@@ -1144,8 +1157,9 @@ class SQLiteStore(Store):
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
         _require(permanent_code, "permanent_code")
+        code = self._seal_code(suite_id, corp_id, permanent_code)
 
-        def save(db: sqlite3.Connection) -> CorpAuth:
+        def save(db: sqlite3.Connection) -> Sequence[Any]:
             now = self._now()
             _drop_corp_credentials(db, corp_id)
             db.execute("UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, callback_id))
@@ -1160,7 +1174,7 @@ class SQLiteStore(Store):
                 self._now(),
                 suite_id,
                 corp_id,
-                permanent_code,
+                code,
                 agent_id,
                 corp_name,
                 auth_user_id,
@@ -1168,31 +1182,31 @@ class SQLiteStore(Store):
             )
             if not link_state:
                 return saved
-            row = db.execute(
+            row: Sequence[Any] = db.execute(
                 "UPDATE corp_auths SET link_state = ? WHERE suite_id = ? AND corp_id = ? "
                 f"RETURNING {_CORP_AUTH_COLUMNS}",
                 (link_state, suite_id, corp_id),
             ).fetchone()
-            return _corp_auth(row)
+            return row
 
-        return self._write(save)
+        return self._corp_auth(self._write(save))
 
     def set_publish_status(self, suite_id: str, corp_id: str, status: int | None) -> CorpAuth:
         """Record agent/get's customized_publish_status and when it was read."""
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
 
-        def save(db: sqlite3.Connection) -> CorpAuth:
-            row = db.execute(
+        def save(db: sqlite3.Connection) -> Sequence[Any]:
+            row: Sequence[Any] | None = db.execute(
                 "UPDATE corp_auths SET publish_status = ?, publish_checked_at = ? "
                 f"WHERE suite_id = ? AND corp_id = ? RETURNING {_CORP_AUTH_COLUMNS}",
                 (status, self._now(), suite_id, corp_id),
             ).fetchone()
             if row is None:
                 raise RecordNotFound(f"corp {corp_id} never authorized suite {suite_id}")
-            return _corp_auth(row)
+            return row
 
-        return self._write(save)
+        return self._corp_auth(self._write(save))
 
     # -- authorization links --------------------------------------------------------------
 
@@ -1264,7 +1278,7 @@ class SQLiteStore(Store):
         sql += " ORDER BY corp_id = ? DESC, state = 'active' DESC, updated_at DESC LIMIT 1"
         params.append(corp_id)
         row = self._read(lambda db: db.execute(sql, params).fetchone())
-        return _corp_auth(row) if row is not None else None
+        return self._corp_auth(row) if row is not None else None
 
     def list_corp_auths(
         self, suite_id: str | None = None, state: str | None = None
@@ -1284,7 +1298,7 @@ class SQLiteStore(Store):
                 params,
             ).fetchall()
         )
-        return [_corp_auth(row) for row in rows]
+        return [self._corp_auth(row) for row in rows]
 
     def cancel_corp_auth(self, suite_id: str, corp_id: str) -> bool:
         """cancel_auth (§3.4): forget the permanent code and the corp's cached tokens.
@@ -1554,6 +1568,59 @@ class SQLiteStore(Store):
         )
         return [_records.Licence(*row) for row in rows]
 
+    # -- secrets at rest ----------------------------------------------------------------
+
+    def secrets_at_rest(self) -> SecretsAtRest:
+        def values(db: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in db.execute(_SECRET_VALUES).fetchall()]
+
+        return survey_secrets(self._read(values))
+
+    def reseal_secrets(self) -> Resealed:
+        """One write transaction (see Store); then the file is left without the old values
+        as far as SQLite allows: secure_delete during it, the WAL emptied after it."""
+
+        def reseal(db: sqlite3.Connection) -> Resealed:
+            rows = [
+                (Slot.permanent_code(suite, corp), code)
+                for suite, corp, code in db.execute(
+                    "SELECT suite_id, corp_id, permanent_code FROM corp_auths "
+                    "WHERE permanent_code IS NOT NULL"
+                ).fetchall()
+            ]
+            rows += [
+                (Slot.token(kind, key), token)
+                for kind, key, token in db.execute("SELECT kind, key, token FROM tokens")
+            ]
+            updates, report = plan_reseal(self._keys, rows)
+            for slot, old, new in updates:
+                if slot.table == "corp_auths":
+                    db.execute(
+                        "UPDATE corp_auths SET permanent_code = ? WHERE suite_id = ? "
+                        "AND corp_id = ? AND permanent_code = ?",
+                        (new, *slot.row, old),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE tokens SET token = ? WHERE kind = ? AND key = ? AND token = ?",
+                        (new, *slot.row, old),
+                    )
+            return report
+
+        # The old values must not linger in the file: secure_delete zeroes the space a
+        # rewritten row leaves, and the checkpoint moves the new pages into the database
+        # and empties the WAL, which still held the old ones.
+        self._run(lambda db: db.execute("PRAGMA secure_delete = ON"), "BEGIN")
+        try:
+            report = self._write(reseal)
+        finally:
+            self._run(lambda db: db.execute("PRAGMA secure_delete = OFF"), "BEGIN")
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):  # a reader may hold it: best effort
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
+
     # -- maintenance --------------------------------------------------------------------
 
     def table_counts(self) -> dict[str, int]:
@@ -1679,8 +1746,9 @@ def _upsert_corp(
     corp_name: str | None,
     auth_user_id: str | None,
     state: str,
-) -> CorpAuth:
-    row = db.execute(
+) -> Sequence[Any]:
+    """The corp's row after the upsert; ``permanent_code`` arrives sealed (or None)."""
+    row: Sequence[Any] = db.execute(
         f"INSERT INTO corp_auths ({_CORP_AUTH_INSERT}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (suite_id, corp_id) DO UPDATE SET "
@@ -1692,7 +1760,7 @@ def _upsert_corp(
         f"RETURNING {_CORP_AUTH_COLUMNS}",
         (suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, now, now),
     ).fetchone()
-    return _corp_auth(row)
+    return row
 
 
 def _drop_corp_credentials(db: sqlite3.Connection, corp_id: str) -> None:
