@@ -424,11 +424,35 @@ _SECRET_VALUES: Final = (
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
 _FIND_ORIGINALS: Final = (
-    # Both duplicate checks in one statement: (oldest replay, oldest same content) among
-    # the candidates the dedupe index holds under the new record's key or signature.
-    "SELECT min(CASE WHEN instance = ? AND msg_signature = ? AND timestamp = ? AND nonce = ? "
-    "THEN id END), min(CASE WHEN content_key = ? THEN id END) FROM callbacks "
-    f"WHERE {_DEDUPE_KEY} IN (substr(?, 1, 16), substr(?, 1, 16)) AND {_NOT_ORIGINAL}"
+    # Both duplicate checks in one lookup: (oldest replay, oldest same content) among the
+    # candidates the dedupe index holds under the new record's key or signature. Its
+    # parameters are numbered as in _RECORD, which it is part of; a rejected request
+    # (?12) is never looked up.
+    "SELECT min(CASE WHEN instance = ?2 AND msg_signature = ?7 AND timestamp = ?8 "
+    "AND nonce = ?9 THEN id END) AS replay, "
+    "min(CASE WHEN content_key = ?11 THEN id END) AS content FROM callbacks "
+    f"WHERE ?12 != 'rejected' AND {_DEDUPE_KEY} IN (substr(?11, 1, 16), substr(?7, 1, 16)) "
+    f"AND {_NOT_ORIGINAL}"
+)
+_RECORD: Final = (
+    # The dedupe lookup and the insert as ONE statement: each statement is a trip through
+    # sqlite3's binding and a release of the GIL, which under load hands the interpreter
+    # to another thread while this one holds the write lock. The verdict is
+    # rules.dedupe_verdict and rules.handled_on_record written in SQL (the PostgreSQL
+    # backend's statement follows the same rules): a replay wins over a content match,
+    # only a new `processed` record counts an attempt. Parameters: ?1 received_at,
+    # ?2 instance, ?3 kind, ?4 info_type, ?5 suite_id, ?6 corp_id, ?7 msg_signature,
+    # ?8 timestamp, ?9 nonce, ?10 envelope, ?11 content_key, ?12 status, ?13 last_error.
+    "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, corp_id, "
+    "msg_signature, timestamp, nonce, envelope, content_key, status, attempts, last_error, "
+    "duplicate_of, duplicate_reason, processed_at) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+    "CASE WHEN original IS NULL THEN ?12 ELSE 'duplicate' END, "
+    "original IS NULL AND ?12 = 'processed', ?13, original, "
+    "CASE WHEN replay IS NOT NULL THEN 'replay' WHEN original IS NOT NULL THEN 'content' END, "
+    "CASE WHEN original IS NULL AND ?12 = 'processed' THEN ?1 END "
+    f"FROM (SELECT coalesce(replay, content) AS original, replay FROM ({_FIND_ORIGINALS})) "
+    "RETURNING id, status, attempts, duplicate_of, duplicate_reason, processed_at"
 )
 _PENDING: Final = (
     f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE status = 'received' AND {_OPEN} "
@@ -717,29 +741,8 @@ class SQLiteStore(Store):
         def insert(db: sqlite3.Connection) -> CallbackRecord:
             # Taken inside the write lock, so received_at follows id order across processes.
             received_at = self._now()
-            replay_of: int | None = None
-            content_of: int | None = None
-            if status != "rejected":  # rules.DEDUPE_ORDER decides between the two hits
-                replay_of, content_of = db.execute(
-                    _FIND_ORIGINALS,
-                    (
-                        instance,
-                        msg_signature,
-                        timestamp,
-                        nonce,
-                        content_key,
-                        content_key,
-                        msg_signature,
-                    ),
-                ).fetchone()
-            original, reason = rules.dedupe_verdict(status, replay_of, content_of)
-            handled = rules.handled_on_record(status, original)
-            row = db.execute(
-                "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, "
-                "corp_id, msg_signature, timestamp, nonce, envelope, content_key, status, "
-                "attempts, last_error, duplicate_of, duplicate_reason, processed_at) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                f"RETURNING {_CALLBACK_COLUMNS}",
+            id_, stored, attempts, original, reason, processed_at = db.execute(
+                _RECORD,
                 (
                     received_at,
                     instance,
@@ -752,18 +755,36 @@ class SQLiteStore(Store):
                     nonce,
                     envelope,
                     content_key,
-                    "duplicate" if original is not None else status,
-                    1 if handled else 0,
+                    status,
                     last_error,
-                    original,
-                    reason,
-                    received_at if handled else None,
                 ),
             ).fetchone()
-            rec = _callback(row)
             if suite_ticket is not None and original is None:
-                _insert_ticket(db, *suite_ticket, received_at, rec.id)
-            return rec
+                _insert_ticket(db, *suite_ticket, received_at, id_)
+            # Built from what was written rather than read back: RETURNING the envelope
+            # would copy it out of SQLite again for a record the caller already holds.
+            return CallbackRecord(
+                id_,
+                received_at,
+                instance,
+                kind,
+                info_type,
+                suite_id,
+                corp_id,
+                msg_signature,
+                timestamp,
+                nonce,
+                envelope,
+                content_key,
+                stored,
+                attempts,
+                last_error,
+                processed_at,
+                original,
+                reason,
+                None,
+                None,
+            )
 
         return self._write_grouped(insert)
 
@@ -1032,7 +1053,7 @@ class SQLiteStore(Store):
         log grows.
         """
         return {
-            "record_callback.dedupe": self._explain(_FIND_ORIGINALS, ("",) * 7),
+            "record_callback.dedupe": self._explain(_FIND_ORIGINALS, ("",) * 12),
             "pending_callbacks": self._explain(_PENDING, (0.0, 0.0, 1)),
         }
 
