@@ -147,6 +147,10 @@ def _existing(target: str | Path, what: str) -> None:
     path = local_file(target)
     if path is not None and not path.is_file():
         raise StoreError(f"no database at {path} ({what})")
+    if path is not None:  # opening it would make a 0-byte file a database
+        from qywx_cli.core.retry import check_not_empty
+
+        check_not_empty(path)
 
 
 def db_info(target: str | Path) -> DbInfo:
