@@ -81,3 +81,20 @@ def test_a_port_in_use_exits_1_not_the_usage_code(env: dict[str, str], tmp_path:
         last = r.stderr.splitlines()[-1]
         assert last.startswith("qywx: error: cannot listen on 127.0.0.1:"), last
         assert "in use" in last and "--port" in last
+
+
+def test_a_metrics_port_in_use_exits_1_and_names_the_flag(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The metrics listener's port in use is the deployment's problem, as for --port."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = run_qywx(
+            "serve", "--port", "0", "--metrics-port", str(port), env=env, cwd=tmp_path
+        )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"qywx: error: cannot listen on 127.0.0.1:{port} for metrics"), last
+    assert "in use" in last and "--metrics-port" in last
