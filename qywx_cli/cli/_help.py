@@ -71,6 +71,11 @@ def polish(root: Any) -> Any:
     the root options in each command's help. Returns ``root``."""
     from typer.core import TyperOption
 
+    shown_as = {name: metavar for name, metavar, _ in ROOT_OPTIONS}
+    for param in getattr(root, "params", []):  # `qywx --help` names them as commands do
+        long = max(param.opts, key=len)
+        if long in shown_as:
+            param.metavar = shown_as[long]
     for leaf in _leaves(root) if getattr(root, "commands", None) else []:
         for param in leaf.params:
             if param.param_type_name == "argument":

@@ -73,3 +73,13 @@ def test_log_tail_takes_f_for_format() -> None:
     result = run_qywx("log", "tail", "-f", "json", "--db", "/nonexistent/qywx.db")
     assert result.returncode == 1, result.stderr  # no database: not a usage error
     assert "no database at" in result.stderr
+
+
+def test_top_level_help_names_the_root_options_as_each_command_does() -> None:
+    """`qywx --help` showed `--config <file>`, `--auths <path>`, `--db <str>` while every
+    command's help says FILE, DIR and PATH for the same options."""
+    out = run_qywx("--help").stdout
+    for option in ("--config FILE", "--auths DIR", "--db PATH"):
+        assert option in out, (option, out)
+    options = out.split("Options:", 1)[1].split("Commands:", 1)[0]
+    assert "<" not in options, options
