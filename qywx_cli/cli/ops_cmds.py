@@ -500,20 +500,11 @@ def log_stats(
         stats = store.callback_stats(since=since_ts)
         tickets = _ticket_ages(store, settings, now)
         licences = licence_report(store, now=now, since=since_ts)
-    for t in tickets:
-        if t["stale"]:
-            when = (
-                "no suite_ticket has been received"
-                if t["age_seconds"] is None
-                else f"the latest suite_ticket is {_age(t['age_seconds'])} old"
-            )
-            note(
-                f"qywx: warning: suite {t['suite_id']}: {when}; WeCom pushes one every 10 minutes, "
-                "so callbacks are not arriving (check the template's callback URL and that "
-                "qywx serve is reachable)"
-            )
+    warning = _stale_ticket_warning(tickets)
     failures = [{"error": e, "count": n} for e, n in stats.failures_by_error]
     if fmt is Format.json:
+        if warning:
+            note(warning)
         emit_json(
             {
                 "total": stats.total,
@@ -570,7 +561,26 @@ def log_stats(
                 for x in licences.expiring
             ],
         )
+    if warning:  # one line, after the table that lists each suite
+        note(warning)
     return EXIT_OK
+
+
+def _stale_ticket_warning(tickets: list[dict[str, Any]]) -> str | None:
+    stale = [
+        f"{t['suite_id']} ("
+        + ("never" if t["age_seconds"] is None else f"{_age(t['age_seconds'])} old")
+        + ")"
+        for t in tickets
+        if t["stale"]
+    ]
+    if not stale:
+        return None
+    return (
+        f"qywx: warning: no recent suite_ticket for {len(stale)} suite(s): {', '.join(stale)}; "
+        "WeCom pushes one every 10 minutes, so callbacks are not arriving for them (check "
+        "each template's callback URL and that qywx serve is reachable)"
+    )
 
 
 # -- retry -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from qywx_cli.core import events as ev
 from qywx_cli.core.store import Store
 from tests.cli.test_log import record
-from tests.helpers import QYWX, REPO, run_qywx
+from tests.helpers import QYWX, QYWX_SCRIPT, REPO, run_qywx
 
 SUITE = "tj1234567890abcdef"
 LONG_ERROR = "service/get_permanent_code: WeCom errcode 40084: invalid permanent code received"
@@ -99,11 +99,25 @@ def test_tail_status_filters_both_the_backlog_and_the_stream(
         assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
 
 
-def test_stats_warnings_carry_the_qywx_prefix(cli_env: dict[str, str], auths: Path) -> None:
+def test_stats_warns_once_after_the_tables(cli_env: dict[str, str], auths: Path) -> None:
+    """Three sample suites without a ticket were three warning lines printed before the
+    tables; the table already says which are stale, so one line follows it."""
     failed_record(cli_env, auths)
     proc = run_qywx("log", "stats", env=cli_env)
     warnings = proc.stderr.splitlines()
-    assert warnings and all(w.startswith("qywx: warning: suite ") for w in warnings), warnings
+    assert len(warnings) == 1 and warnings[0].startswith("qywx: warning: "), warnings
+    for suite in ("dk7f3a9c2e51b04d18", "dk7f3a9c2e51b04d29", "dk7f3a9c2e51b04d3a"):
+        assert suite in warnings[0]
+    merged = subprocess.run(
+        [*QYWX_SCRIPT, "log", "stats"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert merged[-1] == warnings[0], merged
 
 
 def test_list_pages_with_before_id_and_stops_at_until(cli_env: dict[str, str], auths: Path) -> None:
