@@ -98,3 +98,23 @@ def test_a_metrics_port_in_use_exits_1_and_names_the_flag(
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"qywx: error: cannot listen on 127.0.0.1:{port} for metrics"), last
     assert "in use" in last and "--metrics-port" in last
+
+
+def test_a_callback_to_an_instance_serve_did_not_load_says_not_loaded(
+    env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    """Its route answered 404 "no active auth instance named 'X'", as if the name were
+    wrong; simulate-callback now hears it was not loaded and says where the reason is.
+    (Signing needs no suite secret, so the simulator works where the server did not.)"""
+    break_instances(auths)
+    proc = Proc(["serve", "--port", "0"], env, tmp_path)
+    try:
+        url = f"{proc.url}/notify/QywxProxyCompanyA"
+        result = run_qywx("simulate-callback", "--auth", "QywxProxyCompanyA", "--url", url, env=env)
+    finally:
+        proc.stop()
+    assert result.returncode == 1
+    assert "was not loaded at start-up" in result.stdout, result.stdout
+    hint = result.stderr.splitlines()[-1]
+    assert hint.startswith("qywx: hint: "), result.stderr
+    assert "/healthz" in hint and "qywx validate" in hint, hint
