@@ -118,3 +118,15 @@ def test_a_callback_to_an_instance_serve_did_not_load_says_not_loaded(
     hint = result.stderr.splitlines()[-1]
     assert hint.startswith("qywx: hint: "), result.stderr
     assert "/healthz" in hint and "qywx validate" in hint, hint
+
+
+def test_strict_under_serve_in_qywx_toml_refuses_too(
+    env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    """Every other serve setting lives in [serve], so that is where operators write it;
+    it was refused as an unknown key."""
+    break_instances(auths)
+    (tmp_path / "qywx.toml").write_text("[serve]\nstrict = true\n")
+    result = run_qywx("serve", "--port", "0", env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "strict mode is on" in result.stderr.splitlines()[-1], result.stderr
