@@ -218,6 +218,8 @@ def log_list(
             _COLUMNS,
             [_row(r) for r in records],
         )
+        if len(records) == limit:
+            note(f"more may be older: pass --before-id {records[-1].id} for the next page")
     else:
         note("no callback records match")
     return EXIT_OK

@@ -135,6 +135,20 @@ def test_list_pages_with_before_id_and_stops_at_until(cli_env: dict[str, str], a
     assert bad.returncode == 2 and bad.stderr.startswith("qywx: error: --until 'soon'")
 
 
+def test_a_full_page_says_how_to_see_the_next(cli_env: dict[str, str], auths: Path) -> None:
+    """--limit cut the list with nothing to say more records were left out; the text
+    output now names the --before-id of the next page (on stderr: stdout stays the table)."""
+    ids = [failed_record(cli_env, auths, n) for n in range(1, 4)]
+    full = run_qywx("log", "list", "--limit", "2", env=cli_env)
+    assert full.stderr.splitlines() == [
+        f"more may be older: pass --before-id {ids[1]} for the next page"
+    ], full.stderr
+    last = run_qywx("log", "list", "--limit", "5", env=cli_env)
+    assert last.stderr == ""
+    as_json = run_qywx("log", "list", "--limit", "2", "-f", "json", env=cli_env)
+    assert as_json.stderr == ""
+
+
 def test_export_streams_csv_and_jsonl_oldest_first(cli_env: dict[str, str], auths: Path) -> None:
     import csv
     import io
