@@ -43,6 +43,15 @@ def _when(value: str | None) -> str:
     return (value or "")[:19].replace("T", " ")
 
 
+def _text(value: Any) -> str:
+    """A json value as an operator reads it: yes/no, a comma list, blank for none."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return "" if value is None else str(value)
+
+
 def _row(d: dict[str, Any]) -> list[Any]:
     other = d["open_corp_id"] if d["open_corp_id"] != d["corp_id"] else d["plain_corp_id"]
     return [
@@ -74,7 +83,7 @@ def _warn(docs: list[dict[str, Any]]) -> None:
 
     for d in docs:
         if d["state"] == "active" and d["online"] is False:
-            note(f"warning: corp {d['corp_id']} is {NOT_ONLINE_HINT}")
+            note(f"qywx: warning: corp {d['corp_id']} is {NOT_ONLINE_HINT}")
 
 
 def _render(title: str, docs: list[dict[str, Any]], fmt: Format, *, one: bool) -> None:
@@ -83,7 +92,8 @@ def _render(title: str, docs: list[dict[str, Any]], fmt: Format, *, one: bool) -
         emit_json(docs[0] if one and len(docs) == 1 else docs)
     elif one:
         for d in docs:
-            table(f"{title} {d['corp_id']}", ["field", "value"], [[k, v] for k, v in d.items()])
+            rows = [[k, _text(v)] for k, v in d.items()]
+            table(f"{title} {d['corp_id']}", ["field", "value"], rows)
     else:
         table(title, _COLUMNS, [_row(d) for d in docs])
 
