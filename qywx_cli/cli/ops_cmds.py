@@ -29,6 +29,8 @@ from qywx_cli.cli._state import globals_of
 from qywx_cli.core.errors import QywxError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from qywx_cli.core.retry import RetryResult
     from qywx_cli.core.settings import Settings
     from qywx_cli.core.store import CallbackRecord, Store
@@ -198,7 +200,8 @@ def log_list(
     now = time.time()
     since_ts = parse_since(since, now) if since else None
     until_ts = parse_since(until, now, "--until") if until else None
-    with open_store(globals_of(ctx).settings()) as store:
+    settings = globals_of(ctx).settings()
+    with open_store(settings) as store:
         records = store.list_callbacks(
             status=status.value if status else None,
             info_type=event,
@@ -221,8 +224,19 @@ def log_list(
         if len(records) == limit:
             note(f"more may be older: pass --before-id {records[-1].id} for the next page")
     else:
-        note("no callback records match")
+        note("no callback records match" + _unknown_instance(instance, settings.auths_dir))
     return EXIT_OK
+
+
+def _unknown_instance(instance: str | None, auths_dir: Path) -> str:
+    """Why an --instance filter may match nothing: a name with no folder (a typo). The
+    log may still hold records of a removed instance, so it is a remark, not an error."""
+    from qywx_cli.core.config import instance_names
+
+    names = instance_names(auths_dir) if instance else []
+    if not names or instance in names:
+        return ""
+    return f"; no instance folder {instance} in {auths_dir} (available: {', '.join(names)})"
 
 
 # -- log export --------------------------------------------------------------------------

@@ -149,6 +149,20 @@ def test_a_full_page_says_how_to_see_the_next(cli_env: dict[str, str], auths: Pa
     assert as_json.stderr == ""
 
 
+def test_an_instance_filter_that_names_no_instance_says_so(
+    cli_env: dict[str, str], auths: Path
+) -> None:
+    """`--instance QywxProxyTmp` (a typo) answered only "no callback records match"."""
+    failed_record(cli_env, auths)
+    typo = run_qywx("log", "list", "--instance", "QywxProxyTmp", env=cli_env)
+    assert typo.returncode == 0 and typo.stdout == ""
+    line = typo.stderr.strip()
+    assert line.startswith("no callback records match"), line
+    assert "no instance folder QywxProxyTmp" in line and "QywxProxyTemp" in line, line
+    known = run_qywx("log", "list", "--instance", "QywxProxyDefault", env=cli_env)
+    assert known.stderr == "no callback records match\n"
+
+
 def test_export_streams_csv_and_jsonl_oldest_first(cli_env: dict[str, str], auths: Path) -> None:
     import csv
     import io
