@@ -130,3 +130,21 @@ def test_strict_under_serve_in_qywx_toml_refuses_too(
     result = run_qywx("serve", "--port", "0", env=env, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "strict mode is on" in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_bad_numbers_are_refused_first_in_one_line(
+    env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    """A bad --port or --threads was reported after the start-up warnings; --workers 0
+    started a server whose callbacks were recorded and never handled."""
+    break_instances(auths)
+    for flag, value in (
+        ("--port", "99999"),
+        ("--threads", "0"),
+        ("--workers", "0"),
+        ("--workers", "-2"),
+        ("--metrics-port", "70000"),
+    ):
+        args = ["serve", "--port", "0", flag, value] if flag != "--port" else ["serve", flag, value]
+        result = run_qywx(*args, env=env, cwd=tmp_path, timeout=20, process=True)
+        assert_one_line_error(result, 2, flag)
