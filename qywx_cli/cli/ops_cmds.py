@@ -714,7 +714,7 @@ def _retry_report(results: list[RetryResult], fmt: Format, *, dry_run: bool) -> 
 def register(app: typer.Typer) -> None:
     log = typer.Typer(
         name="log",
-        help="Read the callback log (list, show, tail, stats).",
+        help="Read the callback log (list, show, tail, export, stats).",
         no_args_is_help=True,
     )
     log.command("list")(log_list)

@@ -83,3 +83,12 @@ def test_top_level_help_names_the_root_options_as_each_command_does() -> None:
         assert option in out, (option, out)
     options = out.split("Options:", 1)[1].split("Commands:", 1)[0]
     assert "<" not in options, options
+
+
+def test_the_log_group_names_export() -> None:
+    """`log export` is new; the group's one-line summary still listed the four others."""
+    for args in (("--help",), ("log", "--help")):
+        summary = next(
+            line for line in run_qywx(*args).stdout.splitlines() if "callback log (" in line
+        )
+        assert "export" in summary, summary
