@@ -79,8 +79,12 @@ def polish(root: Any) -> Any:
     for leaf in _leaves(root) if getattr(root, "commands", None) else []:
         for param in leaf.params:
             if param.param_type_name == "argument":
-                shown = _argument_metavar(param)
+                if getattr(param, "_qywx_shown", None):  # polished already
+                    continue
+                shown = param._qywx_shown = _argument_metavar(param)
                 param.make_metavar = lambda *a, _shown=shown, **k: _shown
+                if param.metavar is None:  # errors name it as help does, not by its code name
+                    param.metavar = _metavar(param)
             elif not getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = _metavar(param)
             if "--format" in param.opts and not param.help:

@@ -92,3 +92,10 @@ def test_the_log_group_names_export() -> None:
             line for line in run_qywx(*args).stdout.splitlines() if "callback log (" in line
         )
         assert "export" in summary, summary
+
+
+def test_an_argument_error_names_the_argument_as_help_shows_it() -> None:
+    """`qywx schema foo` said "Invalid value for 'which'", the code's parameter name."""
+    result = run_qywx("schema", "foo")
+    assert result.returncode == 2
+    assert "'e|business'" in result.stderr and "'which'" not in result.stderr, result.stderr
