@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from qywx_cli.cli._errors import EXIT_OK
-from qywx_cli.cli._output import Format, emit_json, note, table
+from qywx_cli.cli._output import Format, cell, emit_json, note, table
 from qywx_cli.cli._state import globals_of
 from qywx_cli.cli.ops_cmds import iso, open_store
 
@@ -41,15 +41,6 @@ def _doc(view: Any) -> dict[str, Any]:
 
 def _when(value: str | None) -> str:
     return (value or "")[:19].replace("T", " ")
-
-
-def _text(value: Any) -> str:
-    """A json value as an operator reads it: yes/no, a comma list, blank for none."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    return "" if value is None else str(value)
 
 
 def _row(d: dict[str, Any]) -> list[Any]:
@@ -92,7 +83,7 @@ def _render(title: str, docs: list[dict[str, Any]], fmt: Format, *, one: bool) -
         emit_json(docs[0] if one and len(docs) == 1 else docs)
     elif one:
         for d in docs:
-            rows = [[k, _text(v)] for k, v in d.items()]
+            rows = [[k, cell(v)] for k, v in d.items()]
             table(f"{title} {d['corp_id']}", ["field", "value"], rows)
     else:
         table(title, _COLUMNS, [_row(d) for d in docs])
