@@ -95,3 +95,19 @@ def test_db_info_does_not_turn_a_zero_byte_file_into_a_database(
     db.write_bytes(b"")
     assert_one_line_error(run_qywx("db", "info", env=cli_env), 1, "empty file (0 bytes)")
     assert db.stat().st_size == 0
+
+
+def test_a_file_that_is_no_database_keeps_its_mode(cli_env: dict[str, str]) -> None:
+    """`--db /etc/passwd` (any wrong file) was chmod-ed 0600 before SQLite looked at it:
+    the private-file rule is for qywx's own database, applied once the file is known to be
+    one."""
+    for content in (b"root:x:0:0:root:/root:/bin/bash\n", None):
+        db = Path(cli_env["QYWX_DB"])
+        db.unlink(missing_ok=True)
+        if content is None:
+            _foreign_database(db)
+        else:
+            db.write_bytes(content)
+        db.chmod(0o644)
+        assert run_qywx("log", "list", env=cli_env).returncode == 1
+        assert db.stat().st_mode & 0o777 == 0o644
