@@ -600,6 +600,10 @@ class SQLiteStore(Store):
         ).fetchall()
         if not rows:
             return
+        # Another process may have migrated the new file since user_version was read: its
+        # tables and its version commit together, so a version now set means they are ours.
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) != 0:
+            return
         names = ", ".join(str(r[0]) for r in rows[:3]) + (", …" if len(rows) > 3 else "")
         raise StoreError(
             f"{self._path} is a SQLite database but not a qywx database (it holds tables "
