@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
@@ -169,7 +169,13 @@ def local_file(target: str | Path) -> Path | None:
     return sqlite_path(target)
 
 
-def open_store(target: str | Path, *, now: Callable[[], float] | None = None) -> Store:
-    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold)."""
+def open_store(
+    target: str | Path, *, now: Callable[[], float] | None = None, migrate: bool = True
+) -> Store:
+    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold).
+
+    Opening migrates to this qywx's schema; ``migrate=False`` leaves the schema as it is
+    (only for looking at it: the queries expect the current schema)."""
     cls = backend_class(target)
-    return cls(target) if now is None else cls(target, now=now)
+    kwargs: dict[str, Any] = {} if migrate else {"migrate": False}
+    return cls(target, **kwargs) if now is None else cls(target, now=now, **kwargs)

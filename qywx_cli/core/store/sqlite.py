@@ -474,7 +474,9 @@ class SQLiteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, path: str | Path, *, now: Callable[[], float] = time.time, migrate: bool = True
+    ) -> None:
         self._path = sqlite_path(path)
         self._now = now
         self._lock = threading.Lock()
@@ -498,7 +500,8 @@ class SQLiteStore(Store):
             self._configure(db)
             if not created:  # only now that it is known to be ours
                 self._make_private(self._path.name, *self._side_files())
-            self._migrate(db)
+            if migrate:  # False: look at the schema as it is (qywx db info)
+                self._migrate(db)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(_open_problem(self._path, exc)) from None
