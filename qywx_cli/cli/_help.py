@@ -71,11 +71,20 @@ def polish(root: Any) -> Any:
     the root options in each command's help. Returns ``root``."""
     from typer.core import TyperOption
 
+    shown_as = {name: metavar for name, metavar, _ in ROOT_OPTIONS}
+    for param in getattr(root, "params", []):  # `qywx --help` names them as commands do
+        long = max(param.opts, key=len)
+        if long in shown_as:
+            param.metavar = shown_as[long]
     for leaf in _leaves(root) if getattr(root, "commands", None) else []:
         for param in leaf.params:
             if param.param_type_name == "argument":
-                shown = _argument_metavar(param)
+                if getattr(param, "_qywx_shown", None):  # polished already
+                    continue
+                shown = param._qywx_shown = _argument_metavar(param)
                 param.make_metavar = lambda *a, _shown=shown, **k: _shown
+                if param.metavar is None:  # errors name it as help does, not by its code name
+                    param.metavar = _metavar(param)
             elif not getattr(param, "is_flag", False) and param.metavar is None:
                 param.metavar = _metavar(param)
             if "--format" in param.opts and not param.help:

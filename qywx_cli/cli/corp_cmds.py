@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from qywx_cli.cli._errors import EXIT_OK
-from qywx_cli.cli._output import Format, emit_json, note, table
+from qywx_cli.cli._output import Format, cell, emit_json, note, table
 from qywx_cli.cli._state import globals_of
 from qywx_cli.cli.ops_cmds import iso, open_store
 
@@ -74,7 +74,7 @@ def _warn(docs: list[dict[str, Any]]) -> None:
 
     for d in docs:
         if d["state"] == "active" and d["online"] is False:
-            note(f"warning: corp {d['corp_id']} is {NOT_ONLINE_HINT}")
+            note(f"qywx: warning: corp {d['corp_id']} is {NOT_ONLINE_HINT}")
 
 
 def _render(title: str, docs: list[dict[str, Any]], fmt: Format, *, one: bool) -> None:
@@ -83,7 +83,8 @@ def _render(title: str, docs: list[dict[str, Any]], fmt: Format, *, one: bool) -
         emit_json(docs[0] if one and len(docs) == 1 else docs)
     elif one:
         for d in docs:
-            table(f"{title} {d['corp_id']}", ["field", "value"], [[k, v] for k, v in d.items()])
+            rows = [[k, cell(v)] for k, v in d.items()]
+            table(f"{title} {d['corp_id']}", ["field", "value"], rows)
     else:
         table(title, _COLUMNS, [_row(d) for d in docs])
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from qywx_cli.cli._errors import EXIT_OK
-from qywx_cli.cli._output import Format, emit_json, table
+from qywx_cli.cli._output import Format, emit_json, note, table
 from qywx_cli.cli._state import globals_of
 
 
@@ -53,6 +53,13 @@ def db_info(
     )
     if info.secrets is not None:
         print(f"secrets at rest: {_secrets_line(info.secrets.plaintext, info.secrets.by_key)}")
+    if info.schema_version < info.latest_schema_version:
+        note(
+            f"schema v{info.schema_version} is older than this qywx's: `qywx db upgrade` "
+            f"migrates it to v{info.latest_schema_version} (as any other command that opens it "
+            "does); rows are counted once it is current"
+        )
+        return EXIT_OK
     table(None, ["table", "rows"], [[t, n] for t, n in info.counts.items()])
     return EXIT_OK
 

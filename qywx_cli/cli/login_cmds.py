@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from qywx_cli.cli._errors import EXIT_OK
-from qywx_cli.cli._output import Format, emit_json, note, table
+from qywx_cli.cli._output import Format, cell, emit_json, note, table
 from qywx_cli.cli._state import globals_of
 from qywx_cli.cli.ops_cmds import iso, open_store
 
@@ -73,7 +73,7 @@ def _logins(ctx: typer.Context) -> Iterator[LoginService]:
 
 
 def _pairs(doc: dict[str, Any]) -> list[list[Any]]:
-    return [[k, v] for k, v in doc.items() if not isinstance(v, (list, dict))]
+    return [[k, cell(v)] for k, v in doc.items() if not isinstance(v, (list, dict))]
 
 
 def _corp_table(corps: list[dict[str, Any]]) -> None:

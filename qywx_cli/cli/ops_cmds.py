@@ -32,6 +32,8 @@ from qywx_cli.cli._state import globals_of
 from qywx_cli.core.errors import QywxError, UsageError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from qywx_cli.core.retry import RetryResult
     from qywx_cli.core.settings import Settings
     from qywx_cli.core.store import CallbackRecord, Store
@@ -201,7 +203,8 @@ def log_list(
     now = time.time()
     since_ts = parse_since(since, now) if since else None
     until_ts = parse_since(until, now, "--until") if until else None
-    with open_store(globals_of(ctx).settings()) as store:
+    settings = globals_of(ctx).settings()
+    with open_store(settings) as store:
         records = store.list_callbacks(
             status=status.value if status else None,
             info_type=event,
@@ -221,9 +224,22 @@ def log_list(
             _COLUMNS,
             [_row(r) for r in records],
         )
+        if len(records) == limit:
+            note(f"more may be older: pass --before-id {records[-1].id} for the next page")
     else:
-        note("no callback records match")
+        note("no callback records match" + _unknown_instance(instance, settings.auths_dir))
     return EXIT_OK
+
+
+def _unknown_instance(instance: str | None, auths_dir: "Path") -> str:
+    """Why an --instance filter may match nothing: a name with no folder (a typo). The
+    log may still hold records of a removed instance, so it is a remark, not an error."""
+    from qywx_cli.core.config import instance_names
+
+    names = instance_names(auths_dir) if instance else []
+    if not names or instance in names:
+        return ""
+    return f"; no instance folder {instance} in {auths_dir} (available: {', '.join(names)})"
 
 
 # -- log export --------------------------------------------------------------------------
@@ -503,20 +519,11 @@ def log_stats(
         stats = store.callback_stats(since=since_ts)
         tickets = _ticket_ages(store, settings, now)
         licences = licence_report(store, now=now, since=since_ts)
-    for t in tickets:
-        if t["stale"]:
-            when = (
-                "no suite_ticket has been received"
-                if t["age_seconds"] is None
-                else f"the latest suite_ticket is {_age(t['age_seconds'])} old"
-            )
-            note(
-                f"qywx: warning: suite {t['suite_id']}: {when}; WeCom pushes one every 10 minutes, "
-                "so callbacks are not arriving (check the template's callback URL and that "
-                "qywx serve is reachable)"
-            )
+    warning = _stale_ticket_warning(tickets)
     failures = [{"error": e, "count": n} for e, n in stats.failures_by_error]
     if fmt is Format.json:
+        if warning:
+            note(warning)
         emit_json(
             {
                 "total": stats.total,
@@ -573,7 +580,26 @@ def log_stats(
                 for x in licences.expiring
             ],
         )
+    if warning:  # one line, after the table that lists each suite
+        note(warning)
     return EXIT_OK
+
+
+def _stale_ticket_warning(tickets: list[dict[str, Any]]) -> str | None:
+    stale = [
+        f"{t['suite_id']} ("
+        + ("never" if t["age_seconds"] is None else f"{_age(t['age_seconds'])} old")
+        + ")"
+        for t in tickets
+        if t["stale"]
+    ]
+    if not stale:
+        return None
+    return (
+        f"qywx: warning: no recent suite_ticket for {len(stale)} suite(s): {', '.join(stale)}; "
+        "WeCom pushes one every 10 minutes, so callbacks are not arriving for them (check "
+        "each template's callback URL and that qywx serve is reachable)"
+    )
 
 
 # -- retry -------------------------------------------------------------------------------
@@ -717,7 +743,7 @@ def register_command(app: typer.Typer, command: str, sub: str | None) -> None:
 def _register_log(app: typer.Typer, commands: dict[str, Callable[..., int]]) -> None:
     log = typer.Typer(
         name="log",
-        help="Read the callback log (list, show, tail, stats).",
+        help="Read the callback log (list, show, tail, export, stats).",
         no_args_is_help=True,
     )
     for name, function in commands.items():

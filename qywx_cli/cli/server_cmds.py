@@ -111,17 +111,22 @@ def _webhook(url: str | None) -> str | None:
 def serve(
     ctx: typer.Context,
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8000,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0 picks a free one).")
+    ] = 8000,
     threads: Annotated[
         int,
         typer.Option(
             "--threads",
+            min=1,
+            max=256,
             help="HTTP worker threads. Callbacks that arrive together share one commit "
             "(one fsync), so under load more threads cost less per callback.",
         ),
     ] = 32,
     workers: Annotated[
-        int, typer.Option("--workers", help="Background threads handling callbacks.")
+        int,
+        typer.Option("--workers", min=1, max=64, help="Background threads handling callbacks."),
     ] = 2,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Log every request, accepted ones too.")
@@ -130,6 +135,8 @@ def serve(
         int | None,
         typer.Option(
             "--metrics-port",
+            min=0,
+            max=65535,
             help="Serve Prometheus /metrics on this port (0 picks one), bound to "
             "--metrics-host. Off unless given here or as [serve] metrics_port in qywx.toml. "
             "Set QYWX_METRICS_TOKEN to serve /metrics on the public port instead, "

@@ -392,6 +392,13 @@ def _looks_like_instance(path: Path) -> bool:
     return (path / "e.json").is_file() or (path / f"{path.name}.json").is_file()
 
 
+def instance_names(auths_dir: Path) -> list[str]:
+    """The instance folders of an auths/ folder, by name ([] when there is none)."""
+    if not auths_dir.is_dir():
+        return []
+    return [p.name for p in _subfolders(auths_dir) if _looks_like_instance(p)]
+
+
 class _Listings:
     """The folder listings of one validation run, each read once.
 

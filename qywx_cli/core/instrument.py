@@ -7,12 +7,13 @@ unless asked for; nothing is imported until it is.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from qywx_cli.core.errors import UsageError
+from qywx_cli.core.errors import ServerError, UsageError
 from qywx_cli.core.observe import Observers
 
 if TYPE_CHECKING:
@@ -123,9 +124,15 @@ def instrument(
             httpd, thread = prom.start_http_server(
                 metrics_port, addr=metrics_host, registry=metrics.registry
             )
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on {metrics_host}:{metrics_port} for metrics: {exc.strerror or exc}"
+        except OSError as exc:  # the deployment's problem (exit 1), as for serve's --port
+            hint = (
+                "; stop what holds it or pick another --metrics-port"
+                if exc.errno == errno.EADDRINUSE
+                else ""
+            )
+            raise ServerError(
+                f"cannot listen on {metrics_host}:{metrics_port} for metrics: "
+                f"{exc.strerror or exc}{hint}"
             ) from None
 
         def stop() -> None:

@@ -482,6 +482,11 @@ class CallbackService:
                 f"the system event URL /notify/{PROVIDER_ROUTE} is not configured: set "
                 "provider_token, provider_encoding_aes_key and provider_corp_id"
             )
+        if inst is None and name in self.not_loaded:  # not a wrong name: a broken config
+            raise RecordNotFound(
+                f"auth instance {name!r} was not loaded at start-up: its configuration has "
+                "an error, named in the server's log"
+            )
         if inst is None or not inst.is_active:
             raise RecordNotFound(f"no active auth instance named {name!r}")
         return [inst]

@@ -51,6 +51,8 @@ _SERVE_OBSERVE_KEYS = {
     "metrics_token",
     "alert_webhook",
 }
+#: [serve] keys read by load_settings itself (strict may also be written at the top level)
+_SERVE_OTHER_KEYS = {"strict"}
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
 _ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -124,15 +126,16 @@ def _serve_limits(data: Any, path: Path) -> ServerLimits:
     """``[serve]``: connection_limit and the three timeouts, each checked like the flags."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: serve must be a table ([serve])")
-    unknown = sorted(set(data) - _SERVE_KEYS - _SERVE_OBSERVE_KEYS)
+    read_elsewhere = _SERVE_OBSERVE_KEYS | _SERVE_OTHER_KEYS
+    unknown = sorted(set(data) - _SERVE_KEYS - read_elsewhere)
     if unknown:
         raise ConfigError(
             f"{path}: unknown key(s) in [serve]: {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(_SERVE_KEYS | _SERVE_OBSERVE_KEYS))}"
+            f"known: {', '.join(sorted(_SERVE_KEYS | read_elsewhere))}"
         )
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key in _SERVE_OBSERVE_KEYS:
+        if key in read_elsewhere:
             continue  # read by load_settings
         whole = key == "connection_limit"
         if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)):
@@ -278,7 +281,11 @@ def load_settings(
             f"{path}: max_clock_skew must be a non-negative whole number of seconds, not {skew!r}"
         )
 
-    strict = data.get("strict", False)
+    table = data.get("serve")
+    serve_table: dict[str, Any] = table if isinstance(table, dict) else {}
+    if "strict" in data and "strict" in serve_table and data["strict"] != serve_table["strict"]:
+        raise ConfigError(f"{path}: strict and serve.strict disagree; keep one of them")
+    strict = data.get("strict", serve_table.get("strict", False))
     if not isinstance(strict, bool):
         raise ConfigError(f"{path}: strict must be true or false, not {strict!r}")
 

@@ -516,23 +516,47 @@ def route_hint(url: str, instance: str, reply: Reply | None) -> str | None:
     callback signed for one instance and sent to another's route fails with -40001;
     the fix is the route, not the token.
     """
-    if reply is None or reply.status != 403 or b"-40001" not in reply.body:
+    if reply is None:
         return None
     parts = split_url(url)
     if parts is None:
-        return None
-    head, _, routed = parts.path.rstrip("/").rpartition("/notify/")
-    if not routed or "/" in routed or routed == instance:
         return None
 
     def at(path: str) -> str:
         return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
+    head, found, routed = parts.path.rstrip("/").rpartition("/notify/")
+    if not found:  # a path outside /notify/: send it to the root's
+        head, routed = "", ""
+    if reply.status == 404:
+        return _not_found_hint(reply.body, routed, instance, at(f"{head}/notify/{instance}"))
+    if reply.status != 403 or b"-40001" not in reply.body:
+        return None
+    if not routed or "/" in routed or routed == instance:
+        return None
     return (
         f"the URL routes to instance {routed}, but the request is signed for {instance}: "
         f"send it to {at(f'{head}/notify/{instance}')} (or to {at(f'{head}/notify')}, "
         "which picks the instance by signature)"
     )
+
+
+def _not_found_hint(body: bytes, routed: str, instance: str, right_url: str) -> str | None:
+    """What a 404 from ``qywx serve`` means for a callback signed for ``instance``."""
+    if b"not loaded" in body:
+        return (
+            f"the server found instance {instance} but did not load it (a secret's variable "
+            "unset where it runs, or its JSON broken): its start-up log names the reason, "
+            f"/healthz lists it under not_loaded, and `qywx validate` there shows it"
+        )
+    if routed and "/" not in routed and routed != instance:
+        return (
+            f"the URL routes to instance {routed}, which that server does not serve; the "
+            f"request is signed for {instance}: send it to {right_url}"
+        )
+    if not routed:
+        return f"qywx serve answers callbacks at /notify/<Instance>: send it to {right_url}"
+    return None
 
 
 def judge(

@@ -48,3 +48,25 @@ def test_unknown_corp_and_no_database(wecom_env: dict[str, str], auths: Path) ->
     assert_one_line_error(run_qywx("corp", "show", "wwnobody", env=wecom_env), 1, "wwnobody")
     empty = run_qywx("corp", "list", env=wecom_env)
     assert empty.returncode == 0 and "no corp has authorized" in empty.stderr
+
+
+def test_show_reads_as_text_and_warns_with_the_qywx_prefix(
+    wecom_env: dict[str, str], auths: Path, loopback_wecom: LoopbackWeCom
+) -> None:
+    """`corp show` printed Python's ['QywxProxyTemp'] and True in its text table, and the
+    not-online warning began "warning:", the prefix issue 14 asked to be "qywx: warning:"."""
+    install(wecom_env, auths, loopback_wecom.api_base)
+    loopback_wecom.fake.set_publish_status(CORP, 1)
+    refreshed = run_qywx("corp", "refresh", CORP, env=wecom_env)
+    assert refreshed.returncode == 0, refreshed.stderr
+    warnings = refreshed.stderr.splitlines()
+    assert warnings and all(w.startswith("qywx: warning: corp ") for w in warnings), warnings
+    shown = run_qywx("corp", "show", CORP, env=wecom_env).stdout
+    assert "['" not in shown and "True" not in shown and "False" not in shown, shown
+    fields = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in shown.splitlines()
+        if line.count("│") == 3
+    }
+    assert fields["instances"] == "QywxProxyTemp"
+    assert fields["permanent_code_held"] == "yes" and fields["online"] == "no"

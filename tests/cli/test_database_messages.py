@@ -45,3 +45,69 @@ def test_a_read_only_database_is_named_as_a_permission_problem(tmp_path: Path) -
         ro.close()
     assert message.startswith(f"cannot write {db}: the file or its folder")
     assert "not a qywx" not in message and "qywx.db-wal" in message
+
+
+def _foreign_database(path: Path) -> None:
+    """Another program's SQLite file: valid, but none of qywx's tables."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices (total) VALUES (9.5)")
+    conn.close()
+
+
+def _tables_and_journal(path: Path) -> tuple[list[str], str]:
+    conn = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        return names, str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_another_programs_sqlite_file_is_refused_untouched(cli_env: dict[str, str]) -> None:
+    """A --db typo that lands on some other application's database must not be taken for
+    an empty qywx log, nor have qywx's schema (and WAL mode) written into it."""
+    db = Path(cli_env["QYWX_DB"])
+    _foreign_database(db)
+    before = _tables_and_journal(db)
+    for args in (["log", "list"], ["corp", "list"], ["db", "info"], ["db", "upgrade"]):
+        assert_one_line_error(
+            run_qywx(*args, env=cli_env), 1, "not a qywx database", "invoices", "--db"
+        )
+    assert _tables_and_journal(db) == before == (["invoices"], "delete")
+
+
+def test_an_empty_sqlite_file_still_becomes_a_qywx_database(tmp_path: Path) -> None:
+    """A SQLite file with no tables yet (made by `sqlite3 x.db ''` or a provisioning
+    script) holds nothing to protect: qywx may create its schema there."""
+    from qywx_cli.core.store import open_store
+
+    db = tmp_path / "fresh.db"
+    sqlite3.connect(db).execute("PRAGMA user_version = 0").connection.close()
+    with open_store(db) as store:
+        assert store.schema_version > 0
+
+
+def test_db_info_does_not_turn_a_zero_byte_file_into_a_database(
+    cli_env: dict[str, str],
+) -> None:
+    db = Path(cli_env["QYWX_DB"])
+    db.write_bytes(b"")
+    assert_one_line_error(run_qywx("db", "info", env=cli_env), 1, "empty file (0 bytes)")
+    assert db.stat().st_size == 0
+
+
+def test_a_file_that_is_no_database_keeps_its_mode(cli_env: dict[str, str]) -> None:
+    """`--db /etc/passwd` (any wrong file) was chmod-ed 0600 before SQLite looked at it:
+    the private-file rule is for qywx's own database, applied once the file is known to be
+    one."""
+    for content in (b"root:x:0:0:root:/root:/bin/bash\n", None):
+        db = Path(cli_env["QYWX_DB"])
+        db.unlink(missing_ok=True)
+        if content is None:
+            _foreign_database(db)
+        else:
+            db.write_bytes(content)
+        db.chmod(0o644)
+        assert run_qywx("log", "list", env=cli_env).returncode == 1
+        assert db.stat().st_mode & 0o777 == 0o644

@@ -210,3 +210,29 @@ def test_every_operator_command_works_on_a_postgresql_url(
         out = run_qywx(*root, *args, env=env, cwd=cwd, secrets=[PERMANENT_CODE, pw])
         assert out.returncode == want_code, (args, out.stdout, out.stderr)
         assert want in out.stdout + out.stderr, (args, out.stdout, out.stderr)
+
+
+def test_info_reports_an_older_schema_without_upgrading_it(cli_env: dict[str, str]) -> None:
+    """`db info` opened the store, which migrates, so it always answered "schema v5" and
+    upgraded the file as a side effect: under hosts still running the older qywx too."""
+    from qywx_cli.core.store.sqlite import MIGRATIONS
+
+    db = Path(cli_env["QYWX_DB"])
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    MIGRATIONS[0](conn)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("COMMIT")
+    conn.close()
+    code, out, err = _run(cli_env, "db", "info", "--format", "json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert (info["schema_version"], info["latest_schema_version"]) == (1, SCHEMA_VERSION)
+    text = run_qywx("db", "info", env=cli_env)
+    assert f"schema v1 (this qywx: v{SCHEMA_VERSION})" in text.stdout
+    assert "qywx db upgrade" in text.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1  # untouched
+    conn.close()
+    code, out, _ = _run(cli_env, "db", "upgrade")
+    assert code == 0 and f"schema v1 → v{SCHEMA_VERSION}" in out

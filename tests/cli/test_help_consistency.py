@@ -73,3 +73,29 @@ def test_log_tail_takes_f_for_format() -> None:
     result = run_qywx("log", "tail", "-f", "json", "--db", "/nonexistent/qywx.db")
     assert result.returncode == 1, result.stderr  # no database: not a usage error
     assert "no database at" in result.stderr
+
+
+def test_top_level_help_names_the_root_options_as_each_command_does() -> None:
+    """`qywx --help` showed `--config <file>`, `--auths <path>`, `--db <str>` while every
+    command's help says FILE, DIR and PATH for the same options."""
+    out = run_qywx("--help").stdout
+    for option in ("--config FILE", "--auths DIR", "--db PATH"):
+        assert option in out, (option, out)
+    options = out.split("Options:", 1)[1].split("Commands:", 1)[0]
+    assert "<" not in options, options
+
+
+def test_the_log_group_names_export() -> None:
+    """`log export` is new; the group's one-line summary still listed the four others."""
+    for args in (("--help",), ("log", "--help")):
+        summary = next(
+            line for line in run_qywx(*args).stdout.splitlines() if "callback log (" in line
+        )
+        assert "export" in summary, summary
+
+
+def test_an_argument_error_names_the_argument_as_help_shows_it() -> None:
+    """`qywx schema foo` said "Invalid value for 'which'", the code's parameter name."""
+    result = run_qywx("schema", "foo")
+    assert result.returncode == 2
+    assert "'e|business'" in result.stderr and "'which'" not in result.stderr, result.stderr

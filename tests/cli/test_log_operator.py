@@ -12,7 +12,7 @@ from pathlib import Path
 from qywx_cli.core import events as ev
 from qywx_cli.core.store import Store
 from tests.cli.test_log import record
-from tests.helpers import QYWX, REPO, run_qywx
+from tests.helpers import QYWX, QYWX_SCRIPT, REPO, run_qywx
 
 SUITE = "tj1234567890abcdef"
 LONG_ERROR = "service/get_permanent_code: WeCom errcode 40084: invalid permanent code received"
@@ -99,11 +99,25 @@ def test_tail_status_filters_both_the_backlog_and_the_stream(
         assert proc.wait(10) == 0, proc.stderr.read() if proc.stderr else ""
 
 
-def test_stats_warnings_carry_the_qywx_prefix(cli_env: dict[str, str], auths: Path) -> None:
+def test_stats_warns_once_after_the_tables(cli_env: dict[str, str], auths: Path) -> None:
+    """Three sample suites without a ticket were three warning lines printed before the
+    tables; the table already says which are stale, so one line follows it."""
     failed_record(cli_env, auths)
     proc = run_qywx("log", "stats", env=cli_env)
     warnings = proc.stderr.splitlines()
-    assert warnings and all(w.startswith("qywx: warning: suite ") for w in warnings), warnings
+    assert len(warnings) == 1 and warnings[0].startswith("qywx: warning: "), warnings
+    for suite in ("dk7f3a9c2e51b04d18", "dk7f3a9c2e51b04d29", "dk7f3a9c2e51b04d3a"):
+        assert suite in warnings[0]
+    merged = subprocess.run(
+        [*QYWX_SCRIPT, "log", "stats"],
+        env=cli_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    assert merged[-1] == warnings[0], merged
 
 
 def test_list_pages_with_before_id_and_stops_at_until(cli_env: dict[str, str], auths: Path) -> None:
@@ -119,6 +133,34 @@ def test_list_pages_with_before_id_and_stops_at_until(cli_env: dict[str, str], a
     assert json.loads(until.stdout) == []
     bad = run_qywx("log", "list", "--until", "soon", env=cli_env)
     assert bad.returncode == 2 and bad.stderr.startswith("qywx: error: --until 'soon'")
+
+
+def test_a_full_page_says_how_to_see_the_next(cli_env: dict[str, str], auths: Path) -> None:
+    """--limit cut the list with nothing to say more records were left out; the text
+    output now names the --before-id of the next page (on stderr: stdout stays the table)."""
+    ids = [failed_record(cli_env, auths, n) for n in range(1, 4)]
+    full = run_qywx("log", "list", "--limit", "2", env=cli_env)
+    assert full.stderr.splitlines() == [
+        f"more may be older: pass --before-id {ids[1]} for the next page"
+    ], full.stderr
+    last = run_qywx("log", "list", "--limit", "5", env=cli_env)
+    assert last.stderr == ""
+    as_json = run_qywx("log", "list", "--limit", "2", "-f", "json", env=cli_env)
+    assert as_json.stderr == ""
+
+
+def test_an_instance_filter_that_names_no_instance_says_so(
+    cli_env: dict[str, str], auths: Path
+) -> None:
+    """`--instance QywxProxyTmp` (a typo) answered only "no callback records match"."""
+    failed_record(cli_env, auths)
+    typo = run_qywx("log", "list", "--instance", "QywxProxyTmp", env=cli_env)
+    assert typo.returncode == 0 and typo.stdout == ""
+    line = typo.stderr.strip()
+    assert line.startswith("no callback records match"), line
+    assert "no instance folder QywxProxyTmp" in line and "QywxProxyTemp" in line, line
+    known = run_qywx("log", "list", "--instance", "QywxProxyDefault", env=cli_env)
+    assert known.stderr == "no callback records match\n"
 
 
 def test_export_streams_csv_and_jsonl_oldest_first(cli_env: dict[str, str], auths: Path) -> None:

@@ -49,6 +49,9 @@ def test_login_config_json_is_get_login_config(wecom_env: dict[str, str], author
     assert doc["authType"] == "auths.loginTypes.QywxProxyType"
     text = run_qywx("login-config", "--auth", "QywxProxyTemp", env=wecom_env)
     assert str(authorized) in text.stdout and SUITE in text.stdout
+    # a table for people: yes/no, not Python's True/False
+    assert "True" not in text.stdout and "False" not in text.stdout, text.stdout
+    assert any("authorized" in line and "yes" in line for line in text.stdout.splitlines())
 
 
 def test_login_config_of_an_unauthorized_instance(

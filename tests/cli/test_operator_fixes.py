@@ -69,3 +69,23 @@ def test_simulate_to_another_instances_route_names_the_right_route(
     hint = result.stderr.splitlines()[-1]
     assert hint.startswith("qywx: hint: the URL routes to instance QywxProxyTemp"), hint
     assert f"{base}/notify/QywxProxyCompanyA" in hint
+
+
+def _simulate(cli_env: dict[str, str], instance: str, url: str) -> tuple[int, list[str]]:
+    result = run_qywx("simulate-callback", "--auth", instance, "--url", url, env=cli_env)
+    return result.returncode, result.stderr.splitlines()
+
+
+def test_simulate_to_a_mistyped_route_names_the_right_one(
+    cli_env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    app = App(auths, db=tmp_path / "serve.db", env={}, background=False)
+    with serving(NotifyApp(app.callbacks)) as base:
+        typo = _simulate(cli_env, "QywxProxyTemp", f"{base}/notify/QywxProxyTmp")
+        elsewhere = _simulate(cli_env, "QywxProxyTemp", f"{base}/callback/QywxProxyTemp")
+    app.close()
+    for code, lines in (typo, elsewhere):
+        assert code == 1
+        hint = lines[-1]
+        assert hint.startswith("qywx: hint: "), lines
+        assert f"{base}/notify/QywxProxyTemp" in hint, hint

@@ -24,7 +24,7 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("--version",), 0, __version__),
     (("validate", "{auths}"), 0, "4 instances checked"),
     (("validate", "{broken}"), 1, ""),
-    (("init",), 2, "Missing argument 'name'"),
+    (("init",), 2, "Missing argument 'NAME'"),
     (("schema", "e"), 0, '"$schema"'),
     (("serve", "--threads", "0"), 2, "--threads"),
     (("fake-wecom", "--port", "-1"), 2, "--port"),

@@ -204,8 +204,8 @@ def test_serve_without_instances_is_a_usage_error(env: dict[str, str], tmp_path:
 @pytest.mark.parametrize(
     ("command", "args", "words"),
     [
-        ("serve", ["--port", "83666"], "--port must be between 0 and 65535"),
-        ("serve", ["--port", "-1"], "--port must be between 0 and 65535"),
+        ("serve", ["--port", "83666"], "'--port': 83666 is not in the range 0<=x<=65535"),
+        ("serve", ["--port", "-1"], "'--port': -1 is not in the range 0<=x<=65535"),
         ("serve", ["--host", "999.1.1.1", "--port", "0"], "not a valid host"),
         ("serve", ["--threads", "0"], "--threads"),
         ("fake-wecom", ["--port", "70000"], "--port must be between 0 and 65535"),

@@ -81,3 +81,70 @@ def test_a_port_in_use_exits_1_not_the_usage_code(env: dict[str, str], tmp_path:
         last = r.stderr.splitlines()[-1]
         assert last.startswith("qywx: error: cannot listen on 127.0.0.1:"), last
         assert "in use" in last and "--port" in last
+
+
+def test_a_metrics_port_in_use_exits_1_and_names_the_flag(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The metrics listener's port in use is the deployment's problem, as for --port."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = run_qywx(
+            "serve", "--port", "0", "--metrics-port", str(port), env=env, cwd=tmp_path
+        )
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"qywx: error: cannot listen on 127.0.0.1:{port} for metrics"), last
+    assert "in use" in last and "--metrics-port" in last
+
+
+def test_a_callback_to_an_instance_serve_did_not_load_says_not_loaded(
+    env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    """Its route answered 404 "no active auth instance named 'X'", as if the name were
+    wrong; simulate-callback now hears it was not loaded and says where the reason is.
+    (Signing needs no suite secret, so the simulator works where the server did not.)"""
+    break_instances(auths)
+    proc = Proc(["serve", "--port", "0"], env, tmp_path)
+    try:
+        url = f"{proc.url}/notify/QywxProxyCompanyA"
+        result = run_qywx("simulate-callback", "--auth", "QywxProxyCompanyA", "--url", url, env=env)
+    finally:
+        proc.stop()
+    assert result.returncode == 1
+    assert "was not loaded at start-up" in result.stdout, result.stdout
+    hint = result.stderr.splitlines()[-1]
+    assert hint.startswith("qywx: hint: "), result.stderr
+    assert "/healthz" in hint and "qywx validate" in hint, hint
+
+
+def test_strict_under_serve_in_qywx_toml_refuses_too(
+    env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    """Every other serve setting lives in [serve], so that is where operators write it;
+    it was refused as an unknown key."""
+    break_instances(auths)
+    (tmp_path / "qywx.toml").write_text("[serve]\nstrict = true\n")
+    result = run_qywx("serve", "--port", "0", env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "strict mode is on" in result.stderr.splitlines()[-1], result.stderr
+
+
+def test_bad_numbers_are_refused_first_in_one_line(
+    env: dict[str, str], auths: Path, tmp_path: Path
+) -> None:
+    """A bad --port or --threads was reported after the start-up warnings; --workers 0
+    started a server whose callbacks were recorded and never handled."""
+    break_instances(auths)
+    for flag, value in (
+        ("--port", "99999"),
+        ("--threads", "0"),
+        ("--workers", "0"),
+        ("--workers", "-2"),
+        ("--metrics-port", "70000"),
+    ):
+        args = ["serve", "--port", "0", flag, value] if flag != "--port" else ["serve", flag, value]
+        result = run_qywx(*args, env=env, cwd=tmp_path, timeout=20, process=True)
+        assert_one_line_error(result, 2, flag)

@@ -196,11 +196,17 @@ def open_store(
     *,
     now: Callable[[], float] | None = None,
     keys: Keyring | None = None,
+    migrate: bool = True,
 ) -> Store:
     """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold),
-    sealing secrets with ``keys`` (``Settings.secret_keys``; None: plaintext)."""
+    sealing secrets with ``keys`` (``Settings.secret_keys``; None: plaintext).
+
+    Opening migrates to this qywx's schema; ``migrate=False`` leaves the schema as it is
+    (only for looking at it: the queries expect the current schema)."""
     cls = backend_class(target)
-    extra: dict[str, object] = {} if keys is None else {"keys": keys}
+    extra: dict[str, Any] = {} if keys is None else {"keys": keys}
+    if not migrate:
+        extra["migrate"] = False
     return cls(target, **extra) if now is None else cls(target, now=now, **extra)
 
 

@@ -154,17 +154,24 @@ def _existing(target: str | Path, what: str) -> None:
     path = local_file(target)
     if path is not None and not path.is_file():
         raise StoreError(f"no database at {path} ({what})")
+    if path is not None:  # opening it would make a 0-byte file a database
+        from qywx_cli.core.retry import check_not_empty
+
+        check_not_empty(path)
 
 
 def db_info(target: str | Path) -> DbInfo:
     _existing(target, "--db")
-    with open_store(target) as store:
+    # Not migrated: info reports the schema as it is (``qywx db upgrade`` migrates), and
+    # rows are counted only in the current schema, whose tables the counts name.
+    with open_store(target, migrate=False) as store:
+        version = store.schema_version
         return DbInfo(
             backend=store.backend,
             url=store.url,
-            schema_version=store.schema_version,
+            schema_version=version,
             latest_schema_version=SCHEMA_VERSION,
-            counts=store.table_counts(),
+            counts=store.table_counts() if version == SCHEMA_VERSION else {},
             size_bytes=store.size_bytes(),
             secrets=store.secrets_at_rest(),
         )

@@ -512,6 +512,7 @@ class SQLiteStore(Store):
         *,
         now: Callable[[], float] = time.time,
         keys: Keyring | None = None,
+        migrate: bool = True,
     ) -> None:
         self._path = sqlite_path(path)
         self._now = now
@@ -522,7 +523,7 @@ class SQLiteStore(Store):
         self._lock_key = os.path.abspath(self._path)
         self._group: GroupCommit[sqlite3.Connection] = GroupCommit(self._commit_batch)
         self._db: sqlite3.Connection | None = None
-        self._create_private_file()
+        created = self._create_private_file()
         try:
             conn = sqlite3.connect(
                 str(self._path),
@@ -535,7 +536,10 @@ class SQLiteStore(Store):
         try:
             db = conn
             self._configure(db)
-            self._migrate(db)
+            if not created:  # only now that it is known to be ours
+                self._make_private(self._path.name, *self._side_files())
+            if migrate:  # False: look at the schema as it is (qywx db info)
+                self._migrate(db)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(_open_problem(self._path, exc)) from None
@@ -544,7 +548,7 @@ class SQLiteStore(Store):
             raise
         self._db = db
         try:  # SQLite creates -wal/-shm with the umask's mode; narrow them too
-            self._make_private(self._path.name + "-wal", self._path.name + "-shm")
+            self._make_private(*self._side_files())
         except BaseException:
             self.close()
             raise
@@ -581,15 +585,17 @@ class SQLiteStore(Store):
                     f"({exc.strerror}); run `chmod 600 {path}` as its owner"
                 ) from None
 
+    def _side_files(self) -> tuple[str, str]:
+        return self._path.name + "-wal", self._path.name + "-shm"
+
     def _create_private_file(self) -> bool:
-        """Create the file 0600 before SQLite does, so no umask can widen it; an existing
-        file (and its -wal/-shm) is narrowed to 0600."""
+        """Create the file 0600 before SQLite does, so no umask can widen it. An existing
+        file (and its -wal/-shm) is narrowed to 0600 by the caller once ``_configure``
+        has seen it is a qywx database: another program's file is left as it was."""
         try:
             make_private_dirs(self._path.parent)
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            names = (self._path.name, self._path.name + "-wal", self._path.name + "-shm")
-            self._make_private(*names)
             return False
         except OSError as exc:
             raise StoreError(f"cannot create database {self._path}: {exc.strerror}") from None
@@ -610,6 +616,8 @@ class SQLiteStore(Store):
                 f"database schema v{version} is newer than this qywx (v{SCHEMA_VERSION}); "
                 "upgrade qywx"
             )
+        if version == 0:
+            self._refuse_foreign(db)
         for attempt in range(_LOCK_RETRIES + 1):
             try:
                 db.execute("PRAGMA journal_mode = WAL")
@@ -621,6 +629,28 @@ class SQLiteStore(Store):
         # FULL: a recorded callback survives power loss, not just a crash of qywx.
         db.execute("PRAGMA synchronous = FULL")
         db.execute("PRAGMA foreign_keys = ON")
+
+    def _refuse_foreign(self, db: sqlite3.Connection) -> None:
+        """A file with no qywx schema version but tables of its own is another program's
+        database (a --db typo, a path reused): writing qywx's schema and WAL mode into it
+        would damage it, and reading it would show an empty log. A SQLite file with no
+        tables at all holds nothing to protect and becomes a qywx database."""
+        rows = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite^_%' ESCAPE '^' ORDER BY name LIMIT 4"
+        ).fetchall()
+        if not rows:
+            return
+        # Another process may have migrated the new file since user_version was read: its
+        # tables and its version commit together, so a version now set means they are ours.
+        if int(db.execute("PRAGMA user_version").fetchone()[0]) != 0:
+            return
+        names = ", ".join(str(r[0]) for r in rows[:3]) + (", …" if len(rows) > 3 else "")
+        raise StoreError(
+            f"{self._path} is a SQLite database but not a qywx database (it holds tables "
+            f"{names}); qywx leaves it untouched: pass --db with the qywx database, or a new "
+            "file name for a new one"
+        )
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         def migrate(db: sqlite3.Connection) -> None:
