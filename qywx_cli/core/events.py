@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from types import MappingProxyType
 from typing import ClassVar, Final, Literal, TypedDict
-from xml.sax.saxutils import escape
 
 from qywx_cli.core.errors import (
     CallbackCryptoError,
@@ -655,6 +654,16 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
 _NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def _escape(value: str) -> str:
+    """Character data as XML text: ``&`` first, then the two angle brackets.
+
+    Written here rather than taken from ``xml.sax.saxutils``, which imports
+    ``urllib.request`` (and with it http.client and email): about 35 ms of every qywx
+    process that loads the events, for three replacements.
+    """
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _cdata(value: str) -> str:
     # "]]>" cannot appear inside CDATA: close the section after "]]" and reopen for ">".
     return "<![CDATA[" + value.replace("]]>", "]]]]><![CDATA[>") + "]]>"
@@ -869,7 +878,7 @@ def _render(
     def text(name: str, value: str, as_cdata: bool) -> str:
         if name in raw:
             return value
-        return _cdata(value) if as_cdata else escape(value)
+        return _cdata(value) if as_cdata else _escape(value)
 
     body = "\n".join(f"<{n}>{text(n, v, c)}</{n}>" for n, v, c in fields)
     return f"<xml>\n{body}\n</xml>"

@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as ET
+import xml.sax.saxutils
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qywx_cli.core.errors import EventError, UnsafeXMLError, UsageError
 from qywx_cli.core.events import (
@@ -674,3 +677,13 @@ def test_repeated_builds_are_distinct_deliveries() -> None:
             for _ in range(2)
         )  # fmt: skip
         assert first != second, name
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None)
+@given(st.text(alphabet=st.sampled_from(list("a&<>;\"'] 中\t")), max_size=30))
+def test_a_plain_field_override_is_escaped_as_the_standard_library_does(value: str) -> None:
+    # TimeStamp is written as plain text, not CDATA: its value must be escaped, and read
+    # back unchanged by an XML parser.
+    doc = build_event_xml("suite_ticket", suite_id="dk1", overrides={"TimeStamp": value})
+    assert f"<TimeStamp>{xml.sax.saxutils.escape(value)}</TimeStamp>" in doc
+    assert (ET.fromstring(doc).findtext("TimeStamp") or "") == value
