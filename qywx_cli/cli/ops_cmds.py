@@ -291,14 +291,12 @@ def _decrypted(rec: CallbackRecord, settings: Settings, show_secrets: bool) -> d
     from qywx_cli.core.config import find_instance
     from qywx_cli.core.errors import CallbackCryptoError
     from qywx_cli.core.service import PROVIDER_ROUTE, provider_crypto
-    from qywx_cli.core.xmlsafe import envelope_encrypt
 
     crypto = provider_crypto(settings) if rec.instance == PROVIDER_ROUTE else None
     if crypto is None:
         inst = find_instance(rec.instance, settings.auths_dir, need_secret=False)
         crypto = inst.crypto(inst.receive_ids(provider_corp_id=settings.provider_corp_id))
-    # A GET handshake's envelope is the echostr itself; a POST's is the XML envelope.
-    encrypt = rec.envelope if rec.kind == "verify" else envelope_encrypt(rec.envelope)
+    encrypt = rec.ciphertext  # a POST's Encrypt value, a GET handshake's echostr
     try:
         crypto.verify(rec.msg_signature, rec.timestamp, rec.nonce, encrypt)
         signature_valid = True

@@ -69,7 +69,7 @@ from qywx_cli.core.store import (
     open_store,
 )
 from qywx_cli.core.store.leases import LeaseKeeper
-from qywx_cli.core.store.records import LEASE_RENEW_SECONDS
+from qywx_cli.core.store.records import LEASE_RENEW_SECONDS, MAX_CIPHERTEXT
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
@@ -198,6 +198,16 @@ class NotifyResponse:
 
 def _reply(status: int, text: str, outcome: str, **kw: Any) -> NotifyResponse:
     return NotifyResponse(status, text.encode("utf-8"), outcome, **kw)
+
+
+def _check_ciphertext(value: str, what: str) -> None:
+    """Refuse a ciphertext longer than any record keeps, before its signature is checked:
+    no WeCom callback comes near the bound (:data:`~.store.records.MAX_CIPHERTEXT`)."""
+    if len(value) > MAX_CIPHERTEXT:
+        raise CallbackCryptoError(
+            CallbackCryptoError.PARSE_XML,
+            f"{what} is longer than {MAX_CIPHERTEXT // 1024} KiB; no WeCom callback is",
+        )
 
 
 def _refusal(exc: QywxError, **kw: Any) -> NotifyResponse:
@@ -529,6 +539,7 @@ class CallbackService:
         self, name: str | None, sig: str, ts: str, nonce: str, echostr: str
     ) -> NotifyResponse:
         echostr = echostr.replace(" ", "+")  # a proxy decoded '+' as space (§5.3)
+        _check_ciphertext(echostr, "echostr")
         if self._is_provider_route(name):
             assert self._provider is not None
             dec = self._provider.verify_url(sig, ts, nonce, echostr)
@@ -562,13 +573,16 @@ class CallbackService:
     def _callback(
         self, name: str | None, sig: str, ts: str, nonce: str, body: bytes | str
     ) -> NotifyResponse:
-        try:  # WeCom sends UTF-8; the envelope is stored as text, exactly as received
+        try:  # WeCom sends UTF-8
             envelope = body.decode("utf-8") if isinstance(body, bytes) else body
         except UnicodeDecodeError:
             raise CallbackCryptoError(
                 CallbackCryptoError.PARSE_XML, "envelope is not UTF-8"
             ) from None
+        # Only the signed Encrypt value is kept: the rest of the body is not covered by
+        # the signature, so whatever surrounds it (padding, say) is never stored.
         encrypt = envelope_encrypt(envelope)
+        _check_ciphertext(encrypt, "Encrypt")
         if self._is_provider_route(name):
             provider = self._provider
             assert provider is not None
@@ -582,7 +596,7 @@ class CallbackService:
                 sig,
                 ts,
                 nonce,
-                envelope,
+                encrypt,
             )
         inst = self._pick(name, sig, ts, nonce, encrypt)
         return self._accept(
@@ -593,7 +607,7 @@ class CallbackService:
             sig,
             ts,
             nonce,
-            envelope,
+            encrypt,
         )
 
     def _accept(
@@ -605,11 +619,15 @@ class CallbackService:
         sig: str,
         ts: str,
         nonce: str,
-        envelope: str,
+        encrypt: str,
     ) -> NotifyResponse:
-        """Record a signature-checked callback durably, reply, then hand it to a worker."""
+        """Record a signature-checked callback durably, reply, then hand it to a worker.
+
+        The record keeps the signed ciphertext only (``encrypt``), and the store folds a
+        flood of one kind of refusal into a count, so neither a padded body nor many
+        copies of one can grow the database by more than a few small rows."""
         common: dict[str, Any] = dict(
-            instance=route, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=envelope
+            instance=route, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=encrypt
         )
         try:
             self._check_clock(ts)
@@ -779,19 +797,17 @@ class CallbackService:
         return self.store.get_callback(rec.id)
 
     def _event_of(self, rec: CallbackRecord) -> tuple[AuthInstance | None, ev.Event]:
-        """Re-read the event from the stored (still encrypted) envelope.
+        """Re-read the event from the stored (still encrypted) ciphertext.
 
         The signature was verified on receipt; the timestamp window is not applied
         again, so a retry hours later still works. System events have no instance.
         """
         if self._is_provider_route(rec.instance):
             assert self._provider is not None
-            dec = self._provider.decrypt(envelope_encrypt(rec.envelope))
+            dec = self._provider.decrypt(rec.ciphertext)
             return None, ev.parse_event(dec.message)
         inst = self.instance(rec.instance)
-        dec = self._crypto[inst.name].decrypt(
-            envelope_encrypt(rec.envelope), check_receive_id=False
-        )
+        dec = self._crypto[inst.name].decrypt(rec.ciphertext, check_receive_id=False)
         return inst, ev.parse_event(dec.message)
 
     def _handle(self, rec: CallbackRecord) -> str:
