@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qywx_cli.core import events as ev
 from qywx_cli.core.config import AuthInstance, Diagnostic, validate_paths
@@ -72,6 +72,9 @@ from qywx_cli.core.store.leases import LeaseKeeper
 from qywx_cli.core.store.records import LEASE_RENEW_SECONDS, MAX_CIPHERTEXT
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
+
+if TYPE_CHECKING:
+    from qywx_cli.core.retention import PruneReport
 
 __all__ = [
     "PROVIDER_ROUTE",
@@ -352,6 +355,7 @@ class CallbackService:
         self.rescan_interval = rescan_interval
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._retainer: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any]] | None = None
         self._leases = LeaseKeeper(self.store)
@@ -365,7 +369,42 @@ class CallbackService:
         resumed = self._submit_pending()
         self._sweeper = threading.Thread(target=self._sweep, name="qywx-sweeper", daemon=True)
         self._sweeper.start()
+        if self.settings.retention_days:
+            self._retainer = threading.Thread(
+                target=self._retain, name="qywx-retention", daemon=True
+            )
+            self._retainer.start()
         return resumed
+
+    def apply_retention(self) -> PruneReport | None:
+        """Prune the log by ``retention_days`` now (None when it is not set): finished
+        records older than that go; received and failed ones stay until handled."""
+        days = self.settings.retention_days
+        if not days:
+            return None
+        from qywx_cli.core.retention import apply_retention
+
+        report = apply_retention(self.store, days, now=self.now())
+        if report.total:
+            log.info(
+                "retention: deleted %d callback record(s) older than %d days (%s)",
+                report.total,
+                days,
+                ", ".join(f"{status} {n}" for status, n in report.deleted.items()),
+            )
+        return report
+
+    def _retain(self) -> None:
+        """``retention_days`` at start and every RETENTION_EVERY seconds after."""
+        from qywx_cli.core.retention import RETENTION_EVERY
+
+        while True:
+            try:
+                self.apply_retention()
+            except QywxError as exc:  # a busy or unreachable database: next round
+                log.warning("retention prune failed: %s", exc.message)
+            if self._stopping.wait(RETENTION_EVERY):
+                return
 
     def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
@@ -428,6 +467,8 @@ class CallbackService:
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join()
+        if self._retainer is not None:
+            self._retainer.join()
         if self._worker is not None:
             self._worker.stop()
         self._leases.close()
