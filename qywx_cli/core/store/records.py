@@ -69,10 +69,10 @@ MAX_CIPHERTEXT: Final = 128 * 1024
 """The longest ciphertext (a POST's ``Encrypt``, a GET's ``echostr``) qywx accepts and
 stores, in characters of base64.
 
-WeCom's callbacks are small: a suite_ticket is about 500 characters of ciphertext, an
-install (create_auth) under 1,000, and the largest a message callback can carry (2,048
-bytes of text in an XML event) stays under 4 KiB. 128 KiB is some 30 times that, so no
-callback WeCom sends comes near it, while a record can never hold more."""
+WeCom's callbacks are small: a suite_ticket is about 350 characters of ciphertext, an
+install (create_auth) about 430, and a text message at WeCom's 2,048-byte limit about
+3,100. 128 KiB is some 40 times the largest, so no callback WeCom sends comes near it,
+while a record can never hold more."""
 MAX_STORED_ERROR: Final = 1000
 """Characters of ``last_error`` a record keeps; longer texts are cut with "…"."""
 
