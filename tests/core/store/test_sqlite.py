@@ -499,7 +499,7 @@ def test_a_v4_database_gains_auth_links_and_publish_status(db_path: Path) -> Non
     conn.execute("COMMIT")
     conn.close()
     with Store(db_path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         before = s.get_corp_auth("wwcorp")
         assert before is not None and before.permanent_code == "pc"
         assert (before.link_state, before.publish_status) == (None, None)
