@@ -23,7 +23,8 @@ from qywx_cli.core import events as ev
 from qywx_cli.core.store import Store
 from qywx_cli.core.store.records import FOLD_AFTER
 from tests.e2e.conftest import Proc, wait_for
-from tests.e2e.test_hardening import MIB, Edge
+from tests.e2e.test_hardening import INSTANCE, MIB, Edge
+from tests.e2e.test_hostile import notify, request
 
 COPIES = 20
 """Replays, and stale copies, of the one captured request."""
@@ -93,3 +94,24 @@ def test_a_padded_request_posted_again_and_again_leaves_the_database_bounded(
     assert max(len(r.envelope) for r in records) < 4096  # the ciphertext, not the body
     assert edge.fake_calls().get("service/v2/get_permanent_code") == 1
     assert grown < BOUND, f"the flood grew the database by {grown} bytes"
+
+
+def test_a_year_old_handshake_replayed_many_times_adds_a_few_rows(edge: Edge) -> None:
+    """A GET handshake has no clock window (WeCom's console signs it once, when the URL
+    is saved), so a captured one stays valid: its replays are answered, and fold."""
+    year_ago, nonce = str(int(time.time()) - 365 * 86400), "1372623149"
+    echostr = edge.crypt.encrypt("8848123456789", edge.suite_id)
+    target = notify(
+        {
+            "msg_signature": edge.crypt.sign(year_ago, nonce, echostr),
+            "timestamp": year_ago,
+            "nonce": nonce,
+            "echostr": echostr,
+        },
+        INSTANCE,
+    )
+    answers = [request(edge.server, "GET", target) for _ in range(30)]
+    assert {(a.status, a.body) for a in answers} == {(200, b"8848123456789")}
+    rows = [r for r in edge.records() if r.kind == "verify"]
+    assert sorted(r.status for r in rows) == ["duplicate"] * FOLD_AFTER + ["processed"]
+    assert sum(r.folded for r in rows) == 30 - 1 - FOLD_AFTER
