@@ -6,6 +6,7 @@ Usage::
     python benchmarks/pipeline_bench.py             # 3,000 callbacks per round, 5 rounds
     python benchmarks/pipeline_bench.py --quick     # 600 callbacks, 3 rounds
     python benchmarks/pipeline_bench.py --dir /var/tmp   # put the databases on that disk
+    python benchmarks/pipeline_bench.py --breakdown # also: no fsync, and the store stubbed
 
 What it measures, on the sample instance ``QywxProxyTemp`` and fresh signed suite_ticket
 callbacks (each with its own ticket, nonce and IV, timestamped now):
@@ -205,8 +206,20 @@ def plain_pages(path: Path, requests: Sequence[Request]) -> float:
 # -- the pipeline ---------------------------------------------------------------------------
 
 
-def pipeline(work: Path, requests: Sequence[Request], *, count_pages: bool) -> tuple[float, float]:
-    """(CPU µs per callback, WAL pages per callback) through NotifyApp on a fresh database."""
+def pipeline(
+    work: Path,
+    requests: Sequence[Request],
+    *,
+    count_pages: bool,
+    sync: str = "FULL",
+    stub_store: bool = False,
+) -> tuple[float, float]:
+    """(CPU µs per callback, WAL pages per callback) through NotifyApp on a fresh database.
+
+    For ``--breakdown``: ``sync="OFF"`` runs the same statements without the fsync, and
+    ``stub_store`` answers every record_callback with one record made beforehand, so
+    what is left is the HTTP-side parsing, verify, decrypt, parse and the reply.
+    """
     from qywx_cli.core.service import CallbackService
     from qywx_cli.core.settings import load_settings
     from qywx_cli.core.wsgi import NotifyApp
@@ -218,9 +231,14 @@ def pipeline(work: Path, requests: Sequence[Request], *, count_pages: bool) -> t
     service = CallbackService(settings, background=False)
     app = NotifyApp(service)
     try:
+        if sync != "FULL":
+            service.store._db.execute(f"PRAGMA synchronous = {sync}")  # type: ignore[attr-defined]
         # warm-up: the first callbacks create the pages every later one appends to
         for r in make_requests(50, f"warm{time.monotonic_ns()}-"):
             _call(app, r)
+        if stub_store:
+            recorded = service.store.list_callbacks(limit=1)[0]
+            service.store.record_callback = lambda **_: recorded  # type: ignore[method-assign]
         counter = WalCounter(db) if count_pages else None
         before = counter.frames() if counter else 0
         gc.collect()
@@ -277,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--dir", type=Path, help="where the databases go (default: a temp dir)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run the pipeline without the fsync and with the store stubbed",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.count, args.rounds = 600, 3
@@ -299,6 +322,13 @@ def main(argv: list[str] | None = None) -> int:
             res.setdefault("commit_cpu", []).append(commit_cpu)
             pipe_cpu, pages = pipeline(work, reqs, count_pages=(i == 0))
             res.setdefault("pipeline", []).append(pipe_cpu)
+            if args.breakdown:
+                res.setdefault("no_fsync", []).append(
+                    pipeline(work, reqs, count_pages=False, sync="OFF")[0]
+                )
+                res.setdefault("stubbed", []).append(
+                    pipeline(work, reqs, count_pages=False, stub_store=True)[0]
+                )
             if i == 0:
                 res["pages"] = [pages]
                 res["plain_pages"] = [plain_pages(work / "pages.db", reqs)]
@@ -337,6 +367,24 @@ def main(argv: list[str] | None = None) -> int:
         f"| WAL pages per suite_ticket | {best['pages']:.1f} | one-table insert "
         f"{best['plain_pages']:.1f} | {best['pages'] / best['plain_pages']:.2f}× | ≤ 5 |"
     )
+    if args.breakdown:
+        stubbed, no_fsync, full = best["stubbed"], best["no_fsync"], best["pipeline"]
+        print("\nWhere a callback's CPU goes (best round of each):\n")
+        print("| part | CPU µs per callback | share | reference |")
+        print("|---|---:|---:|---|")
+        print(
+            f"| HTTP-side parsing, verify, decrypt, parse, reply (store stubbed) "
+            f"| {stubbed:.0f} | {stubbed / full:.0%} | crypto floor {best['floor']:.1f} µs |"
+        )
+        print(
+            f"| the store's statements, without the fsync (synchronous=OFF) "
+            f"| {no_fsync - stubbed:.0f} | {(no_fsync - stubbed) / full:.0%} | — |"
+        )
+        print(
+            f"| the fsync of the commit (synchronous=FULL) | {full - no_fsync:.0f} "
+            f"| {(full - no_fsync) / full:.0%} | a one-row durable commit: "
+            f"{best['commit_cpu']:.0f} µs in all |"
+        )
     return 0
 
 

@@ -6,6 +6,14 @@ Usage::
     python benchmarks/startup_bench.py            # hyperfine if installed, else 30 runs
     python benchmarks/startup_bench.py --quick    # 10 runs
     python benchmarks/startup_bench.py --no-hyperfine
+    python benchmarks/startup_bench.py --no-hyperfine --against /tmp/qywx-main   # A/B
+
+``--against DIR`` also runs every qywx command from another checkout (``git worktree
+add /tmp/qywx-main main``, or ``git archive main | tar -x -C DIR``), alternated with this
+one in the same loop, and prints its ratios beside ours: on a shared machine the load
+changes from minute to minute, so before/after figures only compare within one run.
+The loop reports process CPU time (user + system of the child) next to wall time;
+other jobs on the machine inflate the wall figure far more than the CPU one.
 
 Every command is a fresh interpreter, so the figures are what an operator or a CI job
 waits for. The floor is ``python -c "import typer"``: qywx's CLI is built on Typer,
@@ -26,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import statistics
@@ -45,9 +54,18 @@ def qywx() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "qywx_cli"]
 
 
-def env() -> dict[str, str]:
-    out = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), out.get("PYTHONPATH")]))
+def env(tree: Path = REPO) -> dict[str, str]:
+    """The environment of a timed run: ``tree`` first on the path, bytecode cache on.
+
+    ``PYTHONDONTWRITEBYTECODE`` is dropped: with it, every module changed since the
+    last cache write is compiled again on every run, which users never pay.
+    """
+    out = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("QYWX_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), out.get("PYTHONPATH")]))
     return out
 
 
@@ -58,6 +76,7 @@ class Timing:
     mean: float
     stdev: float
     best: float
+    cpu: float | None = None  # median process CPU seconds (the loop only)
 
 
 _DB: list[str] = []  # the log database the `log` commands read (made in main)
@@ -122,19 +141,45 @@ def time_with_hyperfine(runs: int) -> list[Timing]:
     ]
 
 
-def time_with_loop(runs: int) -> list[Timing]:
-    timings: dict[str, list[float]] = {label: [] for label, _ in commands()}
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_with_loop(runs: int, against: Path | None = None) -> list[Timing]:
+    """Every command ``runs`` times, interleaved; with ``against``, that checkout's qywx
+    commands too (labelled ``… [against]``), alternated with ours."""
+    plan: list[tuple[str, list[str], dict[str, str]]] = [
+        (label, cmd, env()) for label, cmd in commands()
+    ]
+    if against is not None:
+        plan += [
+            (f"{label} [against]", cmd, env(against))
+            for label, cmd in commands()
+            if label.startswith("qywx")
+        ]
+    walls: dict[str, list[float]] = {label: [] for label, _, _ in plan}
+    cpus: dict[str, list[float]] = {label: [] for label, _, _ in plan}
     for _ in range(3):  # warm the page cache and .pyc files
-        for _, cmd in commands():
-            subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, check=True)
+        for _, cmd, environ in plan:
+            subprocess.run(cmd, cwd=REPO, env=environ, capture_output=True, check=True)
     for _ in range(runs):  # interleaved, so drift hits every command alike
-        for label, cmd in commands():
+        for label, cmd, environ in plan:
+            cpu = _child_cpu()
             started = time.perf_counter()
-            subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, check=True)
-            timings[label].append(time.perf_counter() - started)
+            subprocess.run(cmd, cwd=REPO, env=environ, capture_output=True, check=True)
+            walls[label].append(time.perf_counter() - started)
+            cpus[label].append(_child_cpu() - cpu)
     return [
-        Timing(label, cmd, statistics.mean(t), statistics.stdev(t), min(t))
-        for (label, cmd), t in ((lc, timings[lc[0]]) for lc in commands())
+        Timing(
+            label,
+            cmd,
+            statistics.mean(walls[label]),
+            statistics.stdev(walls[label]),
+            min(walls[label]),
+            statistics.median(cpus[label]),
+        )
+        for label, cmd, _ in plan
     ]
 
 
@@ -157,14 +202,14 @@ def import_times(argv: list[str]) -> dict[str, tuple[int, int]]:
     return out
 
 
-def beyond_typer(top: int) -> tuple[list[tuple[str, int, int]], int]:
-    """The modules ``qywx validate`` imports that ``import typer`` does not."""
+def beyond_typer(top: int, *args: str) -> tuple[list[tuple[str, int, int]], int]:
+    """The modules ``qywx ARGS`` imports that ``import typer`` does not."""
     script = qywx()
     if script[0] == sys.executable:
         argv = script[1:]
     else:  # run the console script's code under -X importtime
         argv = ["-c", "import sys; from qywx_cli.cli import main; sys.exit(main())"]
-    ours = import_times([*argv, "validate", "sample_auths"])
+    ours = import_times([*argv, *args])
     typer_only = import_times(["-c", "import typer"])
     extra = [(name, s, c) for name, (s, c) in ours.items() if name not in typer_only]
     extra.sort(key=lambda row: -row[1])
@@ -177,28 +222,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10 runs per command")
     parser.add_argument("--no-hyperfine", action="store_true", help="time with a Python loop")
     parser.add_argument("--top", type=int, default=20, help="rows of the import table")
+    parser.add_argument(
+        "--against", type=Path, help="another checkout to run alternately (implies the loop)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.runs = 10
-    use_hyperfine = shutil.which("hyperfine") is not None and not args.no_hyperfine
-    with tempfile.TemporaryDirectory(prefix="qywx-startup-") as tmp:
-        _DB.append(str(make_log_db(Path(tmp))))
-        timings = time_with_hyperfine(args.runs) if use_hyperfine else time_with_loop(args.runs)
+    tmp = tempfile.TemporaryDirectory(prefix="qywx-startup-")
+    try:
+        return _run(args, Path(tmp.name), sys.argv[1:] if argv is None else argv)
+    finally:
+        tmp.cleanup()
 
-    given = sys.argv[1:] if argv is None else argv
+
+def _run(args: argparse.Namespace, tmp: Path, given: list[str]) -> int:
+    use_hyperfine = (
+        shutil.which("hyperfine") is not None and not args.no_hyperfine and args.against is None
+    )
+    _DB.append(str(make_log_db(tmp)))
+    timings = (
+        time_with_hyperfine(args.runs) if use_hyperfine else time_with_loop(args.runs, args.against)
+    )
+
     print(f"Machine: {os.cpu_count()} CPU, Python {platform.python_version()}")
     print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"Command: python benchmarks/startup_bench.py {' '.join(given)}".rstrip())
     tool = "hyperfine -N --warmup 3" if use_hyperfine else "time.perf_counter around subprocess"
     print(f"{args.runs} runs per command ({tool}); qywx = {shlex.join(qywx())}\n")
-    floor = timings[0].mean
-    print("| command | mean ± σ (ms) | min (ms) | ÷ import typer |")
-    print("|---|---:|---:|---:|")
+    if args.against is not None:
+        print(f"[against] = the same command from {args.against}, alternated with this run\n")
+    floor = timings[0]
+    cpu_floor = floor.cpu
+    cpu_head = " | CPU median (ms) | CPU ÷ import typer" if cpu_floor else ""
+    print(f"| command | mean ± σ (ms) | min (ms) | ÷ import typer{cpu_head} |")
+    print("|---|---:|---:|---:|" + ("---:|---:|" if cpu_floor else ""))
     for t in timings:
+        cpu_cells = (
+            f" | {t.cpu * 1000:.1f} | {t.cpu / cpu_floor:.2f}×"
+            if cpu_floor and t.cpu is not None
+            else ""
+        )
         print(
             f"| `{t.label}` | {t.mean * 1000:.1f} ± {t.stdev * 1000:.1f} "
-            f"| {t.best * 1000:.1f} | {t.mean / floor:.2f}× |"
+            f"| {t.best * 1000:.1f} | {t.mean / floor.mean:.2f}×{cpu_cells} |"
         )
+    floor = timings[0].mean
     validate = next(t for t in timings if t.label == "qywx validate sample_auths")
     verdict = "met" if validate.mean / floor <= GOAL else "NOT met"
     print(f"\nGoal `qywx validate` ≤ {GOAL}× `import typer`: {verdict}")
@@ -206,18 +274,28 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "met" if listing.mean / floor <= GOAL else "NOT met"
     print(
         f"Goal `qywx log list --format json` ≤ {GOAL}× `import typer`: {verdict} "
-        f"({listing.mean / floor:.2f}×)"
+        f"({listing.mean / floor:.2f}× wall"
+        + (
+            f", {listing.cpu / timings[0].cpu:.2f}× CPU)"
+            if listing.cpu is not None and timings[0].cpu
+            else ")"
+        )
     )
 
-    rows, total = beyond_typer(args.top)
-    print(
-        f"\nModules `qywx validate sample_auths` imports beyond `import typer` "
-        f"(-X importtime, one run; their own time adds up to {total / 1000:.1f} ms):\n"
-    )
-    print("| module | self (ms) | cumulative (ms) |")
-    print("|---|---:|---:|")
-    for name, self_us, cumulative in rows:
-        print(f"| `{name}` | {self_us / 1000:.2f} | {cumulative / 1000:.2f} |")
+    log = ["--db", _DB[0]] if _DB else []
+    for shown, words in (
+        ("qywx validate sample_auths", ["validate", "sample_auths"]),
+        ("qywx log list --format json", [*log, "log", "list", "--format", "json"]),
+    ):
+        rows, total = beyond_typer(args.top, *words)
+        print(
+            f"\nModules `{shown}` imports beyond `import typer` "
+            f"(-X importtime, one run; their own time adds up to {total / 1000:.1f} ms):\n"
+        )
+        print("| module | self (ms) | cumulative (ms) |")
+        print("|---|---:|---:|")
+        for name, self_us, cumulative in rows:
+            print(f"| `{name}` | {self_us / 1000:.2f} | {cumulative / 1000:.2f} |")
     return 0
 
 

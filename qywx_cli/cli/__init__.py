@@ -3,9 +3,11 @@
 Each command parses options, makes one library call and renders the result; command
 modules import heavy libraries (httpx, rich, the store) inside the command body so
 ``qywx --help`` and ``qywx validate`` start fast.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` in the modules whose commands are run most
+(this one's root options, ``log``): Typer would compile and evaluate each annotation
+string at every start-up, where real annotations come from the bytecode cache.
+"""
 
 import importlib
 import os
@@ -89,6 +91,7 @@ COMMANDS: dict[str, str] = {
     "login-url": "login_cmds",
     "org": "login_cmds",
     "corp": "corp_cmds",
+    "token": "token_cmds",
     "alert": "alert_cmds",
     "ids": "ids_cmds",
     "db": "db_cmds",
@@ -99,32 +102,48 @@ COMMANDS: dict[str, str] = {
 _ROOT_OPTIONS_WITH_VALUE = frozenset({"--config", "--auths", "--db"})
 
 
-def build_app(command: str | None = None) -> typer.Typer:
+def build_app(command: str | None = None, sub: str | None = None) -> typer.Typer:
     """The Typer app with every command, or only the module that defines ``command``.
 
     Typer converts every registered command to click at start-up (~17 ms for all of
     them), so running one command registers only its own module; ``--help``, unknown
-    commands and shell completion get the whole app.
+    commands and shell completion get the whole app. A module that defines
+    ``register_command(app, command, sub)`` narrows further: ``qywx log list`` converts
+    ``log list`` alone, not the group's other commands (each about 1.5 ms).
     """
     built = _new_app()
     built.callback()(_root)
-    wanted = [COMMANDS[command]] if command in COMMANDS else list(dict.fromkeys(COMMANDS.values()))
-    for name in wanted:
+    if command in COMMANDS:
+        module = importlib.import_module(f"qywx_cli.cli.{COMMANDS[command]}")
+        one = getattr(module, "register_command", None)
+        if one is not None:
+            one(built, command, sub)
+        else:
+            module.register(built)
+        return built
+    for name in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(f"qywx_cli.cli.{name}").register(built)
     return built
 
 
 def _command_name(args: list[str]) -> str | None:
     """The first word that is not a root option or its value."""
+    words = _command_words(args)
+    return words[0] if words else None
+
+
+def _command_words(args: list[str]) -> list[str]:
+    """The command, and the word right after it when that is not an option (a group's
+    subcommand: groups take no options of their own)."""
     skip = False
-    for arg in args:
+    for i, arg in enumerate(args):
         if skip:
             skip = False
         elif arg in _ROOT_OPTIONS_WITH_VALUE:
             skip = True
         elif not arg.startswith("-"):
-            return arg
-    return None
+            return [arg, *(w for w in args[i + 1 : i + 2] if not w.startswith("-"))]
+    return []
 
 
 def _hoist_root_options(args: list[str]) -> list[str]:
@@ -172,15 +191,40 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(name)
 
 
+def _without_httpx_cli() -> None:
+    """Keep httpx from loading its own command-line client in a qywx process.
+
+    httpx's package ``__init__`` imports ``httpx._main`` (its ``httpx`` console tool,
+    built on click, rich and pygments) whenever click is installed, as it is beside Flask
+    or Django's tooling. That costs every qywx process that talks HTTP (serve, fake-wecom,
+    simulate-callback, doctor …) about 0.1 s of CPU for a program qywx never runs. The
+    console script owns its process, so it puts an empty stand-in under that name before
+    anything imports httpx; a program that imports ``qywx_cli.core`` into its own process
+    never runs this, and keeps httpx as it is.
+    """
+    if "httpx" in sys.modules or "httpx._main" in sys.modules:
+        return
+    import types
+
+    def refuse() -> None:
+        raise SystemExit("httpx's command-line client is not loaded inside qywx")
+
+    stand_in = types.ModuleType("httpx._main")
+    stand_in.main = refuse  # type: ignore[attr-defined]
+    sys.modules["httpx._main"] = stand_in
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every outcome leaves through ``cli._errors.run_cli``."""
     from qywx_cli.cli._errors import EXIT_INTERRUPTED, run_cli
 
+    _without_httpx_cli()
     args = _hoist_root_options(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
     try:  # building the app imports the command modules: Ctrl-C may land here too
-        command = typer.main.get_command(build_app(None if completing else _command_name(args)))
+        words = [] if completing else _command_words(args)
+        command = typer.main.get_command(build_app(*words[:2]))
     except KeyboardInterrupt:
         print("qywx: interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None

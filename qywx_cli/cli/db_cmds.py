@@ -40,6 +40,9 @@ def db_info(
                 "latest_schema_version": info.latest_schema_version,
                 "counts": info.counts,
                 "size_bytes": info.size_bytes,
+                "secrets": None
+                if info.secrets is None
+                else {"plaintext": info.secrets.plaintext, "by_key": info.secrets.by_key},
             }
         )
         return EXIT_OK
@@ -48,7 +51,74 @@ def db_info(
         f"schema v{info.schema_version} (this qywx: v{info.latest_schema_version}), "
         f"{_size(info.size_bytes)}"
     )
+    if info.secrets is not None:
+        print(f"secrets at rest: {_secrets_line(info.secrets.plaintext, info.secrets.by_key)}")
     table(None, ["table", "rows"], [[t, n] for t, n in info.counts.items()])
+    return EXIT_OK
+
+
+def _secrets_line(plaintext: int, by_key: dict[str, int]) -> str:
+    parts = [f"{n} encrypted (key id {kid})" for kid, n in by_key.items()]
+    if plaintext or not parts:
+        parts.insert(0, f"{plaintext} plaintext")
+    return ", ".join(parts)
+
+
+def db_gen_key(fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text) -> int:
+    """Print a new secret key (32 random bytes, base64url) for QYWX_SECRET_KEY.
+
+    export QYWX_SECRET_KEY=$(qywx db gen-key), keep a copy where backups are not, then
+    run `qywx db rotate-key` to encrypt what the database already holds.
+    """
+    from qywx_cli.core.sealing import SecretKey, generate_key
+
+    key = generate_key()
+    if fmt is Format.json:
+        emit_json({"key": key, "key_id": SecretKey.parse(key).kid})
+    else:
+        print(key)
+    return EXIT_OK
+
+
+def db_rotate_key(
+    ctx: typer.Context,
+    old_key_env: Annotated[
+        str | None,
+        typer.Option(
+            "--old-key-env",
+            metavar="VAR",
+            help="The environment variable holding the previous key "
+            "(default: QYWX_OLD_SECRET_KEY, when set).",
+        ),
+    ] = None,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Encrypt every permanent code and cached token with QYWX_SECRET_KEY, in one transaction.
+
+    The first run after setting a key encrypts the rows written without one; with the
+    previous key given it re-encrypts the rows of that key. Safe to run again.
+    """
+    from qywx_cli.core.store import display_target
+    from qywx_cli.core.store.maintenance import rotate_key
+
+    settings = globals_of(ctx).settings()
+    done = rotate_key(settings.db_path, settings.secret_keys, old_key_env=old_key_env)
+    if fmt is Format.json:
+        emit_json(
+            {
+                "url": display_target(settings.db_path),
+                "key_id": done.key_id,
+                "encrypted": done.sealed,
+                "reencrypted": done.rekeyed,
+                "unchanged": done.unchanged,
+            }
+        )
+        return EXIT_OK
+    print(
+        f"{display_target(settings.db_path)}: key id {done.key_id}: {done.sealed} plaintext "
+        f"secret(s) encrypted, {done.rekeyed} re-encrypted from an older key, "
+        f"{done.unchanged} already current"
+    )
     return EXIT_OK
 
 
@@ -124,10 +194,13 @@ def db_copy(
 def register(app: typer.Typer) -> None:
     db = typer.Typer(
         name="db",
-        help="The database: info, upgrade (migrations), copy (e.g. SQLite → PostgreSQL).",
+        help="The database: info, upgrade (migrations), copy (e.g. SQLite → PostgreSQL), "
+        "gen-key and rotate-key (secrets at rest).",
         no_args_is_help=True,
     )
     db.command("info")(db_info)
     db.command("upgrade")(db_upgrade)
     db.command("copy")(db_copy)
+    db.command("gen-key")(db_gen_key)
+    db.command("rotate-key")(db_rotate_key)
     app.add_typer(db, name="db")

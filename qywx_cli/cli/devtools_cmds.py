@@ -607,7 +607,7 @@ def simulate_callback(
             db = settings.db_path
             path = local_file(db)
             if path is None or path.is_file():  # the endpoint may be a qywx serve on it
-                store = stack.enter_context(open_store(db))
+                store = stack.enter_context(open_store(db, keys=settings.secret_keys))
                 handled = functools.partial(sim.handled_in_log, store)
             report = sim.run_tamper(
                 simulator, client, names, spec, timeout=timeout, handled_count=handled
@@ -682,7 +682,7 @@ def _authorized_corps(settings: Settings, suite_id: str) -> list[str]:
     if path is not None and not path.is_file():
         return []
     try:
-        with open_store(settings.db_path) as store:
+        with open_store(settings.db_path, keys=settings.secret_keys) as store:
             return [c.corp_id for c in store.list_corp_auths(suite_id)]
     except QywxError as exc:
         shown = display_target(settings.db_path)

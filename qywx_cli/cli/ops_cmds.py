@@ -7,9 +7,12 @@ SuiteTicket, AuthCode and permanent codes unless ``--show-secrets``.
 
 ``log tail --format json`` is the one streaming exception to "one JSON document on
 stdout": it prints one JSON object per line (JSON Lines) as records arrive.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Typer reads each command's annotations
+at start-up, and as strings it would compile and evaluate every one of them several
+times (about 4 ms for ``log list``); built once at import, they come from the bytecode
+cache. Names imported only for type checking are quoted instead.
+"""
 
 import contextlib
 import enum
@@ -61,11 +64,11 @@ class Kind(str, enum.Enum):
 # -- shared helpers (login_cmds uses open_store too) ---------------------------------------
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: "Settings") -> "Store":
     """The existing database, or StoreError (exit 1): never create an empty one here."""
-    from qywx_cli.core.retry import open_existing_store
+    from qywx_cli.core.store import open_existing
 
-    return open_existing_store(settings)
+    return open_existing(settings.db_path, keys=settings.secret_keys)
 
 
 def parse_since(text: str, now: float, option: str = "--since") -> float:
@@ -107,7 +110,7 @@ def _age(seconds: float) -> str:
     return f"{hours}h {rest // 60}m" if hours else f"{rest // 60}m {rest % 60}s"
 
 
-def record_summary(rec: CallbackRecord) -> dict[str, Any]:
+def record_summary(rec: "CallbackRecord") -> dict[str, Any]:
     """One ``log list`` row; the key names are part of the CLI contract."""
     return {
         "id": rec.id,
@@ -123,12 +126,12 @@ def record_summary(rec: CallbackRecord) -> dict[str, Any]:
     }
 
 
-def _status_text(rec: CallbackRecord) -> str:
+def _status_text(rec: "CallbackRecord") -> str:
     """The status, with how many similar refusals were counted on this row."""
     return f"{rec.status} (+{rec.folded} similar folded)" if rec.folded else rec.status
 
 
-def _record_full(rec: CallbackRecord) -> dict[str, Any]:
+def _record_full(rec: "CallbackRecord") -> dict[str, Any]:
     """Every column; the envelope is the signed ciphertext (still encrypted)."""
     return {
         **record_summary(rec),
@@ -147,7 +150,7 @@ def _record_full(rec: CallbackRecord) -> dict[str, Any]:
     }
 
 
-def _row(rec: CallbackRecord) -> list[Any]:
+def _row(rec: "CallbackRecord") -> list[Any]:
     return [
         rec.id,
         _when(rec.received_at),
@@ -293,7 +296,7 @@ _EXPORT_KEYS = (
 # -- log show ----------------------------------------------------------------------------
 
 
-def _decrypted(rec: CallbackRecord, settings: Settings, show_secrets: bool) -> dict[str, Any]:
+def _decrypted(rec: "CallbackRecord", settings: "Settings", show_secrets: bool) -> dict[str, Any]:
     """Decrypt the stored envelope with the instance's key; secrets masked unless asked."""
     from qywx_cli.core import events as ev
     from qywx_cli.core.config import find_instance
@@ -386,7 +389,7 @@ def log_show(
 # -- log tail ----------------------------------------------------------------------------
 
 
-def _tail_line(rec: CallbackRecord, fmt: Format) -> str:
+def _tail_line(rec: "CallbackRecord", fmt: Format) -> str:
     if fmt is Format.json:
         return json.dumps(record_summary(rec), ensure_ascii=False)
     line = (
@@ -429,7 +432,7 @@ def log_tail(
     """
     wanted = status.value if status else None
 
-    def emit(records: list[CallbackRecord]) -> None:
+    def emit(records: "list[CallbackRecord]") -> None:
         for rec in records:
             if wanted is None or rec.status == wanted:
                 print(_tail_line(rec, fmt))
@@ -526,7 +529,7 @@ def log_prune(
 # -- log stats ---------------------------------------------------------------------------
 
 
-def _ticket_ages(store: Store, settings: Settings, now: float) -> list[dict[str, Any]]:
+def _ticket_ages(store: "Store", settings: "Settings", now: float) -> list[dict[str, Any]]:
     """The latest suite_ticket of each active instance's suite, and whether it is stale."""
     from qywx_cli.core.config import load_instances
 
@@ -705,7 +708,7 @@ def _progress_bar() -> Iterator[Callable[[int, int], None]]:
         yield advance
 
 
-def _retry_row(result: RetryResult) -> dict[str, Any]:
+def _retry_row(result: "RetryResult") -> dict[str, Any]:
     """One row of the retry report (json keys are part of the CLI contract)."""
     before, after = result.before, result.after
     return {
@@ -720,7 +723,7 @@ def _retry_row(result: RetryResult) -> dict[str, Any]:
     }
 
 
-def _retry_report(results: list[RetryResult], fmt: Format, *, dry_run: bool) -> int:
+def _retry_report(results: "list[RetryResult]", fmt: Format, *, dry_run: bool) -> int:
     rows = [_retry_row(r) for r in results]
     # failed, or still waiting (e.g. held by another worker's claim): not done either way
     still_failed = [] if dry_run else [r.before.id for r in results if r.still_failing]
@@ -750,17 +753,39 @@ def _retry_report(results: list[RetryResult], fmt: Format, *, dry_run: bool) -> 
     return EXIT_FAILED if still_failed else EXIT_OK
 
 
+LOG_COMMANDS: dict[str, Callable[..., int]] = {
+    "list": log_list,
+    "show": log_show,
+    "tail": log_tail,
+    "export": log_export,
+    "stats": log_stats,
+    "prune": log_prune,
+}
+
+
 def register(app: typer.Typer) -> None:
+    _register_log(app, LOG_COMMANDS)
+    app.command("retry")(retry)
+
+
+def register_command(app: typer.Typer, command: str, sub: str | None) -> None:
+    """Only what ``qywx COMMAND [SUB]`` runs: ``qywx log list`` converts ``log list``
+    alone (Typer turns every registered function into click at start-up, and the log
+    commands are read in scripts and CI); ``qywx log`` and an unknown subcommand get the
+    whole group, so help and "no such command" list all of it."""
+    if command == "retry":
+        app.command("retry")(retry)
+        return
+    one = LOG_COMMANDS.get(sub or "")
+    _register_log(app, {sub: one} if sub is not None and one is not None else LOG_COMMANDS)
+
+
+def _register_log(app: typer.Typer, commands: dict[str, Callable[..., int]]) -> None:
     log = typer.Typer(
         name="log",
         help="Read the callback log (list, show, tail, stats) and prune it.",
         no_args_is_help=True,
     )
-    log.command("list")(log_list)
-    log.command("show")(log_show)
-    log.command("tail")(log_tail)
-    log.command("export")(log_export)
-    log.command("stats")(log_stats)
-    log.command("prune")(log_prune)
+    for name, function in commands.items():
+        log.command(name)(function)
     app.add_typer(log, name="log")
-    app.command("retry")(retry)

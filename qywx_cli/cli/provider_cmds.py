@@ -35,7 +35,11 @@ def _provider(ctx: typer.Context, *, create: bool = False) -> Iterator[ProviderS
     from qywx_cli.core.wecom import WeComClient
 
     settings = globals_of(ctx).settings()
-    store = create_store(settings.db_path) if create else open_store(settings)
+    store = (
+        create_store(settings.db_path, keys=settings.secret_keys)
+        if create
+        else open_store(settings)
+    )
     with store, WeComClient(store, base_url=settings.api_base) as client:
         yield ProviderService(store, client, settings)
 

@@ -146,7 +146,8 @@ def serve(
             "--alert-webhook",
             help="POST alerts here: a WeCom group robot URL (…/cgi-bin/webhook/send?key=…, "
             "markdown) or any JSON webhook; for failed callbacks, a suite_ticket over 30 min "
-            "old, a store that cannot be written [QYWX_ALERT_WEBHOOK, [serve] alert_webhook].",
+            "old, a store that cannot be written, an app not online in an authorized corp "
+            "[QYWX_ALERT_WEBHOOK, [serve] alert_webhook].",
         ),
     ] = None,
     log_format: Annotated[
@@ -271,6 +272,13 @@ def serve(
             log.info("%s", line)
         if resumed:
             log.info("resuming %d callback(s) acknowledged before the last stop", resumed)
+        try:
+            secrets = service.secrets_at_rest()
+        except QywxError as exc:
+            log.warning("secrets at rest not checked: %s", exc.message)
+        else:
+            if secrets.status != "ok":
+                log.warning("%s; %s", secrets.detail, secrets.fix)
         health = service.healthcheck()
         if not health.get("writable"):
             log.warning(

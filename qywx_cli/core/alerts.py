@@ -8,12 +8,17 @@ incident                  when                                                ke
 callback failed           a handler finished ``failed`` (waits for retry)     instance + event
 suite_ticket stale        an active suite's newest ticket is over 30 min old  suite id
 store cannot be written   a callback was refused 503 because the store failed ``store``
-app not online            a check added with :meth:`Monitor.add_check`        the check's key
+app not online            an active corp's app is not published (上线) yet:   suite + corp
+                          read after create_auth / change_auth, then every
+                          check (:func:`app_status_check`)
 ========================  ==================================================  ================
 
 WeCom pushes a suite_ticket every 10 minutes (wecom-protocol.md §3.1): three missed
 pushes mean WeCom cannot reach the endpoint, and without a fresh ticket no suite token
-can be had once the cached one expires.
+can be had once the cached one expires. An app that is installed but not online
+(agent/get's customized_publish_status 0 or 1, doc 96448) refuses every login of that
+corp's staff, and WeCom sends no callback when the provider publishes it: only a check
+can tell.
 
 **De-duplicated and rate-limited.** One alert per incident key per ``repeat_after``
 (30 minutes): repeats inside the window are counted and reported with the next alert
@@ -51,12 +56,14 @@ if TYPE_CHECKING:
     from qywx_cli.core.service import CallbackService, NotifyResponse
 
 __all__ = [
+    "APP_RECHECK_AFTER",
     "TICKET_STALE_AFTER",
     "Alert",
     "AlertRules",
     "AlertSender",
     "Monitor",
     "Webhook",
+    "app_status_check",
     "masked_url",
     "sample_alert",
     "send_sample",
@@ -67,6 +74,12 @@ log = logging.getLogger("qywx.alerts")
 
 TICKET_STALE_AFTER = 30 * 60
 """Seconds: three missed 10-minute suite_ticket pushes."""
+
+APP_RECHECK_AFTER = 30 * 60
+"""Seconds after which a corp recorded not online is asked about again (agent/get)."""
+
+INSTALL_EVENTS = frozenset({"create_auth", "change_auth", "reset_permanent_code"})
+"""Handlers that end by reading the app's publish status: the monitor looks at once."""
 
 WECOM_ROBOT_PATH = "/cgi-bin/webhook/send"
 """The path of a WeCom group robot (群机器人) webhook, qyapi.weixin.qq.com's and a
@@ -296,12 +309,20 @@ class AlertSender:
 
 
 class AlertRules(Observer):
-    """Turns what the pipeline reports into alerts (the cheap, request-thread half)."""
+    """Turns what the pipeline reports into alerts (the cheap, request-thread half).
 
-    def __init__(self, sender: AlertSender) -> None:
+    ``wake`` (:meth:`Monitor.wake`) is called after an install or authorization change
+    was handled: the handler has just stored the app's publish status, and the monitor
+    reads it on its own thread, since an observer may not query the store.
+    """
+
+    def __init__(self, sender: AlertSender, *, wake: Callable[[], None] | None = None) -> None:
         self.sender = sender
+        self.wake = wake
 
     def handled(self, run: Handled) -> None:
+        if run.status == "processed" and run.event in INSTALL_EVENTS and self.wake is not None:
+            self.wake()
         if run.status != "failed":
             return
         self.sender.raise_alert(
@@ -332,9 +353,9 @@ Check = Callable[[], Iterable[Alert]]
 class Monitor:
     """Periodic checks on a thread of its own (store reads never run on a request).
 
-    ``add_check`` is the extension point for further conditions, for instance a corp
-    whose app the provider has not yet published (上线): a callable returning the
-    alerts due now.
+    ``add_check`` adds a condition: a callable returning the alerts due now. The checks
+    run every ``interval`` seconds, and at once after :meth:`wake` (an event worth
+    looking at was handled), so an incident is not left for up to a minute.
     """
 
     def __init__(
@@ -349,6 +370,7 @@ class Monitor:
         self.now = now
         self.checks: list[Check] = []
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add_check(self, check: Check) -> None:
@@ -368,9 +390,19 @@ class Monitor:
             raised += sum(self.sender.raise_alert(a) for a in alerts)
         return raised
 
+    def wake(self) -> None:
+        """Run the checks now rather than at the next tick; never blocks (any thread)."""
+        self._wake.set()
+
     def start(self) -> None:
         def run() -> None:
-            while not self._stop.wait(self.interval):
+            while True:
+                self._wake.wait(self.interval)
+                if self._stop.is_set():
+                    return
+                # Cleared before the checks read the store: a wake during them (a newer
+                # write) makes another round instead of being lost.
+                self._wake.clear()
                 self.check_now()
 
         self._thread = threading.Thread(target=run, name="qywx-monitor", daemon=True)
@@ -378,6 +410,7 @@ class Monitor:
 
     def close(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
 
@@ -415,6 +448,58 @@ def ticket_check(
                     f"suite_ticket stale for {suite}",
                     f"{age_text} (WeCom pushes one every 10 min)\n"
                     "check that WeCom can reach the notify URL: qywx doctor --auth NAME --url …",
+                )
+            )
+        return alerts
+
+    return check
+
+
+def app_status_check(
+    service: CallbackService,
+    *,
+    now: Callable[[], float] = time.time,
+    recheck_after: float = APP_RECHECK_AFTER,
+) -> Check:
+    """Alerts for active corps whose app is recorded not online (customized_publish_status
+    0 or 1), for the suites of the service's active instances.
+
+    The status is what create_auth, change_auth or ``qywx corp refresh`` stored. Since
+    WeCom sends no callback when the provider publishes the app, a status older than
+    ``recheck_after`` is read again (agent/get, on the monitor's thread) before it is
+    reported: one call per such corp per half hour, and a published app stops alerting
+    without an operator's refresh. A failed read is logged and the stored status used.
+    A corp whose status was never read is left to ``qywx doctor`` (its ``unknown``).
+    """
+    from qywx_cli.core.provider import NOT_ONLINE_HINT, is_online, publish_label, read_app_status
+
+    def check() -> list[Alert]:
+        suites = {i.suite_id for i in service.active_instances()}
+        alerts = []
+        for auth in service.store.list_corp_auths(state="active"):
+            if auth.suite_id not in suites or is_online(auth.publish_status) is not False:
+                continue
+            status = auth.publish_status
+            checked = auth.publish_checked_at
+            if checked is None or now() - checked >= recheck_after:
+                try:
+                    read = read_app_status(service.store, service.client, auth)
+                except QywxError as exc:
+                    log.warning("agent/get for corp %s failed: %s", auth.corp_id, exc.message)
+                else:
+                    if read is not None:
+                        if read.is_online:
+                            continue
+                        status = read.customized_publish_status
+            name = f" ({auth.corp_name})" if auth.corp_name else ""
+            alerts.append(
+                Alert(
+                    f"app-not-online:{auth.suite_id}:{auth.corp_id}",
+                    f"app not online in corp {auth.corp_id}{name}",
+                    f"suite {auth.suite_id}, agentid {auth.agent_id}: customized_publish_status "
+                    f"{publish_label(status)}\n"
+                    f"{NOT_ONLINE_HINT}; its staff cannot log in until then\n"
+                    f"after publishing: qywx corp refresh {auth.corp_id}",
                 )
             )
         return alerts

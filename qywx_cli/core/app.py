@@ -294,7 +294,9 @@ class App:
         """The callback service over this app's database (created on first use)."""
         with self._lock:
             if self._callbacks is None:
-                store = open_store(self.settings.db_path, now=self._now)
+                store = open_store(
+                    self.settings.db_path, now=self._now, keys=self.settings.secret_keys
+                )
                 try:
                     client = WeComClient(
                         store,

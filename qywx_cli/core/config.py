@@ -392,22 +392,46 @@ def _looks_like_instance(path: Path) -> bool:
     return (path / "e.json").is_file() or (path / f"{path.name}.json").is_file()
 
 
-def _subfolders(root: Path) -> list[Path]:
-    """Non-hidden subfolders, plus dangling or looping links so they get reported."""
+class _Listings:
+    """The folder listings of one validation run, each read once.
+
+    The auths/ folder is listed to find the instances and again for the rules across
+    instances; with 10,000 instances the second listing (and its 10,000 paths) cost as
+    much as a tenth of the run. The listing also says which subfolders are plain
+    folders, not links, which :class:`_Identities` would otherwise ``lstat`` one by one.
+    """
+
+    def __init__(self) -> None:
+        self._folders: dict[Path, list[Path]] = {}
+        self.plain: set[Path] = set()
+
+    def subfolders(self, root: Path) -> list[Path]:
+        found = self._folders.get(root)
+        if found is None:
+            found = self._folders[root] = _subfolders(root, self.plain)
+        return found
+
+
+def _subfolders(root: Path, plain: set[Path] | None = None) -> list[Path]:
+    """Non-hidden subfolders, plus dangling or looping links so they get reported.
+
+    ``plain`` collects the subfolders that are folders themselves, not links to one.
+    """
     try:
         with os.scandir(root) as listing:
             entries = [e for e in listing if not e.name.startswith(".")]
     except OSError as exc:
         raise ConfigError(f"cannot read folder {_shown(str(root))}: {exc.strerror}") from None
     # DirEntry knows its type from the listing itself: no stat per entry but for links.
-    return sorted(
-        (
-            root / e.name
-            for e in entries
-            if _is_dir(e) or (e.is_symlink() and not os.path.exists(e.path))
-        ),
-        key=lambda p: p.name,
-    )
+    found: list[Path] = []
+    for e in sorted(entries, key=lambda e: e.name):
+        if _is_dir(e):
+            found.append(root / e.name)
+            if plain is not None and not e.is_symlink():
+                plain.add(found[-1])
+        elif e.is_symlink() and not os.path.exists(e.path):
+            found.append(root / e.name)
+    return found
 
 
 def _is_dir(entry: os.DirEntry[str]) -> bool:
@@ -432,7 +456,7 @@ def _named(folder: Path) -> Path:
     return Path(os.path.abspath(folder)) if folder.name in ("", "..") else folder
 
 
-def instance_dirs(path: Path) -> list[Path]:
+def instance_dirs(path: Path, listings: _Listings | None = None) -> list[Path]:
     """Instance folders for ``path``: an auths/ folder, one instance, a project root, a file.
 
     A file (pre-commit passes changed files) or a folder inside an instance stands for
@@ -447,7 +471,7 @@ def instance_dirs(path: Path) -> list[Path]:
         if _looks_like_instance(path):
             return [path]
         root = path / "auths" if (path / "auths").is_dir() else path
-        children = _subfolders(root)
+        children = listings.subfolders(root) if listings is not None else _subfolders(root)
         if children:
             return children
     enclosing = _enclosing_instance(path)
@@ -478,8 +502,10 @@ class _Identities:
     each parent is resolved once and each folder only asked whether it is a link.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, plain: set[Path] | None = None) -> None:
         self._parents: dict[Path, str] = {}
+        #: folders a listing showed to be folders, not links: no lstat needed
+        self._plain = plain if plain is not None else set()
 
     def parent(self, folder: Path) -> str:
         real = self._parents.get(folder)
@@ -488,7 +514,7 @@ class _Identities:
         return real
 
     def of(self, folder: Path) -> str:
-        if folder.name in ("", ".", "..") or os.path.islink(folder):
+        if folder not in self._plain and (folder.name in ("", ".", "..") or os.path.islink(folder)):
             return os.path.realpath(folder)
         return os.path.join(self.parent(folder.parent), folder.name)
 
@@ -603,7 +629,7 @@ class _Doc:
     file for positions was a fifth of validating 10,000 valid instances.
     """
 
-    path: Path
+    path: str
     data: dict[str, Any]
     text: str = field(repr=False)
     #: whether the text has a \u escape: only an escape can put a lone surrogate in a
@@ -634,22 +660,23 @@ def _syntax_hint(text: str, pos: int) -> str:
     return ""
 
 
-def _is_regular_file(path: Path, out: _Collector) -> bool:
+def _is_regular_file(path: str, out: _Collector) -> bool:
     """Refuse folders, FIFOs and devices before opening: reading a FIFO would hang."""
+    name = os.path.basename(path)
     try:
-        mode = path.stat().st_mode
+        mode = os.stat(path).st_mode
     except OSError as exc:
-        why = "a dangling or looping symbolic link" if path.is_symlink() else exc.strerror
-        out.add("error", path, None, "unreadable", f"cannot read {path.name}: {why}")
+        why = "a dangling or looping symbolic link" if os.path.islink(path) else exc.strerror
+        out.add("error", path, None, "unreadable", f"cannot read {name}: {why}")
         return False
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
-        out.add("error", path, None, "not-a-file", f"{path.name} is {kind}; expected a JSON file")
+        out.add("error", path, None, "not-a-file", f"{name} is {kind}; expected a JSON file")
         return False
     return True
 
 
-def _decode(raw: bytes, path: Path, out: _Collector) -> str | None:
+def _decode(raw: bytes, path: str, out: _Collector) -> str | None:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         out.add(
             "error", path, 1, "encoding", "file is UTF-16 encoded; save it as UTF-8 without BOM"
@@ -694,7 +721,7 @@ def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_pairs_hook)
 
 
-def _parse(text: str, path: Path, out: _Collector) -> tuple[bool, Any]:
+def _parse(text: str, path: str, out: _Collector) -> tuple[bool, Any]:
     """``json.loads`` held to RFC 8259, every failure turned into one diagnostic."""
     bad: tuple[int | None, str]
     try:
@@ -743,15 +770,45 @@ def _lone_surrogates(data: Any) -> Iterator[tuple[str, ...]]:
             todo.extend(((*path, f"[{i}]"), v) for i, v in enumerate(value))
 
 
-def _read_json(path: Path, out: _Collector) -> _Doc | None:
-    """Parse one JSON object file; report why not, with a line wherever one is known."""
-    if not _is_regular_file(path, out):
+_READ_CHUNK = 64 * 1024
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
+
+
+def _read_capped(path: str) -> bytes:
+    """At most ``MAX_CONFIG_BYTES + 1`` bytes of ``path``.
+
+    In chunks, not one ``read(MAX_CONFIG_BYTES + 1)``: a buffered read of that size
+    allocates (and the kernel maps) a whole MiB for every half-KiB file, which was most
+    of the cost of reading 20,000 files.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, min(_READ_CHUNK, MAX_CONFIG_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_json(path: str, out: _Collector, *, regular: bool = False) -> _Doc | None:
+    """Parse one JSON object file; report why not, with a line wherever one is known.
+
+    ``regular``: the folder listing already said this is a regular file (not a link),
+    so the ``stat`` that keeps FIFOs and devices from being opened is skipped.
+    """
+    if not regular and not _is_regular_file(path, out):
         return None
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        raw = _read_capped(path)
     except OSError as exc:
-        out.add("error", path, None, "unreadable", f"cannot read {path.name}: {exc.strerror}")
+        name = os.path.basename(path)
+        out.add("error", path, None, "unreadable", f"cannot read {name}: {exc.strerror}")
         return None
     if len(raw) > MAX_CONFIG_BYTES:
         out.add(
@@ -1024,14 +1081,16 @@ class _Loaded:
 
 def _find_file(
     folder: Path, wanted: str, entries: Sequence[str], out: _Collector, what: str
-) -> Path | None:
+) -> str | None:
     """The exactly named file, or a missing-file error that says what is there instead.
 
     Names are compared exactly, not through the file system: ``qywxproxytemp.json`` is
-    found on macOS and Windows but not by the platform on Linux.
+    found on macOS and Windows but not by the platform on Linux. The path is a string:
+    it is opened and maybe named in a message, and a Path per file cost more than
+    reading the file.
     """
     if wanted in entries:
-        return folder / wanted
+        return os.path.join(folder, wanted)
     same_but_case = [e for e in entries if e.lower() == wanted.lower()]
     others = sorted(e for e in entries if e.lower().endswith(".json") and e != "e.json")
     if same_but_case:
@@ -1059,16 +1118,20 @@ def _validate_instance(
             "ASCII letters, digits and '_' (it becomes the element name auths.<Name>)",
         )
     try:
-        entries = sorted(e.name for e in os.scandir(folder))
+        with os.scandir(folder) as listing:
+            # The listing's own file types (no stat): which names are plain regular files.
+            typed = [(e.name, e.is_file(follow_symlinks=False)) for e in listing]
     except OSError as exc:
         why = "a dangling or looping symbolic link" if folder.is_symlink() else exc.strerror
         out.add("error", folder, None, "unreadable", f"cannot read instance folder: {why}")
         return None, out.items
+    entries = sorted(name for name, _ in typed)
+    regular = {name for name, is_file in typed if is_file}
 
     values = _Values()
     biz_name = f"{name}.json"
     e_path = _find_file(folder, "e.json", entries, out, "element file")
-    e_doc = _read_json(e_path, out) if e_path else None
+    e_doc = _read_json(e_path, out, regular="e.json" in regular) if e_path else None
     if e_doc is not None:
         _check_object(
             e_doc.data,
@@ -1080,7 +1143,7 @@ def _validate_instance(
             elsewhere={r.name: biz_name for r in BUSINESS_FIELDS},
         )
     biz_path = _find_file(folder, biz_name, entries, out, "business file")
-    biz = _read_json(biz_path, out) if biz_path else None
+    biz = _read_json(biz_path, out, regular=biz_name in regular) if biz_path else None
     if biz is not None:
         _check_object(
             biz.data,
@@ -1285,7 +1348,7 @@ def _secret_spelling(written: str | None) -> str:
     return "a literal value"
 
 
-def _siblings(parent: Path, known: set[Path]) -> list[Path]:
+def _siblings(parent: Path, known: set[Path], listings: _Listings) -> list[Path]:
     """Instance folders beside a validated one; best effort, they only add context.
 
     ``known`` folders (already validated) are skipped before touching the disk: when a
@@ -1293,7 +1356,9 @@ def _siblings(parent: Path, known: set[Path]) -> list[Path]:
     them again cost a third of the run.
     """
     try:
-        return [p for p in _subfolders(parent) if p not in known and _looks_like_instance(p)]
+        return [
+            p for p in listings.subfolders(parent) if p not in known and _looks_like_instance(p)
+        ]
     except ConfigError:
         return []
 
@@ -1313,9 +1378,10 @@ def validate_paths(
     source = (os.environ if env is None else env) if resolve_env else None
     folders: list[Path] = []
     seen: set[str] = set()
-    identities = _Identities()
+    listings = _Listings()
+    identities = _Identities(listings.plain)
     for p in paths:
-        for folder in instance_dirs(Path(p)):
+        for folder in instance_dirs(Path(p), listings):
             real = identities.of(folder)
             if real not in seen:
                 seen.add(real)
@@ -1330,7 +1396,7 @@ def validate_paths(
     valid = tuple(x.instance for x in loaded if x.complete)
     known = set(folders)
     for parent in dict.fromkeys(f.parent for f in folders):
-        for sibling in _siblings(parent, known):
+        for sibling in _siblings(parent, known, listings):
             real = identities.of(sibling)
             if real in seen:
                 continue

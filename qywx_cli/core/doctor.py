@@ -9,19 +9,26 @@ given a URL, the public endpoint answering WeCom's handshake and a signed callba
 The probe suite_ticket sent to the URL carries ``TimeStamp`` 1: the store keeps the
 ticket with the greatest WeCom timestamp as the latest, so a probe can never displace
 the real ticket (which would break get_suite_token until the next push).
+
+:func:`run_doctor_all` (``doctor --all``) runs those checks for every instance folder,
+then asks WeCom for every authorized corp's app token (``gettoken`` with the stored
+permanent code, §5.4): the one call every login and API call in that corp starts with,
+so a corp whose code stopped working is found before its staff are.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
-from qywx_cli.core.config import AuthInstance, validate_paths
-from qywx_cli.core.errors import QywxError
+from qywx_cli.core.config import AuthInstance, instance_dirs, validate_paths
+from qywx_cli.core.errors import ConfigError, QywxError, WeComAPIError
 from qywx_cli.core.retry import check_not_empty
+from qywx_cli.core.sealing import SecretKeyError
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.simulate import CallbackSimulator, EventSpec, make_client, send
 from qywx_cli.core.store import (
@@ -33,7 +40,15 @@ from qywx_cli.core.store import (
 )
 from qywx_cli.core.wecom import WeComClient
 
-__all__ = ["STALE_TICKET_SECONDS", "Check", "run_doctor"]
+__all__ = [
+    "STALE_TICKET_SECONDS",
+    "Check",
+    "CorpCheck",
+    "DoctorAll",
+    "InstanceReport",
+    "run_doctor",
+    "run_doctor_all",
+]
 
 STALE_TICKET_SECONDS = 30 * 60
 _SECRET_CODES = frozenset({"env-unset", "env-reference", "placeholder"})
@@ -135,7 +150,7 @@ def run_doctor(
         try:
             if db is not None:
                 check_not_empty(db)
-            store = open_store(target, now=now)
+            store = open_store(target, now=now, keys=settings.secret_keys)
         except QywxError as exc:
             # The message already says what to do; only a newer schema needs a newer qywx.
             fix = (
@@ -171,10 +186,14 @@ def run_doctor(
             )
     if store is not None:
         try:
+            checks.append(_secrets_at_rest(store))
             checks.extend(_ticket_and_token(settings, inst, store, now))
             checks.append(_licence_check(store, now()))
             checks.extend(_lost_installations(store))
-            status = _app_status(inst, store)
+            try:
+                status = _app_status(inst, store)
+            except SecretKeyError:  # reported by the secrets_at_rest check
+                status = None
             if status is not None:
                 checks.append(status)
         finally:
@@ -182,6 +201,21 @@ def run_doctor(
     if url:
         checks.extend(_endpoint_checks(settings, inst, url))
     return checks
+
+
+def _secrets_at_rest(store: Store) -> Check:
+    """Are permanent codes and tokens encrypted, and with a key that is set? No key is
+    a warning (qywx works as before); secrets sealed with a key not set fail."""
+    from qywx_cli.core.sealing import assess_at_rest
+
+    verdict = assess_at_rest(store.secret_keys, store.secrets_at_rest())
+    return Check(
+        "secrets_at_rest",
+        verdict.status != "failed",
+        verdict.detail,
+        verdict.fix,
+        warning=verdict.status == "warning",
+    )
 
 
 def _app_status(inst: AuthInstance, store: Store) -> Check | None:
@@ -353,3 +387,208 @@ def _endpoint_checks(settings: Settings, inst: AuthInstance, url: str) -> list[C
                 detail = f"{detail}: {exchange.reply.preview!r}"  # e.g. the -40001 reason
             checks.append(Check(name, exchange.ok, detail, "" if exchange.ok else fix))
     return checks
+
+
+# -- every instance, every corp (doctor --all) -------------------------------------------
+
+GETTOKEN_FIXES: dict[int, str] = {
+    -1: "WeCom was busy (系统繁忙): run doctor again in a minute",
+    40001: "WeCom refused the stored permanent code as this corp's secret (reset or "
+    "superseded): reset the app's Secret in the provider console (代开发应用 → 重置Secret); "
+    "WeCom then sends reset_permanent_code and qywx stores the new code",
+    40013: "WeCom does not know this corp id: compare it with `qywx corp show CORP` (after "
+    "the ID upgrade WeCom may expect the other form: `qywx ids convert corpid`)",
+    40084: "the permanent code is not valid: reset the app's Secret in the provider console "
+    "(代开发应用 → 重置Secret) so WeCom sends a new one",
+    60020: "WeCom refused this server's IP: add it to the app's trusted IPs (企业可信IP) in "
+    "the provider console",
+}
+"""What to do about a ``gettoken`` errcode; anything else points at WeCom's errcode page."""
+
+
+def gettoken_fix(errcode: int | None) -> str:
+    """The one-line fix doctor --all shows for a failed corp gettoken."""
+    if errcode is None:
+        return "WeCom could not be reached: check the network, proxy and QYWX_API_BASE"
+    return GETTOKEN_FIXES.get(
+        errcode,
+        f"see WeCom's error code page: https://developer.work.weixin.qq.com/devtool/query?e={errcode}",
+    )
+
+
+@dataclass(frozen=True)
+class CorpCheck:
+    """``gettoken`` for one corp's authorization of one suite; never the code or the token."""
+
+    corp_id: str
+    corp_name: str | None
+    suite_id: str
+    #: the instances here serving that suite (none: the suite is not configured here)
+    instances: tuple[str, ...]
+    ok: bool
+    detail: str
+    fix: str = ""
+    skipped: bool = False
+    #: WeCom's errcode when gettoken was refused (None: ok, skipped or unreachable)
+    errcode: int | None = None
+
+    @property
+    def status(self) -> str:
+        if self.skipped:
+            return "skipped"
+        return "ok" if self.ok else "failed"
+
+    def as_dict(self) -> dict[str, object]:
+        doc = asdict(self)
+        doc["instances"] = list(self.instances)
+        doc["status"] = self.status
+        return doc
+
+
+@dataclass(frozen=True)
+class InstanceReport:
+    """One instance folder's checks, as :func:`run_doctor` returns them."""
+
+    instance: str
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "instance": self.instance,
+            "ok": self.ok,
+            "checks": [c.as_dict() for c in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class DoctorAll:
+    """``doctor --all``: each instance's checks, then one gettoken per authorized corp."""
+
+    instances: tuple[InstanceReport, ...]
+    corps: tuple[CorpCheck, ...]
+    #: why no corp was checked, when none was (no database, no corp yet)
+    corps_note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """A skipped check is not a failure: only ``failed`` makes the verdict false."""
+        return all(r.ok for r in self.instances) and all(c.status != "failed" for c in self.corps)
+
+    def statuses(self) -> list[str]:
+        """Every check's status, instances' and corps', for the summary line."""
+        return [c.status for r in self.instances for c in r.checks] + [c.status for c in self.corps]
+
+    def counts(self) -> dict[str, int]:
+        statuses = self.statuses()
+        return {name: statuses.count(name) for name in ("ok", "warning", "failed", "skipped")}
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "summary": self.counts(),
+            "instances": [r.as_dict() for r in self.instances],
+            "corps": [c.as_dict() for c in self.corps],
+            "corps_note": self.corps_note,
+        }
+
+
+def run_doctor_all(settings: Settings, *, now: Callable[[], float] = time.time) -> DoctorAll:
+    """:func:`run_doctor` for every instance folder, then gettoken for every corp.
+
+    A ConfigError when there is no instance folder at all: there is nothing to check,
+    and an empty report would read as a pass.
+    """
+    auths = settings.auths_dir
+    folders = instance_dirs(auths) if auths.is_dir() else []
+    if not folders:
+        raise ConfigError(
+            f"no instance folders in {auths}: create one with `qywx init NAME --suite-id …` "
+            "or pass --auths DIR",
+            code="no-instances",
+        )
+    reports = tuple(
+        InstanceReport(folder.name, tuple(run_doctor(settings, str(folder), now=now)))
+        for folder in folders
+    )
+    instances = list(validate_paths([auths]).instances)
+    corps, why = _corp_checks(settings, instances, now)
+    return DoctorAll(reports, tuple(corps), why)
+
+
+def _refusal(exc: WeComAPIError) -> str:
+    """``gettoken refused: errcode 40001 (invalid credential)``: WeCom's errmsg without
+    the hint and the link it appends (the errcode and the fix say more, in less room)."""
+    errmsg = exc.errmsg.split(", hint:")[0].split(" hint:")[0].strip()
+    return f"gettoken refused: errcode {exc.errcode}" + (f" ({errmsg})" if errmsg else "")
+
+
+def _corp_checks(
+    settings: Settings, instances: Sequence[AuthInstance], now: Callable[[], float]
+) -> tuple[list[CorpCheck], str]:
+    """gettoken, fresh, for every authorization the store holds (every suite)."""
+    from qywx_cli.core.retry import open_existing_store
+
+    try:
+        store = open_existing_store(settings)
+    except QywxError:
+        # The instances' database check already says what is wrong with it.
+        return [], "no corp checked: the database cannot be read (see the database check)"
+    checks: list[CorpCheck] = []
+    with store, WeComClient(store, base_url=settings.api_base, now=now, retries=1) as client:
+        try:
+            auths = store.list_corp_auths()
+        except SecretKeyError as exc:  # the permanent codes are sealed with a key not set
+            return [], f"no corp checked: {exc.message}"
+        for auth in auths:
+            serving = tuple(sorted(i.name for i in instances if i.suite_id == auth.suite_id))
+            check = partial(CorpCheck, auth.corp_id, auth.corp_name, auth.suite_id, serving)
+            if not auth.is_active:
+                checks.append(
+                    check(
+                        ok=True,
+                        skipped=True,
+                        detail=f"skipped: authorization {auth.state}, no permanent code held",
+                    )
+                )
+                continue
+            if not auth.permanent_code:
+                checks.append(
+                    check(
+                        ok=False,
+                        detail="no permanent code held: its AuthCode was never exchanged",
+                        fix=GETTOKEN_FIXES[40084],
+                    )
+                )
+                continue
+            try:
+                got = client.obtain_corp_token(auth.corp_id, auth.permanent_code, fresh=True)
+            except WeComAPIError as exc:
+                checks.append(
+                    check(
+                        ok=False,
+                        detail=_refusal(exc),
+                        fix=gettoken_fix(exc.errcode),
+                        errcode=exc.errcode,
+                    )
+                )
+            except QywxError as exc:
+                checks.append(
+                    check(
+                        ok=False,
+                        detail=exc.message,
+                        fix=gettoken_fix(None),
+                    )
+                )
+            else:
+                left = max(0, int(got.expires_at - now()))
+                checks.append(
+                    check(
+                        ok=True,
+                        detail=f"gettoken ok: a corp token valid {left} s, cached",
+                    )
+                )
+    return checks, "" if checks else "no corp has authorized a suite yet"

@@ -3,7 +3,8 @@
     QywxError                       base; ``code`` is a short stable slug, ``str()`` one line
     ├── UsageError                  the caller asked for something malformed (exit 2)
     ├── ConfigError                 an auths/ instance or qywx.toml is unusable
-    │   └── InstanceNotFound        no instance of that name / path
+    │   ├── InstanceNotFound        no instance of that name / path
+    │   └── SecretKeyError          a stored secret is sealed with a key that is not set
     ├── CallbackCryptoError(code)   WXBizMsgCrypt failure, ``code`` = WeCom's -400xx number
     │   └── UnsafeXMLError          DTD / entity / oversize / too deep XML (-40002)
     ├── RequestRejected             a correctly signed callback refused anyway (stale, replayed)
@@ -44,6 +45,7 @@ __all__ = [
     "QywxError",
     "RecordNotFound",
     "RequestRejected",
+    "SecretKeyError",
     "ServerError",
     "StoreError",
     "UnsafeXMLError",
@@ -81,6 +83,14 @@ class ConfigError(QywxError):
 
 class InstanceNotFound(ConfigError):
     code = "instance-not-found"
+
+
+class SecretKeyError(ConfigError):
+    """A stored secret (permanent code, token) cannot be opened with the keys set: none
+    is set, or not the one it was sealed with (core/sealing.py). The message names what
+    to set and the key id, never a key."""
+
+    code = "secret-key"
 
 
 class CallbackCryptoError(QywxError):

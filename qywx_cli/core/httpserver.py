@@ -27,10 +27,10 @@ import contextlib
 import errno
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any, Final
 
 from qywx_cli.core.errors import ServerError, UsageError
+from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
 
 __all__ = ["DEFAULT_LIMITS", "ServerLimits", "create_server"]
 
@@ -38,31 +38,6 @@ log = logging.getLogger("qywx.http")
 
 _FD_HEADROOM: Final = 64
 """Descriptors kept free beside the connections: the database, WAL, logs, API calls."""
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Connection limits of the HTTP edge (``qywx serve`` flags / ``[serve]`` in qywx.toml)."""
-
-    connection_limit: int = 4096
-    #: seconds an idle keep-alive connection is kept
-    channel_timeout: float = 30.0
-    #: seconds from a request's first byte to the end of its headers
-    header_timeout: float = 10.0
-    #: seconds from the end of the headers to the end of the body
-    body_timeout: float = 30.0
-
-    def check(self) -> ServerLimits:
-        if not 1 <= self.connection_limit <= 1_000_000:
-            raise UsageError("connection_limit must be between 1 and 1000000")
-        for name in ("channel_timeout", "header_timeout", "body_timeout"):
-            value = getattr(self, name)
-            if not 0 < value <= 3600:
-                raise UsageError(f"{name} must be more than 0 and at most 3600 seconds")
-        return self
-
-
-DEFAULT_LIMITS: Final = ServerLimits()
 
 
 def _fit_descriptors(wanted: int) -> int:

@@ -376,7 +376,7 @@ def convert_ids(
     if path is not None and not path.is_file():
         raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
     with (
-        open_store(settings.db_path) as store,
+        open_store(settings.db_path, keys=settings.secret_keys) as store,
         WeComClient(store, base_url=settings.api_base) as client,
     ):
         converter = IdConverter(client, store, sleep=sleep)

@@ -69,14 +69,21 @@ def _observers(service: CallbackService) -> Observers:
 
 def _attach_alerts(done: Instrumentation, url: str) -> None:
     """Alerts: rules on the observer seam, a monitor thread, a sender thread."""
-    from qywx_cli.core.alerts import AlertRules, AlertSender, Monitor, Webhook, ticket_check
+    from qywx_cli.core.alerts import (
+        AlertRules,
+        AlertSender,
+        Monitor,
+        Webhook,
+        app_status_check,
+        ticket_check,
+    )
 
     sender = AlertSender(Webhook(url))
     monitor = Monitor(sender)
     monitor.add_check(ticket_check(done.service))
-    # Extension point: further checks (a corp whose app is not yet online) are added
-    # with monitor.add_check(...) once the store records an app's publish status.
-    _observers(done.service).add(AlertRules(sender))
+    monitor.add_check(app_status_check(done.service))
+    # After create_auth / change_auth the monitor reads the stored publish status at once.
+    _observers(done.service).add(AlertRules(sender, wake=monitor.wake))
     sender.start()
     monitor.start()
     done._stops.append(sender.close)

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.errors import UsageError
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import CallbackRecord, Store, local_file, open_store
+from qywx_cli.core.store import CallbackRecord, Store, check_not_empty, open_existing
 
-__all__ = ["RetryResult", "open_existing_store", "retry_callbacks", "select_for_retry"]
+__all__ = [
+    "RetryResult",
+    "check_not_empty",
+    "open_existing_store",
+    "retry_callbacks",
+    "select_for_retry",
+]
 
 Progress = Callable[[int, int], None]
 """``progress(done, total)``, called before the first record and after each one."""
@@ -40,26 +45,7 @@ class RetryResult:
 
 def open_existing_store(settings: Settings) -> Store:
     """The configured database, or StoreError: reading commands never create an empty one."""
-    path = local_file(settings.db_path)  # None: a database server, nothing to create
-    if path is not None and not path.is_file():
-        raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
-    if path is not None:
-        check_not_empty(path)
-    return open_store(settings.db_path)
-
-
-def check_not_empty(path: Path) -> None:
-    """A 0-byte file is no qywx database: SQLite would take it as an empty one, so a
-    reading command would report an empty log and quietly make the file a database."""
-    try:
-        empty = path.stat().st_size == 0
-    except OSError:
-        return  # open_store reports what is wrong with it
-    if empty:
-        raise StoreError(
-            f"{path} is an empty file (0 bytes), not a qywx database: pass --db with the "
-            "qywx database, or delete it and let qywx serve create one"
-        )
+    return open_existing(settings.db_path, keys=settings.secret_keys)
 
 
 def _check_selection(

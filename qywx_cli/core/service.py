@@ -60,6 +60,7 @@ from qywx_cli.core.errors import (
 )
 from qywx_cli.core.observe import Handled, Observer, Observers
 from qywx_cli.core.provider import read_app_status
+from qywx_cli.core.sealing import Verdict
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import (
     DEFAULT_LEASE_SECONDS,
@@ -193,10 +194,22 @@ class NotifyResponse:
     def __call__(
         self, environ: Mapping[str, Any], start_response: Callable[..., Any]
     ) -> Iterable[bytes]:
-        start_response(f"{self.status} {HTTPStatus(self.status).phrase}", self.headers)
+        start_response(_status_line(self.status), self.headers)
         if str(environ.get("REQUEST_METHOD") or "").upper() == "HEAD":
             return []  # GET's headers, Content-Length included, and no body (RFC 9110 §9.3.2)
         return [self.body]
+
+
+_STATUS_LINES: dict[int, str] = {}
+
+
+def _status_line(status: int) -> str:
+    """``"200 OK"``: looked up once per status (an enum call per reply cost more than
+    building the rest of the headers)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"{status} {HTTPStatus(status).phrase}"
+    return line
 
 
 def _reply(status: int, text: str, outcome: str, **kw: Any) -> NotifyResponse:
@@ -228,6 +241,22 @@ def _refusal(exc: QywxError, **kw: Any) -> NotifyResponse:
     else:
         status = 400
     return _reply(status, exc.message, f"rejected: {exc.code}", **kw)
+
+
+_HANDLED: frozenset[type] = frozenset(
+    {
+        ev.SuiteTicketEvent,
+        ev.CreateAuthEvent,
+        ev.ResetPermanentCodeEvent,
+        ev.ChangeAuthEvent,
+        ev.CancelAuthEvent,
+        ev.UnlicensedNotifyEvent,
+    }
+)
+"""The events of a template's URL that a worker handles (the keys of
+``CallbackService._handlers``); any other event is finished as it is recorded."""
+_SYSTEM_HANDLED: frozenset[type] = frozenset({ev.AutoActivateEvent})
+"""The same for the system event URL (``CallbackService._system_handlers``)."""
 
 
 @dataclass(frozen=True)
@@ -318,7 +347,11 @@ class CallbackService:
         self.now = now
         #: told of every reply, handler run and WeCom call (metrics, logs, alerts)
         self.observer: Observer = observer if observer is not None else Observers()
-        self.store = store if store is not None else open_store(settings.db_path, now=now)
+        self.store = (
+            store
+            if store is not None
+            else open_store(settings.db_path, now=now, keys=settings.secret_keys)
+        )
         self.client = (
             client
             if client is not None
@@ -693,8 +726,8 @@ class CallbackService:
         ticket = self._ticket_of(inst, event) if inst is not None else None
         # Events that need no WeCom call are finished in the recording transaction; only
         # the rest (create_auth, change_auth, …) go to the workers.
-        handlers = self._handlers() if inst is not None else self._system_handlers()
-        done = ticket is not None or type(event) not in handlers
+        handled = _HANDLED if inst is not None else _SYSTEM_HANDLED
+        done = ticket is not None or type(event) not in handled
         corp_id = event.corp_id
         if event.kind == "data" and not corp_id and dec.receive_id_kind != "suite":
             corp_id = dec.receive_id  # the ciphertext names the corp when ToUserName is bare
@@ -866,7 +899,8 @@ class CallbackService:
         return "processed"
 
     def _system_handlers(self) -> dict[type, Callable[[Any, CallbackRecord], None]]:
-        """Handlers of what the system event URL receives (no template instance)."""
+        """Handlers of what the system event URL receives (no template instance); the
+        keys are _SYSTEM_HANDLED."""
         return {ev.AutoActivateEvent: self._on_auto_activate}
 
     def _on_auto_activate(self, event: ev.AutoActivateEvent, rec: CallbackRecord) -> None:
@@ -894,6 +928,7 @@ class CallbackService:
         )
 
     def _handlers(self) -> dict[type, Callable[[AuthInstance, Any, CallbackRecord], None]]:
+        # The keys are _HANDLED, which notify reads without building this dict.
         return {
             ev.SuiteTicketEvent: self._on_suite_ticket,
             ev.CreateAuthEvent: self._on_auth_code,
@@ -1075,6 +1110,14 @@ class CallbackService:
         recover (:data:`RECOVERY_40078`); /healthz and doctor show the count."""
         failed = self.store.list_callbacks(status="failed", limit=10_000)
         return sum(1 for r in failed if RECOVERY_40078 in (r.last_error or ""))
+
+    def secrets_at_rest(self) -> Verdict:
+        """How the store keeps permanent codes and tokens, judged against the keys set
+        (:func:`~qywx_cli.core.sealing.assess_at_rest`); ``serve`` logs it once at start
+        unless it is ok."""
+        from qywx_cli.core.sealing import assess_at_rest
+
+        return assess_at_rest(self.store.secret_keys, self.store.secrets_at_rest())
 
     def healthcheck(self) -> dict[str, Any]:
         """What ``/healthz`` answers: ok only if a callback could be recorded now.

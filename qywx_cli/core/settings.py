@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from qywx_cli.core.errors import ConfigError, UsageError
-from qywx_cli.core.httpserver import DEFAULT_LIMITS, ServerLimits
+from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
+from qywx_cli.core.sealing import KEY_ENV, NO_KEYS, OLD_KEY_ENV, Keyring, SecretKey
 from qywx_cli.core.urls import split_url
 
 __all__ = ["CONFIG_FILE", "DEFAULT_API_BASE", "Settings", "load_settings"]
@@ -40,6 +41,7 @@ _KNOWN_KEYS = {
     "strict",
     "serve",
     "provider_secret",
+    "secret_key",
 }
 _SERVE_KEYS = {"connection_limit", "channel_timeout", "header_timeout", "body_timeout"}
 #: [serve] keys of observability (core/metrics.py, core/alerts.py, core/logfmt.py)
@@ -107,6 +109,9 @@ class Settings:
     provider_secret: str | None = field(default=None, repr=False)
     #: where provider_secret was looked for, for the one-line error when it is missing
     provider_secret_source: str = "QYWX_PROVIDER_SECRET"
+    #: the key sealing permanent codes and cached tokens in the store (core/sealing.py),
+    #: plus an older one still accepted for reading during a rotation; empty = plaintext
+    secret_keys: Keyring = field(default=NO_KEYS, repr=False)
 
     @property
     def has_provider_callbacks(self) -> bool:
@@ -330,6 +335,7 @@ def load_settings(
     secret, source = _provider_secret(data, env, path)
 
     return Settings(
+        secret_keys=_secret_keys(data, env, path),
         provider_secret=secret,
         provider_secret_source=source,
         log_format=log_format,
@@ -349,6 +355,34 @@ def load_settings(
         strict=strict,
         http_limits=limits,
     )
+
+
+def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> Keyring:
+    """``QYWX_SECRET_KEY``, else qywx.toml's ``secret_key = "env:VAR"``; and
+    ``QYWX_OLD_SECRET_KEY``, a key still accepted for reading while a rotation rolls out.
+
+    Like provider_secret, the file may only name a variable (a key beside the config in
+    version control protects nothing). A named variable that is unset is an error: the
+    operator asked for encryption, and silently writing plaintext would be worse.
+    """
+    current: SecretKey | None = None
+    if env.get(KEY_ENV):
+        current = SecretKey.parse(env[KEY_ENV], KEY_ENV)
+    elif "secret_key" in data:
+        raw = data["secret_key"]
+        var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
+        if not _ENV_VAR.fullmatch(var):
+            raise ConfigError(
+                f"{path}: secret_key must be an env:VAR reference (the key itself belongs "
+                "in the environment, not in the file)"
+            )
+        if not env.get(var):
+            raise ConfigError(f"{path}: secret_key refers to ${var}, which is not set")
+        current = SecretKey.parse(env[var], f"${var} (secret_key in {path})")
+    old = (SecretKey.parse(env[OLD_KEY_ENV], OLD_KEY_ENV),) if env.get(OLD_KEY_ENV) else ()
+    if current is None and not old:
+        return NO_KEYS
+    return Keyring(current).with_old(*old)
 
 
 def _provider_secret(

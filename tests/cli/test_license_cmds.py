@@ -42,7 +42,9 @@ def test_activate_show_list_and_transfer(
     _json(env, "activate", "--corp-id", CORP, "--code", codes[1], "--user-id", "lisi")
 
     listed = _json(env, "list", "--corp-id", CORP)
-    assert [r["user_id"] for r in listed] == ["lisi", "zhangsan"]
+    # Soonest expiry first, then by user: the two activations may fall in one second or two.
+    assert {r["user_id"] for r in listed} == {"lisi", "zhangsan"}
+    assert listed == sorted(listed, key=lambda r: (r["expire_time"], r["user_id"]))
     with Store(env["QYWX_DB"]) as store:
         assert {x.user_id for x in store.list_licences(corp_id=CORP)} == {"lisi", "zhangsan"}
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from qywx_cli import __version__
-from tests.helpers import QYWX_SCRIPT, assert_one_line_error, run_qywx
+from tests.helpers import QYWX_SCRIPT, SAMPLES, assert_one_line_error, qywx_env, run_qywx
 
 # (command line, exit status, a fragment of stdout when 0 / of the one stderr line if not)
 CASES: list[tuple[tuple[str, ...], int, str]] = [
@@ -30,7 +31,11 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("fake-wecom", "--slow", "get_permanent_code"), 2, "--slow"),
     (("fake-wecom", "--slow", "no_such_api=1"), 2, "unknown api"),
     (("fake-wecom", "--slow", "get_permanent_code@during=1"), 2, "stage"),
-    (("doctor",), 2, "Missing option '--auth'"),
+    (("doctor",), 2, "--auth NAME, or check every one with --all"),
+    (("doctor", "--all"), 1, "no database at"),
+    (("token", "suite", "--auth", "QywxProxyTemp"), 1, "no database at"),
+    (("token", "corp"), 2, "--corp-id"),
+    (("token", "provider", "--refresh"), 1, "no database at"),
     (
         (
             "simulate-callback",
@@ -57,6 +62,7 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("login-url", "--auth", "QywxProxyTemp", "--redirect-uri", "https://a.example/cb"), 1, ""),
     (("log", "list"), 1, "no database at"),
     (("org", "show", "ACME"), 1, "no database at"),
+    (("db", "rotate-key"), 2, "set QYWX_SECRET_KEY"),
     (("no-such-command",), 2, "No such command"),
 ]
 
@@ -108,5 +114,30 @@ def test_each_command_exits_as_documented(
         assert proc.stderr == "" and fragment in proc.stdout, (proc.stdout, proc.stderr)
     elif args[0] == "validate":
         assert proc.stderr == "" and "bad-token" in proc.stdout  # findings go to stdout
+    elif args[:2] == ("doctor", "--all"):
+        assert proc.stderr == "" and fragment in proc.stdout  # a failed check is a table row
     else:
         assert_one_line_error(proc, status, fragment)
+
+
+TO_CLOSED = ("--url", "http://127.0.0.1:1/notify", "--auth", "QywxProxyTemp")
+
+
+def test_a_command_that_talks_http_does_not_load_httpxs_own_cli(tmp_path: Path) -> None:
+    """httpx loads its console tool (click, pygments) on import when click is installed,
+    as it is here beside Flask; the qywx process keeps it out. The command is a real
+    HTTP call (to a closed port), so httpx's client is loaded and used."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "qywx_cli", "simulate-callback", *TO_CLOSED],
+        env=qywx_env(QYWX_AUTHS=str(SAMPLES), QYWX_DB=str(tmp_path / "q.db")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()}
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert proc.returncode == 1 and errors == [
+        "qywx: error: cannot connect to 127.0.0.1:1: [Errno 111] Connection refused"
+    ], errors
+    assert "httpx._client" in imported
+    assert not {"click", "pygments"} & imported

@@ -21,12 +21,14 @@ from qywx_cli.core.alerts import (
     AlertSender,
     Monitor,
     Webhook,
+    app_status_check,
     masked_url,
     ticket_check,
 )
 from qywx_cli.core.config import load_instances
 from qywx_cli.core.errors import AlertError
 from qywx_cli.core.fakewecom import FakeWeCom
+from qywx_cli.core.observe import Handled
 from qywx_cli.core.service import CallbackService
 from qywx_cli.core.settings import load_settings
 from qywx_cli.core.store import open_store
@@ -302,4 +304,104 @@ def test_a_store_refusal_raises_one_critical_alert(receiver: tuple[Receiver, str
         assert [(b["key"], b["severity"]) for b in r.bodies] == [("store", "critical")]
         assert r.bodies[0]["detail"].startswith("database is locked\n")
     finally:
+        sender.close()
+
+
+SUITE = "tj1234567890abcdef"  # sample_auths/QywxProxyTemp
+
+
+def _install(p: Pipeline, url: str, corp: str, publish_status: int) -> None:
+    """A corp scans and installs; the fake's agent/get then answers ``publish_status``."""
+    code = f"AUTHCODE-{corp}-alerts"
+    p.fake.register_auth_code(code, corp_id=corp, corp_name="Acme", publish_status=publish_status)
+    with httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+        for signed in (
+            p.wecom.suite_ticket(f"app-ticket-{corp}-0123456789abcdef", now=p.clock()),
+            p.wecom.callback("create_auth", {"AuthCode": code}, corp=corp, now=p.clock()),
+        ):
+            got = http.post("/notify/QywxProxyTemp", params=signed.query, content=signed.body)
+            assert (got.status_code, got.text) == (200, "success")
+
+
+def _agent_get_calls(fake: FakeWeCom) -> int:
+    with httpx.Client(transport=httpx.WSGITransport(app=fake), base_url="http://fake") as http:
+        return int(http.get("/fake/state").json()["calls"].get("agent/get", 0))
+
+
+def test_monitor_reports_an_app_not_online_until_it_is_published(
+    tmp_path: Path, receiver: tuple[Receiver, str]
+) -> None:
+    r, hook = receiver
+    clock = Clock(START)
+    p = Pipeline(tmp_path, hook + "/hook", clock)
+    monitor = Monitor(p.sender, now=clock)
+    monitor.add_check(app_status_check(p.service, now=clock))
+    waiting, online = "wwnotonline0000001", "wwonline000000001"
+    try:
+        assert monitor.check_now() == 0  # no corp yet
+        with serving(NotifyApp(p.service)) as url:
+            _install(p, url, waiting, publish_status=1)
+            _install(p, url, online, publish_status=2)
+        reads = _agent_get_calls(p.fake)
+        assert reads == 2  # each install read its app's status once
+
+        assert monitor.check_now() == 1
+        p.sender.flush()
+        assert [(b["key"], b["title"]) for b in r.bodies] == [
+            (f"app-not-online:{SUITE}:{waiting}", f"app not online in corp {waiting} (Acme)")
+        ]
+        assert "customized_publish_status 1 开发中" in r.bodies[0]["detail"]
+        assert f"qywx corp refresh {waiting}" in r.bodies[0]["detail"]
+
+        clock.advance(10 * 60)
+        assert monitor.check_now() == 0  # the same incident inside 30 min: folded
+        assert _agent_get_calls(p.fake) == reads  # a fresh stored status is not re-read
+
+        clock.advance(21 * 60)  # the status is 31 min old: asked again, still not online
+        assert monitor.check_now() == 1
+        assert _agent_get_calls(p.fake) == reads + 1
+        p.sender.flush()
+        assert r.bodies[-1]["suppressed"] == 1
+
+        p.fake.set_publish_status(waiting, 2)  # the provider publishes; WeCom says nothing
+        clock.advance(31 * 60)
+        assert monitor.check_now() == 0
+        stored = p.service.store.get_corp_auth(waiting, SUITE)
+        assert stored is not None and stored.publish_status == 2
+        clock.advance(31 * 60)
+        assert monitor.check_now() == 0  # now online in the store: nothing to re-read
+        assert _agent_get_calls(p.fake) == reads + 2
+        assert len(r.bodies) == 2
+    finally:
+        p.close()
+
+
+def test_an_install_wakes_the_monitor(receiver: tuple[Receiver, str]) -> None:
+    """After create_auth / change_auth was handled the checks run now, not at the next
+    tick (the interval here is an hour); a failed or other event does not wake it."""
+    _, url = receiver
+    sender = make_sender(url + "/hook", Clock(0))
+    ran = threading.Event()
+    monitor = Monitor(sender, interval=3600)
+
+    def check() -> list[Alert]:
+        ran.set()
+        return []
+
+    monitor.add_check(check)
+    woken: list[int] = []
+    rules = AlertRules(sender, wake=lambda: woken.append(1))
+    try:
+        rules.handled(Handled(1, "QywxProxyTemp", "suite_ticket", "processed", 0.0))
+        rules.handled(Handled(2, "QywxProxyTemp", "create_auth", "failed", 0.0, "40078"))
+        assert woken == []
+        rules.handled(Handled(3, "QywxProxyTemp", "create_auth", "processed", 0.0))
+        rules.handled(Handled(4, "QywxProxyTemp", "change_auth", "processed", 0.0))
+        assert woken == [1, 1]
+
+        monitor.start()
+        monitor.wake()
+        assert ran.wait(30)
+    finally:
+        monitor.close()
         sender.close()

@@ -269,3 +269,37 @@ def test_the_element_api_on_postgresql(auths: Path, fake: FakeWeCom, pg_url: str
         assert store.backend == "postgresql"
         assert [a.corp_id for a in store.list_corp_auths(state="active")] == [CORP]
         assert {r.status for r in store.list_callbacks()} == {"processed"}
+
+
+def test_with_a_secret_key_the_element_api_stores_secrets_sealed(
+    auths: Path, fake: FakeWeCom
+) -> None:
+    """App(path) reads QYWX_SECRET_KEY as the CLI does: the install and the login work as
+    before, and the database row holds the permanent code only sealed."""
+    import sqlite3
+
+    from qywx_cli.core.sealing import PREFIX, generate_key
+    from qywx_cli.core.store import Store
+
+    key = generate_key()
+    app = App(
+        auths,
+        api_base=API,
+        env={"QYWX_SECRET_KEY": key},
+        transport=httpx.WSGITransport(app=fake),
+        background=False,
+    )
+    try:
+        temp = authorize(app)
+        result = temp.getLoginCode(corpId=CORP, code="CODE-zhangsan", loginType="qr")
+        assert result["userId"] == "zhangsan"
+    finally:
+        app.close()
+    with Store(app.settings.db_path, keys=app.settings.secret_keys) as store:
+        auth = store.get_corp_auth(CORP)
+    assert auth is not None and auth.permanent_code
+    with sqlite3.connect(app.settings.db_path) as conn:
+        [(stored,)] = conn.execute("SELECT permanent_code FROM corp_auths").fetchall()
+        tokens = [t for (t,) in conn.execute("SELECT token FROM tokens")]
+    assert stored.startswith(PREFIX) and auth.permanent_code not in stored
+    assert tokens and all(t.startswith(PREFIX) for t in tokens)

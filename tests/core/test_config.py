@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from qywx_cli.core.config import (
+    MAX_CONFIG_BYTES,
     Diagnostic,
     ValidationReport,
     find_instance,
@@ -623,6 +624,21 @@ def test_find_instance_invalid_names_file_and_field(auths: Path) -> None:
     assert not isinstance(err.value, InstanceNotFound)
     line = line_of(biz(auths), '"token"')
     assert f"{biz(auths)}:{line}" in err.value.message and "authConfig.token" in err.value.message
+
+
+@pytest.mark.parametrize("size", [64 * 1024 - 1, 64 * 1024, 300 * 1024, MAX_CONFIG_BYTES])
+def test_a_file_read_in_chunks_is_read_whole(auths: Path, size: int) -> None:
+    """Files are read 64 KiB at a time up to the cap: a file of any size up to it parses
+    as written (padding after the object, which JSON allows), one byte more does not."""
+    path = biz(auths)
+    text = path.read_text(encoding="utf-8").rstrip()
+    padded = text + " " * (size - len(text.encode()))
+    path.write_text(padded, encoding="utf-8")
+    assert path.stat().st_size == size
+    assert check(auths).diagnostics == ()
+    if size == MAX_CONFIG_BYTES:
+        path.write_text(padded + " ", encoding="utf-8")
+        assert only(check(auths)).code == "too-large"
 
 
 def test_load_instances_skips_invalid(auths: Path) -> None:

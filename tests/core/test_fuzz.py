@@ -311,6 +311,23 @@ def test_parse_event_returns_an_event_or_an_event_error(doc: str | bytes) -> Non
         repr(event)
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["msg_signature", "timestamp", "nonce", "echostr", "", "a=b"]),
+            st.text(alphabet="az09=+/%&; ", max_size=12),
+        ),
+        max_size=5,
+    ).map(lambda pairs: "&".join(f"{k}={v}" if k != "a=b" else v for k, v in pairs))
+)
+def test_the_hand_split_query_is_what_parse_qsl_gives(query: str) -> None:
+    from urllib.parse import parse_qsl
+
+    from qywx_cli.core.wsgi import _query_pairs
+
+    assert _query_pairs(query) == parse_qsl(query, keep_blank_values=True)
+
+
 def test_an_absurd_timestamp_is_an_event_error() -> None:
     doc = f"<xml><InfoType>suite_ticket</InfoType><TimeStamp>{'9' * 5000}</TimeStamp></xml>"
     only_qywx_errors(lambda: ev.parse_event(doc))

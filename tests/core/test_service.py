@@ -89,6 +89,17 @@ def status_of(world: World, response: NotifyResponse) -> str:
 # -- each event ------------------------------------------------------------------------------
 
 
+def test_the_events_finished_on_record_are_exactly_those_without_a_handler(
+    world: World,
+) -> None:
+    """notify decides "processed now or a worker's job" from a set kept beside the
+    handler tables; the two must name the same events."""
+    from qywx_cli.core import service as svc
+
+    assert set(world.service._handlers()) == svc._HANDLED
+    assert set(world.service._system_handlers()) == svc._SYSTEM_HANDLED
+
+
 def test_suite_ticket_is_stored_for_its_suite(world: World) -> None:
     xml = world.event("suite_ticket", SuiteTicket="ticket-abcdefgh-0001")
     response = world.post(xml)

@@ -273,3 +273,45 @@ def test_serve_limits_come_from_the_serve_table(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=match):
             load_settings(config=toml(tmp_path, bad), cwd=tmp_path)
+
+
+def test_secret_keys_from_the_environment_and_qywx_toml(tmp_path: Path) -> None:
+    from qywx_cli.core.sealing import SecretKey, generate_key
+
+    new, old, other = generate_key(), generate_key(), generate_key()
+    assert not load_settings(env={}, cwd=tmp_path).secret_keys.enabled
+    s = load_settings(env={"QYWX_SECRET_KEY": new, "QYWX_OLD_SECRET_KEY": old}, cwd=tmp_path)
+    assert s.secret_keys.kids == (SecretKey.parse(new).kid, SecretKey.parse(old).kid)
+    assert new not in repr(s) and new not in repr(s.secret_keys)
+    conf = tmp_path / "qywx.toml"
+    conf.write_text('secret_key = "env:DB_KEY"\n')
+    s = load_settings(config=conf, env={"DB_KEY": other}, cwd=tmp_path)
+    assert s.secret_keys.current is not None
+    assert s.secret_keys.current.kid == SecretKey.parse(other).kid
+    assert "DB_KEY" in s.secret_keys.current.source
+    # the environment beats the file
+    s = load_settings(config=conf, env={"DB_KEY": other, "QYWX_SECRET_KEY": new}, cwd=tmp_path)
+    assert s.secret_keys.kids == (SecretKey.parse(new).kid,)
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "fragment"),
+    [
+        ("", {"QYWX_SECRET_KEY": "too-short"}, "QYWX_SECRET_KEY is not a qywx secret key"),
+        ("", {"QYWX_OLD_SECRET_KEY": "x" * 44}, "QYWX_OLD_SECRET_KEY is not a qywx secret key"),
+        ('secret_key = "env:K"\n', {}, "secret_key refers to $K, which is not set"),
+        ('secret_key = "env:K"\n', {"K": "NotAKeyValue"}, "$K (secret_key in"),
+        ('secret_key = "AAAA"\n', {}, "secret_key must be an env:VAR reference"),
+        ("secret_key = 3\n", {}, "secret_key must be an env:VAR reference"),
+    ],
+)
+def test_bad_secret_keys_are_one_line_without_the_value(
+    tmp_path: Path, toml: str, env: dict[str, str], fragment: str
+) -> None:
+    conf = tmp_path / "qywx.toml"
+    conf.write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config=conf, env=env, cwd=tmp_path)
+    assert fragment in caught.value.message and "\n" not in caught.value.message
+    for value in env.values():
+        assert value not in caught.value.message

@@ -401,6 +401,29 @@ def test_corp_token_is_cached_per_corp(client: WeComClient, fake: FakeWeCom, sto
     assert info.value.errcode == 40013
 
 
+def test_obtain_says_where_the_token_came_from_and_when_it_expires(
+    client: WeComClient, fake: FakeWeCom, clock: Clock
+) -> None:
+    code = authorize(client).permanent_code
+    first = client.obtain_corp_token(CORP, code)
+    assert (first.kind, first.key, first.cached, first.expires_at) == (
+        "corp",
+        CORP,
+        False,
+        T0 + 7200,
+    )
+    clock.advance(60)
+    again = client.obtain_corp_token(CORP, code)
+    assert (again.token, again.cached, again.expires_at) == (first.token, True, T0 + 7200)
+    fresh = client.obtain_corp_token(CORP, code, fresh=True)  # asked although still valid
+    assert (fresh.cached, fresh.expires_at) == (False, T0 + 60 + 7200)
+    assert calls(fake, "gettoken") == 2
+    assert fresh.token not in repr(fresh) and mask(fresh.token) in repr(fresh)
+    suite = client.obtain_suite_token(SUITE, SECRET)
+    assert suite.cached  # authorize() fetched it for get_permanent_code
+    assert client.obtain_suite_token(SUITE, SECRET, fresh=True).cached is False
+
+
 def test_get_user_info_and_detail(client: WeComClient, fake: FakeWeCom) -> None:
     perm = authorize(client)
     who = client.get_user_info(CORP, perm.permanent_code, "CODE-lisi")

@@ -48,6 +48,7 @@ def test_all_green_then_server_down(env: dict[str, str], server: Proc) -> None:
         "config",
         "secrets",
         "database",
+        "secrets_at_rest",
         "suite_ticket",
         "suite_token",
         "licences",

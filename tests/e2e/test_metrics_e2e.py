@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
+import time
 from pathlib import Path
 
 import httpx
@@ -78,8 +80,8 @@ def test_callbacks_move_the_counters_and_the_ticket_age(
 def test_two_processes_on_one_store_report_the_same_pending_count(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    # Records a killed process acknowledged and still holds (its claim has not lapsed):
-    # pending for every process, handled by none yet.
+    # Records another host acknowledged and is still working on (its lease is renewed
+    # throughout the test): pending for every process, handled by none of them.
     store = Store(tmp_path / "qywx.db")
     for n in range(5):
         rec = store.record_callback(
@@ -95,10 +97,18 @@ def test_two_processes_on_one_store_report_the_same_pending_count(
             content_key=None,
             status="received",
         )
-        assert store.claim_callback(rec.id, "a-killed-worker") is not None
+        assert store.claim_callback(rec.id, "a-live-worker") is not None
         if n == 4:
             store.finish_callback(rec.id, "failed", "WeCom errcode 40078")
     store.close()
+    # The other host renews its leases for as long as the test runs, however slowly the
+    # two servers start: its claims are dated a day ahead, so neither server takes them.
+    with sqlite3.connect(tmp_path / "qywx.db") as conn:
+        conn.execute(
+            "UPDATE callbacks SET claimed_at = ? WHERE claimed_by = 'a-live-worker'",
+            (time.time() + 86400,),
+        )
+    conn.close()
     procs = [
         Proc(["serve", "--port", "0", "--threads", "2", "--metrics-port", "0"], env, tmp_path)
         for _ in range(2)

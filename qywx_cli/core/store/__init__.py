@@ -56,9 +56,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.sealing import Keyring
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store
 from qywx_cli.core.store.records import (
     CALLBACK_KINDS,
@@ -68,18 +69,24 @@ from qywx_cli.core.store.records import (
     NONE_LABEL,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
-    AuthLink,
-    CachedToken,
     CallbackRecord,
     CallbackStats,
-    CorpAuth,
-    IdMapping,
-    Licence,
-    LoginCode,
-    OrgCode,
-    SuiteTicket,
-    UnlicensedMember,
 )
+
+if TYPE_CHECKING:
+    from qywx_cli.core.store.authrecords import (
+        AuthLink,
+        CachedToken,
+        CorpAuth,
+        IdMapping,
+        Licence,
+        LoginCode,
+        OrgCode,
+        Resealed,
+        SecretsAtRest,
+        SuiteTicket,
+        UnlicensedMember,
+    )
 
 __all__ = [
     "BACKENDS",
@@ -100,15 +107,30 @@ __all__ = [
     "Licence",
     "LoginCode",
     "OrgCode",
+    "Resealed",
+    "SecretsAtRest",
     "Store",
     "SuiteTicket",
     "UnlicensedMember",
     "backend_class",
+    "check_not_empty",
     "display_target",
     "local_file",
+    "open_existing",
     "open_store",
     "scheme_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The records of :mod:`.authrecords`, loaded on first use (see :mod:`.records`)."""
+    from qywx_cli.core.store import records
+
+    if name not in records.AUTH_RECORDS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(records, name)
+    globals()[name] = value
+    return value
 
 
 def _sqlite() -> type[Store]:
@@ -177,7 +199,42 @@ def local_file(target: str | Path) -> Path | None:
     return sqlite_path(target)
 
 
-def open_store(target: str | Path, *, now: Callable[[], float] | None = None) -> Store:
-    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold)."""
+def open_store(
+    target: str | Path,
+    *,
+    now: Callable[[], float] | None = None,
+    keys: Keyring | None = None,
+) -> Store:
+    """Open the store ``target`` names (what ``--db`` / ``QYWX_DB`` / ``db =`` hold),
+    sealing secrets with ``keys`` (``Settings.secret_keys``; None: plaintext)."""
     cls = backend_class(target)
-    return cls(target) if now is None else cls(target, now=now)
+    extra: dict[str, object] = {} if keys is None else {"keys": keys}
+    return cls(target, **extra) if now is None else cls(target, now=now, **extra)
+
+
+def open_existing(target: str | Path, *, keys: Keyring | None = None) -> Store:
+    """The store ``target`` names, or StoreError: reading commands never create an empty one.
+
+    Here rather than beside ``qywx retry`` so that the ``log`` commands, which only read,
+    import nothing but the store.
+    """
+    path = local_file(target)  # None: a database server, nothing to create
+    if path is not None and not path.is_file():
+        raise StoreError(f"no database at {path}; run qywx serve first or pass --db")
+    if path is not None:
+        check_not_empty(path)
+    return open_store(target, keys=keys)
+
+
+def check_not_empty(path: Path) -> None:
+    """A 0-byte file is no qywx database: SQLite would take it as an empty one, so a
+    reading command would report an empty log and quietly make the file a database."""
+    try:
+        empty = path.stat().st_size == 0
+    except OSError:
+        return  # open_store reports what is wrong with it
+    if empty:
+        raise StoreError(
+            f"{path} is an empty file (0 bytes), not a qywx database: pass --db with the "
+            "qywx database, or delete it and let qywx serve create one"
+        )

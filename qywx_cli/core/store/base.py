@@ -26,28 +26,33 @@ Durability contract (every backend):
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qywx_cli.core.store.records import (
-    DEFAULT_LEASE_SECONDS,
-    AuthLink,
-    CachedToken,
-    CallbackRecord,
-    CallbackStats,
-    CorpAuth,
-    IdMapping,
-    Licence,
-    LoginCode,
-    OrgCode,
-    SuiteTicket,
-    UnlicensedMember,
-)
+from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot, key_id_of
+from qywx_cli.core.store import records as _records
+from qywx_cli.core.store.records import DEFAULT_LEASE_SECONDS, CallbackRecord, CallbackStats
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+if TYPE_CHECKING:
+    from qywx_cli.core.store.authrecords import (
+        AuthLink,
+        CachedToken,
+        CorpAuth,
+        IdMapping,
+        Licence,
+        LoginCode,
+        OrgCode,
+        Resealed,
+        SecretsAtRest,
+        SuiteTicket,
+        UnlicensedMember,
+    )
+
+__all__ = ["SCHEMA_VERSION", "Store", "plan_reseal", "survey_secrets"]
 
 SCHEMA_VERSION = 6
 """The logical schema this qywx writes. Every backend's migrations end at this version,
@@ -73,6 +78,10 @@ class Store(abc.ABC):
 
     backend: str = "?"
     """Short backend name shown by ``qywx db info`` and ``/healthz``."""
+
+    _keys: Keyring = NO_KEYS
+    """Seals permanent codes and tokens on the way in and opens them on the way out
+    (core/sealing.py); a backend's ``__init__`` sets it from its ``keys`` argument."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Store:
         if cls is Store:
@@ -111,6 +120,52 @@ class Store(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+    # -- secrets at rest -----------------------------------------------------------------
+    # Backends seal on every write of a permanent code or token and build records through
+    # these helpers, so what leaves the store is plaintext and what is stored is not.
+
+    @property
+    def secret_keys(self) -> Keyring:
+        """The keys this store seals and opens secrets with (empty: plaintext)."""
+        return self._keys
+
+    def _seal_code(self, suite_id: str, corp_id: str, code: str | None) -> str | None:
+        return self._keys.seal_optional(code, Slot.permanent_code(suite_id, corp_id))
+
+    def _seal_token(self, kind: str, key: str, token: str) -> str:
+        return self._keys.seal(token, Slot.token(kind, key))
+
+    def _corp_auth(self, row: Sequence[Any]) -> CorpAuth:
+        """A CorpAuth from a row in ``corp_auths`` column order, its code opened."""
+        auth = _records.CorpAuth(*row)
+        if auth.permanent_code is None:
+            return auth
+        slot = Slot.permanent_code(auth.suite_id, auth.corp_id)
+        return dataclasses.replace(auth, permanent_code=self._keys.open(auth.permanent_code, slot))
+
+    def _cached_token(self, row: Sequence[Any]) -> CachedToken:
+        """A CachedToken from a (kind, key, token, expires_at) row, its token opened."""
+        kind, key, token, expires_at = row
+        return _records.CachedToken(
+            kind, key, self._keys.open(token, Slot.token(kind, key)), expires_at
+        )
+
+    @abc.abstractmethod
+    def secrets_at_rest(self) -> SecretsAtRest:
+        """How the stored secrets are kept: plaintext rows, sealed rows by key id.
+        Needs no key (it reads prefixes); ``doctor`` and ``serve`` report it."""
+
+    @abc.abstractmethod
+    def reseal_secrets(self) -> Resealed:
+        """Seal every stored secret with the current key, in ONE transaction.
+
+        Plaintext rows (written before a key was set) are sealed, rows of an older key
+        in the keyring are opened and sealed again, rows already under the current key
+        are checked and left. If any row cannot be opened (its key is not in the
+        keyring, or it does not authenticate) nothing is changed and the error says
+        which. With no current key it writes plaintext back (the way out of sealing).
+        """
 
     # -- callbacks ----------------------------------------------------------------------
 
@@ -545,6 +600,40 @@ class Store(abc.ABC):
         so ``ok`` is False unless the write committed. Without ``write``, reads only and
         no ``writable`` key. ``{"ok": False, "writable": False, "error": line}`` when the
         database cannot be used; never raises for a database failure."""
+
+
+def survey_secrets(values: Iterable[str]) -> SecretsAtRest:
+    """Count stored secret values as plaintext or by the key id they name."""
+    plaintext = 0
+    by_key: dict[str, int] = {}
+    for value in values:
+        kid = key_id_of(value)
+        if kid is None:
+            plaintext += 1
+        else:
+            by_key[kid] = by_key.get(kid, 0) + 1
+    return _records.SecretsAtRest(plaintext, dict(sorted(by_key.items())))
+
+
+def plan_reseal(
+    keys: Keyring, rows: Iterable[tuple[Slot, str]]
+) -> tuple[list[tuple[Slot, str, str]], Resealed]:
+    """What a rotation writes: (slot, stored value, new value) for each row that changes,
+    and the counts. Raises before anything is written if any row cannot be opened."""
+    updates: list[tuple[Slot, str, str]] = []
+    sealed = rekeyed = unchanged = 0
+    for slot, stored in rows:
+        new = keys.reseal(stored, slot)
+        if new is None:
+            unchanged += 1
+            continue
+        updates.append((slot, stored, new))
+        if key_id_of(stored) is None:
+            sealed += 1
+        else:
+            rekeyed += 1
+    kid = keys.current.kid if keys.current else None
+    return updates, _records.Resealed(sealed, rekeyed, unchanged, kid)
 
 
 NowFn = Callable[[], float]

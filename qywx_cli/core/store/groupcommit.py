@@ -103,11 +103,16 @@ class GroupCommit(Generic[_C]):
         """
         job: _QueuedWrite[_C, _T] = _QueuedWrite(fn)
         with self._queue_lock:
-            self._queued.append(job)
             leading = not self._committing
-            if not leading:
+            if leading:
+                # Nothing is queued while no commit is under way (_pass_lead clears the
+                # flag only on an empty queue), so this write alone is the batch: it
+                # skips the queue and a second trip through the lock.
+                self._committing = True
+            else:
+                self._queued.append(job)
                 job.close_gate()
-            self._committing = True
+        batch: list[_QueuedWrite[_C, Any]] = [job] if leading else []
         if not leading:
             try:
                 job.wait()
@@ -116,10 +121,10 @@ class GroupCommit(Generic[_C]):
                 raise
             if job.done:
                 return job.outcome()
-        batch: list[_QueuedWrite[_C, Any]] = []
         try:
-            with self._queue_lock:
-                batch, self._queued = self._queued, []
+            if not leading:  # promoted: the batch is everything queued, this write first
+                with self._queue_lock:
+                    batch, self._queued = self._queued, []
             self._commit_batch(batch)
         finally:
             unfinished = [queued for queued in batch if not queued.done]

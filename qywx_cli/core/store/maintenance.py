@@ -17,15 +17,19 @@ were copied (a record processed later) are not copied again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.sealing import KEY_ENV, Keyring, SecretKey
 from qywx_cli.core.store import SCHEMA_VERSION, Store, display_target, local_file, open_store
+from qywx_cli.core.store.records import Resealed, SecretsAtRest
 
-__all__ = ["TABLES", "CopyReport", "DbInfo", "copy_store", "db_info", "upgrade"]
+__all__ = ["TABLES", "CopyReport", "DbInfo", "copy_store", "db_info", "rotate_key", "upgrade"]
 
 TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
     # table: (columns, key). Callbacks before the tables that point at them.
@@ -120,6 +124,7 @@ TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 """Every table a store holds, with its columns and its key (the copy's order)."""
 
 BATCH: Final = 500
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Progress = Callable[[str, int, int], None]
 """``progress(table, rows_done, rows_total)`` after each batch."""
@@ -133,6 +138,8 @@ class DbInfo:
     latest_schema_version: int
     counts: dict[str, int]
     size_bytes: int
+    #: how permanent codes and cached tokens are kept (plaintext / sealed, by key id)
+    secrets: SecretsAtRest | None = None
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,40 @@ def db_info(target: str | Path) -> DbInfo:
             latest_schema_version=SCHEMA_VERSION,
             counts=store.table_counts(),
             size_bytes=store.size_bytes(),
+            secrets=store.secrets_at_rest(),
         )
+
+
+def rotate_key(
+    target: str | Path,
+    keys: Keyring,
+    *,
+    old_key_env: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Resealed:
+    """``qywx db rotate-key``: seal every stored secret with ``keys.current``, in one
+    transaction (:meth:`Store.reseal_secrets`).
+
+    The first run after a key is set seals the plaintext rows; a later one, given the
+    previous key (``QYWX_OLD_SECRET_KEY`` in ``keys``, or the variable ``old_key_env``
+    names), moves every row to the new key. A row whose key is not given stops the run
+    before anything is written, with a line naming what to set.
+    """
+    if keys.current is None:
+        raise UsageError(
+            f"rotate-key seals with the new key: set {KEY_ENV} (or secret_key = "
+            '"env:VAR" in qywx.toml); make one with `qywx db gen-key`'
+        )
+    if old_key_env is not None:
+        env = os.environ if env is None else env
+        if not _ENV_NAME.fullmatch(old_key_env):
+            raise UsageError(f"--old-key-env {old_key_env!r} is not an environment variable name")
+        if not env.get(old_key_env):
+            raise UsageError(f"--old-key-env {old_key_env}: ${old_key_env} is not set")
+        keys = keys.with_old(SecretKey.parse(env[old_key_env], f"${old_key_env}"))
+    _existing(target, "--db")
+    with open_store(target, keys=keys) as store:
+        return store.reseal_secrets()
 
 
 def schema_version_of(target: str | Path) -> int:

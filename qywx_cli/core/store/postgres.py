@@ -53,8 +53,9 @@ import psycopg_pool
 from psycopg import conninfo as pg_conninfo
 
 from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
+from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot
 from qywx_cli.core.store import rules
-from qywx_cli.core.store.base import SCHEMA_VERSION, Store
+from qywx_cli.core.store.base import SCHEMA_VERSION, Store, plan_reseal, survey_secrets
 from qywx_cli.core.store.records import (
     DEFAULT_LEASE_SECONDS,
     FOLD_AFTER,
@@ -70,6 +71,8 @@ from qywx_cli.core.store.records import (
     Licence,
     LoginCode,
     OrgCode,
+    Resealed,
+    SecretsAtRest,
     SuiteTicket,
     UnlicensedMember,
 )
@@ -473,10 +476,6 @@ def _callback(row: Sequence[Any]) -> CallbackRecord:
     return CallbackRecord(*row[:_CALLBACK_WIDTH])  # a claim's row carries one more
 
 
-def _corp_auth(row: Sequence[Any]) -> CorpAuth:
-    return CorpAuth(*row)
-
-
 class PostgresStore(Store):
     """The qywx database on a PostgreSQL server; safe to share between threads,
     processes and hosts."""
@@ -490,8 +489,10 @@ class PostgresStore(Store):
         now: Callable[[], float] = time.time,
         pool_size: int = POOL_MAX,
         migrate: bool = True,
+        keys: Keyring | None = None,
     ) -> None:
         self._now = now
+        self._keys = keys if keys is not None else NO_KEYS
         conninfo, self._url = _resolve(str(url))
         secret = pg_conninfo.conninfo_to_dict(conninfo).get("password")
         self._secret = str(secret) if secret else None
@@ -941,7 +942,7 @@ class PostgresStore(Store):
             "WHERE kind = %s AND key = %s AND expires_at > %s",
             (kind, key, self._now() + margin),
         )
-        return CachedToken(*row) if row is not None else None
+        return self._cached_token(row) if row is not None else None
 
     def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None:
         rules.require(kind, "token kind")
@@ -950,7 +951,7 @@ class PostgresStore(Store):
             "INSERT INTO tokens (kind, key, token, expires_at) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (kind, key) DO UPDATE SET token = excluded.token, "
             "expires_at = excluded.expires_at",
-            (kind, key, token, expires_at),
+            (kind, key, self._seal_token(kind, key, token), expires_at),
         )
 
     def drop_tokens(self, kind: str | None = None, key: str | None = None) -> int:
@@ -1000,12 +1001,13 @@ class PostgresStore(Store):
         rules.require(corp_id, "corp_id")
         rules.check_corp_auth_state(state)
         now = self._now()
+        code = self._seal_code(suite_id, corp_id, permanent_code)
         row = self._one(
             _UPSERT_CORP,
-            (suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, now, now),
+            (suite_id, corp_id, code, agent_id, corp_name, state, auth_user_id, now, now),
         )
         assert row is not None
-        return _corp_auth(row)
+        return self._corp_auth(row)
 
     def save_permanent_code(
         self,
@@ -1023,8 +1025,9 @@ class PostgresStore(Store):
         rules.require(corp_id, "corp_id")
         rules.require(permanent_code, "permanent_code")
         now = self._now()
+        code = self._seal_code(suite_id, corp_id, permanent_code)
 
-        def save(cur: psycopg.Cursor[Any]) -> CorpAuth:
+        def save(cur: psycopg.Cursor[Any]) -> tuple[Any, ...]:
             _drop_corp_credentials(cur, corp_id)
             cur.execute("UPDATE callbacks SET corp_id = %s WHERE id = %s", (corp_id, callback_id))
             if link_state:
@@ -1038,7 +1041,7 @@ class PostgresStore(Store):
                 (
                     suite_id,
                     corp_id,
-                    permanent_code,
+                    code,
                     agent_id,
                     corp_name,
                     "active",
@@ -1047,7 +1050,7 @@ class PostgresStore(Store):
                     now,
                 ),
             )
-            row = cur.fetchone()
+            row: tuple[Any, ...] | None = cur.fetchone()
             assert row is not None
             if link_state:
                 cur.execute(
@@ -1057,9 +1060,9 @@ class PostgresStore(Store):
                 )
                 row = cur.fetchone()
                 assert row is not None
-            return _corp_auth(row)
+            return row
 
-        return self._run(save, transaction=True)
+        return self._corp_auth(self._run(save, transaction=True))
 
     def set_publish_status(self, suite_id: str, corp_id: str, status: int | None) -> CorpAuth:
         rules.require(suite_id, "suite_id")
@@ -1071,7 +1074,7 @@ class PostgresStore(Store):
         )
         if row is None:
             raise RecordNotFound(f"corp {corp_id} never authorized suite {suite_id}")
-        return _corp_auth(row)
+        return self._corp_auth(row)
 
     # -- authorization links --------------------------------------------------------------
 
@@ -1133,7 +1136,7 @@ class PostgresStore(Store):
             sql += " AND suite_id = %(suite)s"
         sql += " ORDER BY corp_id = %(corp)s DESC, state = 'active' DESC, updated_at DESC LIMIT 1"
         row = self._one(sql, {"corp": corp_id, "suite": suite_id})
-        return _corp_auth(row) if row is not None else None
+        return self._corp_auth(row) if row is not None else None
 
     def list_corp_auths(
         self, suite_id: str | None = None, state: str | None = None
@@ -1152,7 +1155,7 @@ class PostgresStore(Store):
             'ORDER BY suite_id COLLATE "C", corp_id COLLATE "C"',
             params,
         )
-        return [_corp_auth(r) for r in rows]
+        return [self._corp_auth(r) for r in rows]
 
     def cancel_corp_auth(self, suite_id: str, corp_id: str) -> bool:
         now = self._now()
@@ -1440,6 +1443,52 @@ class PostgresStore(Store):
         except StoreError as exc:
             return {**health, "ok": False, "writable": False, "error": str(exc)}
         return {**health, "writable": True}
+
+    # -- secrets at rest ----------------------------------------------------------------
+
+    def secrets_at_rest(self) -> SecretsAtRest:
+        return survey_secrets(
+            r[0]
+            for r in self._all(
+                "SELECT permanent_code FROM corp_auths WHERE permanent_code IS NOT NULL "
+                "UNION ALL SELECT token FROM tokens"
+            )
+        )
+
+    def reseal_secrets(self) -> Resealed:
+        def reseal(cur: psycopg.Cursor[Any]) -> Resealed:
+            # Rows locked for the transaction: a host refreshing a token meanwhile waits,
+            # then writes its own (sealed with its own key, which the next run reseals).
+            cur.execute(
+                "SELECT suite_id, corp_id, permanent_code FROM corp_auths "
+                "WHERE permanent_code IS NOT NULL FOR UPDATE"
+            )
+            rows = [(Slot.permanent_code(s, c), code) for s, c, code in cur.fetchall()]
+            cur.execute("SELECT kind, key, token FROM tokens FOR UPDATE")
+            rows += [(Slot.token(kind, key), token) for kind, key, token in cur.fetchall()]
+            updates, report = plan_reseal(self._keys, rows)
+            for slot, old, new in updates:
+                if slot.table == "corp_auths":
+                    cur.execute(
+                        "UPDATE corp_auths SET permanent_code = %s WHERE suite_id = %s "
+                        "AND corp_id = %s AND permanent_code = %s",
+                        (new, *slot.row, old),
+                    )
+                else:
+                    cur.execute(
+                        "UPDATE tokens SET token = %s WHERE kind = %s AND key = %s AND token = %s",
+                        (new, *slot.row, old),
+                    )
+            return report
+
+        report = self._run(reseal, transaction=True)
+        if report.sealed or report.rekeyed:
+            # The rows' old versions stay in the table files until vacuumed; rewrite the
+            # two small tables so a file-level copy of them holds only the new values.
+            # Best effort: it needs the tables' owner (qywx's role, which created them).
+            with contextlib.suppress(StoreError):
+                self._run(lambda cur: cur.execute("VACUUM FULL corp_auths, tokens"))
+        return report
 
     # -- maintenance (qywx db) ----------------------------------------------------------
 

@@ -26,12 +26,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
 from qywx_cli.core.private import make_private_dirs, make_private_file
+from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot
+from qywx_cli.core.store import records as _records
 from qywx_cli.core.store import rules
-from qywx_cli.core.store.base import SCHEMA_VERSION, Store
+from qywx_cli.core.store.base import SCHEMA_VERSION, Store, plan_reseal, survey_secrets
 from qywx_cli.core.store.groupcommit import GroupCommit
 from qywx_cli.core.store.records import (
     CALLBACK_STATUSES,
@@ -39,21 +41,27 @@ from qywx_cli.core.store.records import (
     FOLD_WINDOW_SECONDS,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
-    AuthLink,
-    CachedToken,
     CallbackRecord,
     CallbackStats,
-    CorpAuth,
-    IdMapping,
-    Licence,
-    LoginCode,
-    OrgCode,
-    SuiteTicket,
-    UnlicensedMember,
 )
 from qywx_cli.core.store.rules import check_id as _check_id
 from qywx_cli.core.store.rules import check_limit as _check_limit
 from qywx_cli.core.store.rules import require as _require
+
+if TYPE_CHECKING:  # built through _records, which loads them on first use
+    from qywx_cli.core.store.authrecords import (
+        AuthLink,
+        CachedToken,
+        CorpAuth,
+        IdMapping,
+        Licence,
+        LoginCode,
+        OrgCode,
+        Resealed,
+        SecretsAtRest,
+        SuiteTicket,
+        UnlicensedMember,
+    )
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -437,14 +445,42 @@ _AUTH_LINK_COLUMNS: Final = (
 _LOGIN_CODE_COLUMNS: Final = (
     "code_hash, instance, corp_id, user_id, created_at, expires_at, used_at"
 )
+_SECRET_VALUES: Final = (
+    "SELECT permanent_code FROM corp_auths WHERE permanent_code IS NOT NULL "
+    "UNION ALL SELECT token FROM tokens"
+)
 _NEWEST_FIRST: Final = "ORDER BY received_at DESC, id DESC"
 _OLDEST_FIRST: Final = "ORDER BY received_at, id"
 _FIND_ORIGINALS: Final = (
-    # Both duplicate checks in one statement: (oldest replay, oldest same content) among
-    # the candidates the dedupe index holds under the new record's key or signature.
-    "SELECT min(CASE WHEN instance = ? AND msg_signature = ? AND timestamp = ? AND nonce = ? "
-    "THEN id END), min(CASE WHEN content_key = ? THEN id END) FROM callbacks "
-    f"WHERE {_DEDUPE_KEY} IN (substr(?, 1, 16), substr(?, 1, 16)) AND {_NOT_ORIGINAL}"
+    # Both duplicate checks in one lookup: (oldest replay, oldest same content) among the
+    # candidates the dedupe index holds under the new record's key or signature. Its
+    # parameters are numbered as in _RECORD, which it is part of; a rejected request
+    # (?12) is never looked up.
+    "SELECT min(CASE WHEN instance = ?2 AND msg_signature = ?7 AND timestamp = ?8 "
+    "AND nonce = ?9 THEN id END) AS replay, "
+    "min(CASE WHEN content_key = ?11 THEN id END) AS content FROM callbacks "
+    f"WHERE ?12 != 'rejected' AND {_DEDUPE_KEY} IN (substr(?11, 1, 16), substr(?7, 1, 16)) "
+    f"AND {_NOT_ORIGINAL}"
+)
+_RECORD: Final = (
+    # The dedupe lookup and the insert as ONE statement: each statement is a trip through
+    # sqlite3's binding and a release of the GIL, which under load hands the interpreter
+    # to another thread while this one holds the write lock. The verdict is
+    # rules.dedupe_verdict and rules.handled_on_record written in SQL (the PostgreSQL
+    # backend's statement follows the same rules): a replay wins over a content match,
+    # only a new `processed` record counts an attempt. Parameters: ?1 received_at,
+    # ?2 instance, ?3 kind, ?4 info_type, ?5 suite_id, ?6 corp_id, ?7 msg_signature,
+    # ?8 timestamp, ?9 nonce, ?10 envelope, ?11 content_key, ?12 status, ?13 last_error.
+    "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, corp_id, "
+    "msg_signature, timestamp, nonce, envelope, content_key, status, attempts, last_error, "
+    "duplicate_of, duplicate_reason, processed_at) "
+    "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+    "CASE WHEN original IS NULL THEN ?12 ELSE 'duplicate' END, "
+    "original IS NULL AND ?12 = 'processed', ?13, original, "
+    "CASE WHEN replay IS NOT NULL THEN 'replay' WHEN original IS NOT NULL THEN 'content' END, "
+    "CASE WHEN original IS NULL AND ?12 = 'processed' THEN ?1 END "
+    f"FROM (SELECT coalesce(replay, content) AS original, replay FROM ({_FIND_ORIGINALS})) "
+    "RETURNING id, status, attempts, duplicate_of, duplicate_reason, processed_at"
 )
 _KIN_OF_DUPLICATE: Final = (
     # Rows of one kind of duplicate in the fold window (callbacks_by_original).
@@ -470,10 +506,6 @@ _PENDING: Final = (
 
 def _callback(row: Sequence[Any]) -> CallbackRecord:
     return CallbackRecord(*row)
-
-
-def _corp_auth(row: Sequence[Any]) -> CorpAuth:
-    return CorpAuth(*row)
 
 
 def _is_locked(exc: sqlite3.OperationalError) -> bool:
@@ -518,9 +550,16 @@ class SQLiteStore(Store):
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        now: Callable[[], float] = time.time,
+        keys: Keyring | None = None,
+    ) -> None:
         self._path = sqlite_path(path)
         self._now = now
+        self._keys = keys if keys is not None else NO_KEYS
         self._lock = threading.Lock()
         # record_callback's group commit: requests waiting for the connection queue there
         # and the next one to get it commits them all in one transaction (one fsync).
@@ -747,40 +786,15 @@ class SQLiteStore(Store):
         def insert(db: sqlite3.Connection) -> CallbackRecord:
             # Taken inside the write lock, so received_at follows id order across processes.
             received_at = self._now()
-            replay_of: int | None = None
-            content_of: int | None = None
-            if status != "rejected":  # rules.DEDUPE_ORDER decides between the two hits
-                replay_of, content_of = db.execute(
-                    _FIND_ORIGINALS,
-                    (
-                        instance,
-                        msg_signature,
-                        timestamp,
-                        nonce,
-                        content_key,
-                        content_key,
-                        msg_signature,
-                    ),
-                ).fetchone()
-            original, reason = rules.dedupe_verdict(status, replay_of, content_of)
-            if original is not None or status == "rejected":
-                since = received_at - FOLD_WINDOW_SECONDS
+            since = received_at - FOLD_WINDOW_SECONDS
+            if status == "rejected":  # refusals of one kind past the limit only count
                 rows, newest = db.execute(
-                    *(
-                        (_KIN_OF_DUPLICATE, (original, since, reason))
-                        if original is not None
-                        else (_KIN_OF_REJECTED, (since, instance, last_error))
-                    )
+                    _KIN_OF_REJECTED, (since, instance, last_error)
                 ).fetchone()
                 if rules.should_fold(rows):
                     return _callback(db.execute(_FOLD, (received_at, newest)).fetchone())
-            handled = rules.handled_on_record(status, original)
-            row = db.execute(
-                "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, "
-                "corp_id, msg_signature, timestamp, nonce, envelope, content_key, status, "
-                "attempts, last_error, duplicate_of, duplicate_reason, processed_at) "
-                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                f"RETURNING {_CALLBACK_COLUMNS}",
+            id_, stored, attempts, original, reason, processed_at = db.execute(
+                _RECORD,
                 (
                     received_at,
                     instance,
@@ -793,18 +807,47 @@ class SQLiteStore(Store):
                     nonce,
                     envelope,
                     content_key,
-                    "duplicate" if original is not None else status,
-                    1 if handled else 0,
+                    status,
                     last_error,
-                    original,
-                    reason,
-                    received_at if handled else None,
                 ),
             ).fetchone()
-            rec = _callback(row)
+            if original is not None:
+                # A duplicate is known only once the statement ran (the one-statement
+                # insert keeps originals at one trip); past FOLD_AFTER of its kind in the
+                # window, the row just written (uncommitted, its id never handed out)
+                # goes again and the newest of the others counts it instead.
+                rows, newest = db.execute(
+                    _KIN_OF_DUPLICATE + " AND id != ?", (original, since, reason, id_)
+                ).fetchone()
+                if rules.should_fold(rows):
+                    db.execute("DELETE FROM callbacks WHERE id = ?", (id_,))
+                    return _callback(db.execute(_FOLD, (received_at, newest)).fetchone())
             if suite_ticket is not None and original is None:
-                _insert_ticket(db, *suite_ticket, received_at, rec.id)
-            return rec
+                _insert_ticket(db, *suite_ticket, received_at, id_)
+            # Built from what was written rather than read back: RETURNING the envelope
+            # would copy it out of SQLite again for a record the caller already holds.
+            return CallbackRecord(
+                id_,
+                received_at,
+                instance,
+                kind,
+                info_type,
+                suite_id,
+                corp_id,
+                msg_signature,
+                timestamp,
+                nonce,
+                envelope,
+                content_key,
+                stored,
+                attempts,
+                last_error,
+                processed_at,
+                original,
+                reason,
+                None,
+                None,
+            )
 
         return self._write_grouped(insert)
 
@@ -1120,7 +1163,7 @@ class SQLiteStore(Store):
         log grows.
         """
         return {
-            "record_callback.dedupe": self._explain(_FIND_ORIGINALS, ("",) * 7),
+            "record_callback.dedupe": self._explain(_FIND_ORIGINALS, ("",) * 12),
             "pending_callbacks": self._explain(_PENDING, (0.0, 0.0, 1)),
         }
 
@@ -1166,7 +1209,7 @@ class SQLiteStore(Store):
                 (suite_id,),
             ).fetchone()
         )
-        return SuiteTicket(*row) if row is not None else None
+        return _records.SuiteTicket(*row) if row is not None else None
 
     # -- tokens -------------------------------------------------------------------------
 
@@ -1179,17 +1222,18 @@ class SQLiteStore(Store):
                 (kind, key, self._now() + margin),
             ).fetchone()
         )
-        return CachedToken(*row) if row is not None else None
+        return self._cached_token(row) if row is not None else None
 
     def put_token(self, kind: str, key: str, token: str, expires_at: float) -> None:
         _require(kind, "token kind")
         _require(token, "token")
+        sealed = self._seal_token(kind, key, token)
         self._write(
             lambda db: db.execute(
                 "INSERT INTO tokens (kind, key, token, expires_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (kind, key) DO UPDATE SET token = excluded.token, "
                 "expires_at = excluded.expires_at",
-                (kind, key, token, expires_at),
+                (kind, key, sealed, expires_at),
             )
         )
 
@@ -1223,8 +1267,10 @@ class SQLiteStore(Store):
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
         rules.check_corp_auth_state(state)
-        values = (permanent_code, agent_id, corp_name, auth_user_id, state)
-        return self._write(lambda db: _upsert_corp(db, self._now(), suite_id, corp_id, *values))
+        code = self._seal_code(suite_id, corp_id, permanent_code)
+        values = (code, agent_id, corp_name, auth_user_id, state)
+        row = self._write(lambda db: _upsert_corp(db, self._now(), suite_id, corp_id, *values))
+        return self._corp_auth(row)
 
     def save_permanent_code(
         self,
@@ -1242,8 +1288,9 @@ class SQLiteStore(Store):
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
         _require(permanent_code, "permanent_code")
+        code = self._seal_code(suite_id, corp_id, permanent_code)
 
-        def save(db: sqlite3.Connection) -> CorpAuth:
+        def save(db: sqlite3.Connection) -> Sequence[Any]:
             now = self._now()
             _drop_corp_credentials(db, corp_id)
             db.execute("UPDATE callbacks SET corp_id = ? WHERE id = ?", (corp_id, callback_id))
@@ -1258,7 +1305,7 @@ class SQLiteStore(Store):
                 self._now(),
                 suite_id,
                 corp_id,
-                permanent_code,
+                code,
                 agent_id,
                 corp_name,
                 auth_user_id,
@@ -1266,31 +1313,31 @@ class SQLiteStore(Store):
             )
             if not link_state:
                 return saved
-            row = db.execute(
+            row: Sequence[Any] = db.execute(
                 "UPDATE corp_auths SET link_state = ? WHERE suite_id = ? AND corp_id = ? "
                 f"RETURNING {_CORP_AUTH_COLUMNS}",
                 (link_state, suite_id, corp_id),
             ).fetchone()
-            return _corp_auth(row)
+            return row
 
-        return self._write(save)
+        return self._corp_auth(self._write(save))
 
     def set_publish_status(self, suite_id: str, corp_id: str, status: int | None) -> CorpAuth:
         """Record agent/get's customized_publish_status and when it was read."""
         _require(suite_id, "suite_id")
         _require(corp_id, "corp_id")
 
-        def save(db: sqlite3.Connection) -> CorpAuth:
-            row = db.execute(
+        def save(db: sqlite3.Connection) -> Sequence[Any]:
+            row: Sequence[Any] | None = db.execute(
                 "UPDATE corp_auths SET publish_status = ?, publish_checked_at = ? "
                 f"WHERE suite_id = ? AND corp_id = ? RETURNING {_CORP_AUTH_COLUMNS}",
                 (status, self._now(), suite_id, corp_id),
             ).fetchone()
             if row is None:
                 raise RecordNotFound(f"corp {corp_id} never authorized suite {suite_id}")
-            return _corp_auth(row)
+            return row
 
-        return self._write(save)
+        return self._corp_auth(self._write(save))
 
     # -- authorization links --------------------------------------------------------------
 
@@ -1323,7 +1370,7 @@ class SQLiteStore(Store):
                 f"RETURNING {_AUTH_LINK_COLUMNS}",
                 (state, instance, suite_id, qrcode_url, now, expires_at),
             ).fetchone()
-            return AuthLink(*row)
+            return _records.AuthLink(*row)
 
         return self._write(save)
 
@@ -1333,7 +1380,7 @@ class SQLiteStore(Store):
                 f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links WHERE state = ?", (state,)
             ).fetchone()
         )
-        return AuthLink(*row) if row is not None else None
+        return _records.AuthLink(*row) if row is not None else None
 
     def list_auth_links(self, corp_id: str | None = None) -> list[AuthLink]:
         sql = f"SELECT {_AUTH_LINK_COLUMNS} FROM auth_links"
@@ -1343,7 +1390,7 @@ class SQLiteStore(Store):
             params.append(corp_id)
         sql += " ORDER BY created_at DESC, state"
         rows = self._read(lambda db: db.execute(sql, params).fetchall())
-        return [AuthLink(*row) for row in rows]
+        return [_records.AuthLink(*row) for row in rows]
 
     def get_corp_auth(self, corp_id: str, suite_id: str | None = None) -> CorpAuth | None:
         """The corp's authorization; without ``suite_id`` the active, most recent one.
@@ -1362,7 +1409,7 @@ class SQLiteStore(Store):
         sql += " ORDER BY corp_id = ? DESC, state = 'active' DESC, updated_at DESC LIMIT 1"
         params.append(corp_id)
         row = self._read(lambda db: db.execute(sql, params).fetchone())
-        return _corp_auth(row) if row is not None else None
+        return self._corp_auth(row) if row is not None else None
 
     def list_corp_auths(
         self, suite_id: str | None = None, state: str | None = None
@@ -1382,7 +1429,7 @@ class SQLiteStore(Store):
                 params,
             ).fetchall()
         )
-        return [_corp_auth(row) for row in rows]
+        return [self._corp_auth(row) for row in rows]
 
     def cancel_corp_auth(self, suite_id: str, corp_id: str) -> bool:
         """cancel_auth (§3.4): forget the permanent code and the corp's cached tokens.
@@ -1423,7 +1470,7 @@ class SQLiteStore(Store):
                 "RETURNING code, corp_id, created_at, updated_at",
                 (normalised, corp_id, now, now),
             ).fetchone()
-            return OrgCode(*row)
+            return _records.OrgCode(*row)
 
         return self._write(set_code)
 
@@ -1437,7 +1484,7 @@ class SQLiteStore(Store):
         )
         if row is None:
             raise RecordNotFound(f"no org code {normalised!r}")
-        return OrgCode(*row)
+        return _records.OrgCode(*row)
 
     def delete_org_code(self, code: str) -> OrgCode:
         normalised = rules.normalise_org_code(code)
@@ -1450,7 +1497,7 @@ class SQLiteStore(Store):
             if row is None:
                 raise RecordNotFound(f"no org code {normalised!r}")
             db.execute("DELETE FROM org_codes WHERE code = ?", (normalised,))
-            return OrgCode(*row)
+            return _records.OrgCode(*row)
 
         return self._write(delete)
 
@@ -1460,7 +1507,7 @@ class SQLiteStore(Store):
                 "SELECT code, corp_id, created_at, updated_at FROM org_codes ORDER BY code"
             ).fetchall()
         )
-        return [OrgCode(*row) for row in rows]
+        return [_records.OrgCode(*row) for row in rows]
 
     # -- login codes --------------------------------------------------------------------
 
@@ -1493,7 +1540,7 @@ class SQLiteStore(Store):
                 f"RETURNING {_LOGIN_CODE_COLUMNS}",
                 (now, code_hash, now),
             ).fetchone()
-            return LoginCode(*row) if row is not None else None
+            return _records.LoginCode(*row) if row is not None else None
 
         return self._write(consume)
 
@@ -1545,7 +1592,7 @@ class SQLiteStore(Store):
                 (id, id),
             ).fetchall()
         )
-        return [IdMapping(*row) for row in rows]
+        return [_records.IdMapping(*row) for row in rows]
 
     # -- interface licences --------------------------------------------------------------
 
@@ -1584,7 +1631,7 @@ class SQLiteStore(Store):
                 params,
             ).fetchall()
         )
-        return [UnlicensedMember(*row) for row in rows]
+        return [_records.UnlicensedMember(*row) for row in rows]
 
     def save_licences(
         self, corp_id: str, licences: Sequence[Licence], *, complete: bool = False
@@ -1650,7 +1697,60 @@ class SQLiteStore(Store):
                 params,
             ).fetchall()
         )
-        return [Licence(*row) for row in rows]
+        return [_records.Licence(*row) for row in rows]
+
+    # -- secrets at rest ----------------------------------------------------------------
+
+    def secrets_at_rest(self) -> SecretsAtRest:
+        def values(db: sqlite3.Connection) -> list[str]:
+            return [row[0] for row in db.execute(_SECRET_VALUES).fetchall()]
+
+        return survey_secrets(self._read(values))
+
+    def reseal_secrets(self) -> Resealed:
+        """One write transaction (see Store); then the file is left without the old values
+        as far as SQLite allows: secure_delete during it, the WAL emptied after it."""
+
+        def reseal(db: sqlite3.Connection) -> Resealed:
+            rows = [
+                (Slot.permanent_code(suite, corp), code)
+                for suite, corp, code in db.execute(
+                    "SELECT suite_id, corp_id, permanent_code FROM corp_auths "
+                    "WHERE permanent_code IS NOT NULL"
+                ).fetchall()
+            ]
+            rows += [
+                (Slot.token(kind, key), token)
+                for kind, key, token in db.execute("SELECT kind, key, token FROM tokens")
+            ]
+            updates, report = plan_reseal(self._keys, rows)
+            for slot, old, new in updates:
+                if slot.table == "corp_auths":
+                    db.execute(
+                        "UPDATE corp_auths SET permanent_code = ? WHERE suite_id = ? "
+                        "AND corp_id = ? AND permanent_code = ?",
+                        (new, *slot.row, old),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE tokens SET token = ? WHERE kind = ? AND key = ? AND token = ?",
+                        (new, *slot.row, old),
+                    )
+            return report
+
+        # The old values must not linger in the file: secure_delete zeroes the space a
+        # rewritten row leaves, and the checkpoint moves the new pages into the database
+        # and empties the WAL, which still held the old ones.
+        self._run(lambda db: db.execute("PRAGMA secure_delete = ON"), "BEGIN")
+        try:
+            report = self._write(reseal)
+        finally:
+            self._run(lambda db: db.execute("PRAGMA secure_delete = OFF"), "BEGIN")
+        with self._lock:
+            if self._db is not None:
+                with contextlib.suppress(sqlite3.Error):  # a reader may hold it: best effort
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return report
 
     # -- maintenance --------------------------------------------------------------------
 
@@ -1777,8 +1877,9 @@ def _upsert_corp(
     corp_name: str | None,
     auth_user_id: str | None,
     state: str,
-) -> CorpAuth:
-    row = db.execute(
+) -> Sequence[Any]:
+    """The corp's row after the upsert; ``permanent_code`` arrives sealed (or None)."""
+    row: Sequence[Any] = db.execute(
         f"INSERT INTO corp_auths ({_CORP_AUTH_INSERT}) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (suite_id, corp_id) DO UPDATE SET "
@@ -1790,7 +1891,7 @@ def _upsert_corp(
         f"RETURNING {_CORP_AUTH_COLUMNS}",
         (suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, now, now),
     ).fetchone()
-    return _corp_auth(row)
+    return row
 
 
 def _drop_corp_credentials(db: sqlite3.Connection, corp_id: str) -> None:

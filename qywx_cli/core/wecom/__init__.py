@@ -43,7 +43,7 @@ from qywx_cli.core.wecom._http import (
     api_base_from_env,
     validated_base,
 )
-from qywx_cli.core.wecom._tokens import TokenCache, TokenStore
+from qywx_cli.core.wecom._tokens import ObtainedToken, TokenCache, TokenStore
 from qywx_cli.core.wecom.corp import APIS as _CORP_APIS
 from qywx_cli.core.wecom.corp import CorpAPI
 from qywx_cli.core.wecom.ids import APIS as _IDS_APIS
@@ -90,6 +90,7 @@ __all__ = [
     "LicenceAccount",
     "LicenceOrder",
     "MemberLicence",
+    "ObtainedToken",
     "PermanentCode",
     "ProviderCredentials",
     "TokenStore",

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qywx_cli.core.errors import WeComAPIError
+from qywx_cli.core.masking import MaskedRepr
 from qywx_cli.core.wecom._http import TOKEN_INVALID_ERRCODES, Http
 
 T = TypeVar("T")
@@ -40,6 +41,9 @@ class _SuiteTicketLike(Protocol):
 class _CachedTokenLike(Protocol):
     @property
     def token(self) -> str: ...
+
+    @property
+    def expires_at(self) -> float: ...
 
 
 class TokenStore(Protocol):
@@ -62,6 +66,23 @@ class TokenKind:
 
     name: str
     param: str | None
+
+
+@dataclass(frozen=True, repr=False)
+class ObtainedToken(MaskedRepr):
+    """A token as the cache handed it out: its expiry and whether WeCom was asked for it.
+
+    ``cached`` False means it was fetched just now (and stored); ``qywx token`` shows
+    which, since "is the cache working" is the question an operator asks it.
+    """
+
+    _secret_fields = frozenset({"token"})
+
+    kind: str
+    key: str
+    token: str
+    expires_at: float
+    cached: bool
 
 
 SUITE = TokenKind("suite", "suite_access_token")
@@ -87,40 +108,41 @@ class TokenCache:
 
         ``fresh`` skips the lookup: doctor proves the credentials work now.
         """
-        return self._get(kind, key, fetch, fresh=fresh)[0]
+        return self.obtain(kind, key, fetch, fresh=fresh).token
 
-    def _get(
+    def obtain(
         self, kind: TokenKind, key: str, fetch: Fetch, *, fresh: bool = False
-    ) -> tuple[str, bool]:
+    ) -> ObtainedToken:
+        """:meth:`get` with the expiry and where the token came from (cache or WeCom)."""
         cached = None if fresh else self._store.get_token(kind.name, key, margin=self._margin)
         if cached is not None:
-            return cached.token, True
+            return ObtainedToken(kind.name, key, cached.token, cached.expires_at, True)
         # Single flight: of the threads (and, on PostgreSQL, the hosts) that found the
         # token missing, one asks WeCom; the others wait, then find its answer cached.
         with self._store.token_lock(kind.name, key):
             if not fresh:
                 cached = self._store.get_token(kind.name, key, margin=self._margin)
                 if cached is not None:
-                    return cached.token, True
+                    return ObtainedToken(kind.name, key, cached.token, cached.expires_at, True)
             token, expires_in = fetch()
-            self._store.put_token(kind.name, key, token, self._now() + expires_in)
+            expires_at = self._now() + expires_in
+            self._store.put_token(kind.name, key, token, expires_at)
         self._http.observer.token_refresh(kind.name)
-        return token, False
+        return ObtainedToken(kind.name, key, token, expires_at, False)
 
     def drop(self, kind: TokenKind, key: str) -> None:
         self._store.drop_tokens(kind.name, key)
 
     def with_token(self, kind: TokenKind, key: str, fetch: Fetch, use: Callable[[str], T]) -> T:
         """Run ``use`` with a token; if WeCom says a cached one is dead, refresh once."""
-        token, was_cached = self._get(kind, key, fetch)
+        first = self.obtain(kind, key, fetch)
         try:
-            return use(token)
+            return use(first.token)
         except WeComAPIError as exc:
-            if not was_cached or exc.errcode not in TOKEN_INVALID_ERRCODES:
+            if not first.cached or exc.errcode not in TOKEN_INVALID_ERRCODES:
                 raise
         self.drop(kind, key)
-        token, _ = self._get(kind, key, fetch)
-        return use(token)
+        return use(self.obtain(kind, key, fetch).token)
 
     def call(
         self,

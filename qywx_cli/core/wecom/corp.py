@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from qywx_cli.core.wecom._http import expires_in, int_at, required, str_at
-from qywx_cli.core.wecom._tokens import CORP, Family
+from qywx_cli.core.wecom._tokens import CORP, Family, ObtainedToken
 from qywx_cli.core.wecom.results import AgentStatus, UserDetail, UserIdentity
 
 APIS: dict[str, str] = {
@@ -30,9 +30,21 @@ APIS: dict[str, str] = {
 class CorpAPI(Family):
     """Calls made with the 代开发 app's corp access_token."""
 
-    def corp_token(self, corp_id: str, permanent_code: str) -> str:
-        """The app's access_token: ``gettoken`` with the permanent code as corpsecret (§5.4)."""
-        return self._tokens.get(CORP, corp_id, lambda: self._fetch_corp(corp_id, permanent_code))
+    def corp_token(self, corp_id: str, permanent_code: str, *, fresh: bool = False) -> str:
+        """The app's access_token: ``gettoken`` with the permanent code as corpsecret (§5.4).
+
+        ``fresh`` asks WeCom even when a cached token is valid (``qywx token corp
+        --refresh``, ``doctor --all``); the answer is cached as usual.
+        """
+        return self.obtain_corp_token(corp_id, permanent_code, fresh=fresh).token
+
+    def obtain_corp_token(
+        self, corp_id: str, permanent_code: str, *, fresh: bool = False
+    ) -> ObtainedToken:
+        """:meth:`corp_token` with its expiry and whether it came from the cache."""
+        return self._tokens.obtain(
+            CORP, corp_id, lambda: self._fetch_corp(corp_id, permanent_code), fresh=fresh
+        )
 
     def _fetch_corp(self, corp_id: str, permanent_code: str) -> tuple[str, int]:
         api = "gettoken"

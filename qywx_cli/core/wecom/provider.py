@@ -17,7 +17,7 @@ from typing import Any
 
 from qywx_cli.core.errors import UsageError
 from qywx_cli.core.wecom._http import expires_in, int_at, required
-from qywx_cli.core.wecom._tokens import PROVIDER, Family
+from qywx_cli.core.wecom._tokens import PROVIDER, Family, ObtainedToken
 from qywx_cli.core.wecom.results import AuthURL, ProviderCredentials
 
 APIS: dict[str, str] = {
@@ -46,7 +46,13 @@ class ProviderAPI(Family):
 
     def provider_token(self, provider: ProviderCredentials, *, fresh: bool = False) -> str:
         """provider_access_token, cached per provider corp id (doc 96237)."""
-        return self._tokens.get(
+        return self.obtain_provider_token(provider, fresh=fresh).token
+
+    def obtain_provider_token(
+        self, provider: ProviderCredentials, *, fresh: bool = False
+    ) -> ObtainedToken:
+        """:meth:`provider_token` with its expiry and whether it came from the cache."""
+        return self._tokens.obtain(
             PROVIDER, provider.corp_id, lambda: self._fetch_provider(provider), fresh=fresh
         )
 

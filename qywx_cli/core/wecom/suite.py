@@ -24,7 +24,7 @@ from typing import Any
 
 from qywx_cli.core.errors import ConfigError
 from qywx_cli.core.wecom._http import dict_at, expires_in, required, str_at
-from qywx_cli.core.wecom._tokens import SUITE, Family
+from qywx_cli.core.wecom._tokens import SUITE, Family, ObtainedToken
 from qywx_cli.core.wecom.results import AuthInfo, PermanentCode, parse_agents
 
 APIS: dict[str, str] = {
@@ -46,7 +46,13 @@ class SuiteAPI(Family):
         ticket and network work now, not two hours ago); the answer is cached as usual.
         Raises ConfigError (code ``no-suite-ticket``) when no ticket has arrived yet.
         """
-        return self._tokens.get(
+        return self.obtain_suite_token(suite_id, suite_secret, fresh=fresh).token
+
+    def obtain_suite_token(
+        self, suite_id: str, suite_secret: str, *, fresh: bool = False
+    ) -> ObtainedToken:
+        """:meth:`suite_token` with its expiry and whether it came from the cache."""
+        return self._tokens.obtain(
             SUITE, suite_id, lambda: self._fetch_suite(suite_id, suite_secret), fresh=fresh
         )
 
@@ -54,8 +60,10 @@ class SuiteAPI(Family):
         ticket = self._store.latest_suite_ticket(suite_id)
         if ticket is None:
             raise ConfigError(
-                f"no suite_ticket received yet for suite {suite_id}; WeCom pushes one every "
-                "10 minutes, or refresh it in the provider console",
+                f"no suite_ticket received yet for suite {suite_id}: WeCom has not pushed one "
+                "to this server (it pushes one every 10 minutes once the template's callback "
+                "URL is verified); check with `qywx log list --event suite_ticket` and "
+                "`qywx doctor --all`, or use 'refresh ticket' in the provider console",
                 code="no-suite-ticket",
             )
         api = "service/get_suite_token"

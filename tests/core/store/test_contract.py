@@ -128,6 +128,34 @@ def test_rejected_requests_are_never_deduplicated_nor_originals(store: Store) ->
     assert ok.status == "received" and ok.duplicate_of is None
 
 
+def test_what_record_callback_returns_is_what_was_stored(store: Store) -> None:
+    """The returned record is every column as stored, whatever the verdict: a backend may
+    build it from what it wrote instead of reading the row back."""
+    first = record(store, msg_signature="sa", timestamp="7", nonce="na", content_key="ca")
+    other = record(store, content_key="cb")
+    returned = [
+        first,
+        other,
+        record(store, status="processed", suite_ticket=("dk0001", "ticket-1", 1_700_000_000)),
+        record(store, status="unknown", info_type=None),
+        # a replay decrypts to its original's content: both checks hit, the replay wins
+        record(store, msg_signature="sa", timestamp="7", nonce="na", content_key="ca"),
+        record(store, content_key="cb"),
+        record(store, status="processed", content_key="ca"),  # a duplicate is not handled
+        record(store, status="rejected", last_error="bad (-40001)", content_key=None),
+    ]
+    assert [(r.status, r.duplicate_of, r.duplicate_reason) for r in returned[4:]] == [
+        ("duplicate", first.id, "replay"),
+        ("duplicate", other.id, "content"),
+        ("duplicate", first.id, "content"),
+        ("rejected", None, None),
+    ]
+    assert (returned[2].attempts, returned[2].processed_at) == (1, returned[2].received_at)
+    assert (returned[6].attempts, returned[6].processed_at) == (0, None)
+    for rec in returned:
+        assert store.get_callback(rec.id) == rec
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
