@@ -124,11 +124,17 @@ def record_summary(rec: "CallbackRecord") -> dict[str, Any]:
         "status": rec.status,
         "attempts": rec.attempts,
         "last_error": rec.last_error,
+        "folded": rec.folded,
     }
 
 
+def _status_text(rec: "CallbackRecord") -> str:
+    """The status, with how many similar refusals were counted on this row."""
+    return f"{rec.status} (+{rec.folded} similar folded)" if rec.folded else rec.status
+
+
 def _record_full(rec: "CallbackRecord") -> dict[str, Any]:
-    """Every column; the envelope as received (still encrypted)."""
+    """Every column; the envelope is the signed ciphertext (still encrypted)."""
     return {
         **record_summary(rec),
         "suite_id": rec.suite_id,
@@ -142,6 +148,7 @@ def _record_full(rec: "CallbackRecord") -> dict[str, Any]:
         "duplicate_reason": rec.duplicate_reason,
         "claimed_by": rec.claimed_by,
         "claimed_at": iso(rec.claimed_at),
+        "folded_at": iso(rec.folded_at),
     }
 
 
@@ -153,7 +160,7 @@ def _row(rec: "CallbackRecord") -> list[Any]:
         rec.kind,
         rec.info_type or "",
         rec.corp_id or "",
-        rec.status,
+        _status_text(rec),
         rec.attempts,
         rec.last_error or "",
     ]
@@ -298,6 +305,7 @@ _EXPORT_KEYS = (
     "status",
     "attempts",
     "last_error",
+    "folded",
 )
 
 
@@ -310,14 +318,12 @@ def _decrypted(rec: "CallbackRecord", settings: "Settings", show_secrets: bool) 
     from qywx_cli.core.config import find_instance
     from qywx_cli.core.errors import CallbackCryptoError
     from qywx_cli.core.service import PROVIDER_ROUTE, provider_crypto
-    from qywx_cli.core.xmlsafe import envelope_encrypt
 
     crypto = provider_crypto(settings) if rec.instance == PROVIDER_ROUTE else None
     if crypto is None:
         inst = find_instance(rec.instance, settings.auths_dir, need_secret=False)
         crypto = inst.crypto(inst.receive_ids(provider_corp_id=settings.provider_corp_id))
-    # A GET handshake's envelope is the echostr itself; a POST's is the XML envelope.
-    encrypt = rec.envelope if rec.kind == "verify" else envelope_encrypt(rec.envelope)
+    encrypt = rec.ciphertext  # a POST's Encrypt value, a GET handshake's echostr
     try:
         crypto.verify(rec.msg_signature, rec.timestamp, rec.nonce, encrypt)
         signature_valid = True
@@ -379,6 +385,7 @@ def log_show(
         emit_json(doc)
         return code
     decrypted = doc.pop("decrypted", None)
+    doc["status"] = _status_text(rec)
     table(f"Callback {rec.id}", ["field", "value"], [[k, v] for k, v in doc.items()])
     if decrypted is not None:
         plaintext = decrypted.pop("plaintext", None)
@@ -403,7 +410,8 @@ def _tail_line(rec: "CallbackRecord", fmt: Format) -> str:
         return json.dumps(record_summary(rec), ensure_ascii=False)
     line = (
         f"{rec.id:>6}  {_when(rec.received_at)}  {rec.instance}  {rec.kind}  "
-        f"{rec.info_type or '-'}  {rec.corp_id or '-'}  {rec.status}  attempts={rec.attempts}"
+        f"{rec.info_type or '-'}  {rec.corp_id or '-'}  {_status_text(rec)}  "
+        f"attempts={rec.attempts}"
     )
     return f"{line}  {rec.last_error}" if rec.last_error else line
 
@@ -435,8 +443,8 @@ def log_tail(
 ) -> int:
     """Print the latest records, then (--follow) new ones and status changes as they happen.
 
-    A record whose status or attempts change (among the newest 1,000) is printed again
-    with its new status. With --format json, one JSON object per line (JSON Lines).
+    A record whose status, attempts or folded count change (among the newest 1,000) is
+    printed again with its new state. With --format json, one JSON object per line (JSON Lines).
     """
     wanted = status.value if status else None
 
@@ -456,17 +464,17 @@ def log_tail(
             if not follow:
                 return EXIT_OK
             last_id = window[0].id if window else 0
-            seen = {r.id: (r.status, r.attempts) for r in window}
+            seen = {r.id: (r.status, r.attempts, r.folded) for r in window}
             while True:
                 time.sleep(interval)
                 new = store.list_callbacks(after_id=last_id, limit=TAIL_WATCH)
                 changed = [
                     r
                     for r in reversed(store.list_callbacks(limit=TAIL_WATCH))
-                    if r.id in seen and seen[r.id] != (r.status, r.attempts)
+                    if r.id in seen and seen[r.id] != (r.status, r.attempts, r.folded)
                 ]
                 for rec in (*changed, *new):
-                    seen[rec.id] = (rec.status, rec.attempts)
+                    seen[rec.id] = (rec.status, rec.attempts, rec.folded)
                 if new:
                     last_id = new[-1].id
                 if len(seen) > 4 * TAIL_WATCH:  # forget what has left the window
@@ -475,6 +483,63 @@ def log_tail(
                 emit([*changed, *new])
         except KeyboardInterrupt:
             return EXIT_OK
+
+
+# -- log prune ---------------------------------------------------------------------------
+
+
+def log_prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete finished records older than this age: 30d, 12h, 2w."
+        ),
+    ],
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="Only these (repeat or comma-separate): processed, duplicate, rejected, unknown.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be deleted; delete nothing.")
+    ] = False,
+    fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
+) -> int:
+    """Delete old finished callback records; received and failed ones stay until handled.
+
+    Finished means processed, duplicate, rejected or unknown (an event nothing handles);
+    a record a worker holds is skipped. SQLite reuses the freed space for new records
+    (run VACUUM to give it back to the disk).
+    """
+    from qywx_cli.core.retention import parse_age, parse_statuses, prune_log
+
+    age, statuses = parse_age(older_than), parse_statuses(status or ())  # before any I/O
+    with open_store(globals_of(ctx).settings()) as store:
+        report = prune_log(
+            store, older_than=age, now=time.time(), statuses=statuses, dry_run=dry_run
+        )
+    if fmt is Format.json:
+        emit_json(
+            {
+                "dry_run": report.dry_run,
+                "older_than_seconds": int(report.older_than),
+                "cutoff": iso(report.cutoff),
+                "statuses": list(report.statuses),
+                "deleted": report.deleted,
+                "total": report.total,
+            }
+        )
+        return EXIT_OK
+    verb = "would delete" if dry_run else "deleted"
+    detail = ", ".join(f"{n} {s}" for s, n in report.deleted.items())
+    note(
+        f"{verb} {report.total} record(s) received before {_when(report.cutoff)} UTC"
+        + (f": {detail}" if detail else "")
+    )
+    return EXIT_OK
 
 
 # -- log stats ---------------------------------------------------------------------------
@@ -720,6 +785,7 @@ LOG_COMMANDS: dict[str, Callable[..., int]] = {
     "tail": log_tail,
     "export": log_export,
     "stats": log_stats,
+    "prune": log_prune,
 }
 
 
@@ -743,7 +809,7 @@ def register_command(app: typer.Typer, command: str, sub: str | None) -> None:
 def _register_log(app: typer.Typer, commands: dict[str, Callable[..., int]]) -> None:
     log = typer.Typer(
         name="log",
-        help="Read the callback log (list, show, tail, export, stats).",
+        help="Read the callback log (list, show, tail, export, stats) and prune it.",
         no_args_is_help=True,
     )
     for name, function in commands.items():

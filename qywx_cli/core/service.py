@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qywx_cli.core import events as ev
 from qywx_cli.core.config import AuthInstance, Diagnostic, validate_paths
@@ -70,9 +70,12 @@ from qywx_cli.core.store import (
     open_store,
 )
 from qywx_cli.core.store.leases import LeaseKeeper
-from qywx_cli.core.store.records import LEASE_RENEW_SECONDS
+from qywx_cli.core.store.records import LEASE_RENEW_SECONDS, MAX_CIPHERTEXT
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
+
+if TYPE_CHECKING:
+    from qywx_cli.core.retention import PruneReport
 
 __all__ = [
     "PROVIDER_ROUTE",
@@ -211,6 +214,16 @@ def _status_line(status: int) -> str:
 
 def _reply(status: int, text: str, outcome: str, **kw: Any) -> NotifyResponse:
     return NotifyResponse(status, text.encode("utf-8"), outcome, **kw)
+
+
+def _check_ciphertext(value: str, what: str) -> None:
+    """Refuse a ciphertext longer than any record keeps, before its signature is checked:
+    no WeCom callback comes near the bound (:data:`~.store.records.MAX_CIPHERTEXT`)."""
+    if len(value) > MAX_CIPHERTEXT:
+        raise CallbackCryptoError(
+            CallbackCryptoError.PARSE_XML,
+            f"{what} is longer than {MAX_CIPHERTEXT // 1024} KiB; no WeCom callback is",
+        )
 
 
 def _refusal(exc: QywxError, **kw: Any) -> NotifyResponse:
@@ -375,6 +388,7 @@ class CallbackService:
         self.rescan_interval = rescan_interval
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._retainer: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any]] | None = None
         self._leases = LeaseKeeper(self.store)
@@ -388,7 +402,42 @@ class CallbackService:
         resumed = self._submit_pending()
         self._sweeper = threading.Thread(target=self._sweep, name="qywx-sweeper", daemon=True)
         self._sweeper.start()
+        if self.settings.retention_days:
+            self._retainer = threading.Thread(
+                target=self._retain, name="qywx-retention", daemon=True
+            )
+            self._retainer.start()
         return resumed
+
+    def apply_retention(self) -> PruneReport | None:
+        """Prune the log by ``retention_days`` now (None when it is not set): finished
+        records older than that go; received and failed ones stay until handled."""
+        days = self.settings.retention_days
+        if not days:
+            return None
+        from qywx_cli.core.retention import apply_retention
+
+        report = apply_retention(self.store, days, now=self.now())
+        if report.total:
+            log.info(
+                "retention: deleted %d callback record(s) older than %d days (%s)",
+                report.total,
+                days,
+                ", ".join(f"{status} {n}" for status, n in report.deleted.items()),
+            )
+        return report
+
+    def _retain(self) -> None:
+        """``retention_days`` at start and every RETENTION_EVERY seconds after."""
+        from qywx_cli.core.retention import RETENTION_EVERY
+
+        while True:
+            try:
+                self.apply_retention()
+            except QywxError as exc:  # a busy or unreachable database: next round
+                log.warning("retention prune failed: %s", exc.message)
+            if self._stopping.wait(RETENTION_EVERY):
+                return
 
     def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
@@ -451,6 +500,8 @@ class CallbackService:
         self._stopping.set()
         if self._sweeper is not None:
             self._sweeper.join()
+        if self._retainer is not None:
+            self._retainer.join()
         if self._worker is not None:
             self._worker.stop()
         self._leases.close()
@@ -567,6 +618,7 @@ class CallbackService:
         self, name: str | None, sig: str, ts: str, nonce: str, echostr: str
     ) -> NotifyResponse:
         echostr = echostr.replace(" ", "+")  # a proxy decoded '+' as space (§5.3)
+        _check_ciphertext(echostr, "echostr")
         if self._is_provider_route(name):
             assert self._provider is not None
             dec = self._provider.verify_url(sig, ts, nonce, echostr)
@@ -600,13 +652,16 @@ class CallbackService:
     def _callback(
         self, name: str | None, sig: str, ts: str, nonce: str, body: bytes | str
     ) -> NotifyResponse:
-        try:  # WeCom sends UTF-8; the envelope is stored as text, exactly as received
+        try:  # WeCom sends UTF-8
             envelope = body.decode("utf-8") if isinstance(body, bytes) else body
         except UnicodeDecodeError:
             raise CallbackCryptoError(
                 CallbackCryptoError.PARSE_XML, "envelope is not UTF-8"
             ) from None
+        # Only the signed Encrypt value is kept: the rest of the body is not covered by
+        # the signature, so whatever surrounds it (padding, say) is never stored.
         encrypt = envelope_encrypt(envelope)
+        _check_ciphertext(encrypt, "Encrypt")
         if self._is_provider_route(name):
             provider = self._provider
             assert provider is not None
@@ -620,7 +675,7 @@ class CallbackService:
                 sig,
                 ts,
                 nonce,
-                envelope,
+                encrypt,
             )
         inst = self._pick(name, sig, ts, nonce, encrypt)
         return self._accept(
@@ -631,7 +686,7 @@ class CallbackService:
             sig,
             ts,
             nonce,
-            envelope,
+            encrypt,
         )
 
     def _accept(
@@ -643,11 +698,15 @@ class CallbackService:
         sig: str,
         ts: str,
         nonce: str,
-        envelope: str,
+        encrypt: str,
     ) -> NotifyResponse:
-        """Record a signature-checked callback durably, reply, then hand it to a worker."""
+        """Record a signature-checked callback durably, reply, then hand it to a worker.
+
+        The record keeps the signed ciphertext only (``encrypt``), and the store folds a
+        flood of one kind of refusal into a count, so neither a padded body nor many
+        copies of one can grow the database by more than a few small rows."""
         common: dict[str, Any] = dict(
-            instance=route, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=envelope
+            instance=route, msg_signature=sig, timestamp=ts, nonce=nonce, envelope=encrypt
         )
         try:
             self._check_clock(ts)
@@ -817,19 +876,17 @@ class CallbackService:
         return self.store.get_callback(rec.id)
 
     def _event_of(self, rec: CallbackRecord) -> tuple[AuthInstance | None, ev.Event]:
-        """Re-read the event from the stored (still encrypted) envelope.
+        """Re-read the event from the stored (still encrypted) ciphertext.
 
         The signature was verified on receipt; the timestamp window is not applied
         again, so a retry hours later still works. System events have no instance.
         """
         if self._is_provider_route(rec.instance):
             assert self._provider is not None
-            dec = self._provider.decrypt(envelope_encrypt(rec.envelope))
+            dec = self._provider.decrypt(rec.ciphertext)
             return None, ev.parse_event(dec.message)
         inst = self.instance(rec.instance)
-        dec = self._crypto[inst.name].decrypt(
-            envelope_encrypt(rec.envelope), check_receive_id=False
-        )
+        dec = self._crypto[inst.name].decrypt(rec.ciphertext, check_receive_id=False)
         return inst, ev.parse_event(dec.message)
 
     def _handle(self, rec: CallbackRecord) -> str:

@@ -35,6 +35,7 @@ _KNOWN_KEYS = {
     "api_base",
     "provider_corp_id",
     "max_clock_skew",
+    "retention_days",
     "provider_token",
     "provider_encoding_aes_key",
     "strict",
@@ -86,6 +87,9 @@ class Settings:
     provider_corp_id: str | None = None
     #: seconds a POST callback's timestamp may differ from now (0 = unchecked)
     max_clock_skew: int = 300
+    #: ``qywx serve`` prunes finished callback records older than this many days (None:
+    #: keep every record); received and failed ones stay until handled
+    retention_days: int | None = None
     config_file: Path | None = None
     #: the 系统事件接收URL's Token and EncodingAESKey (服务商后台 → 通用开发参数); with
     #: ``provider_corp_id`` they enable the ``/notify/provider`` route. Never in a repr.
@@ -281,6 +285,15 @@ def load_settings(
             f"{path}: max_clock_skew must be a non-negative whole number of seconds, not {skew!r}"
         )
 
+    retention = data.get("retention_days")
+    if retention is not None and (
+        not isinstance(retention, int) or isinstance(retention, bool) or retention < 1
+    ):
+        raise ConfigError(
+            f"{path}: retention_days must be a whole number of days, at least 1, not "
+            f"{str(retention)[:40]!r}"
+        )
+
     table = data.get("serve")
     serve_table: dict[str, Any] = table if isinstance(table, dict) else {}
     if "strict" in data and "strict" in serve_table and data["strict"] != serve_table["strict"]:
@@ -342,6 +355,7 @@ def load_settings(
         api_base=api_base,
         provider_corp_id=provider,
         max_clock_skew=skew,
+        retention_days=retention,
         config_file=path if path.is_file() else None,
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,

@@ -1,4 +1,4 @@
-"""``qywx log list|show|tail|stats`` as a subprocess against a real SQLite log."""
+"""``qywx log list|show|tail|stats|prune`` as a subprocess against a real SQLite log."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 from qywx_cli.core import events as ev
 from qywx_cli.core.config import find_instance
 from qywx_cli.core.store import Store
+from qywx_cli.core.store.records import FOLD_AFTER
 from tests.helpers import QYWX, REPO, Clock, assert_one_line_error, run_qywx
 
 NOW = time.time()
@@ -34,6 +35,7 @@ LIST_KEYS = {
     "status",
     "attempts",
     "last_error",
+    "folded",
 }
 
 
@@ -44,7 +46,7 @@ def no_secrets(proc: subprocess.CompletedProcess[str]) -> None:
 
 
 def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", n: int) -> int:
-    """Log a callback with a real envelope encrypted with the instance's key."""
+    """Log a callback as serve does: its real ciphertext, encrypted with the instance's key."""
     inst = find_instance(name, auths)
     env = inst.crypto().encrypt_msg(xml, inst.suite_id, "1700000000", str(n))
     event = ev.parse_event(xml)
@@ -57,7 +59,7 @@ def record(store: Store, auths: Path, xml: str, *, name: str = "QywxProxyTemp", 
         msg_signature=env.msg_signature,
         timestamp=env.timestamp,
         nonce=env.nonce,
-        envelope=env.request_xml(inst.suite_id),
+        envelope=env.encrypt,
         content_key=None,
     )
     return rec.id
@@ -207,6 +209,7 @@ def test_show_json_is_the_whole_record_with_the_envelope_encrypted(
         "processed",
     )
     assert LIST_KEYS | {"suite_id", "processed_at", "duplicate_of", "content_key"} <= set(doc)
+    assert (doc["folded"], doc["folded_at"]) == (0, None)
     assert "decrypted" not in doc
     no_secrets(proc)
 
@@ -370,3 +373,91 @@ def test_log_list_by_kind(cli_env: dict[str, str], auths: Path) -> None:
     ]
     bad = run_qywx("log", "list", "--kind", "nope", env=cli_env)
     assert bad.returncode == 2
+
+
+# -- folded refusals -------------------------------------------------------------------------
+
+
+def _stale_flood(cli_env: dict[str, str], copies: int) -> list[int]:
+    """``copies`` stale copies of one request, recorded as serve records them."""
+    with Store(cli_env["QYWX_DB"]) as store:
+        return [
+            store.record_callback(
+                instance="QywxProxyTemp",
+                kind="command",
+                info_type=None,
+                suite_id=None,
+                corp_id=None,
+                msg_signature=f"s{i}",
+                timestamp="1",
+                nonce="n",
+                envelope="QUJD",
+                content_key=None,
+                status="rejected",
+                last_error="timestamp is more than 300 s from now (stale or replayed)",
+            ).id
+            for i in range(copies)
+        ]
+
+
+def test_list_show_and_tail_tell_how_many_refusals_were_folded(
+    cli_env: dict[str, str], log: dict[str, int]
+) -> None:
+    ids = _stale_flood(cli_env, FOLD_AFTER + 7)
+    kept = ids[FOLD_AFTER - 1]
+    assert set(ids[FOLD_AFTER:]) == {kept}
+    listed = json.loads(run_qywx("log", "list", "--format", "json", env=cli_env).stdout)
+    newest = next(r for r in listed if r["status"] == "rejected")
+    assert (newest["id"], newest["folded"]) == (kept, 7)
+    text = run_qywx("log", "list", "--status", "rejected", env=cli_env).stdout
+    assert "rejected (+7 similar folded)" in text
+    shown = json.loads(run_qywx("log", "show", str(kept), "-f", "json", env=cli_env).stdout)
+    assert shown["folded"] == 7 and shown["folded_at"] is not None
+    assert "(+7 similar folded)" in run_qywx("log", "show", str(kept), env=cli_env).stdout
+    assert "(+7 similar folded)" in run_qywx("log", "tail", "-n", "1", env=cli_env).stdout
+
+
+# -- prune ---------------------------------------------------------------------------------
+
+
+def test_prune_dry_run_then_prune_keeps_what_is_owed(
+    cli_env: dict[str, str], log: dict[str, int]
+) -> None:
+    dry = run_qywx("log", "prune", "--older-than", "1d", "--dry-run", "-f", "json", env=cli_env)
+    assert dry.returncode == 0, dry.stderr
+    doc = json.loads(dry.stdout)
+    assert (doc["dry_run"], doc["deleted"], doc["total"]) == (True, {"processed": 1}, 1)
+    assert doc["older_than_seconds"] == 86400
+    assert doc["statuses"] == ["processed", "duplicate", "rejected", "unknown"]
+    with Store(cli_env["QYWX_DB"]) as store:
+        assert len(store.list_callbacks()) == 4
+    done = run_qywx("log", "prune", "--older-than", "1d", env=cli_env)
+    assert done.returncode == 0, done.stderr
+    assert "deleted 1 record(s) received before" in done.stderr
+    assert ": 1 processed" in done.stderr
+    with Store(cli_env["QYWX_DB"]) as store:
+        left = {r.id for r in store.list_callbacks()}
+    # the failed create_auth (10 min old) and the rest stay; only the old ticket went
+    assert left == {log["create"], log["cancel"], log["other"]}
+    none = run_qywx("log", "prune", "--older-than", "2m", "--status", "rejected", env=cli_env)
+    assert "deleted 0 record(s)" in none.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--older-than", "30"], "--older-than '30': use an age with a unit"),
+        (["--older-than", "soon"], "--older-than 'soon': use an age with a unit"),
+        (["--older-than", "0d"], "the age must be more than zero"),
+        (["--older-than", "30d", "--status", "failed"], "failed records are kept until"),
+        (["--older-than", "30d", "--status", "received"], "received records are kept until"),
+        (["--older-than", "30d", "--status", "processed,bogus"], "'bogus': not a status"),
+    ],
+)
+def test_prune_usage_errors_are_one_line(
+    cli_env: dict[str, str], log: dict[str, int], args: list[str], message: str
+) -> None:
+    proc = run_qywx("log", "prune", *args, env=cli_env)
+    assert_one_line_error(proc, 2, message)
+    with Store(cli_env["QYWX_DB"]) as store:
+        assert len(store.list_callbacks()) == 4

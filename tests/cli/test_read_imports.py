@@ -119,7 +119,7 @@ def test_one_log_command_converts_only_itself(db: Path) -> None:
         group = root.commands["log"]  # type: ignore[attr-defined]
         return sorted(group.commands)
 
-    every = ["export", "list", "show", "stats", "tail"]
+    every = ["export", "list", "prune", "show", "stats", "tail"]
     assert log_commands("log", "list") == ["list"]
     assert log_commands("log") == log_commands("log", "lst") == log_commands() == every
     listed = run_qywx("log", "--help")

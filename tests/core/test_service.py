@@ -17,7 +17,9 @@ from qywx_cli.core.fakewecom import FakeWeCom
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, Store
+from qywx_cli.core.store.records import FOLD_AFTER, MAX_CIPHERTEXT
 from qywx_cli.core.wecom import WeComClient
+from tests.helpers import encrypt_of
 
 API = "http://fake.test/cgi-bin"
 CORP = "wwa1b2c3d4e5f60a01"
@@ -221,7 +223,68 @@ def test_replay_and_redelivery_are_acknowledged_but_not_rerun(world: World) -> N
     assert world.calls()["service/v2/get_permanent_code"] == 1
 
 
-# -- retry -----------------------------------------------------------------------------------
+# -- bounded storage ---------------------------------------------------------------------------
+
+
+def test_the_record_keeps_the_signed_ciphertext_not_the_padded_body(world: World) -> None:
+    """Only Encrypt is signed: padding around it is never stored, on the original or on
+    its replays and stale copies, and retry decrypts the stored ciphertext again."""
+    args = world.envelope(world.event("suite_ticket", SuiteTicket="ticket-padded-0001"))
+    encrypt = encrypt_of(args["body"])
+    args["body"] = args["body"].replace("</xml>", " " * 500_000 + "</xml>")
+    first = world.service.notify(**args)
+    assert (first.status, first.text) == (200, "success")
+    replay = world.service.notify(**args)
+    stale = world.envelope(world.event("suite_ticket"), timestamp=int(time.time()) - 3600)
+    stale["body"] = stale["body"].replace("</xml>", " " * 500_000 + "</xml>")
+    refused = world.service.notify(**stale)
+    assert refused.status == 403
+    for response, ciphertext in (
+        (first, encrypt),
+        (replay, encrypt),
+        (refused, encrypt_of(stale["body"])),
+    ):
+        assert response.record_id is not None
+        assert world.store.get_callback(response.record_id).envelope == ciphertext
+    assert first.record_id is not None
+    rerun = world.service.retry(first.record_id, force=True)
+    assert rerun.ran and rerun.record.status == "processed" and rerun.record.attempts == 2
+
+
+def test_an_encrypt_longer_than_any_callback_is_refused_and_not_logged(world: World) -> None:
+    args = world.envelope(world.event("suite_ticket"))
+    huge = "A" * (MAX_CIPHERTEXT + 4)
+    args["body"] = args["body"].replace(encrypt_of(args["body"]), huge)
+    response = world.service.notify(**args)
+    assert response.status == 400 and "longer than 128 KiB" in response.text
+    assert world.store.list_callbacks() == []
+
+
+def test_a_flood_of_stale_copies_costs_a_few_rows(world: World) -> None:
+    for _ in range(FOLD_AFTER + 10):
+        args = world.envelope(world.event("suite_ticket"), timestamp=int(time.time()) - 3600)
+        assert world.service.notify(**args).status == 403
+    rows = world.store.list_callbacks()
+    assert len(rows) == FOLD_AFTER and sum(r.folded for r in rows) == 10
+
+
+def test_retention_prunes_finished_records_by_the_setting(
+    world: World, auths: Path, tmp_path: Path
+) -> None:
+    world.post(world.event("suite_ticket"))
+    assert world.service.apply_retention() is None  # not configured: nothing is pruned
+    later = CallbackService(
+        Settings(auths_dir=auths, db_path=tmp_path / "qywx.db", api_base=API, retention_days=7),
+        store=world.store,
+        client=world.client,
+        instances=world.instances.values(),
+        background=False,
+        now=lambda: time.time() + 8 * 86400,
+    )
+    world.post(world.event("suite_ticket"))  # the newest record is always kept
+    report = later.apply_retention()
+    assert report is not None and report.deleted == {"processed": 1}
+    assert len(world.store.list_callbacks()) == 1
 
 
 def test_failed_record_is_rerun_after_the_fault_clears(world: World) -> None:

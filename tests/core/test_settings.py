@@ -91,6 +91,12 @@ def test_api_base_and_provider_precedence(tmp_path: Path) -> None:
     assert (s.api_base, s.provider_corp_id) == ("https://example.test/x", "wwfromenv")
 
 
+def test_retention_days_is_off_unless_set(tmp_path: Path) -> None:
+    assert load_settings(env={}, cwd=tmp_path).retention_days is None
+    conf = toml(tmp_path, "retention_days = 30\n")
+    assert load_settings(config=conf, env={}, cwd=tmp_path).retention_days == 30
+
+
 def test_missing_config_flag_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="config file not found"):
         load_settings(config=tmp_path / "nope.toml", env={}, cwd=tmp_path)
@@ -112,6 +118,10 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
         ("max_clock_skew = -1\n", {}, "max_clock_skew must be a non-negative"),
         ("max_clock_skew = true\n", {}, "max_clock_skew must be a non-negative"),
         ("max_clock_skew = 1.5\n", {}, "max_clock_skew must be a non-negative"),
+        ("retention_days = 0\n", {}, "retention_days must be a whole number of days, at"),
+        ('retention_days = "30d"\n', {}, "retention_days must be a whole number of days"),
+        ("retention_days = 7.5\n", {}, "retention_days must be a whole number of days"),
+        ("retention_days = true\n", {}, "retention_days must be a whole number of days"),
         ('provider_corp_id = "ww 1"\n', {}, "provider_corp_id must be a corp id"),
         ("", {"QYWX_PROVIDER_CORP_ID": "a/b"}, "QYWX_PROVIDER_CORP_ID must be a corp id"),
     ],

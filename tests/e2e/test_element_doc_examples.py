@@ -102,7 +102,8 @@ class Project:
                 envelope="<xml/>",
                 content_key=None,
                 status="rejected",
-                last_error="timestamp is more than 300 s from now (stale or replayed)",
+                # distinct reasons: refusals of one kind would fold into a count
+                last_error=f"receiveid 'ww{refused:016d}' is not accepted",
             )
         self.fake.inject_fault("get_permanent_code", errcode=-1)
         assert self.sender.send("create_auth", "wwretried000000001").record_id == RETRY_ID

@@ -71,9 +71,13 @@ class Edge:
         finally:
             self.fake.stop()
 
-    def signed(self, xml: str | None = None, *, pad: int = 0) -> tuple[str, bytes]:
-        """Target and body of a fresh signed callback; ``pad`` spaces before ``</xml>``."""
-        ts, nonce = str(int(time.time())), str(time.monotonic_ns())
+    def signed(
+        self, xml: str | None = None, *, pad: int = 0, sent: float | None = None
+    ) -> tuple[str, bytes]:
+        """Target and body of a fresh signed callback; ``pad`` spaces before ``</xml>``;
+        ``sent`` the timestamp it is signed with (default: now)."""
+        ts = str(int(time.time() if sent is None else sent))
+        nonce = str(time.monotonic_ns())
         encrypt = self.crypt.encrypt(
             xml or ev.build_event_xml("suite_ticket", suite_id=self.suite_id), self.suite_id
         )

@@ -399,6 +399,8 @@ def test_broken_encrypt_signed_correctly_names_the_wecom_code(
     if code is not None:
         assert int(found.group(1)) == code
     logged = [r for r in world.records() if r.msg_signature == query["msg_signature"]]
+    if not logged:  # past 3 refusals with one error in 10 minutes, the newest row counts it
+        logged = [r for r in world.records() if r.folded and r.last_error == answer.text]
     assert [r.status for r in logged] == ["rejected"]
     assert found.group(1) in (logged[0].last_error or "")
 

@@ -38,6 +38,14 @@ token refresh single flight, never wiping a ticket
 login codes single use; org codes unique, case-insensitive
     Both: one conditional ``UPDATE … RETURNING`` / upsert, the code normalised by
     :func:`.rules.normalise_org_code` into a primary key.
+refusals bounded (ciphertext only, folded counts)
+    Both: the length and error caps are :func:`.rules.check_new_callback` and
+    :func:`.rules.clip_error`; the fold is decided in the recording transaction
+    (SQLite: two lookups under the writer lock; PostgreSQL: CTEs of the same statement,
+    so hosts racing may add a row or two more, never one per delivery).
+old records pruned, owed work kept
+    Both: :meth:`.base.Store.prune_callbacks` deletes in committed batches (PostgreSQL
+    ``FOR UPDATE SKIP LOCKED``, so hosts share the work), unlinking what pointed at them.
 database down or read-only
     Both: StoreError (the endpoint answers 503); ``healthcheck`` says ``ok: false``.
     PostgreSQL: the pool replaces broken connections, so service resumes without a

@@ -54,14 +54,18 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_VERSION", "Store", "plan_reseal", "survey_secrets"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The logical schema this qywx writes. Every backend's migrations end at this version,
 so a number means the same tables and rules whichever database holds them.
 
 v2 keeps v1's tables, columns and rules; it changes how SQLite stores them (the callback
 log's indexes, ids without AUTOINCREMENT, the ticket history keyed by suite), so a v1
 file is rebuilt once on opening. v3 adds the ID upgrade's id mappings, interface
-licences and the members reported unlicensed. v4 adds an index of callbacks by event."""
+licences and the members reported unlicensed. v4 adds an index of callbacks by event.
+v5 adds authorization links. v6 bounds the callback log: ``envelope`` holds only the
+signed ciphertext (existing XML bodies are reduced to their ``Encrypt`` value), refusals
+of one kind fold into ``folded`` / ``folded_at``, and an index of duplicates by original
+serves folding and pruning."""
 
 
 class Store(abc.ABC):
@@ -185,11 +189,21 @@ class Store(abc.ABC):
     ) -> CallbackRecord:
         """Durably log one request from WeCom; the caller replies only after this returns.
 
-        Committed before returning. A ``rejected`` request is stored as is; anything else
-        that repeats an earlier original, byte for byte or by ``content_key``, is stored
-        as ``duplicate`` with ``duplicate_of`` set (order and meaning: :mod:`.rules`).
-        Two deliveries of the same request at once, on any two hosts, give exactly one
-        original and one duplicate.
+        Committed before returning. A ``rejected`` request is never deduplicated;
+        anything else that repeats an earlier original, byte for byte or by
+        ``content_key``, is a ``duplicate`` with ``duplicate_of`` set (order and meaning:
+        :mod:`.rules`). Two deliveries of the same request at once, on any two hosts,
+        give exactly one original and one duplicate.
+
+        ``envelope`` is the signed ciphertext only (the POST's ``Encrypt``, the GET's
+        echostr), at most :data:`~.records.MAX_CIPHERTEXT` characters (else UsageError);
+        ``last_error`` is kept to :data:`~.records.MAX_STORED_ERROR` characters.
+
+        Refusals are bounded: when :data:`~.records.FOLD_AFTER` rows of the same kind
+        (``rejected``: same instance and error; ``duplicate``: same original and reason)
+        were recorded in the last :data:`~.records.FOLD_WINDOW_SECONDS`, no row is added:
+        the newest of them gets ``folded`` + 1 and ``folded_at`` = now, and is returned.
+        (On several hosts at once a few more rows may slip in; the bound holds.)
 
         ``suite_ticket`` (suite id, ticket, WeCom TimeStamp) is saved in the same
         transaction unless the callback is a duplicate: a suite_ticket push needs no
@@ -293,6 +307,22 @@ class Store(abc.ABC):
             if len(rows) < batch:
                 return
             last = rows[-1].id
+
+    @abc.abstractmethod
+    def prune_callbacks(
+        self, *, before: float, statuses: Sequence[str], dry_run: bool = False
+    ) -> dict[str, int]:
+        """Delete the records received before ``before`` whose status is one of
+        ``statuses``; how many of each status went (or would go, with ``dry_run``).
+
+        Only :data:`~.records.PRUNABLE_STATUSES` may be named (else UsageError): received
+        and failed records are work still owed, and a record a worker holds is skipped
+        whatever its status. Kept records that pointed at a deleted one lose the
+        pointer (``duplicate_of``, a suite ticket's ``callback_id``) in the same
+        transaction. Deleted in batches, each one committed transaction, so a server
+        keeps recording meanwhile; SQLite reuses the freed pages (the file does not
+        shrink without VACUUM).
+        """
 
     @abc.abstractmethod
     def callback_stats(self, *, since: float | None = None) -> CallbackStats:

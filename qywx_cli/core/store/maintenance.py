@@ -55,6 +55,8 @@ TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
             "duplicate_reason",
             "claimed_by",
             "claimed_at",
+            "folded",
+            "folded_at",
         ),
         ("id",),
     ),

@@ -58,6 +58,8 @@ from qywx_cli.core.store import rules
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store, plan_reseal, survey_secrets
 from qywx_cli.core.store.records import (
     DEFAULT_LEASE_SECONDS,
+    FOLD_AFTER,
+    FOLD_WINDOW_SECONDS,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
     AuthLink,
@@ -86,6 +88,8 @@ POOL_WAIT: Final = 3.0
 """Seconds a caller waits for a pooled connection before StoreError (503)."""
 CONNECT_TIMEOUT: Final = 5
 TOKEN_LOCK_WAIT_MS: Final = 30_000
+PRUNE_BATCH: Final = 2000
+"""Records a prune deletes per transaction."""
 _MIGRATION_LOCK: Final = 0x71797778  # "qywx": serialises schema migrations across hosts
 
 
@@ -256,12 +260,45 @@ def _migrate_v5(cur: psycopg.Cursor[Any]) -> None:
     )
 
 
+def _migrate_v6(cur: psycopg.Cursor[Any]) -> None:
+    """A bounded callback log (as SQLite): ``folded`` / ``folded_at``, duplicates indexed
+    by their original, and every stored XML body reduced to its ``Encrypt`` value.
+
+    The reduction reads the bodies in id order, a batch at a time, and parses each in
+    Python (the same parser that read them on receipt); a body that does not parse is
+    kept as it is."""
+    cur.execute(
+        """
+        ALTER TABLE callbacks ADD COLUMN folded integer NOT NULL DEFAULT 0;
+        ALTER TABLE callbacks ADD COLUMN folded_at double precision;
+        CREATE INDEX callbacks_by_original ON callbacks(duplicate_of, received_at)
+            WHERE duplicate_of IS NOT NULL;
+        """
+    )
+    last = 0
+    while True:
+        cur.execute(
+            "SELECT id, envelope FROM callbacks WHERE id > %s AND kind <> 'verify' "
+            "AND ltrim(envelope) LIKE '<%%' ORDER BY id LIMIT 500",
+            (last,),
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return
+        cur.executemany(
+            "UPDATE callbacks SET envelope = %s WHERE id = %s",
+            [(rules.reduce_envelope(envelope), id) for id, envelope in rows],
+        )
+        last = rows[-1][0]
+
+
 MIGRATIONS: Final[tuple[Callable[[psycopg.Cursor[Any]], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
     _migrate_v5,
+    _migrate_v6,
 )
 """Forward migrations; the version is the one row of ``qywx_schema``."""
 
@@ -270,7 +307,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION, "every backend's migrations end at SCH
 _CALLBACK_COLUMNS: Final = (
     "id, received_at, instance, kind, info_type, suite_id, corp_id, msg_signature, "
     "timestamp, nonce, envelope, content_key, status, attempts, last_error, processed_at, "
-    "duplicate_of, duplicate_reason, claimed_by, claimed_at"
+    "duplicate_of, duplicate_reason, claimed_by, claimed_at, folded, folded_at"
 )
 _CORP_AUTH_INSERT: Final = (
     "suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, "
@@ -310,6 +347,21 @@ WITH hit AS (
         SELECT id, 2, 'content' FROM callbacks
          WHERE %(dedupe)s::boolean AND content_key = %(content_key)s::text AND {_NOT_ORIGINAL}
     ) found ORDER BY ord, id LIMIT 1
+), kin AS (
+    -- Rows of the same kind of refusal in the fold window: a duplicate's original and
+    -- reason (callbacks_by_original), a rejected request's instance and error.
+    SELECT count(*) AS n, max(c.id) AS newest FROM callbacks c JOIN hit
+        ON c.duplicate_of = hit.id AND c.duplicate_reason = hit.reason
+     WHERE c.received_at >= %(fold_since)s::float8
+    UNION ALL
+    SELECT count(*), max(id) FROM callbacks
+     WHERE NOT %(dedupe)s::boolean AND status = 'rejected' AND instance = %(instance)s::text
+       AND last_error IS NOT DISTINCT FROM %(last_error)s::text
+       AND received_at >= %(fold_since)s::float8
+), fold AS (
+    UPDATE callbacks SET folded = folded + 1, folded_at = %(now)s::float8
+     WHERE id = (SELECT max(newest) FROM kin WHERE n >= %(fold_after)s::bigint)
+    RETURNING {_CALLBACK_COLUMNS}
 ), ins AS (
     INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, corp_id,
         msg_signature, timestamp, nonce, envelope, content_key, status, attempts,
@@ -322,6 +374,7 @@ WITH hit AS (
         %(last_error)s::text, hit.id, hit.reason,
         CASE WHEN hit.id IS NULL AND %(status)s::text = 'processed' THEN %(now)s::float8 END
     FROM (SELECT 1) AS one LEFT JOIN hit ON true
+    WHERE NOT EXISTS (SELECT 1 FROM fold)
     ON CONFLICT DO NOTHING
     RETURNING {_CALLBACK_COLUMNS}
 ), ticket AS (
@@ -338,7 +391,7 @@ WITH hit AS (
        AND id NOT IN (SELECT id FROM suite_tickets WHERE suite_id = %(t_suite)s::text
                       ORDER BY {rules.TICKET_ORDER} LIMIT %(keep)s::bigint)
 )
-SELECT {_CALLBACK_COLUMNS} FROM ins
+SELECT {_CALLBACK_COLUMNS} FROM ins UNION ALL SELECT {_CALLBACK_COLUMNS} FROM fold
 """
 
 _SAVE_TICKET: Final = f"""
@@ -416,8 +469,11 @@ def _one_line(exc: BaseException, secret: str | None) -> str:
     return text[:300]
 
 
+_CALLBACK_WIDTH: Final = len(_CALLBACK_COLUMNS.split(","))
+
+
 def _callback(row: Sequence[Any]) -> CallbackRecord:
-    return CallbackRecord(*row[:20])
+    return CallbackRecord(*row[:_CALLBACK_WIDTH])  # a claim's row carries one more
 
 
 class PostgresStore(Store):
@@ -617,7 +673,7 @@ class PostgresStore(Store):
         last_error: str | None = None,
         suite_ticket: tuple[str, str, int] | None = None,
     ) -> CallbackRecord:
-        rules.check_new_callback(instance, kind, status)
+        rules.check_new_callback(instance, kind, status, envelope)
         t_suite, t_ticket, t_timestamp = suite_ticket if suite_ticket else (None, None, None)
         params = {
             "dedupe": status != "rejected",
@@ -632,7 +688,8 @@ class PostgresStore(Store):
             "envelope": envelope,
             "content_key": content_key,
             "status": status,
-            "last_error": last_error,
+            "last_error": rules.clip_error(last_error),
+            "fold_after": FOLD_AFTER,
             "has_ticket": suite_ticket is not None,
             "t_suite": t_suite,
             "t_ticket": t_ticket,
@@ -643,7 +700,9 @@ class PostgresStore(Store):
         # A lost race (another host inserted the same original a moment earlier) inserts
         # nothing; the next attempt sees the committed original and stores a duplicate.
         for _ in range(3):
-            params["now"] = self._now()
+            now = self._now()
+            params["now"] = now
+            params["fold_since"] = now - FOLD_WINDOW_SECONDS
             row = self._one(_RECORD, params)
             if row is not None:
                 return _callback(row)
@@ -772,6 +831,55 @@ class PostgresStore(Store):
         sql = f"SELECT {_CALLBACK_COLUMNS} FROM callbacks {clause}{order} LIMIT %s"
         rows = self._all(sql, params)
         return [_callback(r) for r in rows]
+
+    def prune_callbacks(
+        self, *, before: float, statuses: Sequence[str], dry_run: bool = False
+    ) -> dict[str, int]:
+        """Delete old finished records in batches; see :meth:`Store.prune_callbacks`.
+
+        Each batch locks its rows (``FOR UPDATE SKIP LOCKED``), so two hosts pruning at
+        once share the work, and a worker's claim in between is not deleted under it.
+        The newest record is kept, as on SQLite, so both backends delete the same rows.
+        """
+        chosen = list(rules.check_prune(before, statuses))
+        where = (
+            "received_at < %(before)s AND status = ANY(%(statuses)s) AND claimed_by IS NULL "
+            "AND id < (SELECT max(id) FROM callbacks)"
+        )
+        params: dict[str, Any] = {"before": before, "statuses": chosen, "limit": PRUNE_BATCH}
+        if dry_run:
+            rows = self._all(
+                f"SELECT status, count(*) FROM callbacks WHERE {where} GROUP BY status", params
+            )
+            return {str(status): int(n) for status, n in rows}
+
+        def batch(cur: psycopg.Cursor[Any]) -> list[tuple[int, str]]:
+            cur.execute(
+                f"SELECT id, status FROM callbacks WHERE {where} ORDER BY received_at, id "
+                "LIMIT %(limit)s FOR UPDATE SKIP LOCKED",
+                params,
+            )
+            found = [(int(i), str(st)) for i, st in cur.fetchall()]
+            ids = [i for i, _ in found]
+            if ids:
+                cur.execute(
+                    "UPDATE callbacks SET duplicate_of = NULL WHERE duplicate_of = ANY(%s)",
+                    (ids,),
+                )
+                cur.execute(
+                    "UPDATE suite_tickets SET callback_id = NULL WHERE callback_id = ANY(%s)",
+                    (ids,),
+                )
+                cur.execute("DELETE FROM callbacks WHERE id = ANY(%s)", (ids,))
+            return found
+
+        counts: dict[str, int] = {}
+        while True:
+            done = self._run(batch, transaction=True)
+            for _, status in done:
+                counts[status] = counts.get(status, 0) + 1
+            if len(done) < PRUNE_BATCH:
+                return counts
 
     def callback_stats(self, *, since: float | None = None) -> CallbackStats:
         window = "WHERE received_at >= %(since)s" if since is not None else ""

@@ -38,9 +38,14 @@ __all__ = [
     "CORP_AUTH_STATES",
     "DEFAULT_LEASE_SECONDS",
     "FINISH_STATUSES",
+    "FOLD_AFTER",
+    "FOLD_WINDOW_SECONDS",
     "ID_KINDS",
     "LEASE_RENEW_SECONDS",
+    "MAX_CIPHERTEXT",
+    "MAX_STORED_ERROR",
     "NONE_LABEL",
+    "PRUNABLE_STATUSES",
     "RECORDABLE_STATUSES",
     "SUITE_TICKET_HISTORY",
     "TICKET_PRUNE_EVERY",
@@ -75,6 +80,32 @@ FINISH_STATUSES: Final = frozenset({"processed", "failed", "unknown"})
 CLAIMABLE_STATUSES: Final = ("received", "failed", "unknown")
 """What a worker may claim (``processed`` too, when an operator forces a re-run)."""
 CORP_AUTH_STATES: Final = frozenset({"active", "cancelled"})
+PRUNABLE_STATUSES: Final = ("processed", "duplicate", "rejected", "unknown")
+"""What ``qywx log prune`` and ``retention_days`` may delete: records whose handling is
+over. ``received`` and ``failed`` records (and any a worker holds) are kept until they
+are handled, however old: they are work still owed."""
+
+MAX_CIPHERTEXT: Final = 128 * 1024
+"""The longest ciphertext (a POST's ``Encrypt``, a GET's ``echostr``) qywx accepts and
+stores, in characters of base64.
+
+WeCom's callbacks are small: a suite_ticket is about 350 characters of ciphertext, an
+install (create_auth) about 430, and a text message at WeCom's 2,048-byte limit about
+3,100. 128 KiB is some 40 times the largest, so no callback WeCom sends comes near it,
+while a record can never hold more."""
+MAX_STORED_ERROR: Final = 1000
+"""Characters of ``last_error`` a record keeps; longer texts are cut with "…"."""
+
+FOLD_WINDOW_SECONDS: Final = 600.0
+"""The window in which refusals of one kind are counted for folding (10 minutes)."""
+FOLD_AFTER: Final = 3
+"""Rows a kind of refusal gets per :data:`FOLD_WINDOW_SECONDS`; further ones only count.
+
+A kind is a ``rejected`` request's (instance, error) or a ``duplicate``'s (original,
+reason). Past this many rows of one kind in the window, a new delivery of that kind adds
+one to the newest row's ``folded`` instead of a row, so a flood of replays or stale
+copies costs a few rows every 10 minutes, whatever its rate; every delivery is still
+counted and answered as before."""
 
 DEFAULT_LEASE_SECONDS: Final = 10.0
 """How long a claim keeps other workers away without being renewed.
@@ -99,11 +130,18 @@ NONE_LABEL: Final = "(none)"
 class CallbackRecord:
     """One HTTP request from WeCom as it was received, and what became of it.
 
-    ``envelope`` is the encrypted body exactly as received (for a GET handshake, the
-    echostr), so ``qywx log show --decrypt`` and ``qywx retry`` can redo the work with the
-    instance's key. ``duplicate_reason`` is ``"replay"`` for a byte-identical request (same
-    msg_signature, timestamp, nonce) and ``"content"`` for the same decrypted content
-    re-encrypted by WeCom (a redelivery).
+    ``envelope`` is the signed ciphertext, still encrypted: a POST's ``Encrypt`` value
+    (at most :data:`MAX_CIPHERTEXT`), a GET handshake's echostr. That is all the
+    signature covers and all ``qywx log show --decrypt`` and ``qywx retry`` need to redo
+    the work with the instance's key; the rest of the request body is never stored, so
+    padding around ``Encrypt`` costs nothing. (Records written before schema v6 may hold
+    the whole XML body; :attr:`ciphertext` reads either.) ``duplicate_reason`` is
+    ``"replay"`` for a byte-identical request (same msg_signature, timestamp, nonce) and
+    ``"content"`` for the same decrypted content re-encrypted by WeCom (a redelivery).
+
+    ``folded`` counts later deliveries of the same kind of refusal that were counted on
+    this row instead of getting their own (:data:`FOLD_AFTER`); ``folded_at`` is when the
+    last of them came.
     """
 
     id: int
@@ -126,10 +164,24 @@ class CallbackRecord:
     duplicate_reason: str | None
     claimed_by: str | None
     claimed_at: float | None
+    folded: int = 0
+    folded_at: float | None = None
 
     @property
     def is_duplicate(self) -> bool:
         return self.status == "duplicate"
+
+    @property
+    def ciphertext(self) -> str:
+        """The signed ciphertext to verify and decrypt again (``retry``, ``log show``).
+
+        An XML body (a record from before schema v6, or one a caller stored whole) is
+        read for its ``Encrypt`` element; anything else is the ciphertext itself."""
+        if self.kind == "verify" or not self.envelope.lstrip().startswith("<"):
+            return self.envelope
+        from qywx_cli.core.xmlsafe import envelope_encrypt
+
+        return envelope_encrypt(self.envelope)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,13 @@ SQLite and PostgreSQL cannot drift apart:
 * **ticket ordering** (:data:`TICKET_ORDER`, :func:`ticket_sort_key`): the latest ticket
   is the one with the greatest WeCom ``TimeStamp`` (ties: the later stored), never merely
   the last written (§5.1);
-* **stats shape** (:func:`build_stats`): NULL keys count under :data:`NONE_LABEL`.
+* **stats shape** (:func:`build_stats`): NULL keys count under :data:`NONE_LABEL`;
+* **bounded refusals** (:func:`check_new_callback`, :func:`clip_error`,
+  :func:`should_fold`): a record holds at most :data:`~.records.MAX_CIPHERTEXT` of
+  ciphertext and :data:`~.records.MAX_STORED_ERROR` of error text, and past
+  :data:`~.records.FOLD_AFTER` rows of one kind of refusal in
+  :data:`~.records.FOLD_WINDOW_SECONDS` the next is counted on the newest row;
+* **retention** (:func:`check_prune`): only :data:`~.records.PRUNABLE_STATUSES` go.
 """
 
 from __future__ import annotations
@@ -29,8 +35,12 @@ from qywx_cli.core.store.records import (
     CLAIMABLE_STATUSES,
     CORP_AUTH_STATES,
     FINISH_STATUSES,
+    FOLD_AFTER,
     ID_KINDS,
+    MAX_CIPHERTEXT,
+    MAX_STORED_ERROR,
     NONE_LABEL,
+    PRUNABLE_STATUSES,
     RECORDABLE_STATUSES,
     CallbackStats,
 )
@@ -48,12 +58,16 @@ __all__ = [
     "check_id",
     "check_limit",
     "check_new_callback",
+    "check_prune",
     "claimable_statuses",
+    "clip_error",
     "dedupe_verdict",
     "handled_on_record",
     "normalise_org_code",
     "org_code_conflict",
+    "reduce_envelope",
     "require",
+    "should_fold",
     "ticket_sort_key",
 ]
 
@@ -91,12 +105,61 @@ def check_limit(limit: int) -> None:
         raise UsageError("limit must be at least 1")
 
 
-def check_new_callback(instance: str, kind: str, status: str) -> None:
+def check_new_callback(instance: str, kind: str, status: str, envelope: str = "") -> None:
     require(instance, "instance")
+    if len(envelope) > MAX_CIPHERTEXT:
+        raise UsageError(
+            f"a callback's stored ciphertext is at most {MAX_CIPHERTEXT // 1024} KiB "
+            f"(got {len(envelope)} characters): store the Encrypt value, not the body"
+        )
     if kind not in CALLBACK_KINDS:
         raise UsageError(f"callback kind must be one of {sorted(CALLBACK_KINDS)}")
     if status not in RECORDABLE_STATUSES:
         raise UsageError(f"a new callback's status must be one of {sorted(RECORDABLE_STATUSES)}")
+
+
+def clip_error(error: str | None) -> str | None:
+    """An error text as a record keeps it: at most MAX_STORED_ERROR characters."""
+    if error is None or len(error) <= MAX_STORED_ERROR:
+        return error
+    return error[: MAX_STORED_ERROR - 1] + "…"
+
+
+def reduce_envelope(envelope: str) -> str:
+    """A stored XML body reduced to its ``Encrypt`` value (the schema v6 migration of
+    both backends); a body that does not parse (it never was a callback) is kept."""
+    from qywx_cli.core.xmlsafe import envelope_encrypt
+
+    try:
+        return envelope_encrypt(envelope)
+    except Exception:  # any parse failure: leave the row as it was
+        return envelope
+
+
+def should_fold(rows_in_window: int) -> bool:
+    """Whether a new refusal is counted on the newest row of its kind instead of
+    getting its own: FOLD_AFTER rows of that kind are already in the window."""
+    return rows_in_window >= FOLD_AFTER
+
+
+def check_prune(before: float, statuses: Iterable[str]) -> tuple[str, ...]:
+    """The statuses a prune may delete, checked: only finished ones, at least one."""
+    chosen = tuple(dict.fromkeys(statuses))
+    if not chosen:
+        raise UsageError(f"name at least one status to prune: {', '.join(PRUNABLE_STATUSES)}")
+    for status in chosen:
+        if status not in PRUNABLE_STATUSES:
+            if status in ("received", "failed"):
+                raise UsageError(
+                    f"{status} records are kept until they are handled, however old "
+                    f"(qywx retry); prunable: {', '.join(PRUNABLE_STATUSES)}"
+                )
+            raise UsageError(
+                f"unknown status {status[:40]!r}; prunable: {', '.join(PRUNABLE_STATUSES)}"
+            )
+    if before != before or before in (float("inf"), float("-inf")):
+        raise UsageError("the prune cut-off must be a finite time")
+    return chosen
 
 
 def check_finish_status(status: str) -> None:

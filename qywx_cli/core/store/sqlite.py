@@ -38,6 +38,7 @@ from qywx_cli.core.store.groupcommit import GroupCommit
 from qywx_cli.core.store.records import (
     CALLBACK_STATUSES,
     DEFAULT_LEASE_SECONDS,
+    FOLD_WINDOW_SECONDS,
     SUITE_TICKET_HISTORY,
     TICKET_PRUNE_EVERY,
     CallbackRecord,
@@ -378,12 +379,39 @@ def _migrate_v5(db: sqlite3.Connection) -> None:
     )
 
 
+_REDUCIBLE: Final = "kind != 'verify' AND ltrim(envelope) LIKE '<%'"
+"""Records whose envelope is a whole XML body (written before v6)."""
+
+
+def _migrate_v6(db: sqlite3.Connection) -> None:
+    """A bounded callback log.
+
+    * ``envelope`` keeps only the signed ciphertext: each stored XML body is reduced to
+      its ``Encrypt`` value (what the signature covers and all retry needs), so the
+      padding a captured request was posted with no longer sits in the file.
+    * ``folded`` / ``folded_at``: refusals past :data:`~.records.FOLD_AFTER` of one kind
+      in the window are counted on a row instead of adding one.
+    * ``callbacks_by_original``: duplicates by the record they repeat, only over
+      duplicates (a suite_ticket or an original writes no page of it), for the fold
+      count and for the prune that must unlink a deleted original.
+    """
+    db.execute("ALTER TABLE callbacks ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE callbacks ADD COLUMN folded_at REAL")
+    db.execute(
+        "CREATE INDEX callbacks_by_original ON callbacks(duplicate_of, received_at) "
+        "WHERE duplicate_of IS NOT NULL"
+    )
+    db.create_function("qywx_encrypt_of", 1, rules.reduce_envelope, deterministic=True)
+    db.execute(f"UPDATE callbacks SET envelope = qywx_encrypt_of(envelope) WHERE {_REDUCIBLE}")
+
+
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _migrate_v1,
     _migrate_v2,
     _migrate_v3,
     _migrate_v4,
     _migrate_v5,
+    _migrate_v6,
 )
 """Forward migrations in order; migration i takes the schema from v(i) to v(i+1).
 The version is kept in ``PRAGMA user_version``."""
@@ -394,7 +422,7 @@ assert len(MIGRATIONS) == SCHEMA_VERSION, "every backend's migrations end at SCH
 _CALLBACK_COLUMNS: Final = (
     "id, received_at, instance, kind, info_type, suite_id, corp_id, msg_signature, "
     "timestamp, nonce, envelope, content_key, status, attempts, last_error, processed_at, "
-    "duplicate_of, duplicate_reason, claimed_by, claimed_at"
+    "duplicate_of, duplicate_reason, claimed_by, claimed_at, folded, folded_at"
 )
 _CORP_AUTH_INSERT: Final = (
     "suite_id, corp_id, permanent_code, agent_id, corp_name, state, auth_user_id, "
@@ -454,6 +482,22 @@ _RECORD: Final = (
     f"FROM (SELECT coalesce(replay, content) AS original, replay FROM ({_FIND_ORIGINALS})) "
     "RETURNING id, status, attempts, duplicate_of, duplicate_reason, processed_at"
 )
+_KIN_OF_DUPLICATE: Final = (
+    # Rows of one kind of duplicate in the fold window (callbacks_by_original).
+    "SELECT count(*), max(id) FROM callbacks WHERE duplicate_of = ? AND received_at >= ? "
+    "AND duplicate_reason IS ?"
+)
+_KIN_OF_REJECTED: Final = (
+    # Rows of one kind of rejected request in the fold window (callbacks_open).
+    f"SELECT count(*), max(id) FROM callbacks WHERE status = 'rejected' AND {_OPEN} "
+    "AND received_at >= ? AND instance = ? AND last_error IS ?"
+)
+_FOLD: Final = (
+    "UPDATE callbacks SET folded = folded + 1, folded_at = ? WHERE id = ? "
+    f"RETURNING {_CALLBACK_COLUMNS}"
+)
+PRUNE_BATCH: Final = 2000
+"""Records a prune deletes per transaction: short enough that recording never waits long."""
 _PENDING: Final = (
     f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE status = 'received' AND {_OPEN} "
     f"AND (claimed_by IS NULL OR claimed_at <= ?) AND received_at <= ? {_OLDEST_FIRST} LIMIT ?"
@@ -766,11 +810,19 @@ class SQLiteStore(Store):
         transaction unless the callback is a duplicate: a suite_ticket push needs no
         WeCom call, so it is handled as it is recorded (status ``processed``).
         """
-        rules.check_new_callback(instance, kind, status)
+        rules.check_new_callback(instance, kind, status, envelope)
+        last_error = rules.clip_error(last_error)
 
         def insert(db: sqlite3.Connection) -> CallbackRecord:
             # Taken inside the write lock, so received_at follows id order across processes.
             received_at = self._now()
+            since = received_at - FOLD_WINDOW_SECONDS
+            if status == "rejected":  # refusals of one kind past the limit only count
+                rows, newest = db.execute(
+                    _KIN_OF_REJECTED, (since, instance, last_error)
+                ).fetchone()
+                if rules.should_fold(rows):
+                    return _callback(db.execute(_FOLD, (received_at, newest)).fetchone())
             id_, stored, attempts, original, reason, processed_at = db.execute(
                 _RECORD,
                 (
@@ -789,6 +841,17 @@ class SQLiteStore(Store):
                     last_error,
                 ),
             ).fetchone()
+            if original is not None:
+                # A duplicate is known only once the statement ran (the one-statement
+                # insert keeps originals at one trip); past FOLD_AFTER of its kind in the
+                # window, the row just written (uncommitted, its id never handed out)
+                # goes again and the newest of the others counts it instead.
+                rows, newest = db.execute(
+                    _KIN_OF_DUPLICATE + " AND id != ?", (original, since, reason, id_)
+                ).fetchone()
+                if rules.should_fold(rows):
+                    db.execute("DELETE FROM callbacks WHERE id = ?", (id_,))
+                    return _callback(db.execute(_FOLD, (received_at, newest)).fetchone())
             if suite_ticket is not None and original is None:
                 _insert_ticket(db, *suite_ticket, received_at, id_)
             # Built from what was written rather than read back: RETURNING the envelope
@@ -1014,6 +1077,53 @@ class SQLiteStore(Store):
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         params.append(limit)
         return f"SELECT {_CALLBACK_COLUMNS} FROM callbacks {clause}{order} LIMIT ?", params
+
+    def prune_callbacks(
+        self, *, before: float, statuses: Sequence[str], dry_run: bool = False
+    ) -> dict[str, int]:
+        """Delete old finished records in batches; see :meth:`Store.prune_callbacks`.
+
+        The record with the greatest id is never deleted: SQLite gives a new row
+        max(rowid) + 1, so deleting the newest would hand its id out again, behind the
+        back of ``log tail --follow``.
+        """
+        chosen = rules.check_prune(before, statuses)
+        where = (
+            f"received_at < ? AND status IN ({_placeholders(chosen)}) AND claimed_by IS NULL "
+            "AND id < (SELECT max(id) FROM callbacks)"
+        )
+        params = (before, *chosen)
+        if dry_run:
+            sql = f"SELECT status, count(*) FROM callbacks WHERE {where} GROUP BY status"
+            return dict(self._read(lambda db: db.execute(sql, params).fetchall()))
+
+        def batch(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            found = db.execute(
+                f"SELECT id, status FROM callbacks WHERE {where} ORDER BY received_at, id LIMIT ?",
+                (*params, PRUNE_BATCH),
+            ).fetchall()
+            ids = [row[0] for row in found]
+            for start in range(0, len(ids), rules.IN_CHUNK):
+                chunk = ids[start : start + rules.IN_CHUNK]
+                marks = _placeholders(chunk)
+                db.execute(
+                    f"UPDATE callbacks SET duplicate_of = NULL WHERE duplicate_of IN ({marks})",
+                    chunk,
+                )
+                db.execute(
+                    f"UPDATE suite_tickets SET callback_id = NULL WHERE callback_id IN ({marks})",
+                    chunk,
+                )
+                db.execute(f"DELETE FROM callbacks WHERE id IN ({marks})", chunk)
+            return [(int(i), str(st)) for i, st in found]
+
+        counts: dict[str, int] = {}
+        while True:
+            done = self._write(batch)
+            for _, status in done:
+                counts[status] = counts.get(status, 0) + 1
+            if len(done) < PRUNE_BATCH:
+                return counts
 
     def callback_stats(self, *, since: float | None = None) -> CallbackStats:
         """Counts by status and by event, the commonest failures, and ticket freshness.

@@ -201,3 +201,36 @@ def test_hot_path_statements_use_indexes(pg_server: PgServer, dbname: str) -> No
     )
     assert "callbacks_replay" in plan, plan
     assert os.environ.get("PGPASSWORD")  # the session's server password is in the env
+
+
+def test_a_v5_database_keeps_only_the_ciphertext_of_each_body(
+    pg_server: PgServer, dbname: str
+) -> None:
+    """As on SQLite: v6 reduces each stored POST body to its Encrypt value and leaves
+    handshakes and bodies that never parsed alone."""
+    import psycopg
+
+    from qywx_cli.core.store.postgres import MIGRATIONS
+
+    url = pg_server.url(dbname)
+    padded = "<xml><ToUserName><![CDATA[dk1]]></ToUserName>" + " " * 1_000_000
+    padded += "<Encrypt><![CDATA[c2lnbmVk]]></Encrypt></xml>"
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        for step in MIGRATIONS[:5]:
+            step(cur)
+        cur.execute("CREATE TABLE qywx_schema (version integer NOT NULL)")
+        cur.execute("INSERT INTO qywx_schema VALUES (5)")
+        cur.executemany(
+            "INSERT INTO callbacks (id, received_at, instance, kind, msg_signature, "
+            "timestamp, nonce, envelope, status) VALUES (%s, 1, 'I', %s, %s, '1', 'n', %s, %s)",
+            [
+                (1, "command", "s1", padded, "rejected"),
+                (2, "verify", "s2", "ZWNob3N0cg==", "processed"),
+                (3, "command", "s3", "<xml/>", "rejected"),
+            ],
+        )
+    with Store(url) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        got = {r.id: r for r in s.list_callbacks()}
+    assert [got[i].envelope for i in (1, 2, 3)] == ["c2lnbmVk", "ZWNob3N0cg==", "<xml/>"]
+    assert (got[1].folded, got[1].folded_at) == (0, None)

@@ -189,9 +189,48 @@ def test_a_v1_database_is_rebuilt_keeping_every_record(db_path: Path, clock: Clo
             "callbacks_by_corp",
             "callbacks_dedupe",
             "callbacks_by_event",
+            "callbacks_by_original",
         }
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def _v5_database(path: Path) -> None:
+    """A file as schema v5 left it: whole XML bodies in ``envelope``."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for step in MIGRATIONS[:5]:
+        step(conn)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_v5_database_keeps_only_the_ciphertext_of_each_body(db_path: Path, clock: Clock) -> None:
+    """v6 reduces every stored POST body to its Encrypt value (what retry decrypts) and
+    leaves handshakes (the echostr already is the ciphertext) and bodies that never
+    parsed as they were; a 1 MB padded body shrinks to its ciphertext."""
+    _v5_database(db_path)
+    padded = "<xml><ToUserName><![CDATA[dk1]]></ToUserName>" + " " * 1_000_000
+    padded += "<Encrypt><![CDATA[c2lnbmVk]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO callbacks (id, received_at, instance, kind, info_type, "
+            "msg_signature, timestamp, nonce, envelope, content_key, status) "
+            "VALUES (?, ?, 'QywxProxyTemp', ?, NULL, ?, '1', 'n', ?, NULL, ?)",
+            [
+                (1, T0, "command", "s1", padded, "rejected"),
+                (2, T0, "verify", "s2", "ZWNob3N0cg==", "processed"),
+                (3, T0, "command", "s3", "<xml/>", "rejected"),
+                (4, T0, "command", "s4", "  <xml><Encrypt>YWJj</Encrypt></xml>", "failed"),
+            ],
+        )
+    with SQLiteStore(db_path, now=clock) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        got = {r.id: r for r in s.list_callbacks()}
+    assert [got[i].envelope for i in (1, 2, 3, 4)] == ["c2lnbmVk", "ZWNob3N0cg==", "<xml/>", "YWJj"]
+    assert got[1].ciphertext == "c2lnbmVk" and got[4].ciphertext == "YWJj"
+    assert (got[1].folded, got[1].folded_at) == (0, None)
 
 
 def test_dedupe_candidates_that_share_a_key_are_told_apart(store: SQLiteStore) -> None:
@@ -460,7 +499,7 @@ def test_a_v4_database_gains_auth_links_and_publish_status(db_path: Path) -> Non
     conn.execute("COMMIT")
     conn.close()
     with Store(db_path) as s:
-        assert s.schema_version == SCHEMA_VERSION == 5
+        assert s.schema_version == SCHEMA_VERSION == 6
         before = s.get_corp_auth("wwcorp")
         assert before is not None and before.permanent_code == "pc"
         assert (before.link_state, before.publish_status) == (None, None)
