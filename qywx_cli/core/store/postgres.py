@@ -279,7 +279,10 @@ def _migrate_v6(cur: psycopg.Cursor[Any]) -> None:
     while True:
         cur.execute(
             "SELECT id, envelope FROM callbacks WHERE id > %s AND kind <> 'verify' "
-            "AND ltrim(envelope) LIKE '<%%' ORDER BY id LIMIT 500",
+            # Any leading whitespace, as CallbackRecord.ciphertext skips it: ltrim()
+            # alone strips only spaces, and a captured body may begin with a line break.
+            "AND ltrim(envelope, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)) "
+            "LIKE '<%%' ORDER BY id LIMIT 500",
             (last,),
         )
         rows = cur.fetchall()

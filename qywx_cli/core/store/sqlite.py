@@ -379,8 +379,10 @@ def _migrate_v5(db: sqlite3.Connection) -> None:
     )
 
 
-_REDUCIBLE: Final = "kind != 'verify' AND ltrim(envelope) LIKE '<%'"
-"""Records whose envelope is a whole XML body (written before v6)."""
+_REDUCIBLE: Final = "kind != 'verify' AND ltrim(envelope, char(9, 10, 11, 12, 13, 32)) LIKE '<%'"
+"""Records whose envelope is a whole XML body (written before v6), after any leading
+whitespace as :attr:`~.records.CallbackRecord.ciphertext` skips it (``ltrim`` alone
+strips only spaces, and a captured body often begins with a line break)."""
 
 
 def _migrate_v6(db: sqlite3.Connection) -> None:

@@ -1,0 +1,109 @@
+"""How schema v6 (bounded log), sealed secrets and the one-statement insert meet."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from qywx_cli.core.sealing import Keyring, SecretKey, Slot, generate_key
+from qywx_cli.core.store import Store
+from qywx_cli.core.store.sqlite import MIGRATIONS, SQLiteStore
+from tests.core.store.conftest import T0, Backend
+from tests.core.store.conftest import make_record as record
+
+
+def _v5_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for step in MIGRATIONS[:5]:
+        step(conn)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("COMMIT")
+    conn.close()
+
+
+def test_a_v5_body_that_begins_with_a_newline_is_reduced_too(tmp_path: Path) -> None:
+    """A captured body often begins with a line break; ltrim() alone strips only spaces,
+    so such a body kept its padding through the migration."""
+    path = tmp_path / "qywx.db"
+    _v5_sqlite(path)
+    body = "\r\n\t<xml><ToUserName>dk1</ToUserName>" + " " * 10_000
+    body += "<Encrypt><![CDATA[c2lnbmVk]]></Encrypt></xml>"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO callbacks (id, received_at, instance, kind, msg_signature, "
+            "timestamp, nonce, envelope, status) VALUES (1, ?, 'I', 'command', 's', '1', "
+            "'n', ?, 'processed')",
+            (T0, body),
+        )
+    with SQLiteStore(path) as s:
+        assert s.get_callback(1).envelope == "c2lnbmVk"
+
+
+def test_a_v5_database_with_sealed_secrets_migrates_and_opens(tmp_path: Path) -> None:
+    path = tmp_path / "qywx.db"
+    _v5_sqlite(path)
+    keys = Keyring(SecretKey.parse(generate_key()))
+    sealed = keys.seal("PERMCODE-1", Slot.permanent_code("dk1", "ww1"))
+    token = keys.seal("TOKEN-1", Slot.token("suite", "dk1"))
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO corp_auths (suite_id, corp_id, permanent_code, state, created_at, "
+            "updated_at) VALUES ('dk1', 'ww1', ?, 'active', 1, 1)",
+            (sealed,),
+        )
+        conn.execute("INSERT INTO tokens VALUES ('suite', 'dk1', ?, 9e12)", (token,))
+    with Store(path, keys=keys) as s:
+        auth = s.get_corp_auth("ww1", "dk1")
+        assert auth is not None and auth.permanent_code == "PERMCODE-1"
+        cached = s.get_token("suite", "dk1")
+        assert cached is not None and cached.token == "TOKEN-1"
+        assert s.secrets_at_rest().plaintext == 0
+
+
+def test_a_replay_racing_its_original_on_two_connections(backend: Backend) -> None:
+    """One original, however the threads interleave; the rest are duplicates."""
+    stores = [backend.open() for _ in range(4)]
+    results: list[str] = []
+    barrier = threading.Barrier(len(stores))
+
+    def go(s: Store) -> None:
+        barrier.wait()
+        for _ in range(5):
+            r = record(s, msg_signature="sig-race", timestamp="1", nonce="n", content_key="race")
+            results.append(r.status)
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.close()
+    assert results.count("received") == 1 and results.count("duplicate") == 19
+    rows = backend.query("SELECT count(*), sum(folded) FROM callbacks")
+    assert rows[0][0] + rows[0][1] == 20
+    assert rows[0][0] <= 1 + 3 + 3  # original + FOLD_AFTER rows per reason
+
+
+def test_a_v5_body_that_begins_with_a_newline_is_reduced_on_postgres(pg_url: str) -> None:
+    import psycopg
+
+    from qywx_cli.core.store.postgres import MIGRATIONS as PG_MIGRATIONS
+
+    body = "\r\n\t<xml><ToUserName>dk1</ToUserName>" + " " * 10_000
+    body += "<Encrypt><![CDATA[c2lnbmVk]]></Encrypt></xml>"
+    with psycopg.connect(pg_url) as conn, conn.cursor() as cur:
+        for step in PG_MIGRATIONS[:5]:
+            step(cur)
+        cur.execute("CREATE TABLE qywx_schema (version integer NOT NULL)")
+        cur.execute("INSERT INTO qywx_schema VALUES (5)")
+        cur.execute(
+            "INSERT INTO callbacks (id, received_at, instance, kind, msg_signature, "
+            "timestamp, nonce, envelope, status) VALUES (1, 1, 'I', 'command', 's', '1', "
+            "'n', %s, 'processed')",
+            (body,),
+        )
+    with Store(pg_url) as s:
+        assert s.get_callback(1).envelope == "c2lnbmVk"
