@@ -847,7 +847,8 @@ class PostgresStore(Store):
         chosen = list(rules.check_prune(before, statuses))
         where = (
             "received_at < %(before)s AND status = ANY(%(statuses)s) AND claimed_by IS NULL "
-            "AND id < (SELECT max(id) FROM callbacks)"
+            "AND id < (SELECT max(id) FROM callbacks) AND NOT EXISTS (SELECT 1 FROM callbacks "
+            "AS d WHERE d.duplicate_of = callbacks.id AND d.received_at >= %(before)s)"
         )
         params: dict[str, Any] = {"before": before, "statuses": chosen, "limit": PRUNE_BATCH}
         if dry_run:

@@ -1092,9 +1092,10 @@ class SQLiteStore(Store):
         chosen = rules.check_prune(before, statuses)
         where = (
             f"received_at < ? AND status IN ({_placeholders(chosen)}) AND claimed_by IS NULL "
-            "AND id < (SELECT max(id) FROM callbacks)"
+            "AND id < (SELECT max(id) FROM callbacks) AND NOT EXISTS (SELECT 1 FROM callbacks "
+            "AS d WHERE d.duplicate_of = callbacks.id AND d.received_at >= ?)"
         )
-        params = (before, *chosen)
+        params = (before, *chosen, before)
         if dry_run:
             sql = f"SELECT status, count(*) FROM callbacks WHERE {where} GROUP BY status"
             return dict(self._read(lambda db: db.execute(sql, params).fetchall()))

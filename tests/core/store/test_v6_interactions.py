@@ -11,6 +11,7 @@ from qywx_cli.core.store import Store
 from qywx_cli.core.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.core.store.conftest import T0, Backend
 from tests.core.store.conftest import make_record as record
+from tests.helpers import Clock
 
 
 def _v5_sqlite(path: Path) -> None:
@@ -107,3 +108,19 @@ def test_a_v5_body_that_begins_with_a_newline_is_reduced_on_postgres(pg_url: str
         )
     with Store(pg_url) as s:
         assert s.get_callback(1).envelope == "c2lnbmVk"
+
+
+def test_a_redelivery_after_its_original_was_pruned(backend: Backend, clock: Clock) -> None:
+    """An original older than the cutoff is pruned while its newer duplicate stays; the
+    next redelivery of the same content must still be a duplicate, not work again."""
+    with backend.open(now=clock) as s:
+        original = record(s, content_key="same-content", status="processed")
+        clock.advance(3600)
+        dup = record(s, content_key="same-content")
+        assert dup.duplicate_of == original.id
+        clock.advance(60)
+        record(s)  # the newest record is never pruned
+        assert s.prune_callbacks(before=original.received_at + 1, statuses=["processed"]) == {}
+        assert s.get_callback(dup.id).duplicate_of == original.id
+        again = record(s, content_key="same-content")
+    assert again.status == "duplicate", again
