@@ -763,7 +763,7 @@ class PostgresStore(Store):
         changed = self._rowcount(
             "UPDATE callbacks SET status = %s, last_error = %s, processed_at = %s, "
             "claimed_by = NULL, claimed_at = NULL WHERE id = %s",
-            (status, error, self._now(), id),
+            (status, rules.clip_error(error), self._now(), id),
         )
         if changed == 0:
             raise RecordNotFound(f"no callback record with id {id}")

@@ -951,6 +951,7 @@ class SQLiteStore(Store):
         """Record the outcome of processing and release the claim."""
         _check_id(id)
         rules.check_finish_status(status)
+        error = rules.clip_error(error)
 
         def finish(db: sqlite3.Connection) -> int:
             return db.execute(

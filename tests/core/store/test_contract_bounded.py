@@ -204,3 +204,12 @@ def test_prune_refuses_unfinished_and_unknown_statuses(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         store.prune_callbacks(before=T0, statuses=statuses)
+
+
+def test_a_long_processing_error_is_cut_too(store: Store) -> None:
+    """finish_callback keeps at most MAX_STORED_ERROR characters, as recording does."""
+    rec = record(store)
+    assert store.claim_callback(rec.id, "w") is not None
+    store.finish_callback(rec.id, "failed", "y" * 100_000)
+    got = store.get_callback(rec.id).last_error
+    assert got is not None and len(got) == MAX_STORED_ERROR and got.endswith("…")
