@@ -124,3 +124,38 @@ def test_a_redelivery_after_its_original_was_pruned(backend: Backend, clock: Clo
         assert s.get_callback(dup.id).duplicate_of == original.id
         again = record(s, content_key="same-content")
     assert again.status == "duplicate", again
+
+
+def test_db_copy_round_trips_folded_rows_and_sealed_values(
+    tmp_path: Path, pg_url: str, clock: Clock
+) -> None:
+    from qywx_cli.core.store.maintenance import copy_store
+
+    keys = Keyring(SecretKey.parse(generate_key()))
+    src = tmp_path / "src.db"
+    with Store(src, now=clock, keys=keys) as s:
+        for _ in range(5):
+            record(s, status="rejected", last_error="bad signature")
+            clock.advance(1)
+        original = record(s, content_key="c", status="processed")
+        for n in range(6):
+            record(s, content_key="c", msg_signature=f"other{n}")
+        s.put_token("suite", "dk1", "TOKEN-1", T0 + 9e6)
+        s.upsert_corp_auth("dk1", "ww1", permanent_code="PERMCODE-1", agent_id=1)
+        before = [(r.id, r.folded, r.folded_at, r.duplicate_of) for r in s.list_callbacks()]
+    assert any(f for _, f, _, _ in before)
+    back = tmp_path / "back.db"
+    copy_store(src, pg_url)
+    copy_store(pg_url, back)
+    for target in (pg_url, back):
+        with Store(target, now=clock, keys=keys) as s:
+            got = [(r.id, r.folded, r.folded_at, r.duplicate_of) for r in s.list_callbacks()]
+            assert got == before
+            token = s.get_token("suite", "dk1")
+            assert token is not None and token.token == "TOKEN-1"
+            auth = s.get_corp_auth("ww1", "dk1")
+            assert auth is not None and auth.permanent_code == "PERMCODE-1"
+            assert s.secrets_at_rest().plaintext == 0
+            # the copy goes on recording, folding onto the copied rows
+            again = record(s, content_key="c", msg_signature="yet-another")
+            assert again.duplicate_of == original.id
