@@ -700,13 +700,23 @@ class PostgresStore(Store):
             "prune_at": SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY,
             "keep": SUITE_TICKET_HISTORY,
         }
+
         # A lost race (another host inserted the same original a moment earlier) inserts
         # nothing; the next attempt sees the committed original and stores a duplicate.
+        # So does a race with a prune: the original found was deleted before this insert
+        # could reference it (the foreign key fails); the next attempt no longer finds it.
+        def insert(cur: psycopg.Cursor[Any]) -> tuple[Any, ...] | None:
+            try:
+                cur.execute(_RECORD, params, prepare=True)
+            except psycopg.errors.ForeignKeyViolation:
+                return None
+            return cur.fetchone()
+
         for _ in range(3):
             now = self._now()
             params["now"] = now
             params["fold_since"] = now - FOLD_WINDOW_SECONDS
-            row = self._one(_RECORD, params)
+            row = self._run(insert)
             if row is not None:
                 return _callback(row)
         raise StoreError("could not record the callback (dedupe race did not settle)")

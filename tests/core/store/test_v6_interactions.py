@@ -159,3 +159,36 @@ def test_db_copy_round_trips_folded_rows_and_sealed_values(
             # the copy goes on recording, folding onto the copied rows
             again = record(s, content_key="c", msg_signature="yet-another")
             assert again.duplicate_of == original.id
+
+
+def test_a_redelivery_recorded_while_a_prune_deletes_its_original(
+    pg_url: str, clock: Clock
+) -> None:
+    """PostgreSQL: a prune batch holds the original (FOR UPDATE) and deletes it while a
+    redelivery of the same content is being recorded against it. The recording waits
+    for the prune, then must still record the callback (not fail on the foreign key)."""
+    import psycopg
+
+    with Store(pg_url, now=clock) as s:
+        original = record(s, content_key="gone", status="processed")
+        clock.advance(3600)
+        record(s)  # the newest record is never pruned
+        with psycopg.connect(pg_url) as prune:  # one prune batch, as prune_callbacks runs it
+            prune.execute("SELECT id FROM callbacks WHERE id = %s FOR UPDATE", (original.id,))
+            prune.execute("DELETE FROM callbacks WHERE id = %s", (original.id,))
+            got: list[object] = []
+            t = threading.Thread(target=lambda: got.append(_try_record(s)))
+            t.start()
+            t.join(1.0)
+            assert t.is_alive()  # waiting on the prune's lock
+            prune.commit()
+            t.join(10)
+        assert len(got) == 1 and not isinstance(got[0], Exception), got
+        assert getattr(got[0], "status", None) == "received"
+
+
+def _try_record(s: Store) -> object:
+    try:
+        return record(s, content_key="gone")
+    except Exception as exc:
+        return exc
