@@ -192,3 +192,28 @@ def _try_record(s: Store) -> object:
         return record(s, content_key="gone")
     except Exception as exc:
         return exc
+
+
+def test_replays_on_threads_sharing_one_store_fold_in_the_group_commit(
+    backend: Backend,
+) -> None:
+    """Many threads on one Store (SQLite commits them in groups): one original, the
+    rest duplicates, and every delivery counted as a row or a fold."""
+    with backend.open() as s:
+        results: list[str] = []
+        barrier = threading.Barrier(8)
+
+        def go() -> None:
+            barrier.wait()
+            for _ in range(10):
+                r = record(s, msg_signature="sig-g", timestamp="1", nonce="n", content_key="g")
+                results.append(r.status)
+
+        threads = [threading.Thread(target=go) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(set(results)) == ["duplicate", "received"] and results.count("received") == 1
+    rows = backend.query("SELECT count(*), sum(folded) FROM callbacks")
+    assert rows[0][0] + rows[0][1] == 80 and rows[0][0] <= 1 + 3 + 3
