@@ -217,3 +217,49 @@ def test_replays_on_threads_sharing_one_store_fold_in_the_group_commit(
     assert sorted(set(results)) == ["duplicate", "received"] and results.count("received") == 1
     rows = backend.query("SELECT count(*), sum(folded) FROM callbacks")
     assert rows[0][0] + rows[0][1] == 80 and rows[0][0] <= 1 + 3 + 3
+
+
+def test_rotate_key_while_a_server_store_keeps_writing(backend: Backend) -> None:
+    """The README's rotation: the server already runs with the new key and the old one;
+    rotate-key runs beside it while it caches tokens. Afterwards every secret is under
+    the new key and the server reads each one."""
+    from qywx_cli.core.store.maintenance import rotate_key
+
+    old = SecretKey.parse(generate_key(), "QYWX_OLD_SECRET_KEY")
+    new = SecretKey.parse(generate_key())
+    with Store(backend.target, keys=Keyring(old)) as before:
+        for n in range(20):
+            before.upsert_corp_auth("dk1", f"ww{n}", permanent_code=f"P{n}")
+            before.put_token("corp", f"ww{n}", f"T{n}", T0 * 2)
+    both = Keyring(new, (old,))
+    with Store(backend.target, keys=both) as server:
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            n = 0
+            while not stop.is_set():
+                try:
+                    server.put_token("suite", f"dk{n % 5}", f"S{n}", T0 * 2)
+                    auth = server.get_corp_auth(f"ww{n % 20}", "dk1")
+                    assert auth is not None and auth.permanent_code == f"P{n % 20}"
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                n += 1
+
+        t = threading.Thread(target=serve)
+        t.start()
+        try:
+            done = rotate_key(backend.target, both)
+        finally:
+            stop.set()
+            t.join()
+        assert not errors, errors
+        assert done.rekeyed >= 40
+        survey = server.secrets_at_rest()
+        assert survey.plaintext == 0 and set(survey.by_key) == {new.kid}
+    with Store(backend.target, keys=Keyring(new)) as after:
+        for n in range(20):
+            auth = after.get_corp_auth(f"ww{n}", "dk1")
+            assert auth is not None and auth.permanent_code == f"P{n}"
