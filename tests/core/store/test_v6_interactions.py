@@ -263,3 +263,29 @@ def test_rotate_key_while_a_server_store_keeps_writing(backend: Backend) -> None
         for n in range(20):
             auth = after.get_corp_auth(f"ww{n}", "dk1")
             assert auth is not None and auth.permanent_code == f"P{n}"
+
+
+def test_a_replay_of_a_duplicate_counts_against_the_original(
+    backend: Backend, clock: Clock
+) -> None:
+    """A duplicate is never an original: replaying a redelivery's exact bytes is one
+    more content duplicate of the first delivery, folded with its kind past the limit."""
+    with backend.open(now=clock) as s:
+        original = record(s, content_key="dd")
+        redelivery = record(s, content_key="dd", msg_signature="sig-dd2")
+        assert (redelivery.duplicate_of, redelivery.duplicate_reason) == (original.id, "content")
+        seen = [
+            record(
+                s,
+                content_key="dd",
+                msg_signature="sig-dd2",
+                timestamp=redelivery.timestamp,
+                nonce=redelivery.nonce,
+            )
+            for _ in range(5)
+        ]
+    assert {(r.duplicate_of, r.duplicate_reason) for r in seen} == {(original.id, "content")}
+    rows = backend.query(
+        f"SELECT count(*), sum(folded) FROM callbacks WHERE duplicate_of = {original.id}"
+    )
+    assert rows == [(3, 3)]
