@@ -277,12 +277,14 @@ def _copy_table(
     after: tuple[object, ...] | None = None
     done = new = 0
     if key == ("id",):
-        # Resume: the copy writes in id order, so a destination holding n rows of this
-        # table holds the source's first n; carry on after the n-th id. (Rows are
-        # inserted idempotently and the counts are checked at the end in any case.)
+        # Resume: the copy writes in id order, so the destination holds a prefix of the
+        # source as it was; carry on after the destination's last id. Not after the
+        # source's n-th: a prune of the source since then (retention_days on a live
+        # server) shifts that past rows never copied, and the counts could still agree.
+        # (Rows are inserted idempotently and the counts are checked at the end.)
         have = dst.table_counts()[table]
         if have:
-            ids = src.dump_rows(table, ("id",), ("id",), None, have)
+            ids = dst.dump_rows(table, ("id",), ("id",), None, have)
             if ids:
                 after, done = (ids[-1][0],), len(ids)
     if progress is not None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from pathlib import Path
 
+from qywx_cli.core.errors import StoreError
 from qywx_cli.core.sealing import Keyring, SecretKey, Slot, generate_key
 from qywx_cli.core.store import Store
 from qywx_cli.core.store.sqlite import MIGRATIONS, SQLiteStore
@@ -289,3 +291,29 @@ def test_a_replay_of_a_duplicate_counts_against_the_original(
         f"SELECT count(*), sum(folded) FROM callbacks WHERE duplicate_of = {original.id}"
     )
     assert rows == [(3, 3)]
+
+
+def test_a_resumed_copy_after_a_prune_of_the_source_misses_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """db copy resumes after the destination's rows; the source may have been pruned
+    in between (retention_days on a live server), so "the destination holds the
+    source's first n" no longer names where to go on."""
+    from qywx_cli.core.store.maintenance import copy_store
+
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    with Store(src, now=clock) as s:
+        for _ in range(100):
+            record(s, status="processed")
+            clock.advance(1)
+    copy_store(src, dst)
+    with sqlite3.connect(dst) as conn:  # the copy was interrupted after id 50
+        conn.execute("DELETE FROM callbacks WHERE id > 50")
+    with Store(src, now=clock) as s:
+        assert s.prune_callbacks(before=T0 + 30, statuses=["processed"]) == {"processed": 30}
+    # Resuming must not skip rows: it may refuse (the counts differ, the destination
+    # still holds 1..30) but never report success with rows 51..80 left behind.
+    with contextlib.suppress(StoreError):
+        copy_store(src, dst)
+    with Store(dst) as d:
+        assert set(range(31, 101)) <= {r.id for r in d.iter_callbacks()}
