@@ -70,7 +70,8 @@ from qywx_cli.core.store import (
     open_store,
 )
 from qywx_cli.core.store.leases import LeaseKeeper
-from qywx_cli.core.store.records import LEASE_RENEW_SECONDS, MAX_CIPHERTEXT
+from qywx_cli.core.store.records import LEASE_RENEW_SECONDS, MAX_CIPHERTEXT, MAX_STORED_ERROR
+from qywx_cli.core.store.rules import clip_error
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
@@ -860,8 +861,9 @@ class CallbackService:
                     isinstance(exc, WeComAPIError) and exc.errcode in TRANSIENT_ERRCODES
                 )
                 retry_in = self._retry_delay(rec) if transient else None
-                if retry_in is not None:
-                    error += RETRYING_MARK
+                if retry_in is not None:  # the mark survives the store's clip
+                    kept = clip_error(error, MAX_STORED_ERROR - len(RETRYING_MARK))
+                    error = f"{kept}{RETRYING_MARK}"
             except Exception as exc:  # a bug: record it rather than lose the callback
                 log.exception("handler failed for callback %s", rec.id)
                 status, error = "failed", f"internal error: {type(exc).__name__}"

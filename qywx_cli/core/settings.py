@@ -364,6 +364,14 @@ def load_settings(
     )
 
 
+def _is_a_key(text: str) -> bool:
+    try:
+        SecretKey.parse(text)
+    except ConfigError:
+        return False
+    return True
+
+
 def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> Keyring:
     """``QYWX_SECRET_KEY``, else qywx.toml's ``secret_key = "env:VAR"``; and
     ``QYWX_OLD_SECRET_KEY``, a key still accepted for reading while a rotation rolls out.
@@ -384,6 +392,11 @@ def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) ->
                 "in the environment, not in the file)"
             )
         if not env.get(var):
+            if _is_a_key(var):  # the key itself where the variable's name belongs
+                raise ConfigError(
+                    f'{path}: secret_key = "env:VAR" names the variable that holds the '
+                    "key, not the key itself (the value is not shown)"
+                )
             raise ConfigError(f"{path}: secret_key refers to ${var}, which is not set")
         current = SecretKey.parse(env[var], f"${var} (secret_key in {path})")
     old = (SecretKey.parse(env[OLD_KEY_ENV], OLD_KEY_ENV),) if env.get(OLD_KEY_ENV) else ()

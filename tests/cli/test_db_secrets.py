@@ -174,3 +174,15 @@ def test_doctor_all_and_token_without_the_key(cli_env: dict[str, str]) -> None:
     assert code == 1 and "no corp checked" in out and "QYWX_SECRET_KEY" in out, (out, err)
     r = run_qywx("token", "corp", "--corp-id", CORP, env=cli_env, secrets=SECRETS)
     assert_one_line_error(r, 1, "set QYWX_SECRET_KEY")
+
+
+def test_a_key_passed_as_old_key_env_is_not_echoed(cli_env: dict[str, str]) -> None:
+    """`--old-key-env "$OLD"` (the key instead of the variable's name) is a likely slip;
+    the refusal must not print the key, whether or not it happens to look like a name."""
+    fill(cli_env["QYWX_DB"])
+    env = dict(cli_env, QYWX_SECRET_KEY=KEY)
+    name_like = next(k for k in iter(generate_key, None) if k[0].isalpha() and "-" not in k)
+    not_name = next(k for k in iter(generate_key, None) if "-" in k)
+    for old in (name_like, not_name):
+        r = run_qywx("db", "rotate-key", "--old-key-env", old, env=env, secrets=(*SECRETS, old))
+        assert_one_line_error(r, 2, "--old-key-env", "name")

@@ -459,3 +459,53 @@ def test_an_auth_code_spent_by_a_killed_attempt_fails_with_what_names_the_instal
         assert service.installs_need_recovery() == 1
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("lead", ["", "\r\n"])
+def test_a_failed_record_written_by_schema_v5_is_retried_after_the_migration(
+    auths: Path, tmp_path: Path, lead: str
+) -> None:
+    """v5 kept the whole XML body; v6 keeps its Encrypt value. A record failed under v5
+    is retried from what the migration left, with the signature still matching."""
+    import sqlite3
+
+    from qywx_cli.core.store.sqlite import MIGRATIONS
+
+    db = tmp_path / "qywx.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN")
+    for step in MIGRATIONS[:5]:
+        step(conn)
+    conn.execute("PRAGMA user_version = 5")
+    conn.execute("COMMIT")
+    inst = {i.name: i for i in load_instances(auths)}["QywxProxyCompanyA"]
+    xml = ev.build_event_xml("create_auth", suite_id=inst.suite_id, corp_id=CORP)
+    env = inst.crypto().encrypt_msg(xml, inst.suite_id, str(int(time.time())), "n5")
+    body = lead + env.request_xml(inst.suite_id).replace("</xml>", " " * 5000 + "</xml>")
+    conn.execute(
+        "INSERT INTO callbacks (id, received_at, instance, kind, info_type, suite_id, "
+        "corp_id, msg_signature, timestamp, nonce, envelope, content_key, status, attempts, "
+        "last_error) VALUES (1, ?, ?, 'command', 'create_auth', ?, ?, ?, ?, ?, ?, 'k5', "
+        "'failed', 1, 'errcode 40084')",
+        (
+            time.time() - 60,
+            inst.name,
+            inst.suite_id,
+            CORP,
+            env.msg_signature,
+            env.timestamp,
+            env.nonce,
+            body,
+        ),
+    )
+    conn.close()
+    world = World(auths, db)
+    try:
+        stored = world.store.get_callback(1)
+        assert stored.envelope == encrypt_of(env.request_xml(inst.suite_id))
+        world.post(world.event("suite_ticket"))
+        outcome = world.service.retry(1)
+        assert outcome.ran and outcome.record.status == "processed", outcome.record.last_error
+        assert world.store.get_corp_auth(CORP, world.inst.suite_id) is not None
+    finally:
+        world.service.close()

@@ -315,3 +315,16 @@ def test_bad_secret_keys_are_one_line_without_the_value(
     assert fragment in caught.value.message and "\n" not in caught.value.message
     for value in env.values():
         assert value not in caught.value.message
+
+
+def test_a_key_written_as_secret_key_env_name_is_not_echoed(tmp_path: Path) -> None:
+    """``secret_key = "env:<the key>"``: refused, and the line does not show the key
+    (a name-like key would otherwise appear as "$<key>, which is not set")."""
+    from qywx_cli.core.sealing import generate_key
+
+    key = next(k for k in iter(generate_key, None) if k[0].isalpha() and "-" not in k)
+    conf = tmp_path / "qywx.toml"
+    conf.write_text(f'secret_key = "env:{key}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config=conf, env={}, cwd=tmp_path)
+    assert "secret_key" in caught.value.message and key not in caught.value.message

@@ -317,7 +317,10 @@ class Store(abc.ABC):
 
         Only :data:`~.records.PRUNABLE_STATUSES` may be named (else UsageError): received
         and failed records are work still owed, and a record a worker holds is skipped
-        whatever its status. Kept records that pointed at a deleted one lose the
+        whatever its status. An original that a duplicate received at or after
+        ``before`` points to is kept with it: deleting it would make the next redelivery
+        of that content a new original, handled again. Kept records that pointed at a
+        deleted one (older duplicates, when ``duplicate`` is not pruned) lose the
         pointer (``duplicate_of``, a suite ticket's ``callback_id``) in the same
         transaction. Deleted in batches, each one committed transaction, so a server
         keeps recording meanwhile; SQLite reuses the freed pages (the file does not

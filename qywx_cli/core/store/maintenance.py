@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.errors import QywxError, StoreError, UsageError
 from qywx_cli.core.sealing import KEY_ENV, Keyring, SecretKey
 from qywx_cli.core.store import SCHEMA_VERSION, Store, display_target, local_file, open_store
 from qywx_cli.core.store.records import Resealed, SecretsAtRest
@@ -179,6 +179,14 @@ def db_info(target: str | Path) -> DbInfo:
         )
 
 
+def _looks_like_a_key(text: str) -> bool:
+    try:
+        SecretKey.parse(text)
+    except QywxError:
+        return False
+    return True
+
+
 def rotate_key(
     target: str | Path,
     keys: Keyring,
@@ -201,6 +209,11 @@ def rotate_key(
         )
     if old_key_env is not None:
         env = os.environ if env is None else env
+        if _looks_like_a_key(old_key_env):  # `--old-key-env "$OLD"`: never echo it
+            raise UsageError(
+                "--old-key-env takes the name of the environment variable that holds the "
+                "old key, not the key itself (the value is not shown)"
+            )
         if not _ENV_NAME.fullmatch(old_key_env):
             raise UsageError(f"--old-key-env {old_key_env!r} is not an environment variable name")
         if not env.get(old_key_env):
@@ -277,12 +290,14 @@ def _copy_table(
     after: tuple[object, ...] | None = None
     done = new = 0
     if key == ("id",):
-        # Resume: the copy writes in id order, so a destination holding n rows of this
-        # table holds the source's first n; carry on after the n-th id. (Rows are
-        # inserted idempotently and the counts are checked at the end in any case.)
+        # Resume: the copy writes in id order, so the destination holds a prefix of the
+        # source as it was; carry on after the destination's last id. Not after the
+        # source's n-th: a prune of the source since then (retention_days on a live
+        # server) shifts that past rows never copied, and the counts could still agree.
+        # (Rows are inserted idempotently and the counts are checked at the end.)
         have = dst.table_counts()[table]
         if have:
-            ids = src.dump_rows(table, ("id",), ("id",), None, have)
+            ids = dst.dump_rows(table, ("id",), ("id",), None, have)
             if ids:
                 after, done = (ids[-1][0],), len(ids)
     if progress is not None:

@@ -279,7 +279,10 @@ def _migrate_v6(cur: psycopg.Cursor[Any]) -> None:
     while True:
         cur.execute(
             "SELECT id, envelope FROM callbacks WHERE id > %s AND kind <> 'verify' "
-            "AND ltrim(envelope) LIKE '<%%' ORDER BY id LIMIT 500",
+            # Any leading whitespace, as CallbackRecord.ciphertext skips it: ltrim()
+            # alone strips only spaces, and a captured body may begin with a line break.
+            "AND ltrim(envelope, ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)) "
+            "LIKE '<%%' ORDER BY id LIMIT 500",
             (last,),
         )
         rows = cur.fetchall()
@@ -697,13 +700,23 @@ class PostgresStore(Store):
             "prune_at": SUITE_TICKET_HISTORY + TICKET_PRUNE_EVERY,
             "keep": SUITE_TICKET_HISTORY,
         }
+
         # A lost race (another host inserted the same original a moment earlier) inserts
         # nothing; the next attempt sees the committed original and stores a duplicate.
+        # So does a race with a prune: the original found was deleted before this insert
+        # could reference it (the foreign key fails); the next attempt no longer finds it.
+        def insert(cur: psycopg.Cursor[Any]) -> tuple[Any, ...] | None:
+            try:
+                cur.execute(_RECORD, params, prepare=True)
+            except psycopg.errors.ForeignKeyViolation:
+                return None
+            return cur.fetchone()
+
         for _ in range(3):
             now = self._now()
             params["now"] = now
             params["fold_since"] = now - FOLD_WINDOW_SECONDS
-            row = self._one(_RECORD, params)
+            row = self._run(insert)
             if row is not None:
                 return _callback(row)
         raise StoreError("could not record the callback (dedupe race did not settle)")
@@ -760,7 +773,7 @@ class PostgresStore(Store):
         changed = self._rowcount(
             "UPDATE callbacks SET status = %s, last_error = %s, processed_at = %s, "
             "claimed_by = NULL, claimed_at = NULL WHERE id = %s",
-            (status, error, self._now(), id),
+            (status, rules.clip_error(error), self._now(), id),
         )
         if changed == 0:
             raise RecordNotFound(f"no callback record with id {id}")
@@ -844,7 +857,8 @@ class PostgresStore(Store):
         chosen = list(rules.check_prune(before, statuses))
         where = (
             "received_at < %(before)s AND status = ANY(%(statuses)s) AND claimed_by IS NULL "
-            "AND id < (SELECT max(id) FROM callbacks)"
+            "AND id < (SELECT max(id) FROM callbacks) AND NOT EXISTS (SELECT 1 FROM callbacks "
+            "AS d WHERE d.duplicate_of = callbacks.id AND d.received_at >= %(before)s)"
         )
         params: dict[str, Any] = {"before": before, "statuses": chosen, "limit": PRUNE_BATCH}
         if dry_run:

@@ -118,11 +118,12 @@ def check_new_callback(instance: str, kind: str, status: str, envelope: str = ""
         raise UsageError(f"a new callback's status must be one of {sorted(RECORDABLE_STATUSES)}")
 
 
-def clip_error(error: str | None) -> str | None:
-    """An error text as a record keeps it: at most MAX_STORED_ERROR characters."""
-    if error is None or len(error) <= MAX_STORED_ERROR:
+def clip_error(error: str | None, limit: int = MAX_STORED_ERROR) -> str | None:
+    """An error text as a record keeps it: at most ``limit`` (MAX_STORED_ERROR)
+    characters, when recorded and when processing finishes."""
+    if error is None or len(error) <= limit:
         return error
-    return error[: MAX_STORED_ERROR - 1] + "…"
+    return error[: limit - 1] + "…"
 
 
 def reduce_envelope(envelope: str) -> str:

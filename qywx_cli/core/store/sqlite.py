@@ -379,8 +379,10 @@ def _migrate_v5(db: sqlite3.Connection) -> None:
     )
 
 
-_REDUCIBLE: Final = "kind != 'verify' AND ltrim(envelope) LIKE '<%'"
-"""Records whose envelope is a whole XML body (written before v6)."""
+_REDUCIBLE: Final = "kind != 'verify' AND ltrim(envelope, char(9, 10, 11, 12, 13, 32)) LIKE '<%'"
+"""Records whose envelope is a whole XML body (written before v6), after any leading
+whitespace as :attr:`~.records.CallbackRecord.ciphertext` skips it (``ltrim`` alone
+strips only spaces, and a captured body often begins with a line break)."""
 
 
 def _migrate_v6(db: sqlite3.Connection) -> None:
@@ -949,6 +951,7 @@ class SQLiteStore(Store):
         """Record the outcome of processing and release the claim."""
         _check_id(id)
         rules.check_finish_status(status)
+        error = rules.clip_error(error)
 
         def finish(db: sqlite3.Connection) -> int:
             return db.execute(
@@ -1090,9 +1093,10 @@ class SQLiteStore(Store):
         chosen = rules.check_prune(before, statuses)
         where = (
             f"received_at < ? AND status IN ({_placeholders(chosen)}) AND claimed_by IS NULL "
-            "AND id < (SELECT max(id) FROM callbacks)"
+            "AND id < (SELECT max(id) FROM callbacks) AND NOT EXISTS (SELECT 1 FROM callbacks "
+            "AS d WHERE d.duplicate_of = callbacks.id AND d.received_at >= ?)"
         )
-        params = (before, *chosen)
+        params = (before, *chosen, before)
         if dry_run:
             sql = f"SELECT status, count(*) FROM callbacks WHERE {where} GROUP BY status"
             return dict(self._read(lambda db: db.execute(sql, params).fetchall()))

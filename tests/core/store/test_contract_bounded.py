@@ -148,7 +148,7 @@ def test_prune_unlinks_what_pointed_at_a_deleted_record(
 ) -> None:
     original = record(store, status="processed")
     store.save_suite_ticket("dk0001", "ticket-1", 100, callback_id=original.id)
-    clock.advance(100)
+    clock.advance(10)
     dup = record(
         store,
         msg_signature=original.msg_signature,
@@ -157,6 +157,9 @@ def test_prune_unlinks_what_pointed_at_a_deleted_record(
         content_key=original.content_key,
     )
     assert dup.duplicate_of == original.id
+    clock.advance(100)
+    record(store)  # the newest record is never pruned
+    # Both older than the cutoff, only processed pruned: the duplicate stays, unlinked.
     assert store.prune_callbacks(before=T0 + 50, statuses=["processed"]) == {"processed": 1}
     assert store.get_callback(dup.id).duplicate_of is None
     assert store.latest_suite_ticket("dk0001") is not None
@@ -201,3 +204,12 @@ def test_prune_refuses_unfinished_and_unknown_statuses(
 ) -> None:
     with pytest.raises(UsageError, match=message):
         store.prune_callbacks(before=T0, statuses=statuses)
+
+
+def test_a_long_processing_error_is_cut_too(store: Store) -> None:
+    """finish_callback keeps at most MAX_STORED_ERROR characters, as recording does."""
+    rec = record(store)
+    assert store.claim_callback(rec.id, "w") is not None
+    store.finish_callback(rec.id, "failed", "y" * 100_000)
+    got = store.get_callback(rec.id).last_error
+    assert got is not None and len(got) == MAX_STORED_ERROR and got.endswith("…")
