@@ -118,14 +118,22 @@ def db_rotate_key(
                 "encrypted": done.sealed,
                 "reencrypted": done.rekeyed,
                 "unchanged": done.unchanged,
+                "old_copies_left": done.old_copies_left,
             }
         )
-        return EXIT_OK
-    print(
-        f"{display_target(settings.db_path)}: key id {done.key_id}: {done.sealed} plaintext "
-        f"secret(s) encrypted, {done.rekeyed} re-encrypted from an older key, "
-        f"{done.unchanged} already current"
-    )
+    else:
+        print(
+            f"{display_target(settings.db_path)}: key id {done.key_id}: {done.sealed} "
+            f"plaintext secret(s) encrypted, {done.rekeyed} re-encrypted from an older key, "
+            f"{done.unchanged} already current"
+        )
+    if done.old_copies_left:
+        note(
+            "qywx: warning: another process was reading the database, so SQLite kept the "
+            "replaced values in the file and its -wal until its next checkpoint; run "
+            "`qywx db rotate-key` again once nothing else has it open (qywx serve stopped) "
+            "to clear them"
+        )
     return EXIT_OK
 
 

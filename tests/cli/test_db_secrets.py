@@ -8,6 +8,7 @@ permanent code or token (``run_qywx(secrets=…)``), except gen-key's own output
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from qywx_cli.core.sealing import PREFIX, SecretKey, generate_key
@@ -74,6 +75,7 @@ def test_first_rotation_encrypts_what_was_written_without_a_key(
         "encrypted": 0,
         "reencrypted": 0,
         "unchanged": 2,
+        "old_copies_left": False,
     }
     code, out, _ = qywx(env, "db", "info", "-f", "json")
     assert json.loads(out)["secrets"] == {"plaintext": 0, "by_key": {kid: 2}}
@@ -186,3 +188,23 @@ def test_a_key_passed_as_old_key_env_is_not_echoed(cli_env: dict[str, str]) -> N
     for old in (name_like, not_name):
         r = run_qywx("db", "rotate-key", "--old-key-env", old, env=env, secrets=(*SECRETS, old))
         assert_one_line_error(r, 2, "--old-key-env", "name")
+
+
+def test_rotate_key_beside_a_reader_warns_that_old_copies_remain(
+    cli_env: dict[str, str],
+) -> None:
+    # A reader mid-transaction (a running server's read, a log command) keeps SQLite from
+    # emptying its WAL: the command still rotates, and says what is left on disk.
+    fill(cli_env["QYWX_DB"])
+    env = {**cli_env, "QYWX_SECRET_KEY": KEY}
+    reader = sqlite3.connect(cli_env["QYWX_DB"], isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM tokens").fetchone()
+        code, out, err = qywx(env, "db", "rotate-key", "-f", "json")
+    finally:
+        reader.close()
+    assert code == 0 and json.loads(out)["encrypted"] == 2
+    assert json.loads(out)["old_copies_left"] is True
+    assert err.startswith("qywx: warning: another process was reading the database")
+    assert err.count("\n") == 1 and "run `qywx db rotate-key` again" in err

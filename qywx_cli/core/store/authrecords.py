@@ -183,9 +183,17 @@ class SecretsAtRest:
 @dataclass(frozen=True)
 class Resealed:
     """What :meth:`Store.reseal_secrets` did: plaintext rows ``sealed`` with the current
-    key, rows ``rekeyed`` from an older key, rows ``unchanged`` (already current)."""
+    key, rows ``rekeyed`` from an older key, rows ``unchanged`` (already current).
+
+    ``old_copies_left``: SQLite could not empty its write-ahead log afterwards because
+    another connection was reading (a running server, a log command), so the replaced
+    values stay in the file and its ``-wal`` until SQLite's next checkpoint; running the
+    rotation again once nothing else reads clears them. Always False on PostgreSQL, which
+    has no such step (its own WAL is the server's, see the README).
+    """
 
     sealed: int
     rekeyed: int
     unchanged: int
     key_id: str | None
+    old_copies_left: bool = False

@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -1780,11 +1780,15 @@ class SQLiteStore(Store):
             report = self._write(reseal)
         finally:
             self._run(lambda db: db.execute("PRAGMA secure_delete = OFF"), "BEGIN")
+        # A reader's open snapshot keeps the checkpoint from finishing (busy = 1): then the
+        # old pages are still in the WAL and the file, and the caller must say so.
+        emptied = False
         with self._lock:
             if self._db is not None:
-                with contextlib.suppress(sqlite3.Error):  # a reader may hold it: best effort
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return report
+                with contextlib.suppress(sqlite3.Error):
+                    busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                    emptied = busy == 0
+        return replace(report, old_copies_left=not emptied)
 
     # -- maintenance --------------------------------------------------------------------
 
