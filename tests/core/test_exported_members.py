@@ -74,3 +74,14 @@ def test_importing_the_package_loads_no_submodule() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.splitlines() == ["[]", "False False"]
+
+
+def test_the_lazily_loaded_record_classes_are_listed_once_alike() -> None:
+    """store.records names the classes of store/authrecords.py so that it can load them
+    on first use without importing the module; the two lists must not drift apart, and
+    each name must resolve, through the lazy path, to the class itself."""
+    from qywx_cli.core.store import authrecords, records
+
+    assert set(authrecords.__all__) == records.AUTH_RECORDS
+    for name in sorted(records.AUTH_RECORDS):
+        assert getattr(records, name) is getattr(authrecords, name)
