@@ -101,6 +101,16 @@ class SecretKey:
             )
         return cls(raw, source)
 
+    @classmethod
+    def looks_like_one(cls, text: str) -> bool:
+        """Whether ``text`` parses as a key: where a variable's *name* was expected, the
+        caller refuses it without echoing it (``--old-key-env "$OLD"``, ``env:<key>``)."""
+        try:
+            cls.parse(text)
+        except ConfigError:
+            return False
+        return True
+
     @functools.cached_property
     def kid(self) -> str:
         """The key id written into every value it seals: 8 hex digits of a hash of the

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
@@ -56,7 +56,8 @@ _SERVE_OBSERVE_KEYS = {
 _SERVE_OTHER_KEYS = {"strict"}
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
-_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ENV_VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""What an ``env:VAR`` reference (or ``--old-key-env VAR``) may name."""
 # The system event URL's Token and EncodingAESKey follow the console's rules for any
 # callback URL, the same as an instance's (wecom-protocol.md §1.1): setting -> (the
 # field whose rule applies, what the rule says).
@@ -207,7 +208,7 @@ def _secret(
             raise ConfigError(f"{where} must be a non-empty string or env:VAR")
         if raw.startswith("env:"):
             var = raw[len("env:") :]
-            if not _ENV_VAR.fullmatch(var):
+            if not ENV_VAR_NAME.fullmatch(var):
                 raise ConfigError(f"{where} is not a valid env:VAR reference")
             if not env.get(var):
                 raise ConfigError(f"{where} refers to ${var}, which is not set")
@@ -364,14 +365,6 @@ def load_settings(
     )
 
 
-def _is_a_key(text: str) -> bool:
-    try:
-        SecretKey.parse(text)
-    except ConfigError:
-        return False
-    return True
-
-
 def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> Keyring:
     """``QYWX_SECRET_KEY``, else qywx.toml's ``secret_key = "env:VAR"``; and
     ``QYWX_OLD_SECRET_KEY``, a key still accepted for reading while a rotation rolls out.
@@ -386,13 +379,13 @@ def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) ->
     elif "secret_key" in data:
         raw = data["secret_key"]
         var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
-        if not _ENV_VAR.fullmatch(var):
+        if not ENV_VAR_NAME.fullmatch(var):
             raise ConfigError(
                 f"{path}: secret_key must be an env:VAR reference (the key itself belongs "
                 "in the environment, not in the file)"
             )
         if not env.get(var):
-            if _is_a_key(var):  # the key itself where the variable's name belongs
+            if SecretKey.looks_like_one(var):  # the key itself where the variable's name belongs
                 raise ConfigError(
                     f'{path}: secret_key = "env:VAR" names the variable that holds the '
                     "key, not the key itself (the value is not shown)"
@@ -421,7 +414,7 @@ def _provider_secret(
         return None, "QYWX_PROVIDER_SECRET"
     raw = data["provider_secret"]
     var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
-    if not _ENV_VAR.fullmatch(var):
+    if not ENV_VAR_NAME.fullmatch(var):
         raise ConfigError(
             f"{path}: provider_secret must be an env:VAR reference (the secret itself "
             "belongs in the environment, not in the file)"

@@ -18,14 +18,14 @@ were copied (a record processed later) are not copied again.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from qywx_cli.core.errors import QywxError, StoreError, UsageError
+from qywx_cli.core.errors import StoreError, UsageError
 from qywx_cli.core.sealing import KEY_ENV, Keyring, SecretKey
+from qywx_cli.core.settings import ENV_VAR_NAME
 from qywx_cli.core.store import SCHEMA_VERSION, Store, display_target, local_file, open_store
 from qywx_cli.core.store.records import Resealed, SecretsAtRest
 
@@ -124,7 +124,6 @@ TABLES: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...]]]] = {
 """Every table a store holds, with its columns and its key (the copy's order)."""
 
 BATCH: Final = 500
-_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Progress = Callable[[str, int, int], None]
 """``progress(table, rows_done, rows_total)`` after each batch."""
@@ -179,14 +178,6 @@ def db_info(target: str | Path) -> DbInfo:
         )
 
 
-def _looks_like_a_key(text: str) -> bool:
-    try:
-        SecretKey.parse(text)
-    except QywxError:
-        return False
-    return True
-
-
 def rotate_key(
     target: str | Path,
     keys: Keyring,
@@ -209,12 +200,12 @@ def rotate_key(
         )
     if old_key_env is not None:
         env = os.environ if env is None else env
-        if _looks_like_a_key(old_key_env):  # `--old-key-env "$OLD"`: never echo it
+        if SecretKey.looks_like_one(old_key_env):  # `--old-key-env "$OLD"`: never echo it
             raise UsageError(
                 "--old-key-env takes the name of the environment variable that holds the "
                 "old key, not the key itself (the value is not shown)"
             )
-        if not _ENV_NAME.fullmatch(old_key_env):
+        if not ENV_VAR_NAME.fullmatch(old_key_env):
             raise UsageError(f"--old-key-env {old_key_env!r} is not an environment variable name")
         if not env.get(old_key_env):
             raise UsageError(f"--old-key-env {old_key_env}: ${old_key_env} is not set")
