@@ -365,6 +365,19 @@ def load_settings(
     )
 
 
+def _env_only(data: Mapping[str, Any], key: str, path: Path, what: str) -> str:
+    """The variable that qywx.toml's ``key = "env:VAR"`` names: for the settings whose
+    value must never sit in the file, anything but such a reference is refused."""
+    raw = data[key]
+    var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
+    if not ENV_VAR_NAME.fullmatch(var):
+        raise ConfigError(
+            f"{path}: {key} must be an env:VAR reference (the {what} itself belongs in the "
+            "environment, not in the file)"
+        )
+    return var
+
+
 def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) -> Keyring:
     """``QYWX_SECRET_KEY``, else qywx.toml's ``secret_key = "env:VAR"``; and
     ``QYWX_OLD_SECRET_KEY``, a key still accepted for reading while a rotation rolls out.
@@ -377,13 +390,7 @@ def _secret_keys(data: Mapping[str, Any], env: Mapping[str, str], path: Path) ->
     if env.get(KEY_ENV):
         current = SecretKey.parse(env[KEY_ENV], KEY_ENV)
     elif "secret_key" in data:
-        raw = data["secret_key"]
-        var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
-        if not ENV_VAR_NAME.fullmatch(var):
-            raise ConfigError(
-                f"{path}: secret_key must be an env:VAR reference (the key itself belongs "
-                "in the environment, not in the file)"
-            )
+        var = _env_only(data, "secret_key", path, "key")
         if not env.get(var):
             if SecretKey.looks_like_one(var):  # the key itself where the variable's name belongs
                 raise ConfigError(
@@ -412,11 +419,5 @@ def _provider_secret(
         return env["QYWX_PROVIDER_SECRET"], "QYWX_PROVIDER_SECRET"
     if "provider_secret" not in data:
         return None, "QYWX_PROVIDER_SECRET"
-    raw = data["provider_secret"]
-    var = raw[len("env:") :] if isinstance(raw, str) and raw.startswith("env:") else ""
-    if not ENV_VAR_NAME.fullmatch(var):
-        raise ConfigError(
-            f"{path}: provider_secret must be an env:VAR reference (the secret itself "
-            "belongs in the environment, not in the file)"
-        )
+    var = _env_only(data, "provider_secret", path, "secret")
     return (env.get(var) or None), f"${var} (provider_secret in {path})"
