@@ -39,7 +39,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -82,7 +82,10 @@ __all__ = [
     "PROVIDER_ROUTE",
     "CallbackService",
     "NotifyResponse",
+    "NotifySteps",
+    "RecordRequest",
     "RetryOutcome",
+    "drive",
     "provider_crypto",
 ]
 
@@ -211,6 +214,33 @@ def _status_line(status: int) -> str:
     if line is None:
         line = _STATUS_LINES[status] = f"{status} {HTTPStatus(status).phrase}"
     return line
+
+
+RecordRequest = dict[str, Any]
+"""The keyword arguments of one ``Store.record_callback`` call."""
+
+NotifySteps = Generator[RecordRequest, CallbackRecord, NotifyResponse]
+"""An answer to WeCom that yields the records it needs written
+(:meth:`CallbackService.notify_steps`)."""
+
+
+def drive(steps: NotifySteps, record: Callable[..., CallbackRecord]) -> NotifyResponse:
+    """Run ``steps`` to its answer, writing each record it asks for with ``record``.
+
+    What ``record`` raises is thrown back in at the step that asked, so the steps meet
+    a failed write exactly where a direct ``store.record_callback`` call would raise.
+    """
+    try:
+        request = next(steps)
+        while True:
+            try:
+                written = record(**request)
+            except Exception as exc:
+                request = steps.throw(exc)
+            else:
+                request = steps.send(written)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
 
 
 def _reply(status: int, text: str, outcome: str, **kw: Any) -> NotifyResponse:
@@ -582,6 +612,39 @@ class CallbackService:
         method: str | None = None,
     ) -> NotifyResponse:
         """Answer one request from WeCom: GET handshake if ``echostr``, else a POST callback."""
+        return drive(
+            self.notify_steps(
+                msg_signature=msg_signature,
+                timestamp=timestamp,
+                nonce=nonce,
+                echostr=echostr,
+                body=body,
+                instance=instance,
+                method=method,
+            ),
+            self.store.record_callback,
+        )
+
+    def notify_steps(
+        self,
+        *,
+        msg_signature: str | None,
+        timestamp: str | None,
+        nonce: str | None,
+        echostr: str | None = None,
+        body: bytes | str | None = None,
+        instance: str | None = None,
+        method: str | None = None,
+    ) -> NotifySteps:
+        """:meth:`notify` as steps: each record it needs is yielded, not written.
+
+        The caller writes each yielded :data:`RecordRequest` with
+        ``store.record_callback(**request)`` and sends the record back, or throws in
+        what that raised (:func:`drive` does exactly this). An event loop can so answer
+        a callback without a thread of its own: it verifies, decrypts and parses in the
+        loop and awaits only the commit, which one writer thread shares among every
+        request waiting for one (:mod:`.edge`).
+        """
         method = method or ("GET" if echostr is not None else "POST")
         missing = [
             n
@@ -608,8 +671,12 @@ class CallbackService:
         try:
             if method == "GET":
                 assert echostr is not None
-                return self._handshake(instance, msg_signature, timestamp, nonce, echostr)
-            return self._callback(instance, msg_signature, timestamp, nonce, body or b"")
+                return (
+                    yield from self._handshake(instance, msg_signature, timestamp, nonce, echostr)
+                )
+            return (
+                yield from self._callback(instance, msg_signature, timestamp, nonce, body or b"")
+            )
         except RecordNotFound as exc:
             return _reply(404, exc.message, "rejected: unknown-instance")
         except QywxError as exc:
@@ -617,7 +684,7 @@ class CallbackService:
 
     def _handshake(
         self, name: str | None, sig: str, ts: str, nonce: str, echostr: str
-    ) -> NotifyResponse:
+    ) -> NotifySteps:
         echostr = echostr.replace(" ", "+")  # a proxy decoded '+' as space (§5.3)
         _check_ciphertext(echostr, "echostr")
         if self._is_provider_route(name):
@@ -628,7 +695,7 @@ class CallbackService:
             inst = self._pick(name, sig, ts, nonce, echostr)
             dec = self._decrypt(inst, echostr)
             route, suite_id = inst.name, inst.suite_id
-        rec = self.store.record_callback(
+        rec = yield dict(
             instance=route,
             kind="verify",
             info_type="verify_url",
@@ -652,7 +719,7 @@ class CallbackService:
 
     def _callback(
         self, name: str | None, sig: str, ts: str, nonce: str, body: bytes | str
-    ) -> NotifyResponse:
+    ) -> NotifySteps:
         try:  # WeCom sends UTF-8
             envelope = body.decode("utf-8") if isinstance(body, bytes) else body
         except UnicodeDecodeError:
@@ -668,26 +735,30 @@ class CallbackService:
             assert provider is not None
             provider.verify(sig, ts, nonce, encrypt)  # a template's key fails here: -40001
             # receiveid must be the provider corp id (-40005 otherwise).
-            return self._accept(
-                PROVIDER_ROUTE,
-                None,
-                None,
-                lambda: provider.decrypt(encrypt),
+            return (
+                yield from self._accept(
+                    PROVIDER_ROUTE,
+                    None,
+                    None,
+                    lambda: provider.decrypt(encrypt),
+                    sig,
+                    ts,
+                    nonce,
+                    encrypt,
+                )
+            )
+        inst = self._pick(name, sig, ts, nonce, encrypt)
+        return (
+            yield from self._accept(
+                inst.name,
+                inst.suite_id,
+                inst,
+                lambda: self._decrypt(inst, encrypt),
                 sig,
                 ts,
                 nonce,
                 encrypt,
             )
-        inst = self._pick(name, sig, ts, nonce, encrypt)
-        return self._accept(
-            inst.name,
-            inst.suite_id,
-            inst,
-            lambda: self._decrypt(inst, encrypt),
-            sig,
-            ts,
-            nonce,
-            encrypt,
         )
 
     def _accept(
@@ -700,7 +771,7 @@ class CallbackService:
         ts: str,
         nonce: str,
         encrypt: str,
-    ) -> NotifyResponse:
+    ) -> NotifySteps:
         """Record a signature-checked callback durably, reply, then hand it to a worker.
 
         The record keeps the signed ciphertext only (``encrypt``), and the store folds a
@@ -717,7 +788,7 @@ class CallbackService:
                 self._check_addressee(inst, event, dec)
         except (CallbackCryptoError, EventError, RequestRejected) as exc:
             # Signed with our token, yet unusable: keep it for the operator to inspect.
-            rec = self.store.record_callback(
+            rec = yield dict(
                 kind="command",
                 info_type=None,
                 suite_id=suite_id,
@@ -737,7 +808,7 @@ class CallbackService:
         corp_id = event.corp_id
         if event.kind == "data" and not corp_id and dec.receive_id_kind != "suite":
             corp_id = dec.receive_id  # the ciphertext names the corp when ToUserName is bare
-        rec = self.store.record_callback(
+        rec = yield dict(
             kind=event.kind,
             info_type=event.info_type,
             suite_id=event.suite_id or suite_id,

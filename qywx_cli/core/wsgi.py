@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from qywx_cli.core.service import CallbackService, NotifyResponse
+from qywx_cli.core.service import CallbackService, NotifyResponse, NotifySteps, drive
 
 __all__ = ["MAX_BODY_BYTES", "NotifyApp"]
 
@@ -96,6 +96,11 @@ class NotifyApp:
 
     def respond(self, environ: dict[str, Any]) -> NotifyResponse:
         """Route one request by its path and answer it (logged, never raising)."""
+        return drive(self.steps(environ), self.service.store.record_callback)
+
+    def steps(self, environ: dict[str, Any]) -> NotifySteps:
+        """:meth:`respond` as steps (:meth:`CallbackService.notify_steps`): the records it
+        needs are yielded for the caller to write; never raises."""
         path = environ.get("PATH_INFO") or "/"
         route = (
             "healthz"
@@ -104,7 +109,7 @@ class NotifyApp:
             if path == "/notify" or path.startswith("/notify/")
             else "not-found"
         )
-        return self._answer(environ, route, self._dispatch, environ)
+        return self._answer(environ, route, self._dispatch(environ))
 
     def respond_notify(self, environ: dict[str, Any], instance: str | None) -> NotifyResponse:
         """Answer a notify request whose route a web framework already matched.
@@ -114,18 +119,13 @@ class NotifyApp:
         readable ``wsgi.input``. Every check of the ``/notify`` route applies, so an
         embedded endpoint refuses exactly what ``qywx serve`` refuses.
         """
-        return self._answer(environ, "notify", self._notify, environ, instance)
+        steps = self._answer(environ, "notify", self._notify(environ, instance))
+        return drive(steps, self.service.store.record_callback)
 
-    def _answer(
-        self,
-        environ: dict[str, Any],
-        route: str,
-        handler: Callable[..., NotifyResponse],
-        *args: Any,
-    ) -> NotifyResponse:
+    def _answer(self, environ: dict[str, Any], route: str, handler: NotifySteps) -> NotifySteps:
         started = self.clock()
         try:
-            response = handler(*args)
+            response = yield from handler
         except Exception:  # never a traceback or a secret to the client
             logging.getLogger("qywx.wsgi").exception("unhandled error")
             response = _plain(500, "internal error", "error")
@@ -134,7 +134,7 @@ class NotifyApp:
         self.service.observer.request(route, response, seconds)
         return response
 
-    def _dispatch(self, environ: dict[str, Any]) -> NotifyResponse:
+    def _dispatch(self, environ: dict[str, Any]) -> NotifySteps:
         path = environ.get("PATH_INFO") or "/"
         method = (environ.get("REQUEST_METHOD") or "GET").upper()
         if path == "/healthz":
@@ -154,9 +154,9 @@ class NotifyApp:
             instance = path[len("/notify/") :].rstrip("/")
         else:
             return _plain(404, "not found", "rejected: not-found")
-        return self._notify(environ, instance)
+        return (yield from self._notify(environ, instance))
 
-    def _notify(self, environ: dict[str, Any], instance: str | None) -> NotifyResponse:
+    def _notify(self, environ: dict[str, Any], instance: str | None) -> NotifySteps:
         method = (environ.get("REQUEST_METHOD") or "GET").upper()
         if instance is not None and not _INSTANCE_RE.fullmatch(instance):
             return _plain(404, "no such instance", "rejected: unknown-instance")
@@ -185,14 +185,16 @@ class NotifyApp:
                 )
             if not body:
                 return _plain(400, "empty request body", "rejected: bad-request")
-        return self.service.notify(
-            msg_signature=params.get("msg_signature"),
-            timestamp=params.get("timestamp"),
-            nonce=params.get("nonce"),
-            echostr=params.get("echostr") if method == "GET" else None,
-            body=body,
-            instance=instance,
-            method=method,
+        return (
+            yield from self.service.notify_steps(
+                msg_signature=params.get("msg_signature"),
+                timestamp=params.get("timestamp"),
+                nonce=params.get("nonce"),
+                echostr=params.get("echostr") if method == "GET" else None,
+                body=body,
+                instance=instance,
+                method=method,
+            )
         )
 
     @staticmethod
