@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from qywx_cli.core.errors import QywxError
 from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot, key_id_of
 from qywx_cli.core.store import records as _records
 from qywx_cli.core.store.records import DEFAULT_LEASE_SECONDS, CallbackRecord, CallbackStats
@@ -209,6 +210,26 @@ class Store(abc.ABC):
         transaction unless the callback is a duplicate: a suite_ticket push needs no
         WeCom call, so it is handled as it is recorded (status ``processed``).
         """
+
+    def record_callbacks(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[CallbackRecord | QywxError]:
+        """:meth:`record_callback` for each of ``requests`` (its keyword arguments), in
+        order; what each returned, or the :class:`QywxError` it raised.
+
+        Committed before returning, like each single call. A backend may write them all
+        in one transaction (SQLite does: one fsync for the lot); then a failed commit
+        fails every one of them with the same error. This is how a server answering
+        from one event loop has its callbacks written: one writer thread takes every
+        request waiting and hands the records back together.
+        """
+        results: list[CallbackRecord | QywxError] = []
+        for request in requests:
+            try:
+                results.append(self.record_callback(**request))
+            except QywxError as exc:
+                results.append(exc)
+        return results
 
     @abc.abstractmethod
     def get_callback(self, id: int) -> CallbackRecord:

@@ -23,12 +23,12 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from qywx_cli.core.errors import RecordNotFound, StoreError, UsageError
+from qywx_cli.core.errors import QywxError, RecordNotFound, StoreError, UsageError
 from qywx_cli.core.private import make_private_dirs, make_private_file
 from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot
 from qywx_cli.core.store import records as _records
@@ -812,6 +812,61 @@ class SQLiteStore(Store):
         transaction unless the callback is a duplicate: a suite_ticket push needs no
         WeCom call, so it is handled as it is recorded (status ``processed``).
         """
+        return self._write_grouped(
+            self._callback_insert(
+                instance=instance,
+                kind=kind,
+                info_type=info_type,
+                suite_id=suite_id,
+                corp_id=corp_id,
+                msg_signature=msg_signature,
+                timestamp=timestamp,
+                nonce=nonce,
+                envelope=envelope,
+                content_key=content_key,
+                status=status,
+                last_error=last_error,
+                suite_ticket=suite_ticket,
+            )
+        )
+
+    def record_callbacks(
+        self, requests: Sequence[Mapping[str, Any]]
+    ) -> list[CallbackRecord | QywxError]:
+        """All of ``requests`` in one transaction (shared with other threads' writes
+        through the group commit), so a batch costs one fsync."""
+        slots: list[CallbackRecord | QywxError | None] = []
+        inserts: list[tuple[int, Callable[[sqlite3.Connection], CallbackRecord]]] = []
+        for request in requests:
+            try:
+                inserts.append((len(slots), self._callback_insert(**request)))
+                slots.append(None)
+            except QywxError as exc:  # refused before any SQL: only this one fails
+                slots.append(exc)
+        if inserts:
+            written = self._write_grouped(lambda db: [insert(db) for _, insert in inserts])
+            for (index, _), record in zip(inserts, written, strict=True):
+                slots[index] = record
+        return [slot for slot in slots if slot is not None]
+
+    def _callback_insert(
+        self,
+        *,
+        instance: str,
+        kind: str,
+        info_type: str | None,
+        suite_id: str | None,
+        corp_id: str | None,
+        msg_signature: str,
+        timestamp: str,
+        nonce: str,
+        envelope: str,
+        content_key: str | None,
+        status: str = "received",
+        last_error: str | None = None,
+        suite_ticket: tuple[str, str, int] | None = None,
+    ) -> Callable[[sqlite3.Connection], CallbackRecord]:
+        """The checked write of :meth:`record_callback`, to run inside a transaction."""
         rules.check_new_callback(instance, kind, status, envelope)
         last_error = rules.clip_error(last_error)
 
@@ -881,7 +936,7 @@ class SQLiteStore(Store):
                 None,
             )
 
-        return self._write_grouped(insert)
+        return insert
 
     def get_callback(self, id: int) -> CallbackRecord:
         _check_id(id)

@@ -79,6 +79,11 @@ _seq = itertools.count(1)
 
 def make_record(store: Store, **overrides: Any) -> CallbackRecord:
     """A fresh, distinct callback unless the test overrides the dedupe keys."""
+    return store.record_callback(**callback_fields(**overrides))
+
+
+def callback_fields(**overrides: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`make_record`'s ``record_callback`` call."""
     n = next(_seq)
     fields: dict[str, Any] = {
         "instance": "QywxProxyTemp",
@@ -93,7 +98,7 @@ def make_record(store: Store, **overrides: Any) -> CallbackRecord:
         "content_key": f"content{n}",
     }
     fields.update(overrides)
-    return store.record_callback(**fields)
+    return fields
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ from qywx_cli.core.store import (
     Store,
     SuiteTicket,
 )
-from tests.core.store.conftest import T0, Backend
+from qywx_cli.core.store.records import MAX_CIPHERTEXT
+from tests.core.store.conftest import T0, Backend, callback_fields
 from tests.core.store.conftest import make_record as record
 from tests.helpers import Clock
 
@@ -154,6 +155,29 @@ def test_what_record_callback_returns_is_what_was_stored(store: Store) -> None:
     assert (returned[6].attempts, returned[6].processed_at) == (0, None)
     for rec in returned:
         assert store.get_callback(rec.id) == rec
+
+
+def test_a_batch_of_records_is_what_each_call_would_have_given(store: Store) -> None:
+    """``record_callbacks``: each request's record or refusal, in order. A refused one
+    fails alone, and a repeat later in the same batch is a duplicate of the earlier."""
+    first = callback_fields(msg_signature="sb", timestamp="8", nonce="nb", content_key="cx")
+    batch = [
+        first,
+        callback_fields(envelope="x" * (MAX_CIPHERTEXT + 1)),  # refused before any SQL
+        dict(first),  # the byte-identical replay, in the same batch
+        callback_fields(status="processed", suite_ticket=("dk0001", "ticket-b", 1_700_000_001)),
+        callback_fields(status="rejected", last_error="bad (-40001)", content_key=None),
+    ]
+    results = store.record_callbacks(batch)
+    assert len(results) == len(batch)
+    assert isinstance(results[1], UsageError)
+    written = [r for r in results if isinstance(r, CallbackRecord)]
+    assert [r.status for r in written] == ["received", "duplicate", "processed", "rejected"]
+    assert written[1].duplicate_of == written[0].id
+    assert written[1].duplicate_reason == "replay"
+    for rec in written:
+        assert store.get_callback(rec.id) == rec
+    assert store.record_callbacks([]) == []
 
 
 @pytest.mark.parametrize(
