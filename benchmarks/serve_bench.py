@@ -135,9 +135,10 @@ def simulate(auths: Path, url: str, count: int, concurrency: int, timeout: float
 
 #: The sides a benchmark can run: qywx, the durable peer, and the two references of the
 #: HTTP edge (the peer storing nothing, and an app that only answers ``success``).
-SIDES = ("qywx", "peer", "peer-nodb", "empty")
+SIDES = ("qywx", "qywx-waitress", "peer", "peer-nodb", "empty")
 LABELS = {
-    "qywx": "`qywx serve`",
+    "qywx": "`qywx serve` (granian, the default when installed)",
+    "qywx-waitress": "`qywx serve --server waitress`",
     "peer": "wechatpy + sqlite3 (peer, durable)",
     "peer-nodb": "wechatpy, no database (peer, not durable)",
     "empty": "empty app (answers `success`)",
@@ -171,8 +172,9 @@ def start_server(
     side: str, folder: Path, auths: Path, db: Path, threads: int, api_base: str
 ) -> Server:
     """``qywx serve`` (its WeCom API at ``api_base``) or the peer, on a free port."""
-    if side == "qywx":
+    if side in ("qywx", "qywx-waitress"):
         argv = [*qywx_command(), "--auths", str(auths), "--db", str(db), "serve"]
+        argv += ["--server", "waitress"] if side == "qywx-waitress" else []
         env = child_env(QYWX_API_BASE=api_base)
     else:
         argv = [sys.executable, str(PEER), "--instance", str(auths / INSTANCE), "--db", str(db)]

@@ -96,6 +96,19 @@ def _serve_forever(
         on_stop()
 
 
+def _http_server(choice: str) -> str:
+    """--server: granian or waitress (auto: granian when it is installed)."""
+    from qywx_cli.core.edge import available
+
+    if choice not in ("auto", "granian", "waitress"):
+        raise UsageError(f"--server must be auto, granian or waitress, not {choice!r}")
+    if choice == "granian" and not available():
+        raise UsageError("granian is not installed: pip install 'qywx-cli[granian]'")
+    if choice == "auto":
+        return "granian" if available() else "waitress"
+    return choice
+
+
 def _webhook(url: str | None) -> str | None:
     """--alert-webhook as given: an absolute http(s) URL (never echoed, it holds a key)."""
     from qywx_cli.core.urls import split_url
@@ -200,6 +213,15 @@ def serve(
             "--body-timeout", help="Seconds a client may take to send a request's body (30)."
         ),
     ] = None,
+    server: Annotated[
+        str,
+        typer.Option(
+            "--server",
+            help="HTTP server: granian (answers callbacks from one event loop and writes "
+            "them in batches; qywx-cli[granian]), waitress, or auto: granian when "
+            "installed.",
+        ),
+    ] = "auto",
 ) -> int:
     """Run the notify endpoint WeCom calls: /notify/<Instance>, /notify and /healthz.
 
@@ -228,6 +250,7 @@ def serve(
         limits.check()
     except UsageError as exc:
         raise UsageError(f"--{exc.message.replace('_', '-', 1)}") from None
+    edge = _http_server(server)
     if not settings.auths_dir.is_dir():
         raise UsageError(f"no auths/ folder at {settings.auths_dir}; pass --auths DIR")
     log = logging.getLogger("qywx.serve")
@@ -300,6 +323,24 @@ def serve(
         attached.close()
         service.close()
 
+    if edge == "granian":
+        from qywx_cli.core.edge import serve_granian
+
+        notify = NotifyApp(service)
+        try:
+            serve_granian(
+                notify,
+                attached.wrap(notify),
+                host=host,
+                port=port,
+                threads=threads,
+                banner=banner,
+                max_body=MAX_BODY_BYTES,
+                limits=limits,
+            )
+        finally:
+            on_stop()
+        return EXIT_OK
     # waitress refuses bodies over the cap with 413 before buffering them; NotifyApp
     # checks again so the limit holds under any WSGI server.
     _serve_forever(

@@ -27,6 +27,7 @@ CASES: list[tuple[tuple[str, ...], int, str]] = [
     (("init",), 2, "Missing argument 'NAME'"),
     (("schema", "e"), 0, '"$schema"'),
     (("serve", "--threads", "0"), 2, "--threads"),
+    (("serve", "--server", "nginx"), 2, "--server must be auto, granian or waitress"),
     (("fake-wecom", "--port", "-1"), 2, "--port"),
     (("fake-wecom", "--slow", "get_permanent_code"), 2, "--slow"),
     (("fake-wecom", "--slow", "no_such_api=1"), 2, "unknown api"),

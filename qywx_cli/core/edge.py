@@ -1,0 +1,419 @@
+"""The HTTP edge on granian: callbacks answered from one event loop, written in batches.
+
+Under waitress every request crosses threads twice: its event loop hands the request
+to a worker thread, and that thread queues its record for the group commit and sleeps
+until the commit is done. With 32 threads contending for the GIL those hand-offs cost
+more CPU than the callback itself (benchmarks/README.md, "The HTTP edge, again").
+
+Here granian (Rust: hyper and tokio) reads the requests and runs :class:`EdgeApp` on
+one asyncio loop in this process. For ``/notify`` the loop verifies, decrypts and parses
+(:meth:`NotifyApp.steps`, the same steps ``qywx serve`` on waitress drives), and awaits
+only the record: one :class:`RecordWriter` thread takes every record waiting, writes
+them with ``Store.record_callbacks`` (one transaction, one fsync on SQLite) and wakes
+the loop once for the lot. A reply is still sent only after its record is committed.
+Every other route (``/healthz``, ``/metrics``, anything unknown) is the WSGI app of
+waitress's set-up, run on a small thread pool, so the two edges answer them alike.
+
+Limits of an internet-facing endpoint, as :mod:`.httpserver` keeps them on waitress:
+``header_timeout`` is granian's header read timeout; ``body_timeout`` bounds the read
+of a body; a body over ``max_body`` (declared or sent) gets 413 before more of it is
+read; ``connection_limit`` bounds the requests in flight (granian's backpressure) and
+the descriptors are raised to fit. tokio holds an idle socket for a few hundred bytes,
+so idle sockets lock no one out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import io
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Final
+
+from qywx_cli.core.errors import QywxError, ServerError, StoreError, UsageError
+from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
+
+if TYPE_CHECKING:
+    from qywx_cli.core.service import NotifyResponse, NotifySteps, RecordRequest
+    from qywx_cli.core.store import CallbackRecord, Store
+    from qywx_cli.core.wsgi import NotifyApp
+
+__all__ = ["EdgeApp", "RecordWriter", "available", "serve_granian"]
+
+log = logging.getLogger("qywx.http")
+
+MAX_BATCH: Final = 256
+"""Records per transaction at most: a backlog is written in bounded commits."""
+
+
+def available() -> bool:
+    """Whether granian is installed (``pip install 'qywx-cli[granian]'``)."""
+    try:
+        import granian  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class RecordWriter:
+    """Threads that write the records the loop's requests await, as many at once as wait.
+
+    SQLite has one writer, so one thread is enough and every batch is one commit;
+    PostgreSQL takes concurrent commits, so it gets ``threads`` of them.
+    """
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, threads: int = 1) -> None:
+        self._store = store
+        self._loop = loop
+        self._pending: list[tuple[RecordRequest, asyncio.Future[CallbackRecord]]] = []
+        self._wake = threading.Condition()
+        self._idle = 0  # writer threads waiting for work
+        self._closing = False
+        self._threads = [
+            threading.Thread(target=self._run, name=f"qywx-writer-{i}", daemon=True)
+            for i in range(max(1, threads))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def record(self, request: RecordRequest) -> asyncio.Future[CallbackRecord]:
+        """Queue one ``record_callback`` request (in the loop); its record when committed."""
+        future: asyncio.Future[CallbackRecord] = self._loop.create_future()
+        with self._wake:
+            if self._closing:
+                raise StoreError("the server is stopping")
+            self._pending.append((request, future))
+            if self._idle:
+                self._wake.notify()
+        return future
+
+    def close(self) -> None:
+        """Write what is queued, then stop the threads."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify_all()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closing:
+                    self._idle += 1
+                    self._wake.wait()
+                    self._idle -= 1
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            results: list[Any]
+            try:
+                results = self._store.record_callbacks([request for request, _ in batch])
+            except QywxError as exc:
+                results = [exc] * len(batch)
+            except Exception as exc:  # never leave a request waiting forever
+                log.exception("writing %d callback record(s) failed", len(batch))
+                results = [StoreError(f"database error: {type(exc).__name__}")] * len(batch)
+            try:
+                self._loop.call_soon_threadsafe(_settle, batch, results)
+            except RuntimeError:  # the loop is closed: nobody waits any more
+                return
+
+
+def _settle(batch: list[tuple[Any, asyncio.Future[Any]]], results: list[Any]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():
+            continue
+        if isinstance(result, StoreError):  # a fresh exception for each request's steps
+            future.set_exception(StoreError(result.message))
+        elif isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+
+class EdgeApp:
+    """The RSGI application granian runs: ``/notify`` in the loop, the rest on threads."""
+
+    def __init__(
+        self,
+        notify: NotifyApp,
+        wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
+        writer: RecordWriter,
+        *,
+        max_body: int,
+        limits: ServerLimits,
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self._notify = notify
+        self._wsgi = wsgi
+        self._writer = writer
+        self._max_body = max_body
+        self._limits = limits
+        self._pool = pool
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":  # no websockets here
+            return
+        try:
+            body = await self._body(scope, proto)
+        except _Refused as refused:
+            proto.response_bytes(*refused.answer)
+            return
+        path = scope.path
+        if path == "/notify" or path.startswith("/notify/"):
+            response = await self._drive(self._notify.steps(_environ(scope, body)))
+            proto.response_bytes(response.status, response.headers, _payload(scope, response))
+            return
+        loop = asyncio.get_running_loop()
+        status, headers, payload = await loop.run_in_executor(
+            self._pool, _call_wsgi, self._wsgi, _environ(scope, body, full=True)
+        )
+        proto.response_bytes(status, headers, payload)
+
+    def __rsgi_init__(self, loop: Any) -> None:  # granian's hooks; nothing to set up
+        pass
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        pass
+
+    async def _drive(self, steps: NotifySteps) -> NotifyResponse:
+        """:func:`~.service.drive`, awaiting each record instead of blocking on it."""
+        try:
+            request = next(steps)
+            while True:
+                try:
+                    written = await self._writer.record(request)
+                except Exception as exc:
+                    request = steps.throw(exc)
+                else:
+                    request = steps.send(written)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    async def _body(self, scope: Any, proto: Any) -> bytes:
+        """The request body, at most ``max_body`` bytes, read within ``body_timeout``."""
+        if scope.method in ("GET", "HEAD"):
+            return b""
+        coding = scope.headers.get("transfer-encoding")
+        if coding is not None:
+            codings = [c.strip().lower() for c in coding.split(",")]
+            if codings.count("chunked") > 1 or "chunked" in codings[:-1]:
+                raise _Refused(400, "Transfer-Encoding must apply chunked once, last")
+            if codings != ["chunked"]:
+                # hyper would hand the body over still gzip'ed (or whatever was named);
+                # RFC 9112 §6.1: 501 for a transfer coding the server does not implement.
+                raise _Refused(501, f"transfer coding {coding.strip()[:40]!r} is not implemented")
+        declared = scope.headers.get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise _Refused(400, "Content-Length is not a number")
+            if int(declared) > self._max_body:
+                raise _Refused(413, f"request body larger than {self._max_body} bytes")
+        read = proto() if declared is not None else self._chunks(proto)
+        try:
+            return bytes(await asyncio.wait_for(read, self._limits.body_timeout))
+        except asyncio.TimeoutError:
+            raise _Refused(
+                408, f"request body not received within {self._limits.body_timeout:g} s"
+            ) from None
+
+    async def _chunks(self, proto: Any) -> bytes:
+        data = bytearray()
+        async for chunk in proto:
+            data += chunk
+            if len(data) > self._max_body:
+                raise _Refused(413, f"request body larger than {self._max_body} bytes")
+        return bytes(data)
+
+
+class _Refused(Exception):
+    """A request refused at the edge: a one-line answer, and the connection closed."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        body = text.encode()
+        self.answer = (
+            status,
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("Connection", "close"),
+            ],
+            body,
+        )
+
+
+def _payload(scope: Any, response: NotifyResponse) -> bytes:
+    return b"" if scope.method == "HEAD" else response.body
+
+
+def _environ(scope: Any, body: bytes, *, full: bool = False) -> dict[str, Any]:
+    """The WSGI environ of a request: what NotifyApp reads, or (``full``) all of it."""
+    client = scope.client or ""
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": scope.method,
+        "PATH_INFO": scope.path,
+        "QUERY_STRING": scope.query_string,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        "REMOTE_ADDR": client.rpartition(":")[0] or client,
+    }
+    if full:
+        for name, value in scope.headers.items():
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_LENGTH", "CONTENT_TYPE"):
+                key = "HTTP_" + key
+            environ[key] = value
+        server = scope.server or ":"
+        host, _, port = server.rpartition(":")
+        environ.update(
+            {
+                "SCRIPT_NAME": "",
+                "SERVER_NAME": host,
+                "SERVER_PORT": port,
+                "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": scope.scheme,
+                "wsgi.errors": io.StringIO(),
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+            }
+        )
+    return environ
+
+
+def _call_wsgi(
+    app: Callable[[dict[str, Any], Any], Iterable[bytes]], environ: dict[str, Any]
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+        answer["status"], answer["headers"] = int(status[:3]), headers
+
+    chunks = app(environ, start_response)
+    try:
+        payload = b"".join(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return answer["status"], list(answer["headers"]), payload
+
+
+def _free_port(host: str, port: int) -> int:
+    """Check that ``host:port`` can be listened on; the port, or a free one for 0."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+            return int(probe.getsockname()[1])
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        hint = (
+            "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
+        )
+        raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
+
+
+async def _accepting(serving: asyncio.Future[Any], host: str, port: int) -> None:
+    """Return once ``host:port`` accepts connections, so the banner never runs ahead of
+    the socket (granian's worker binds it after ``serve()`` starts, and says nothing)."""
+    probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    for _ in range(1000):  # 10 s at most
+        if serving.done():
+            serving.result()  # granian's own error, if it failed
+            raise ServerError(f"cannot listen on {host}:{port}: the HTTP server stopped")
+        try:
+            _, writer = await asyncio.open_connection(probe, port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        return
+    raise ServerError(f"cannot listen on {host}:{port}: not accepting after 10 s")
+
+
+def serve_granian(
+    notify: NotifyApp,
+    wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
+    *,
+    host: str,
+    port: int,
+    threads: int,
+    banner: Callable[[str], None],
+    on_closing: Callable[[], None] = lambda: None,
+    max_body: int,
+    limits: ServerLimits = DEFAULT_LIMITS,
+) -> None:
+    """Serve until SIGINT/SIGTERM; then stop accepting, finish what is in flight, and
+    write every queued record before returning."""
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
+    from granian.server.embed import Server
+
+    from qywx_cli.core.httpserver import _fit_descriptors
+
+    limits.check()
+    if threads < 1 or threads > 256:
+        raise UsageError("--threads must be between 1 and 256")
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+    try:
+        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
+    port = _free_port(host, port)
+    connections = _fit_descriptors(limits.connection_limit)
+    store = notify.service.store
+    writers = 1 if type(store).__name__.startswith("SQLite") else min(threads, 16)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        writer = RecordWriter(store, loop, writers)
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qywx-http")
+        app = EdgeApp(notify, wsgi, writer, max_body=max_body, limits=limits, pool=pool)
+        server = Server(
+            app,
+            address=host,
+            port=port,
+            interface=Interfaces.RSGI,
+            http=HTTPModes.http1,
+            websockets=False,
+            backlog=1024,
+            backpressure=connections,
+            http1_settings=HTTP1Settings(
+                header_read_timeout=int(limits.header_timeout * 1000), keep_alive=True
+            ),
+            log_enabled=False,
+        )
+
+        def stop() -> None:
+            on_closing()
+            server.stop()  # type: ignore[no-untyped-call]
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop)
+        serving = asyncio.ensure_future(server.serve())
+        try:
+            await _accepting(serving, host, port)
+            banner(f"http://{host}:{port}")
+            await serving
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signum)
+            await loop.run_in_executor(None, writer.close)
+            pool.shutdown(wait=True)
+
+    logging.getLogger("_granian").setLevel(logging.WARNING)
+    logging.getLogger("granian").setLevel(logging.ERROR)
+    asyncio.run(main())
