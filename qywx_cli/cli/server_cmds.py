@@ -1,10 +1,10 @@
 """``qywx serve`` (the notify endpoint) and ``qywx fake-wecom`` (a local WeCom API).
 
-Both run on waitress: a pure-Python production WSGI server from PyPI with a thread
-pool, request size and timeout limits, and no C build, so it installs anywhere qywx
-does. SIGINT/SIGTERM stop accepting, let in-flight requests finish, then drain the
-callback workers, so an acknowledged callback is always handled or left ``received``
-for the next start.
+``qywx serve`` runs on granian when it is installed (:mod:`qywx_cli.core.edge`), else
+on waitress, a pure-Python production WSGI server with a thread pool and request
+limits; ``qywx fake-wecom`` always runs on waitress. SIGINT/SIGTERM stop accepting,
+let in-flight requests finish, then drain the callback workers, so an acknowledged
+callback is always handled or left ``received`` for the next start.
 """
 
 from __future__ import annotations
@@ -133,8 +133,9 @@ def serve(
             "--threads",
             min=1,
             max=256,
-            help="HTTP worker threads. Callbacks that arrive together share one commit "
-            "(one fsync), so under load more threads cost less per callback.",
+            help="waitress: HTTP worker threads; callbacks that arrive together share one "
+            "commit (one fsync). granian: threads for the routes other than /notify, and "
+            "at most 16 database writers on PostgreSQL.",
         ),
     ] = 32,
     workers: Annotated[
@@ -197,7 +198,9 @@ def serve(
     channel_timeout: Annotated[
         float | None,
         typer.Option(
-            "--channel-timeout", help="Seconds an idle keep-alive connection is kept (30)."
+            "--channel-timeout",
+            help="Seconds an idle keep-alive connection is kept (30; waitress: granian "
+            "closes idle connections after --header-timeout).",
         ),
     ] = None,
     header_timeout: Annotated[

@@ -64,13 +64,21 @@ def available() -> bool:
 class RecordWriter:
     """Threads that write the records the loop's requests await, as many at once as wait.
 
-    SQLite has one writer, so one thread is enough and every batch is one commit;
-    PostgreSQL takes concurrent commits, so it gets ``threads`` of them.
+    SQLite has one writer, so one thread taking up to ``batch`` records at a time makes
+    every batch one commit. PostgreSQL takes concurrent commits (and groups their WAL
+    flushes itself), so it gets ``threads`` writers taking one record each.
     """
 
-    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop, threads: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        loop: asyncio.AbstractEventLoop,
+        threads: int = 1,
+        batch: int = MAX_BATCH,
+    ) -> None:
         self._store = store
         self._loop = loop
+        self._batch = max(1, batch)
         self._pending: list[tuple[RecordRequest, asyncio.Future[CallbackRecord]]] = []
         self._wake = threading.Condition()
         self._idle = 0  # writer threads waiting for work
@@ -110,7 +118,7 @@ class RecordWriter:
                     self._idle -= 1
                 if not self._pending:
                     return
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
             results: list[Any]
             try:
                 results = self._store.record_callbacks([request for request, _ in batch])
@@ -360,7 +368,7 @@ def serve_granian(
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
 
-    from qywx_cli.core.httpserver import _fit_descriptors
+    from qywx_cli.core.httpserver import fit_descriptors
 
     limits.check()
     if threads < 1 or threads > 256:
@@ -372,13 +380,14 @@ def serve_granian(
     except (OSError, UnicodeError):
         raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
     port = _free_port(host, port)
-    connections = _fit_descriptors(limits.connection_limit)
+    connections = fit_descriptors(limits.connection_limit)
     store = notify.service.store
-    writers = 1 if type(store).__name__.startswith("SQLite") else min(threads, 16)
+    one_writer = store.backend == "sqlite"
+    writers, batch = (1, MAX_BATCH) if one_writer else (min(threads, 16), 1)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        writer = RecordWriter(store, loop, writers)
+        writer = RecordWriter(store, loop, writers, batch)
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qywx-http")
         app = EdgeApp(notify, wsgi, writer, max_body=max_body, limits=limits, pool=pool)
         server = Server(

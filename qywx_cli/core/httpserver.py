@@ -1,4 +1,4 @@
-"""The HTTP edge qywx serves on: waitress, with limits for an internet-facing endpoint.
+"""waitress as ``qywx serve --server waitress`` runs it, with limits for the internet.
 
 ``qywx serve`` is reached by WeCom and by anyone else on the internet. waitress reads
 every request completely in its event loop before a worker thread sees it, so a slow
@@ -18,7 +18,8 @@ out). So:
 A signed WeCom callback is a few KiB sent at once, so none of these ever bites WeCom.
 waitress's own error pages (a malformed request line, a body over the cap) become the
 same one-line texts the notify endpoint answers with. benchmarks/README.md ("The HTTP
-server") compares this set-up with granian and gunicorn on the same machine.
+server") compares this set-up with granian and gunicorn on the same machine; granian,
+the default edge, is :mod:`.edge`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any, Final
 from qywx_cli.core.errors import ServerError, UsageError
 from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
 
-__all__ = ["DEFAULT_LIMITS", "ServerLimits", "create_server"]
+__all__ = ["DEFAULT_LIMITS", "ServerLimits", "create_server", "fit_descriptors"]
 
 log = logging.getLogger("qywx.http")
 
@@ -40,7 +41,7 @@ _FD_HEADROOM: Final = 64
 """Descriptors kept free beside the connections: the database, WAL, logs, API calls."""
 
 
-def _fit_descriptors(wanted: int) -> int:
+def fit_descriptors(wanted: int) -> int:
     """Raise the soft RLIMIT_NOFILE toward ``wanted`` + headroom; the connections that fit."""
     try:
         import resource
@@ -141,7 +142,7 @@ def create_server(
         raise UsageError("--threads must be between 1 and 256")
     if not 0 <= port <= 65535:  # the socket layer would silently take it modulo 65536
         raise UsageError(f"--port must be between 0 and 65535, not {port}")
-    connection_limit = _fit_descriptors(limits.connection_limit)
+    connection_limit = fit_descriptors(limits.connection_limit)
     shortest = min(limits.channel_timeout, limits.header_timeout, limits.body_timeout)
     try:
         server = waitress_server(

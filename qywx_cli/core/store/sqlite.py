@@ -569,6 +569,10 @@ class SQLiteStore(Store):
         self._lock_key = os.path.abspath(self._path)
         self._group: GroupCommit[sqlite3.Connection] = GroupCommit(self._commit_batch)
         self._db: sqlite3.Connection | None = None
+        # Reads get a connection of their own (WAL: readers never wait for the writer),
+        # so a read never queues behind a commit's fsync for the write connection's lock.
+        self._reader: sqlite3.Connection | None = None
+        self._read_lock = threading.Lock()
         created = self._create_private_file()
         try:
             conn = sqlite3.connect(
@@ -618,6 +622,10 @@ class SQLiteStore(Store):
             if self._db is not None:
                 self._db.close()
                 self._db = None
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _make_private(self, *names: str) -> None:
         """Bring the database's files to 0600, or refuse to use them (one line)."""
@@ -742,7 +750,27 @@ class SQLiteStore(Store):
             return self._transaction(self._db, lambda db: [fn(db) for fn in fns], "BEGIN IMMEDIATE")
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        return self._run(fn, "BEGIN")
+        """Run ``fn`` in a read transaction on the read connection (opened on first use)."""
+        with self._read_lock:
+            if self._db is None:
+                raise StoreError(f"store {self._path} is closed")
+            if self._reader is None:
+                self._reader = self._open_reader()
+            return self._transaction(self._reader, fn, "BEGIN")
+
+    def _open_reader(self) -> sqlite3.Connection:
+        try:
+            reader = sqlite3.connect(
+                str(self._path),
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise StoreError(_open_problem(self._path, exc)) from None
+        return reader
 
     def _run(self, fn: Callable[[sqlite3.Connection], _T], begin: str) -> _T:
         with self._lock:
