@@ -286,6 +286,9 @@ class DurabilityResult:
     #: held by a dead worker's claim lease, then re-run with ``CallbackService.retry``
     rerun_after_lease: int = 0
     rerun_failed: int = 0
+    #: run again by a restarted server (its sweep, once the dead worker's lease ran out)
+    #: and failed: the killed worker had already exchanged the single-use AuthCode
+    resumed_failed: int = 0
     #: permanent codes the fake WeCom issued that never reached the database: the
     #: AuthCode was spent by a worker killed before it stored the answer
     permanent_codes_lost: int = 0
@@ -314,6 +317,10 @@ class DurabilityResult:
             ("… resumed by the restarted server", self.resumed_on_restart),
             ("… held by the dead worker's lease, re-run by `retry`", self.rerun_after_lease),
             ("… re-run failed (AuthCode already spent)", self.rerun_failed),
+            (
+                "… resumed by the restarted server, failed (AuthCode already spent)",
+                self.resumed_failed,
+            ),
             ("permanent codes issued to a killed worker, never stored", self.permanent_codes_lost),
             ("records stuck unprocessed at the end", self.stuck),
             ("create_auth acknowledged", self.create_auth_acknowledged),
@@ -476,6 +483,13 @@ def _follow_left_received(result: DurabilityResult, work: Workdir, left: set[int
     by_id = {r.id: r for r in all_records(work.db)}
     result.left_received = len(left)
     result.resumed_on_restart = sum(1 for i in left if by_id[i].status == "processed")
+    for i in sorted(left):
+        if by_id[i].status == "failed":
+            result.resumed_failed += 1
+            result.notes.append(
+                f"resumed record {i} ({by_id[i].info_type}) failed: "
+                f"{(by_id[i].last_error or '')[:80]}"
+            )
     held = sorted(i for i in left if by_id[i].status == "received" and by_id[i].claimed_by)
     if not held:
         return
