@@ -134,8 +134,8 @@ def serve(
             min=1,
             max=256,
             help="waitress: HTTP worker threads; callbacks that arrive together share one "
-            "commit (one fsync). granian: threads for the routes other than /notify, and "
-            "at most 16 database writers on PostgreSQL.",
+            "commit (one fsync). granian: threads for the routes other than /notify (for "
+            "every route on PostgreSQL).",
         ),
     ] = 32,
     workers: Annotated[

@@ -6,13 +6,16 @@ until the commit is done. With 32 threads contending for the GIL those hand-offs
 more CPU than the callback itself (benchmarks/README.md, "The HTTP edge, again").
 
 Here granian (Rust: hyper and tokio) reads the requests and runs :class:`EdgeApp` on
-one asyncio loop in this process. For ``/notify`` the loop verifies, decrypts and parses
-(:meth:`NotifyApp.steps`, the same steps ``qywx serve`` on waitress drives), and awaits
-only the record: one :class:`RecordWriter` thread takes every record waiting, writes
-them with ``Store.record_callbacks`` (one transaction, one fsync on SQLite) and wakes
-the loop once for the lot. A reply is still sent only after its record is committed.
-Every other route (``/healthz``, ``/metrics``, anything unknown) is the WSGI app of
-waitress's set-up, run on a small thread pool, so the two edges answer them alike.
+one asyncio loop in this process. On SQLite, the loop verifies, decrypts and parses
+each ``/notify`` request (:meth:`NotifyApp.steps`, the same steps ``qywx serve`` on
+waitress drives) and awaits only its record: one :class:`RecordWriter` thread takes
+every record waiting, writes them with ``Store.record_callbacks`` (one transaction,
+one fsync) and wakes the loop once for the lot. A reply is still sent only after its
+record is committed. On PostgreSQL each ``/notify`` request runs on the thread pool
+instead, as under waitress: its reads are network round trips the loop must not wait
+for, and the server groups concurrent commits by itself. Every other route
+(``/healthz``, ``/metrics``, anything unknown) is the WSGI app of waitress's set-up,
+run on the pool, so the two edges answer them alike.
 
 Limits of an internet-facing endpoint, as :mod:`.httpserver` keeps them on waitress:
 ``header_timeout`` is granian's header read timeout; ``body_timeout`` bounds the read
@@ -65,8 +68,8 @@ class RecordWriter:
     """Threads that write the records the loop's requests await, as many at once as wait.
 
     SQLite has one writer, so one thread taking up to ``batch`` records at a time makes
-    every batch one commit. PostgreSQL takes concurrent commits (and groups their WAL
-    flushes itself), so it gets ``threads`` writers taking one record each.
+    every batch one commit (what ``qywx serve`` runs). A store that takes concurrent
+    commits could use ``threads`` writers taking one record each.
     """
 
     def __init__(
@@ -152,7 +155,7 @@ class EdgeApp:
         self,
         notify: NotifyApp,
         wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
-        writer: RecordWriter,
+        writer: RecordWriter | None,
         *,
         max_body: int,
         limits: ServerLimits,
@@ -190,11 +193,18 @@ class EdgeApp:
             proto.response_bytes(*refused.answer)
             return
         path = scope.path
+        loop = asyncio.get_running_loop()
         if path == "/notify" or path.startswith("/notify/"):
-            response = await self._drive(self._notify.steps(_environ(scope, body)))
+            steps = self._notify.steps(_environ(scope, body))
+            if self._writer is not None:
+                response = await self._drive(steps)
+            else:  # reads are network round trips: not in the loop (see serve_granian)
+                from qywx_cli.core.service import drive
+
+                record = self._notify.service.store.record_callback
+                response = await loop.run_in_executor(self._pool, drive, steps, record)
             proto.response_bytes(response.status, response.headers, _payload(scope, response))
             return
-        loop = asyncio.get_running_loop()
         status, headers, payload = await loop.run_in_executor(
             self._pool, _call_wsgi, self._wsgi, _environ(scope, body, full=True)
         )
@@ -208,6 +218,7 @@ class EdgeApp:
 
     async def _drive(self, steps: NotifySteps) -> NotifyResponse:
         """:func:`~.service.drive`, awaiting each record instead of blocking on it."""
+        assert self._writer is not None
         try:
             request = next(steps)
             while True:
@@ -407,12 +418,16 @@ def serve_granian(
     port = _free_port(host, port)
     connections = fit_descriptors(limits.connection_limit)
     store = notify.service.store
-    one_writer = store.backend == "sqlite"
-    writers, batch = (1, MAX_BATCH) if one_writer else (min(threads, 16), 1)
+    # SQLite: the loop answers /notify and one writer commits the batches; its reads (a
+    # corp's auth for a data callback) are on a connection of their own, local and
+    # short. Other backends: each /notify request on the pool, as under waitress: their
+    # reads are network round trips the loop must not wait for, and PostgreSQL groups
+    # concurrent commits into one WAL flush by itself.
+    in_loop = store.backend == "sqlite"
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        writer = RecordWriter(store, loop, writers, batch)
+        writer = RecordWriter(store, loop) if in_loop else None
         pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qywx-http")
         app = EdgeApp(notify, wsgi, writer, max_body=max_body, limits=limits, pool=pool)
         server = Server(
@@ -448,7 +463,8 @@ def serve_granian(
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signum)
             sweeper.cancel()
-            await loop.run_in_executor(None, writer.close)
+            if writer is not None:
+                await loop.run_in_executor(None, writer.close)
             pool.shutdown(wait=True)
 
     logging.getLogger("_granian").setLevel(logging.WARNING)
