@@ -352,6 +352,19 @@ def _call_wsgi(
     return answer["status"], list(answer["headers"]), payload
 
 
+def _listen_address(host: str, port: int) -> str:
+    """The numeric address to bind for ``--host``: granian takes only an IP address, so
+    a name (``localhost``) is resolved and ``[::1]`` unbracketed, as waitress does."""
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        found = socket.getaddrinfo(
+            name or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError):
+        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
+    return str(found[0][4][0])
+
+
 def _free_port(host: str, port: int) -> int:
     """Check that ``host:port`` can be listened on; the port, or a free one for 0."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -411,10 +424,7 @@ def serve_granian(
         raise UsageError("--threads must be between 1 and 256")
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, not {port}")
-    try:
-        socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
+    host = _listen_address(host, port)
     port = _free_port(host, port)
     connections = fit_descriptors(limits.connection_limit)
     store = notify.service.store
