@@ -330,19 +330,17 @@ def serve(
         from qywx_cli.core.edge import serve_granian
 
         notify = NotifyApp(service)
-        try:
-            serve_granian(
-                notify,
-                attached.wrap(notify),
-                host=host,
-                port=port,
-                threads=threads,
-                banner=banner,
-                max_body=MAX_BODY_BYTES,
-                limits=limits,
-            )
-        finally:
-            on_stop()
+        serve_granian(
+            notify,
+            attached.wrap(notify),
+            host=host,
+            port=port,
+            threads=threads,
+            banner=banner,
+            on_stop=on_stop,
+            max_body=MAX_BODY_BYTES,
+            limits=limits,
+        )
         return EXIT_OK
     # waitress refuses bodies over the cap with 413 before buffering them; NotifyApp
     # checks again so the limit holds under any WSGI server.

@@ -399,6 +399,52 @@ async def _accepting(serving: asyncio.Future[Any], host: str, port: int) -> None
     raise ServerError(f"cannot listen on {host}:{port}: not accepting after 10 s")
 
 
+class _Signals:
+    """SIGINT and SIGTERM while :func:`serve_granian` runs, its drain included: the first
+    asks the server to stop, and any later one is ignored, as on waitress. A second
+    Ctrl-C or SIGTERM so never cuts short the handling of an acknowledged callback
+    (with the loop's own handlers gone, SIGTERM's default action killed the process).
+
+    Python-level handlers, not ``loop.add_signal_handler``: the loop removes those, back
+    to the defaults, when it closes, and the workers are drained after that.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._saved: dict[int, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: Callable[[], None] | None = None
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers; the embedding app owns them
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._saved[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        while self._saved:
+            signum, handler = self._saved.popitem()
+            signal.signal(signum, handler)
+
+    def attach(self, loop: asyncio.AbstractEventLoop, stop: Callable[[], None]) -> None:
+        """Stop the server on the first signal (or now, if it already came)."""
+        self._loop, self._stop = loop, stop
+        if self.requested:
+            loop.call_soon(stop)
+
+    def detach(self) -> None:
+        self._loop = self._stop = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            return  # a second signal during shutdown is ignored
+        self.requested = True
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has just closed
+                loop.call_soon_threadsafe(stop)
+
+
 def serve_granian(
     notify: NotifyApp,
     wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
@@ -408,11 +454,48 @@ def serve_granian(
     threads: int,
     banner: Callable[[str], None],
     on_closing: Callable[[], None] = lambda: None,
+    on_stop: Callable[[], None] = lambda: None,
     max_body: int,
     limits: ServerLimits = DEFAULT_LIMITS,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; then stop accepting, finish what is in flight, and
-    write every queued record before returning."""
+    """Serve until SIGINT/SIGTERM; then stop accepting, finish what is in flight, write
+    every queued record, and run ``on_stop`` (always, even if serving failed to start),
+    with further signals ignored until it returns."""
+    signals = _Signals()
+    signals.install()
+    try:
+        _serve_granian(
+            notify,
+            wsgi,
+            host=host,
+            port=port,
+            threads=threads,
+            banner=banner,
+            on_closing=on_closing,
+            max_body=max_body,
+            limits=limits,
+            signals=signals,
+        )
+    finally:
+        try:
+            on_stop()
+        finally:
+            signals.restore()
+
+
+def _serve_granian(
+    notify: NotifyApp,
+    wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
+    *,
+    host: str,
+    port: int,
+    threads: int,
+    banner: Callable[[str], None],
+    on_closing: Callable[[], None],
+    max_body: int,
+    limits: ServerLimits,
+    signals: _Signals,
+) -> None:
     from granian.constants import HTTPModes, Interfaces
     from granian.http import HTTP1Settings
     from granian.server.embed import Server
@@ -457,21 +540,23 @@ def serve_granian(
 
         sweeper = asyncio.ensure_future(app.sweep())
 
-        def stop() -> None:
-            on_closing()
-            server.stop()  # type: ignore[no-untyped-call]
+        stopped = False
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop)
+        def stop() -> None:
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                on_closing()
+                server.stop()  # type: ignore[no-untyped-call]
+
+        signals.attach(loop, stop)
         serving = asyncio.ensure_future(server.serve())
         try:
             await _accepting(serving, host, port)
             banner(f"http://{host}:{port}")
             await serving
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(signum)
+            signals.detach()
             sweeper.cancel()
             if writer is not None:
                 await loop.run_in_executor(None, writer.close)

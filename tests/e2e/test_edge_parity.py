@@ -6,14 +6,26 @@ Real processes on loopback, a real SQLite file and the fake WeCom.
 
 from __future__ import annotations
 
+import signal
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from qywx_cli.core import events as ev
 from tests.e2e.conftest import Proc
+from tests.e2e.test_hardening import Edge
 
 SERVERS = ["granian", "waitress"]
+
+
+@pytest.fixture(params=SERVERS)
+def edge(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Edge]:
+    world = Edge(tmp_path, "--server", request.param)
+    yield world
+    world.close()
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -30,3 +42,23 @@ def test_a_host_name_is_listened_on_by_its_address(
     finally:
         assert proc.stop() == 0, proc.log
     assert "internal error" not in proc.log and "Traceback" not in proc.log
+
+
+def test_a_second_signal_during_shutdown_does_not_cut_the_drain(edge: Edge) -> None:
+    """SIGTERM, then another while an acknowledged create_auth is still being handled
+    (WeCom answers in 3 s): the second is ignored, the callback is finished and the
+    process exits 0, rather than dying with the exchange half done."""
+    assert edge.post(*edge.signed()).status == 200  # a ticket, so create_auth can run
+    with httpx.Client(trust_env=False, timeout=10) as client:
+        slow = {"api": "service/v2/get_permanent_code", "seconds": 3}
+        assert client.post(edge.fake.url + "/cgi-bin/fake/slow", json=slow).status_code == 200
+    xml = ev.build_event_xml("create_auth", suite_id=edge.suite_id)
+    answer = edge.post(*edge.signed(xml))
+    assert (answer.status, answer.body) == (200, b"success")
+    time.sleep(0.5)  # the worker is waiting for WeCom
+    edge.server.popen.send_signal(signal.SIGTERM)
+    time.sleep(0.7)  # shutting down: draining the workers
+    edge.server.popen.send_signal(signal.SIGTERM)
+    assert edge.server.popen.wait(30) == 0, edge.server.log
+    installs = [r for r in edge.records() if r.info_type == "create_auth"]
+    assert [r.status for r in installs] == ["processed"], edge.server.log
