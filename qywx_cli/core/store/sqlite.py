@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -759,9 +760,14 @@ class SQLiteStore(Store):
             return self._transaction(self._reader, fn, "BEGIN")
 
     def _open_reader(self) -> sqlite3.Connection:
+        # The file the write connection opened: by its absolute path (a relative one
+        # would follow a later chdir) and never created (mode=rw), so a read can only
+        # fail, never open a new empty database beside or instead of this one.
+        uri = f"file:{urllib.parse.quote(self._lock_key)}?mode=rw"
         try:
             reader = sqlite3.connect(
-                str(self._path),
+                uri,
+                uri=True,
                 check_same_thread=False,
                 isolation_level=None,
                 timeout=BUSY_TIMEOUT_MS / 1000,

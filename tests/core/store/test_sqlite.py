@@ -506,3 +506,21 @@ def test_a_v4_database_gains_auth_links_and_publish_status(db_path: Path) -> Non
         assert s.set_publish_status("dk1", "wwcorp", 2).publish_status == 2
         s.save_auth_link("st", instance="I", suite_id="dk1", qrcode_url="u", expires_at=9.0)
         assert s.get_auth_link("st") is not None
+
+
+def test_reads_find_the_file_the_store_opened_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    """A relative path names the file in the directory the store was opened in. Reads
+    have a connection of their own, opened on the first read: it must open that same
+    file, not a new empty one in whatever directory the process is in by then (an
+    embedding app that daemonizes chdirs to /)."""
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    with SQLiteStore("qywx.db", now=clock) as store:
+        rec = record(store)
+        monkeypatch.chdir(elsewhere)
+        assert store.get_callback(rec.id) == rec
+    assert not (elsewhere / "qywx.db").exists()
