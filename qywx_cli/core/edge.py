@@ -381,14 +381,25 @@ def _free_port(host: str, port: int) -> int:
         raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
 
 
+def _raise_stopped(serving: asyncio.Future[Any], host: str, port: int) -> None:
+    """One line for a granian that stopped by itself: its error's first line (granian's
+    messages may carry a Rust backtrace), never a traceback."""
+    try:
+        serving.result()
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        why = (lines[0] if lines else type(exc).__name__)[:200]
+        raise ServerError(f"cannot listen on {host}:{port}: {why}") from None
+    raise ServerError(f"cannot listen on {host}:{port}: the HTTP server stopped")
+
+
 async def _accepting(serving: asyncio.Future[Any], host: str, port: int) -> None:
     """Return once ``host:port`` accepts connections, so the banner never runs ahead of
     the socket (granian's worker binds it after ``serve()`` starts, and says nothing)."""
     probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     for _ in range(1000):  # 10 s at most
         if serving.done():
-            serving.result()  # granian's own error, if it failed
-            raise ServerError(f"cannot listen on {host}:{port}: the HTTP server stopped")
+            _raise_stopped(serving, host, port)
         try:
             _, writer = await asyncio.open_connection(probe, port)
         except OSError:
@@ -554,7 +565,10 @@ def _serve_granian(
         try:
             await _accepting(serving, host, port)
             banner(f"http://{host}:{port}")
-            await serving
+            try:
+                await serving
+            except Exception:
+                _raise_stopped(serving, host, port)
         finally:
             signals.detach()
             sweeper.cancel()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qywx_cli.core.edge import MAX_BATCH, RecordWriter
-from qywx_cli.core.errors import StoreError, UsageError
+from qywx_cli.core.errors import ServerError, StoreError, UsageError
 from qywx_cli.core.store import CallbackRecord, Store, open_store
 from qywx_cli.core.store.records import MAX_CIPHERTEXT
 from tests.core.store.conftest import callback_fields
@@ -97,3 +97,27 @@ def test_a_closed_writer_refuses_new_records(tmp_path: Path) -> None:
 
     with open_store(tmp_path / "qywx.db") as store:
         asyncio.run(scenario(store))
+
+
+def test_a_server_that_stops_by_itself_is_one_line_without_its_backtrace() -> None:
+    """granian's bind error (another process took the port after it was checked) can
+    carry a Rust backtrace; qywx says the first line only."""
+    from qywx_cli.core.edge import _raise_stopped
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future[Any] = loop.create_future()
+        failed.set_exception(
+            RuntimeError("Address already in use (os error 98)\n\nStack backtrace:\n  0: x")
+        )
+        with pytest.raises(ServerError) as caught:
+            _raise_stopped(failed, "127.0.0.1", 8000)
+        assert caught.value.message == (
+            "cannot listen on 127.0.0.1:8000: Address already in use (os error 98)"
+        )
+        ended: asyncio.Future[Any] = loop.create_future()
+        ended.set_result(None)
+        with pytest.raises(ServerError, match="the HTTP server stopped"):
+            _raise_stopped(ended, "127.0.0.1", 8000)
+
+    asyncio.run(scenario())
