@@ -88,6 +88,17 @@ def server(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> Iterator[Pr
     proc.stop()
 
 
+SHORT_LEASE_SECONDS = 4
+"""The claim lease of the tests that wait for a killed host's claims to lapse: the
+default 10 s made each of them wait 10-13 s. Renewed every 1.2 s by a live host."""
+
+
+def short_lease(root: Path) -> None:
+    """Write ``root/qywx.toml`` with :data:`SHORT_LEASE_SECONDS`, for processes that run in
+    ``root`` (qywx reads qywx.toml from its working folder)."""
+    (root / "qywx.toml").write_text(f"lease_seconds = {SHORT_LEASE_SECONDS}\n", encoding="utf-8")
+
+
 def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, interval: float = 0.05) -> _T:
     """Poll until ``predicate()`` is truthy (background handling is asynchronous)."""
     deadline = time.monotonic() + timeout

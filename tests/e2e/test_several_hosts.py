@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from qywx_cli.core.store import CallbackRecord, Store
-from tests.e2e.conftest import Proc, http, wait_for
+from tests.e2e.conftest import Proc, http, short_lease, wait_for
 from tests.helpers import auth_config, independent_encrypt, qywx_env, run_qywx, sha1_sign
 from tests.pgserver import PgServer
 
@@ -115,6 +115,7 @@ class Cluster:
 @pytest.fixture
 def cluster(auths: Path, tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     env = qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=pg_url)
+    short_lease(tmp_path)  # the hosts' working folder
     fake = Proc(["fake-wecom", "--port", "0"], env, tmp_path)
     env["QYWX_API_BASE"] = fake.url + "/cgi-bin"
     c = Cluster(env, pg_url, fake, [], Wecom(auths), tmp_path)
