@@ -14,7 +14,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from tests.helpers import QYWX, qywx_env
+from tests.helpers import QYWX, LoopbackWeCom, loopback_fake, qywx_env
 
 _T = TypeVar("_T")
 
@@ -74,15 +74,16 @@ def env(auths: Path, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def fake_wecom(env: dict[str, str], tmp_path: Path) -> Iterator[Proc]:
-    proc = Proc(["fake-wecom", "--port", "0"], env, tmp_path)
-    env["QYWX_API_BASE"] = proc.url + "/cgi-bin"
-    yield proc
-    proc.stop()
+def fake_wecom(env: dict[str, str]) -> Iterator[LoopbackWeCom]:
+    """The WeCom ``qywx serve`` talks to: a FakeWeCom served from the test process
+    (tests of the ``qywx fake-wecom`` command start that process themselves)."""
+    with loopback_fake() as fake:
+        env["QYWX_API_BASE"] = fake.api_base
+        yield fake
 
 
 @pytest.fixture
-def server(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> Iterator[Proc]:
+def server(env: dict[str, str], tmp_path: Path, fake_wecom: object) -> Iterator[Proc]:
     proc = Proc(["serve", "--port", "0", "--threads", "4"], env, tmp_path)
     yield proc
     proc.stop()

@@ -1,4 +1,4 @@
-"""simulate-callback and decrypt against a real `qywx serve` + `qywx fake-wecom` on loopback."""
+"""simulate-callback and decrypt against a real `qywx serve` and a FakeWeCom on loopback."""
 
 from __future__ import annotations
 

@@ -1,13 +1,15 @@
 """An internet-facing ``qywx serve`` tried as an attacker and an unlucky operator would.
 
-Real processes on loopback: slow-loris sockets by the thousand, the body-size boundary
-to the byte, waitress's own error pages, HEAD, idempotent replays, an unwritable
-database behind ``/healthz``. Waits are bounded polls on what the server does (a socket
-closed, a status changed), never assertions on how fast it did it.
+A real ``qywx serve`` on loopback (its WeCom a FakeWeCom served by the test): slow-loris
+sockets by the thousand, the body-size boundary to the byte, waitress's own error pages,
+HEAD, idempotent replays, an unwritable database behind ``/healthz``. Waits are bounded
+polls on what the server does (a socket closed, a status changed), never assertions on
+how fast it did it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -26,7 +28,7 @@ from qywx_cli.core.crypto import WXBizMsgCrypt
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_hostile import Answer, notify, read_answer
-from tests.helpers import QYWX, SAMPLES, qywx_env
+from tests.helpers import QYWX, SAMPLES, loopback_fake, qywx_env
 
 INSTANCE = "QywxProxyTemp"
 MIB = 1024 * 1024
@@ -59,9 +61,16 @@ class Edge:
         cfg = json.loads((self.auths / INSTANCE / f"{INSTANCE}.json").read_text())["authConfig"]
         self.suite_id = cfg["suiteId"]
         self.crypt = WXBizMsgCrypt(cfg["token"], cfg["encodingAESKey"], {self.suite_id: "suite"})
-        self.fake = Proc(["fake-wecom", "--port", "0"], self.env, root)
-        self.env["QYWX_API_BASE"] = self.fake.url + "/cgi-bin"
-        self.server = Proc(["serve", "--port", "0", "--threads", "4", *serve_args], self.env, root)
+        self._stack = contextlib.ExitStack()
+        self.fake = self._stack.enter_context(loopback_fake())  # served from this process
+        self.env["QYWX_API_BASE"] = self.fake.api_base
+        try:
+            self.server = Proc(
+                ["serve", "--port", "0", "--threads", "4", *serve_args], self.env, root
+            )
+        except BaseException:
+            self._stack.close()
+            raise
         host, port = self.server.url.removeprefix("http://").split(":")
         self.address = (host, int(port))
 
@@ -69,7 +78,7 @@ class Edge:
         try:
             self.server.stop()
         finally:
-            self.fake.stop()
+            self._stack.close()
 
     def signed(
         self, xml: str | None = None, *, pad: int = 0, sent: float | None = None

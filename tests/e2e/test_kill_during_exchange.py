@@ -1,7 +1,7 @@
 """kill -9 while an installation's AuthCode is being exchanged.
 
-Real processes on loopback: ``qywx fake-wecom`` and ``qywx serve`` on one SQLite file
-(or, for a second host taking over, one PostgreSQL database too).
+Real ``qywx serve`` processes on loopback on one SQLite file (or, for a second host
+taking over, one PostgreSQL database too), and a FakeWeCom served by the test.
 The fake *holds* the create_auth's ``service/v2/get_permanent_code`` and says so in
 ``/fake/state``; the server is killed with SIGKILL exactly then, never after a guessed
 sleep. Then the restarted server (or a second host on the same database, already

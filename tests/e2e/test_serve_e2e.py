@@ -14,6 +14,7 @@ import pytest
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, http, wait_for
 from tests.helpers import (
+    LoopbackWeCom,
     assert_one_line_error,
     auth_config,
     independent_encrypt,
@@ -52,7 +53,7 @@ def records(env: dict[str, str]) -> list:  # type: ignore[type-arg]
 
 
 def test_handshake_with_the_official_vector(
-    env: dict[str, str], tmp_path: Path, vectors: list[dict[str, str]], fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, vectors: list[dict[str, str]], fake_wecom: LoopbackWeCom
 ) -> None:
     v = next(x for x in vectors if x["kind"] == "verify_url" and "query" in x)
     folder = Path(env["QYWX_AUTHS"]) / "VectorCorp"
@@ -190,7 +191,9 @@ def test_stale_and_wrong_receive_id_are_refused_and_logged(
     assert sorted(x.status for x in records(env)) == ["rejected", "rejected"]
 
 
-def test_sigterm_stops_cleanly(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> None:
+def test_sigterm_stops_cleanly(
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom
+) -> None:
     server = Proc(["serve", "--port", "0"], env, tmp_path)
     assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.log
@@ -221,7 +224,7 @@ def test_bad_listen_options_are_usage_errors(
 
 
 def test_access_log_shows_refusals_always_and_accepted_with_verbose(
-    env: dict[str, str], tmp_path: Path, fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom
 ) -> None:
     cfg = auth_config(Path(env["QYWX_AUTHS"]))
     for verbose in (False, True):
