@@ -123,7 +123,6 @@ class Cluster:
 @pytest.fixture
 def cluster(auths: Path, tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     env = qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=pg_url)
-    short_lease(tmp_path)  # the hosts' working folder
     with loopback_fake() as fake:
         env["QYWX_API_BASE"] = fake.api_base
         c = Cluster(env, pg_url, fake, [], Wecom(auths), tmp_path)
@@ -277,6 +276,7 @@ def test_a_dead_hosts_claim_is_taken_over_within_seconds(cluster: Cluster) -> No
             content_key="dead-claim",
         )
         assert s.claim_callback(rec.id, "deadhost:1") is not None
+    short_lease(c.root)  # the new host's working folder: the lapse takes 4 s, not 10
     started = time.monotonic()
     c.start_host()
 
