@@ -237,6 +237,28 @@ class LoopbackWeCom:
     fake: FakeWeCom
     api_base: str
 
+    @property
+    def url(self) -> str:
+        """Where it listens, as a ``qywx fake-wecom`` process's banner gives it (its
+        /fake/… controls answer there and under ``/cgi-bin``)."""
+        return self.api_base.removesuffix("/cgi-bin")
+
+
+@contextmanager
+def loopback_fake() -> Iterator[LoopbackWeCom]:
+    """A fresh FakeWeCom served from this process for the block, for processes under
+    test that need a WeCom to talk to: what ``qywx fake-wecom`` does, without starting
+    an interpreter for it. On the way out, held and delayed calls are let go (as the
+    command does when it stops)."""
+    from qywx_cli.core.fakewecom import FakeWeCom
+
+    fake = FakeWeCom()
+    with serving(fake) as url:
+        try:
+            yield LoopbackWeCom(fake, f"{url}/cgi-bin")
+        finally:
+            fake.close()
+
 
 # -- callbacks through the element API -------------------------------------------------------
 

@@ -50,6 +50,7 @@ import httpx
 
 from qywx_cli.core.errors import AlertError, QywxError, UsageError
 from qywx_cli.core.observe import Handled, Observer
+from qywx_cli.core.tls import client_ssl_context
 from qywx_cli.core.urls import split_url
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Webhook:
         self.is_wecom = parts is not None and parts.path.rstrip("/") == WECOM_ROBOT_PATH
         self.host = host or socket.gethostname()
         self.wall = wall
-        self._http = httpx.Client(transport=transport, timeout=timeout)
+        self._http = httpx.Client(transport=transport, timeout=timeout, verify=client_ssl_context())
 
     @property
     def kind(self) -> str:

@@ -63,14 +63,13 @@ from qywx_cli.core.provider import read_app_status
 from qywx_cli.core.sealing import Verdict
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import (
-    DEFAULT_LEASE_SECONDS,
     CallbackRecord,
     CorpAuth,
     Store,
     open_store,
 )
 from qywx_cli.core.store.leases import LeaseKeeper
-from qywx_cli.core.store.records import LEASE_RENEW_SECONDS, MAX_CIPHERTEXT, MAX_STORED_ERROR
+from qywx_cli.core.store.records import MAX_CIPHERTEXT, MAX_STORED_ERROR, renew_interval
 from qywx_cli.core.store.rules import clip_error
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
@@ -371,7 +370,7 @@ class CallbackService:
         now: Callable[[], float] = time.time,
         background: bool = True,
         threads: int = 2,
-        rescan_interval: float = LEASE_RENEW_SECONDS,
+        rescan_interval: float | None = None,
         observer: Observer | None = None,
     ) -> None:
         self.settings = settings
@@ -415,14 +414,18 @@ class CallbackService:
             )
         self.worker_id = f"{uuid.uuid4().hex[:8]}"
         self._background = background
-        self._worker = _Worker(self.process, threads=threads) if background else None
-        self.rescan_interval = rescan_interval
+        self._worker = _Worker(self._run_queued, threads=threads) if background else None
+        #: claims keep other workers away this long unless renewed (qywx.toml); the
+        #: sweeper looks for lapsed ones as often as claims are renewed, by default
+        self.lease_seconds = settings.lease_seconds
+        renew = renew_interval(self.lease_seconds)
+        self.rescan_interval = renew if rescan_interval is None else rescan_interval
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._retainer: threading.Thread | None = None
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any]] | None = None
-        self._leases = LeaseKeeper(self.store)
+        self._leases = LeaseKeeper(self.store, every=renew)
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -472,7 +475,7 @@ class CallbackService:
 
     def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
-        pending = self.store.pending_callbacks(limit=limit)
+        pending = self.store.pending_callbacks(limit=limit, lease_seconds=self.lease_seconds)
         for rec in pending:
             self._worker.submit(rec.id)
         # Transient failures whose AuthCode is still valid: a killed host's timers are
@@ -913,11 +916,23 @@ class CallbackService:
             raise RequestRejected(f"timestamp is more than {skew} s from now (stale or replayed)")
 
     # -- handling -----------------------------------------------------------------
+    def _run_queued(self, record_id: int) -> CallbackRecord | None:
+        """A worker thread's run: only a record still waiting for one, ``received`` or
+        failed with an automatic retry pending. A retry timer and a sweep may both queue
+        the same record; once the first run has failed it for good (40078, say), the
+        second leaves it to ``qywx retry`` instead of running it again."""
+        rec = self.store.get_callback(record_id)
+        if rec.status == "failed" and not (rec.last_error or "").endswith(RETRYING_MARK):
+            return None
+        return self.process(record_id)
+
     def process(self, record_id: int, *, force: bool = False) -> CallbackRecord | None:
         """Run the handler of one recorded callback; None if another worker holds it."""
         # One claimant per thread: a record queued twice is never run twice at once.
         worker = f"{self.worker_id}:{threading.get_ident()}"
-        rec = self.store.claim_callback(record_id, worker, force=force)
+        rec = self.store.claim_callback(
+            record_id, worker, lease_seconds=self.lease_seconds, force=force
+        )
         if rec is None:
             return None
         started = time.perf_counter()
@@ -1173,7 +1188,7 @@ class CallbackService:
         done = self.process(record_id, force=force)
         if done is None:
             held = self.store.get_callback(record_id)
-            until = (held.claimed_at or self.now()) + DEFAULT_LEASE_SECONDS
+            until = (held.claimed_at or self.now()) + self.lease_seconds
             wait = max(0, int(until - self.now()))
             return RetryOutcome(
                 held,

@@ -22,6 +22,11 @@ from typing import Any, Final
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
 from qywx_cli.core.sealing import KEY_ENV, NO_KEYS, OLD_KEY_ENV, Keyring, SecretKey
+from qywx_cli.core.store.records import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_LEASE_SECONDS,
+    MIN_LEASE_SECONDS,
+)
 from qywx_cli.core.urls import split_url
 
 __all__ = ["CONFIG_FILE", "DEFAULT_API_BASE", "Settings", "load_settings"]
@@ -36,6 +41,7 @@ _KNOWN_KEYS = {
     "provider_corp_id",
     "max_clock_skew",
     "retention_days",
+    "lease_seconds",
     "provider_token",
     "provider_encoding_aes_key",
     "strict",
@@ -91,6 +97,11 @@ class Settings:
     #: ``qywx serve`` prunes finished callback records older than this many days (None:
     #: keep every record); received and failed ones stay until handled
     retention_days: int | None = None
+    #: how long a worker's claim on a callback keeps other workers (and hosts) away
+    #: unless renewed (every :func:`.store.records.renew_interval` seconds while it
+    #: works), so a killed host's records are taken over after about this long. Every
+    #: host sharing a database must use the same value.
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
     config_file: Path | None = None
     #: the 系统事件接收URL's Token and EncodingAESKey (服务商后台 → 通用开发参数); with
     #: ``provider_corp_id`` they enable the ``/notify/provider`` route. Never in a repr.
@@ -295,6 +306,17 @@ def load_settings(
             f"{str(retention)[:40]!r}"
         )
 
+    lease = data.get("lease_seconds", DEFAULT_LEASE_SECONDS)
+    if (
+        not isinstance(lease, (int, float))
+        or isinstance(lease, bool)
+        or not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS
+    ):
+        raise ConfigError(
+            f"{path}: lease_seconds must be a number of seconds from {MIN_LEASE_SECONDS:g} "
+            f"to {MAX_LEASE_SECONDS:g}, not {str(lease)[:40]!r}"
+        )
+
     table = data.get("serve")
     serve_table: dict[str, Any] = table if isinstance(table, dict) else {}
     if "strict" in data and "strict" in serve_table and data["strict"] != serve_table["strict"]:
@@ -357,6 +379,7 @@ def load_settings(
         provider_corp_id=provider,
         max_clock_skew=skew,
         retention_days=retention,
+        lease_seconds=float(lease),
         config_file=path if path.is_file() else None,
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,

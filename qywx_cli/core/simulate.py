@@ -61,6 +61,7 @@ from qywx_cli.core.events import (
     build_provider_event_xml,
     parse_event,
 )
+from qywx_cli.core.tls import client_ssl_context
 from qywx_cli.core.urls import split_url
 
 if TYPE_CHECKING:
@@ -622,6 +623,7 @@ def make_client(concurrency: int = 1, http_timeout: float = DEFAULT_HTTP_TIMEOUT
         limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
         trust_env=False,
         follow_redirects=False,
+        verify=client_ssl_context(trust_env=False),
     )
 
 

@@ -401,6 +401,54 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
         service.close()
 
 
+def test_a_shorter_lease_from_the_settings_hands_a_dead_workers_claim_over_sooner(
+    auths: Path, tmp_path: Path
+) -> None:
+    """qywx.toml's lease_seconds replaces the 10 s default for claiming, for the wait
+    ``retry`` reports, and for the renewal and sweep intervals (the same share of it)."""
+    clock = [time.time()]
+    db = tmp_path / "lease.db"
+    inst = next(i for i in load_instances(auths) if i.name == "QywxProxyCompanyA")
+    env = inst.crypto().encrypt_msg(
+        ev.build_event_xml("suite_ticket", suite_id=inst.suite_id),
+        inst.suite_id,
+        str(int(clock[0])),
+        "79",
+    )
+    store = Store(db, now=lambda: clock[0])
+    rec = store.record_callback(
+        instance=inst.name,
+        kind="command",
+        info_type="suite_ticket",
+        suite_id=inst.suite_id,
+        corp_id=None,
+        msg_signature=env.msg_signature,
+        timestamp=env.timestamp,
+        nonce=env.nonce,
+        envelope=env.request_xml(inst.suite_id),
+        content_key="lease",
+    )
+    assert store.claim_callback(rec.id, "a-worker-that-was-killed") is not None
+    service = CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API, lease_seconds=4.0),
+        store=store,
+        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
+        instances=[inst],
+        now=lambda: clock[0],
+        background=False,
+    )
+    try:
+        assert (service.lease_seconds, service.rescan_interval) == (4.0, 1.2)
+        clock[0] += 3
+        held = service.retry(rec.id)
+        assert not held.ran and "claim expires in 1 s" in held.reason
+        clock[0] += 1.5  # past the 4 s lease, well within the default 10 s
+        done = service.retry(rec.id)
+        assert done.ran and done.record.status == "processed"
+    finally:
+        service.close()
+
+
 def test_an_auth_code_spent_by_a_killed_attempt_fails_with_what_names_the_install(
     auths: Path, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from qywx_cli.core.errors import ConfigError, UsageError
 from qywx_cli.core.settings import DEFAULT_API_BASE, load_settings
+from qywx_cli.core.store import DEFAULT_LEASE_SECONDS
 
 
 def toml(folder: Path, text: str) -> Path:
@@ -97,6 +98,14 @@ def test_retention_days_is_off_unless_set(tmp_path: Path) -> None:
     assert load_settings(config=conf, env={}, cwd=tmp_path).retention_days == 30
 
 
+def test_lease_seconds_is_the_claim_lease_unless_set(tmp_path: Path) -> None:
+    assert load_settings(env={}, cwd=tmp_path).lease_seconds == DEFAULT_LEASE_SECONDS == 10
+    conf = toml(tmp_path, "lease_seconds = 2.5\n")
+    assert load_settings(config=conf, env={}, cwd=tmp_path).lease_seconds == 2.5
+    conf = toml(tmp_path, "lease_seconds = 60\n")
+    assert load_settings(config=conf, env={}, cwd=tmp_path).lease_seconds == 60.0
+
+
 def test_missing_config_flag_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="config file not found"):
         load_settings(config=tmp_path / "nope.toml", env={}, cwd=tmp_path)
@@ -122,6 +131,11 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
         ('retention_days = "30d"\n', {}, "retention_days must be a whole number of days"),
         ("retention_days = 7.5\n", {}, "retention_days must be a whole number of days"),
         ("retention_days = true\n", {}, "retention_days must be a whole number of days"),
+        ("lease_seconds = 0.5\n", {}, "lease_seconds must be a number of seconds from 1"),
+        ("lease_seconds = 3601\n", {}, "lease_seconds must be a number of seconds from 1"),
+        ('lease_seconds = "10"\n', {}, "lease_seconds must be a number of seconds from 1"),
+        ("lease_seconds = true\n", {}, "lease_seconds must be a number of seconds from 1"),
+        ("lease_seconds = nan\n", {}, "lease_seconds must be a number of seconds from 1"),
         ('provider_corp_id = "ww 1"\n', {}, "provider_corp_id must be a corp id"),
         ("", {"QYWX_PROVIDER_CORP_ID": "a/b"}, "QYWX_PROVIDER_CORP_ID must be a corp id"),
     ],

@@ -14,7 +14,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from tests.helpers import QYWX, qywx_env
+from tests.helpers import QYWX, LoopbackWeCom, loopback_fake, qywx_env
 
 _T = TypeVar("_T")
 
@@ -74,18 +74,30 @@ def env(auths: Path, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def fake_wecom(env: dict[str, str], tmp_path: Path) -> Iterator[Proc]:
-    proc = Proc(["fake-wecom", "--port", "0"], env, tmp_path)
-    env["QYWX_API_BASE"] = proc.url + "/cgi-bin"
-    yield proc
-    proc.stop()
+def fake_wecom(env: dict[str, str]) -> Iterator[LoopbackWeCom]:
+    """The WeCom ``qywx serve`` talks to: a FakeWeCom served from the test process
+    (tests of the ``qywx fake-wecom`` command start that process themselves)."""
+    with loopback_fake() as fake:
+        env["QYWX_API_BASE"] = fake.api_base
+        yield fake
 
 
 @pytest.fixture
-def server(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> Iterator[Proc]:
+def server(env: dict[str, str], tmp_path: Path, fake_wecom: object) -> Iterator[Proc]:
     proc = Proc(["serve", "--port", "0", "--threads", "4"], env, tmp_path)
     yield proc
     proc.stop()
+
+
+SHORT_LEASE_SECONDS = 4
+"""The claim lease of the tests that wait for a killed host's claims to lapse: the
+default 10 s made each of them wait 10-13 s. Renewed every 1.2 s by a live host."""
+
+
+def short_lease(root: Path) -> None:
+    """Write ``root/qywx.toml`` with :data:`SHORT_LEASE_SECONDS`, for processes that run in
+    ``root`` (qywx reads qywx.toml from its working folder)."""
+    (root / "qywx.toml").write_text(f"lease_seconds = {SHORT_LEASE_SECONDS}\n", encoding="utf-8")
 
 
 def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, interval: float = 0.05) -> _T:

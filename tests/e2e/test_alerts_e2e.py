@@ -11,7 +11,7 @@ import pytest
 from qywx_cli.core.config import find_instance
 from qywx_cli.core.store import open_store
 from tests.e2e.conftest import Proc, http, wait_for
-from tests.helpers import Receiver, WeComRequests, dead_url, serving
+from tests.helpers import LoopbackWeCom, Receiver, WeComRequests, dead_url, serving
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 def _failing_create_auths(
-    proc: Proc, fake: Proc, wecom: WeComRequests, client: httpx.Client, count: int
+    proc: Proc, fake: LoopbackWeCom, wecom: WeComRequests, client: httpx.Client, count: int
 ) -> list[str]:
     fault = {"api": "get_permanent_code", "errcode": 40084, "count": count}
     assert client.post(f"{fake.url}/fake/faults", json=fault).json()["errcode"] == 0
@@ -49,7 +49,7 @@ def test_one_alert_per_incident(
     env: dict[str, str],
     tmp_path: Path,
     auths: Path,
-    fake_wecom: Proc,
+    fake_wecom: LoopbackWeCom,
 ) -> None:
     r, url = receiver
     hook = f"{url}/alerts?key=e2e-secret-key"
@@ -67,7 +67,7 @@ def test_one_alert_per_incident(
 
 
 def test_a_dead_webhook_changes_nothing_for_callbacks(
-    env: dict[str, str], tmp_path: Path, auths: Path, fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, auths: Path, fake_wecom: LoopbackWeCom
 ) -> None:
     proc = Proc(
         ["serve", "--port", "0", "--alert-webhook", dead_url() + "?key=dead-secret-key"],
@@ -96,7 +96,7 @@ def test_an_app_not_online_is_alerted_once(
     env: dict[str, str],
     tmp_path: Path,
     auths: Path,
-    fake_wecom: Proc,
+    fake_wecom: LoopbackWeCom,
 ) -> None:
     """A corp installs an app the provider has not published: one alert, at once (the
     handled create_auth wakes the monitor; its own tick is a minute away)."""

@@ -1,4 +1,4 @@
-"""simulate-callback and decrypt against a real `qywx serve` + `qywx fake-wecom` on loopback."""
+"""simulate-callback and decrypt against a real `qywx serve` and a FakeWeCom on loopback."""
 
 from __future__ import annotations
 
@@ -32,10 +32,18 @@ def test_qywx_serve_passes_every_devtools_check(
 ) -> None:
     url = f"{server.url}/notify/QywxProxyTemp"
 
+    def handled() -> bool:
+        with Store(env["QYWX_DB"]) as store:
+            return all(r.status != "received" for r in store.list_callbacks(limit=1000))
+
     for event in EVENT_NAMES:
         doc = simulate_json(env, tmp_path, url, "--event", event)
         assert doc["ok"] and doc["verdict"] == "ok", (event, doc["reason"])
         assert doc["response"] == {**doc["response"], "status": 200, "body": "success"}
+        # One at a time, as WeCom sends them: change_auth comes for an installed corp, so
+        # the create_auth before it must have been handled (the server's workers would
+        # otherwise be free to take the two in either order).
+        assert wait_for(handled), event
 
     handshake = simulate_json(env, tmp_path, url, "--verify-url")
     assert handshake["ok"] and handshake["response"]["body"] == handshake["request"]["plaintext"]

@@ -1,4 +1,5 @@
-"""`qywx doctor` against real `qywx serve` + `qywx fake-wecom`: green, then each way it breaks."""
+"""`qywx doctor` against a real `qywx serve` and a FakeWeCom on loopback: green, then each
+way it breaks."""
 
 from __future__ import annotations
 

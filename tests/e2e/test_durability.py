@@ -30,6 +30,7 @@ from benchmarks.durability import (
     wait_until,
 )
 from qywx_cli.core.config import find_instance
+from tests.e2e.conftest import short_lease
 
 
 def mode(path: Path) -> int:
@@ -143,6 +144,7 @@ def test_installations_survive_kill_9_with_a_slow_wecom_and_a_dead_host_is_taken
     finishes a dead host's claimed installs. Nothing here is timed against a limit."""
     from benchmarks.durability_auth import options, run
 
+    short_lease(tmp_path)  # --keep makes tmp_path the servers' working folder
     result = run(
         options(
             [

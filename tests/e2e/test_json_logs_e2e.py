@@ -9,7 +9,7 @@ import pytest
 
 from qywx_cli.core.config import find_instance
 from tests.e2e.conftest import Proc, http, wait_for
-from tests.helpers import SAMPLE_SECRETS, WeComRequests
+from tests.helpers import SAMPLE_SECRETS, LoopbackWeCom, WeComRequests
 
 
 def _lines(proc: Proc) -> list[dict[str, object]]:
@@ -23,7 +23,7 @@ def _lines(proc: Proc) -> list[dict[str, object]]:
 
 @pytest.mark.parametrize("where", ["flag", "qywx.toml"])
 def test_access_and_event_lines_are_json_without_secrets(
-    where: str, env: dict[str, str], tmp_path: Path, auths: Path, fake_wecom: Proc
+    where: str, env: dict[str, str], tmp_path: Path, auths: Path, fake_wecom: LoopbackWeCom
 ) -> None:
     args = ["serve", "--port", "0", "--threads", "4", "--verbose"]
     if where == "flag":

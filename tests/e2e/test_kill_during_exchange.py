@@ -1,7 +1,7 @@
 """kill -9 while an installation's AuthCode is being exchanged.
 
-Real processes on loopback: ``qywx fake-wecom`` and ``qywx serve`` on one SQLite file
-(or, for a second host taking over, one PostgreSQL database too).
+Real ``qywx serve`` processes on loopback on one SQLite file (or, for a second host
+taking over, one PostgreSQL database too), and a FakeWeCom served by the test.
 The fake *holds* the create_auth's ``service/v2/get_permanent_code`` and says so in
 ``/fake/state``; the server is killed with SIGKILL exactly then, never after a guessed
 sleep. Then the restarted server (or a second host on the same database, already
@@ -40,7 +40,7 @@ import pytest
 from qywx_cli.core import events as ev
 from qywx_cli.core.service import RECOVERY_40078
 from qywx_cli.core.store import CallbackRecord, Store
-from tests.e2e.conftest import Proc, wait_for
+from tests.e2e.conftest import Proc, short_lease, wait_for
 from tests.e2e.test_hardening import Edge
 from tests.helpers import qywx_env, run_qywx
 
@@ -52,6 +52,7 @@ class World(Edge):
     """The hardening suite's server and fake, plus the host(s) that take over."""
 
     def __init__(self, root: Path, db_url: str | None = None) -> None:
+        short_lease(root)  # the take-over waits for the lease, not 10 s of it
         super().__init__(root, db_url=db_url)
         self.others: list[Proc] = []
 

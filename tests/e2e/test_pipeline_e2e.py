@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, http, wait_for
@@ -102,6 +104,16 @@ def post(
         content=body,
         headers={"Content-Type": "text/xml"},
     )
+
+
+@pytest.fixture
+def fake_wecom(env: dict[str, str], tmp_path: Path) -> Iterator[Proc]:
+    """WeCom's side as a user runs it here: the ``qywx fake-wecom`` command (the other
+    modules serve a FakeWeCom from the test process)."""
+    proc = Proc(["fake-wecom", "--port", "0"], env, tmp_path)
+    env["QYWX_API_BASE"] = proc.url + "/cgi-bin"
+    yield proc
+    proc.stop()
 
 
 def newest_id(env: dict[str, str]) -> int:

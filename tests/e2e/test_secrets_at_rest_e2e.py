@@ -9,7 +9,7 @@ from pathlib import Path
 from qywx_cli.core.sealing import Keyring, SecretKey, generate_key
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
-from tests.helpers import run_qywx
+from tests.helpers import LoopbackWeCom, run_qywx
 
 NAME = "QywxProxyTemp"
 CORP = "wwatrest000000001"
@@ -27,7 +27,7 @@ def install(env: dict[str, str], url: str) -> None:
 
 
 def test_without_a_key_serve_warns_once(
-    env: dict[str, str], tmp_path: Path, fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom
 ) -> None:
     server = serve(env, tmp_path)
     try:
@@ -50,7 +50,7 @@ def test_without_a_key_serve_warns_once(
 
 
 def test_with_a_key_the_install_is_sealed_from_the_start(
-    env: dict[str, str], tmp_path: Path, fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom
 ) -> None:
     keyed = dict(env, QYWX_SECRET_KEY=KEY)
     keys = Keyring(SecretKey.parse(KEY))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,13 @@ import pytest
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, http, wait_for
 from tests.helpers import (
+    SAMPLES,
+    LoopbackWeCom,
     assert_one_line_error,
     auth_config,
     independent_encrypt,
+    loopback_fake,
+    qywx_env,
     run_qywx,
     sha1_sign,
 )
@@ -52,7 +58,7 @@ def records(env: dict[str, str]) -> list:  # type: ignore[type-arg]
 
 
 def test_handshake_with_the_official_vector(
-    env: dict[str, str], tmp_path: Path, vectors: list[dict[str, str]], fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, vectors: list[dict[str, str]], fake_wecom: LoopbackWeCom
 ) -> None:
     v = next(x for x in vectors if x["kind"] == "verify_url" and "query" in x)
     folder = Path(env["QYWX_AUTHS"]) / "VectorCorp"
@@ -115,6 +121,23 @@ def test_bare_notify_routes_by_signature(server: Proc, env: dict[str, str]) -> N
     assert wait_for(lambda: [x.instance for x in records(env)]) == ["QywxProxyCompanyB"]
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """One server for the tests that only read its answers to their own requests (what
+    they leave in the database or log is not looked at): started once per worker that
+    runs them, not once per test."""
+    root = tmp_path_factory.mktemp("serve")
+    shutil.copytree(SAMPLES, root / "auths")
+    env = qywx_env(QYWX_AUTHS=str(root / "auths"), QYWX_DB=str(root / "qywx.db"))
+    with loopback_fake() as fake:
+        env["QYWX_API_BASE"] = fake.api_base
+        proc = Proc(["serve", "--port", "0", "--threads", "4"], env, root)
+        try:
+            yield proc
+        finally:
+            proc.stop()
+
+
 BOMB = (
     b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;'
     b'&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;">]><xml><Encrypt>&c;</Encrypt></xml>'
@@ -137,14 +160,14 @@ XXE = (
     ],
 )
 def test_hostile_bodies_get_4xx_and_server_stays_healthy(
-    server: Proc, body: bytes, status: int
+    shared_server: Proc, body: bytes, status: int
 ) -> None:
     q = "msg_signature=0123456789abcdef0123456789abcdef01234567&timestamp=1&nonce=2"
     with http() as client:
-        r = client.post(f"{server.url}/notify/QywxProxyTemp?{q}", content=body)
+        r = client.post(f"{shared_server.url}/notify/QywxProxyTemp?{q}", content=body)
         assert r.status_code == status
         assert "Traceback" not in r.text and "root:" not in r.text
-        assert client.get(f"{server.url}/healthz").json()["ok"] is True
+        assert client.get(f"{shared_server.url}/healthz").json()["ok"] is True
 
 
 def test_bad_signature_and_oversize_and_methods(server: Proc, env: dict[str, str]) -> None:
@@ -190,7 +213,9 @@ def test_stale_and_wrong_receive_id_are_refused_and_logged(
     assert sorted(x.status for x in records(env)) == ["rejected", "rejected"]
 
 
-def test_sigterm_stops_cleanly(env: dict[str, str], tmp_path: Path, fake_wecom: Proc) -> None:
+def test_sigterm_stops_cleanly(
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom
+) -> None:
     server = Proc(["serve", "--port", "0"], env, tmp_path)
     assert server.stop(signal.SIGTERM) == 0
     assert "Traceback" not in server.log
@@ -221,7 +246,7 @@ def test_bad_listen_options_are_usage_errors(
 
 
 def test_access_log_shows_refusals_always_and_accepted_with_verbose(
-    env: dict[str, str], tmp_path: Path, fake_wecom: Proc
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom
 ) -> None:
     cfg = auth_config(Path(env["QYWX_AUTHS"]))
     for verbose in (False, True):

@@ -1,7 +1,7 @@
 """Several ``qywx serve`` hosts on one PostgreSQL database, as behind a load balancer.
 
-Real processes on loopback: two (or three) ``qywx serve`` and one ``qywx fake-wecom``,
-a fresh database on the session's PostgreSQL server. Callbacks are built here with an
+Real processes on loopback: two (or three) ``qywx serve`` on a fresh database on the
+session's PostgreSQL server, and a FakeWeCom served by the test. Callbacks are built here with an
 independent WXBizMsgCrypt (``tests.helpers``: the ``cryptography`` package and
 hand-written XML), not with qywx's own code.
 """
@@ -22,8 +22,16 @@ import httpx
 import pytest
 
 from qywx_cli.core.store import CallbackRecord, Store
-from tests.e2e.conftest import Proc, http, wait_for
-from tests.helpers import auth_config, independent_encrypt, qywx_env, run_qywx, sha1_sign
+from tests.e2e.conftest import Proc, http, short_lease, wait_for
+from tests.helpers import (
+    LoopbackWeCom,
+    auth_config,
+    independent_encrypt,
+    loopback_fake,
+    qywx_env,
+    run_qywx,
+    sha1_sign,
+)
 from tests.pgserver import PgServer
 
 INSTANCE = "QywxProxyTemp"
@@ -93,7 +101,7 @@ def post(client: httpx.Client, url: str, d: Delivery) -> httpx.Response:
 class Cluster:
     env: dict[str, str]
     url: str
-    fake: Proc
+    fake: LoopbackWeCom
     hosts: list[Proc]
     wecom: Wecom
     root: Path
@@ -115,17 +123,16 @@ class Cluster:
 @pytest.fixture
 def cluster(auths: Path, tmp_path: Path, pg_url: str) -> Iterator[Cluster]:
     env = qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=pg_url)
-    fake = Proc(["fake-wecom", "--port", "0"], env, tmp_path)
-    env["QYWX_API_BASE"] = fake.url + "/cgi-bin"
-    c = Cluster(env, pg_url, fake, [], Wecom(auths), tmp_path)
-    try:
-        c.start_host()
-        c.start_host()
-        yield c
-    finally:
-        for host in c.hosts:
-            host.stop()
-        fake.stop()
+    with loopback_fake() as fake:
+        env["QYWX_API_BASE"] = fake.api_base
+        c = Cluster(env, pg_url, fake, [], Wecom(auths), tmp_path)
+        try:
+            c.start_host()
+            c.start_host()
+            yield c
+        finally:
+            for host in c.hosts:
+                host.stop()
 
 
 def _both_at_once(client: httpx.Client, urls: list[str], d: Delivery) -> list[httpx.Response]:
@@ -269,6 +276,7 @@ def test_a_dead_hosts_claim_is_taken_over_within_seconds(cluster: Cluster) -> No
             content_key="dead-claim",
         )
         assert s.claim_callback(rec.id, "deadhost:1") is not None
+    short_lease(c.root)  # the new host's working folder: the lapse takes 4 s, not 10
     started = time.monotonic()
     c.start_host()
 

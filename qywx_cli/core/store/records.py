@@ -43,7 +43,9 @@ __all__ = [
     "ID_KINDS",
     "LEASE_RENEW_SECONDS",
     "MAX_CIPHERTEXT",
+    "MAX_LEASE_SECONDS",
     "MAX_STORED_ERROR",
+    "MIN_LEASE_SECONDS",
     "NONE_LABEL",
     "PRUNABLE_STATUSES",
     "RECORDABLE_STATUSES",
@@ -62,6 +64,7 @@ __all__ = [
     "SecretsAtRest",
     "SuiteTicket",
     "UnlicensedMember",
+    "renew_interval",
 ]
 
 CALLBACK_KINDS: Final = frozenset({"command", "data", "verify"})
@@ -116,6 +119,16 @@ WeCom call, and a killed host's records come back to the others within seconds."
 LEASE_RENEW_SECONDS: Final = 3.0
 """How often a working worker renews its claims: under a third of the lease, so two
 renewals may be late (a busy database, a pause) before another worker may take over."""
+MIN_LEASE_SECONDS: Final = 1.0
+MAX_LEASE_SECONDS: Final = 3600.0
+"""The range of qywx.toml's ``lease_seconds``, which replaces :data:`DEFAULT_LEASE_SECONDS`."""
+
+
+def renew_interval(lease_seconds: float) -> float:
+    """How often claims of ``lease_seconds`` are renewed (and pending records looked
+    for): the same share of the lease as :data:`LEASE_RENEW_SECONDS` of the default."""
+    return lease_seconds * LEASE_RENEW_SECONDS / DEFAULT_LEASE_SECONDS
+
 
 SUITE_TICKET_HISTORY: Final = 20
 """Tickets kept per suite: a few hours of pushes (one every ~10 min, §3.1), for forensics."""

@@ -26,6 +26,7 @@ import httpx
 from qywx_cli.core.errors import UsageError, WeComAPIError, WeComTransportError
 from qywx_cli.core.masking import mask
 from qywx_cli.core.observe import NOOP, Observer
+from qywx_cli.core.tls import client_ssl_context
 from qywx_cli.core.urls import split_url
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin"
@@ -221,6 +222,7 @@ class Http:
             transport=transport,
             timeout=timeout,
             headers={"Accept": "application/json"},
+            verify=client_ssl_context(),
         )
 
     def close(self) -> None:
