@@ -456,6 +456,18 @@ class _Signals:
                 loop.call_soon_threadsafe(stop)
 
 
+def _run_loop(main: Any) -> None:
+    """Run ``main`` on uvloop when it is installed (it is, with qywx, on Linux and macOS):
+    its loop schedules and wakes in C, 8 % less CPU per callback than asyncio's own in
+    benchmarks/README.md; else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def serve_granian(
     notify: NotifyApp,
     wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
@@ -578,4 +590,4 @@ def _serve_granian(
 
     logging.getLogger("_granian").setLevel(logging.WARNING)
     logging.getLogger("granian").setLevel(logging.ERROR)
-    asyncio.run(main())
+    _run_loop(main())
