@@ -300,14 +300,7 @@ def _environ(r: Request) -> dict[str, Any]:
 
 
 def _call(app: Any, r: Request) -> int:
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": f"/notify/{INSTANCE}",
-        "QUERY_STRING": f"msg_signature={r.msg_signature}&timestamp={r.timestamp}&nonce={r.nonce}",
-        "CONTENT_LENGTH": str(len(r.body)),
-        "wsgi.input": io.BytesIO(r.body),
-        "REMOTE_ADDR": "127.0.0.1",
-    }
+    environ = _environ(r)
     seen: list[str] = []
     b"".join(app(environ, lambda status, headers, exc_info=None: seen.append(status)))
     return int(seen[0].split()[0])

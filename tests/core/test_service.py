@@ -16,7 +16,7 @@ from qywx_cli.core.errors import RecordNotFound, WeComAPIError
 from qywx_cli.core.fakewecom import FakeWeCom
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, Store
+from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store
 from qywx_cli.core.store.records import FOLD_AFTER, MAX_CIPHERTEXT
 from qywx_cli.core.wecom import WeComClient
 from tests.helpers import encrypt_of
@@ -351,18 +351,17 @@ def test_retry_skip_reason_matches_retry(world: World) -> None:
     assert CallbackService.retry_skip_reason(done, force=True) == ""
 
 
-def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
-    auths: Path, tmp_path: Path
-) -> None:
-    """No restart needed: the running service re-queues a record whose claimant died."""
-    clock = [time.time()]
-    db = tmp_path / "sweep.db"
+def _held_by_a_dead_worker(
+    auths: Path, db: Path, clock: list[float], *, nonce: str, content_key: str
+) -> tuple[AuthInstance, CallbackRecord]:
+    """A suite_ticket of QywxProxyCompanyA recorded in ``db`` and claimed by a worker
+    that then died (nobody renews its lease)."""
     inst = next(i for i in load_instances(auths) if i.name == "QywxProxyCompanyA")
     env = inst.crypto().encrypt_msg(
         ev.build_event_xml("suite_ticket", suite_id=inst.suite_id),
         inst.suite_id,
         str(int(clock[0])),
-        "77",
+        nonce,
     )
     with Store(db, now=lambda: clock[0]) as store:
         rec = store.record_callback(
@@ -375,9 +374,19 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
             timestamp=env.timestamp,
             nonce=env.nonce,
             envelope=env.request_xml(inst.suite_id),
-            content_key="k",
+            content_key=content_key,
         )
         assert store.claim_callback(rec.id, "a-worker-that-was-killed") is not None
+    return inst, rec
+
+
+def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
+    auths: Path, tmp_path: Path
+) -> None:
+    """No restart needed: the running service re-queues a record whose claimant died."""
+    clock = [time.time()]
+    db = tmp_path / "sweep.db"
+    inst, rec = _held_by_a_dead_worker(auths, db, clock, nonce="77", content_key="k")
     store = Store(db, now=lambda: clock[0])
     service = CallbackService(
         Settings(auths_dir=auths, db_path=db, api_base=API),
@@ -408,27 +417,8 @@ def test_a_shorter_lease_from_the_settings_hands_a_dead_workers_claim_over_soone
     ``retry`` reports, and for the renewal and sweep intervals (the same share of it)."""
     clock = [time.time()]
     db = tmp_path / "lease.db"
-    inst = next(i for i in load_instances(auths) if i.name == "QywxProxyCompanyA")
-    env = inst.crypto().encrypt_msg(
-        ev.build_event_xml("suite_ticket", suite_id=inst.suite_id),
-        inst.suite_id,
-        str(int(clock[0])),
-        "79",
-    )
+    inst, rec = _held_by_a_dead_worker(auths, db, clock, nonce="79", content_key="lease")
     store = Store(db, now=lambda: clock[0])
-    rec = store.record_callback(
-        instance=inst.name,
-        kind="command",
-        info_type="suite_ticket",
-        suite_id=inst.suite_id,
-        corp_id=None,
-        msg_signature=env.msg_signature,
-        timestamp=env.timestamp,
-        nonce=env.nonce,
-        envelope=env.request_xml(inst.suite_id),
-        content_key="lease",
-    )
-    assert store.claim_callback(rec.id, "a-worker-that-was-killed") is not None
     service = CallbackService(
         Settings(auths_dir=auths, db_path=db, api_base=API, lease_seconds=4.0),
         store=store,
