@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import io
 import logging
 import signal
@@ -374,11 +373,9 @@ def _free_port(host: str, port: int) -> int:
             probe.bind((host, port))
             return int(probe.getsockname()[1])
     except OSError as exc:
-        why = exc.strerror or str(exc)
-        hint = (
-            "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
-        )
-        raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
+        from qywx_cli.core.httpserver import listen_error
+
+        raise listen_error(host, port, exc) from None
 
 
 def _raise_stopped(serving: asyncio.Future[Any], host: str, port: int) -> None:
@@ -487,107 +484,76 @@ def serve_granian(
     signals = _Signals()
     signals.install()
     try:
-        _serve_granian(
-            notify,
-            wsgi,
-            host=host,
-            port=port,
-            threads=threads,
-            banner=banner,
-            on_closing=on_closing,
-            max_body=max_body,
-            limits=limits,
-            signals=signals,
-        )
+        from granian.constants import HTTPModes, Interfaces
+        from granian.http import HTTP1Settings
+        from granian.server.embed import Server
+
+        from qywx_cli.core.httpserver import check_server_args, fit_descriptors
+
+        check_server_args(limits, threads, port)
+        host = _listen_address(host, port)
+        port = _free_port(host, port)
+        connections = fit_descriptors(limits.connection_limit)
+        store = notify.service.store
+        # SQLite: the loop answers /notify and one writer commits the batches; its reads (a
+        # corp's auth for a data callback) are on a connection of their own, local and
+        # short. Other backends: each /notify request on the pool, as under waitress: their
+        # reads are network round trips the loop must not wait for, and PostgreSQL groups
+        # concurrent commits into one WAL flush by itself.
+        in_loop = store.backend == "sqlite"
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            writer = RecordWriter(store, loop) if in_loop else None
+            pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qywx-http")
+            app = EdgeApp(notify, wsgi, writer, max_body=max_body, limits=limits, pool=pool)
+            server = Server(
+                app,
+                address=host,
+                port=port,
+                interface=Interfaces.RSGI,
+                http=HTTPModes.http1,
+                websockets=False,
+                backlog=1024,
+                backpressure=connections,
+                http1_settings=HTTP1Settings(
+                    header_read_timeout=int(limits.header_timeout * 1000), keep_alive=True
+                ),
+                log_enabled=False,
+            )
+
+            sweeper = asyncio.ensure_future(app.sweep())
+
+            stopped = False
+
+            def stop() -> None:
+                nonlocal stopped
+                if not stopped:
+                    stopped = True
+                    on_closing()
+                    server.stop()  # type: ignore[no-untyped-call]
+
+            signals.attach(loop, stop)
+            serving = asyncio.ensure_future(server.serve())
+            try:
+                await _accepting(serving, host, port)
+                banner(f"http://{host}:{port}")
+                try:
+                    await serving
+                except Exception:
+                    _raise_stopped(serving, host, port)
+            finally:
+                signals.detach()
+                sweeper.cancel()
+                if writer is not None:
+                    await loop.run_in_executor(None, writer.close)
+                pool.shutdown(wait=True)
+
+        logging.getLogger("_granian").setLevel(logging.WARNING)
+        logging.getLogger("granian").setLevel(logging.ERROR)
+        _run_loop(main())
     finally:
         try:
             on_stop()
         finally:
             signals.restore()
-
-
-def _serve_granian(
-    notify: NotifyApp,
-    wsgi: Callable[[dict[str, Any], Any], Iterable[bytes]],
-    *,
-    host: str,
-    port: int,
-    threads: int,
-    banner: Callable[[str], None],
-    on_closing: Callable[[], None],
-    max_body: int,
-    limits: ServerLimits,
-    signals: _Signals,
-) -> None:
-    from granian.constants import HTTPModes, Interfaces
-    from granian.http import HTTP1Settings
-    from granian.server.embed import Server
-
-    from qywx_cli.core.httpserver import fit_descriptors
-
-    limits.check()
-    if threads < 1 or threads > 256:
-        raise UsageError("--threads must be between 1 and 256")
-    if not 0 <= port <= 65535:
-        raise UsageError(f"--port must be between 0 and 65535, not {port}")
-    host = _listen_address(host, port)
-    port = _free_port(host, port)
-    connections = fit_descriptors(limits.connection_limit)
-    store = notify.service.store
-    # SQLite: the loop answers /notify and one writer commits the batches; its reads (a
-    # corp's auth for a data callback) are on a connection of their own, local and
-    # short. Other backends: each /notify request on the pool, as under waitress: their
-    # reads are network round trips the loop must not wait for, and PostgreSQL groups
-    # concurrent commits into one WAL flush by itself.
-    in_loop = store.backend == "sqlite"
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        writer = RecordWriter(store, loop) if in_loop else None
-        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="qywx-http")
-        app = EdgeApp(notify, wsgi, writer, max_body=max_body, limits=limits, pool=pool)
-        server = Server(
-            app,
-            address=host,
-            port=port,
-            interface=Interfaces.RSGI,
-            http=HTTPModes.http1,
-            websockets=False,
-            backlog=1024,
-            backpressure=connections,
-            http1_settings=HTTP1Settings(
-                header_read_timeout=int(limits.header_timeout * 1000), keep_alive=True
-            ),
-            log_enabled=False,
-        )
-
-        sweeper = asyncio.ensure_future(app.sweep())
-
-        stopped = False
-
-        def stop() -> None:
-            nonlocal stopped
-            if not stopped:
-                stopped = True
-                on_closing()
-                server.stop()  # type: ignore[no-untyped-call]
-
-        signals.attach(loop, stop)
-        serving = asyncio.ensure_future(server.serve())
-        try:
-            await _accepting(serving, host, port)
-            banner(f"http://{host}:{port}")
-            try:
-                await serving
-            except Exception:
-                _raise_stopped(serving, host, port)
-        finally:
-            signals.detach()
-            sweeper.cancel()
-            if writer is not None:
-                await loop.run_in_executor(None, writer.close)
-            pool.shutdown(wait=True)
-
-    logging.getLogger("_granian").setLevel(logging.WARNING)
-    logging.getLogger("granian").setLevel(logging.ERROR)
-    _run_loop(main())

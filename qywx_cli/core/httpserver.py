@@ -33,7 +33,14 @@ from typing import Any, Final
 from qywx_cli.core.errors import ServerError, UsageError
 from qywx_cli.core.limits import DEFAULT_LIMITS, ServerLimits
 
-__all__ = ["DEFAULT_LIMITS", "ServerLimits", "create_server", "fit_descriptors"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ServerLimits",
+    "check_server_args",
+    "create_server",
+    "fit_descriptors",
+    "listen_error",
+]
 
 log = logging.getLogger("qywx.http")
 
@@ -120,6 +127,23 @@ def _channel_class(limits: ServerLimits) -> type:
     return TimedChannel
 
 
+def check_server_args(limits: ServerLimits, threads: int, port: int) -> None:
+    """What either HTTP server (waitress here, granian in :mod:`.edge`) refuses to
+    start with: UsageError, one line."""
+    limits.check()
+    if threads < 1 or threads > 256:
+        raise UsageError("--threads must be between 1 and 256")
+    if not 0 <= port <= 65535:  # the socket layer would silently take it modulo 65536
+        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+
+
+def listen_error(host: str, port: int, exc: OSError) -> ServerError:
+    """The one line for an address that cannot be listened on (a port in use, say)."""
+    why = exc.strerror or str(exc)
+    hint = "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
+    return ServerError(f"cannot listen on {host}:{port}: {why}{hint}")
+
+
 def create_server(
     app: Any,
     *,
@@ -137,11 +161,7 @@ def create_server(
     """
     from waitress.server import create_server as waitress_server
 
-    limits.check()
-    if threads < 1 or threads > 256:
-        raise UsageError("--threads must be between 1 and 256")
-    if not 0 <= port <= 65535:  # the socket layer would silently take it modulo 65536
-        raise UsageError(f"--port must be between 0 and 65535, not {port}")
+    check_server_args(limits, threads, port)
     connection_limit = fit_descriptors(limits.connection_limit)
     shortest = min(limits.channel_timeout, limits.header_timeout, limits.body_timeout)
     try:
@@ -162,11 +182,7 @@ def create_server(
             clear_untrusted_proxy_headers=True,
         )
     except OSError as exc:  # a port in use is the deployment's problem, not a usage error
-        why = exc.strerror or str(exc)
-        hint = (
-            "; stop what holds it or pick another --port" if exc.errno == errno.EADDRINUSE else ""
-        )
-        raise ServerError(f"cannot listen on {host}:{port}: {why}{hint}") from None
+        raise listen_error(host, port, exc) from None
     except ValueError:  # waitress: a --host that is not an address: the command line is wrong
         raise UsageError(f"cannot listen on {host}:{port}: not a valid host") from None
     server.channel_class = _channel_class(limits)
