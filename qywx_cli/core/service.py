@@ -59,23 +59,22 @@ from qywx_cli.core.errors import (
     WeComTransportError,
 )
 from qywx_cli.core.observe import Handled, Observer, Observers
-from qywx_cli.core.provider import read_app_status
 from qywx_cli.core.sealing import Verdict
 from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import (
     CallbackRecord,
-    CorpAuth,
     Store,
     open_store,
 )
 from qywx_cli.core.store.leases import LeaseKeeper
 from qywx_cli.core.store.records import MAX_CIPHERTEXT, MAX_STORED_ERROR, renew_interval
 from qywx_cli.core.store.rules import clip_error
-from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
 if TYPE_CHECKING:
     from qywx_cli.core.retention import PruneReport
+    from qywx_cli.core.store import CorpAuth
+    from qywx_cli.core.wecom import WeComClient
 
 __all__ = [
     "PROVIDER_ROUTE",
@@ -382,13 +381,8 @@ class CallbackService:
             if store is not None
             else open_store(settings.db_path, now=now, keys=settings.secret_keys)
         )
-        self.client = (
-            client
-            if client is not None
-            else WeComClient(
-                self.store, base_url=settings.api_base, now=now, observer=self.observer
-            )
-        )
+        self._client = client
+        self._client_lock = threading.Lock()
         #: instances found but not usable (name → first error) and errors across the
         #: loaded ones: ``qywx serve`` reports both, and ``--strict`` refuses to start
         self.not_loaded: dict[str, str] = {}
@@ -426,6 +420,30 @@ class CallbackService:
         self._health_lock = threading.Lock()
         self._health: tuple[float, dict[str, Any]] | None = None
         self._leases = LeaseKeeper(self.store, every=renew)
+
+    @property
+    def client(self) -> WeComClient:
+        """The WeCom API client, built on first use.
+
+        Most callbacks (every suite_ticket) never call WeCom, and the client costs a
+        server's start-up about a third of its CPU: httpx and its stack, the API
+        families' result types and a TLS context with the CA bundle. The first event
+        that needs WeCom pays that instead, once.
+        """
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    from qywx_cli.core.wecom import WeComClient
+
+                    self._client = WeComClient(
+                        self.store,
+                        base_url=self.settings.api_base,
+                        now=self.now,
+                        observer=self.observer,
+                    )
+                client = self._client
+        return client
 
     # -- lifecycle ----------------------------------------------------------------
     def start(self) -> int:
@@ -539,7 +557,8 @@ class CallbackService:
         if self._worker is not None:
             self._worker.stop()
         self._leases.close()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
         self.store.close()
 
     def __enter__(self) -> CallbackService:
@@ -1118,6 +1137,8 @@ class CallbackService:
 
     def _read_status(self, auth: CorpAuth) -> None:
         """Publish status is advice, not the install: a failed read is logged, not fatal."""
+        from qywx_cli.core.provider import read_app_status
+
         try:
             read_app_status(self.store, self.client, auth)
         except QywxError as exc:

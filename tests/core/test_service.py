@@ -547,3 +547,51 @@ def test_a_failed_record_written_by_schema_v5_is_retried_after_the_migration(
         assert world.store.get_corp_auth(CORP, world.inst.suite_id) is not None
     finally:
         world.service.close()
+
+
+_LAZY_CLIENT_PROBE = """
+import json, sys
+from pathlib import Path
+from qywx_cli.core.service import CallbackService
+from qywx_cli.core.settings import load_settings
+from tests.helpers import WeComRequests
+
+auths, db = Path(sys.argv[1]), Path(sys.argv[2])
+settings = load_settings(auths=auths, db=db, env={})
+with CallbackService(settings, background=False) as service:
+    push = WeComRequests(service.instances["QywxProxyTemp"]).suite_ticket("ticket-1")
+    answer = service.notify(**push.query, body=push.body, instance="QywxProxyTemp")
+    loaded = lambda: sorted(m for m in ("httpx", "qywx_cli.core.wecom") if m in sys.modules)
+    before = loaded()
+    same = service.client is service.client
+    print(json.dumps([answer.status, answer.body.decode(), before, loaded(), same]))
+"""
+
+
+def test_a_service_loads_the_wecom_client_only_when_an_event_needs_wecom(
+    auths: Path, tmp_path: Path
+) -> None:
+    """A server whose callbacks are suite_tickets never loads httpx or the API families
+    (a third of ``qywx serve``'s start-up CPU); the first use builds one client, kept.
+    A fresh interpreter, so what this test process imported does not count."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO, qywx_env
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LAZY_CLIENT_PROBE, str(auths), str(tmp_path / "qywx.db")],
+        env=qywx_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    status, body, before, after, same = json.loads(done.stdout)
+    assert (status, body) == (200, "success")
+    assert before == []
+    assert after == ["httpx", "qywx_cli.core.wecom"]
+    assert same is True
