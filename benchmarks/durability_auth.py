@@ -73,9 +73,10 @@ from benchmarks.durability import (  # noqa: E402
     wait_until,
 )
 from qywx_cli.core.config import find_instance  # noqa: E402
-from qywx_cli.core.service import RECOVERY_40078, RETRYING_MARK  # noqa: E402
+from qywx_cli.core.service import RECOVERY_40078  # noqa: E402
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store  # noqa: E402
 from qywx_cli.core.store.records import LEASE_RENEW_SECONDS  # noqa: E402
+from qywx_cli.core.store.rules import RETRYING_MARK  # noqa: E402
 
 V2 = "service/v2/get_permanent_code"
 SETTLE_TIMEOUT = 120.0

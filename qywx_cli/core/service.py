@@ -68,7 +68,7 @@ from qywx_cli.core.store import (
 )
 from qywx_cli.core.store.leases import LeaseKeeper
 from qywx_cli.core.store.records import MAX_CIPHERTEXT, MAX_STORED_ERROR, renew_interval
-from qywx_cli.core.store.rules import clip_error
+from qywx_cli.core.store.rules import RETRYING_MARK, clip_error
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
 if TYPE_CHECKING:
@@ -119,9 +119,6 @@ retried by the server itself for that long after the callback arrived."""
 
 TRANSIENT_ERRCODES = frozenset({-1, 45009, 45033})
 """WeCom's "system busy" and its rate limits: the same call a little later succeeds."""
-
-RETRYING_MARK = " (transient: retried automatically while the AuthCode is valid)"
-"""Appended to a failed record's error while the server itself will run it again."""
 
 RECOVERY_40078 = (
     "AuthCode already used or expired (WeCom 40078) and no permanent code was stored for "
@@ -939,18 +936,19 @@ class CallbackService:
         """A worker thread's run: only a record still waiting for one, ``received`` or
         failed with an automatic retry pending. A retry timer and a sweep may both queue
         the same record; once the first run has failed it for good (40078, say), the
-        second leaves it to ``qywx retry`` instead of running it again."""
-        rec = self.store.get_callback(record_id)
-        if rec.status == "failed" and not (rec.last_error or "").endswith(RETRYING_MARK):
-            return None
-        return self.process(record_id)
+        second leaves it to ``qywx retry`` instead of running it again. The claim itself
+        checks this, so no run can fail the record between the check and the claim."""
+        return self.process(record_id, automatic=True)
 
-    def process(self, record_id: int, *, force: bool = False) -> CallbackRecord | None:
-        """Run the handler of one recorded callback; None if another worker holds it."""
+    def process(
+        self, record_id: int, *, force: bool = False, automatic: bool = False
+    ) -> CallbackRecord | None:
+        """Run the handler of one recorded callback; None if another worker holds it, or
+        (``automatic``, the server's own runs) it has failed for good."""
         # One claimant per thread: a record queued twice is never run twice at once.
         worker = f"{self.worker_id}:{threading.get_ident()}"
         rec = self.store.claim_callback(
-            record_id, worker, lease_seconds=self.lease_seconds, force=force
+            record_id, worker, lease_seconds=self.lease_seconds, force=force, automatic=automatic
         )
         if rec is None:
             return None

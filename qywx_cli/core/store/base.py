@@ -243,6 +243,7 @@ class Store(abc.ABC):
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         force: bool = False,
+        automatic: bool = False,
     ) -> CallbackRecord | None:
         """Take record ``id`` for processing, or None if it is not claimable.
 
@@ -251,6 +252,11 @@ class Store(abc.ABC):
         last ``lease_seconds``. Decided in one statement, so of any number of threads,
         processes or hosts exactly one gets the record. Counts an attempt. The claimant
         may claim again (a renewal that counts an attempt).
+
+        ``automatic`` is a server's own run (its queue, a retry timer, a sweep): a
+        ``failed`` record is then claimable only while its error ends with
+        :data:`.rules.RETRYING_MARK`. That is checked in the same statement, so a run
+        queued twice cannot take a record another run has just failed for good.
         """
 
     @abc.abstractmethod

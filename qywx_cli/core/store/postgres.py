@@ -422,6 +422,8 @@ WITH claimed AS (
                   WHERE id = %(id)s AND status = ANY(%(statuses)s)
                     AND (claimed_by IS NULL OR claimed_by = %(worker)s
                          OR claimed_at <= %(expired)s)
+                    AND (NOT %(automatic)s OR status <> 'failed'
+                         OR right(last_error, %(mark_length)s) = %(mark)s)
                   FOR UPDATE SKIP LOCKED)
     RETURNING {_CALLBACK_COLUMNS}
 )
@@ -735,6 +737,7 @@ class PostgresStore(Store):
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         force: bool = False,
+        automatic: bool = False,
     ) -> CallbackRecord | None:
         rules.require(worker, "worker")
         rules.check_id(id)
@@ -747,6 +750,9 @@ class PostgresStore(Store):
                 "id": id,
                 "statuses": list(rules.claimable_statuses(force)),
                 "expired": now - lease_seconds,
+                "automatic": automatic,
+                "mark": rules.RETRYING_MARK,
+                "mark_length": len(rules.RETRYING_MARK),
             },
         )
         assert row is not None

@@ -193,6 +193,11 @@ def check_corp_auth_state(state: str) -> None:
         raise UsageError(f"corp auth state must be one of {sorted(CORP_AUTH_STATES)}")
 
 
+RETRYING_MARK: Final = " (transient: retried automatically while the AuthCode is valid)"
+"""Ends a failed record's error while the server itself will run it again; an automatic
+claim (:meth:`.base.Store.claim_callback`) takes a failed record only with it."""
+
+
 def claimable_statuses(force: bool) -> tuple[str, ...]:
     """``processed`` is claimable only for an operator's deliberate re-run (``force``)."""
     return (*CLAIMABLE_STATUSES, "processed") if force else CLAIMABLE_STATUSES

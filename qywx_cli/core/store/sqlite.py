@@ -501,6 +501,12 @@ _FOLD: Final = (
 )
 PRUNE_BATCH: Final = 2000
 """Records a prune deletes per transaction: short enough that recording never waits long."""
+_AUTOMATIC: Final = (
+    # An automatic claim's extra condition (claim_callback): a failed record only while its
+    # retry is pending, the mark ending its error. substr(x, -n) is x's last n characters.
+    f"AND (status != 'failed' OR substr(last_error, -{len(rules.RETRYING_MARK)}) = "
+    f"'{rules.RETRYING_MARK}') "
+)
 _PENDING: Final = (
     f"SELECT {_CALLBACK_COLUMNS} FROM callbacks WHERE status = 'received' AND {_OPEN} "
     f"AND (claimed_by IS NULL OR claimed_at <= ?) AND received_at <= ? {_OLDEST_FIRST} LIMIT ?"
@@ -990,6 +996,7 @@ class SQLiteStore(Store):
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         force: bool = False,
+        automatic: bool = False,
     ) -> CallbackRecord | None:
         """Take record ``id`` for processing, or None if it is not claimable.
 
@@ -1008,6 +1015,7 @@ class SQLiteStore(Store):
                 "UPDATE callbacks SET claimed_by = ?, claimed_at = ?, attempts = attempts + 1 "
                 f"WHERE id = ? AND status IN ({_placeholders(statuses)}) "
                 "AND (claimed_by IS NULL OR claimed_by = ? OR claimed_at <= ?) "
+                f"{_AUTOMATIC if automatic else ''}"
                 f"RETURNING {_CALLBACK_COLUMNS}",
                 (worker, now, id, *statuses, worker, now - lease_seconds),
             ).fetchone()

@@ -34,6 +34,7 @@ from qywx_cli.core.store import (
     SuiteTicket,
 )
 from qywx_cli.core.store.records import MAX_CIPHERTEXT
+from qywx_cli.core.store.rules import RETRYING_MARK
 from tests.core.store.conftest import T0, Backend, callback_fields
 from tests.core.store.conftest import make_record as record
 from tests.helpers import Clock
@@ -234,6 +235,36 @@ def test_claim_lease_force_and_finish(store: Store, clock: Clock) -> None:
     assert store.claim_callback(rec.id, "w3") is None
     forced = store.claim_callback(rec.id, "w3", force=True)
     assert forced is not None and forced.attempts == 5
+
+
+def test_an_automatic_claim_takes_a_failed_record_only_while_its_retry_is_pending(
+    store: Store,
+) -> None:
+    """The server's own runs (queue, retry timer, sweep) claim with ``automatic``: a record
+    failed for good stays for the operator, one failed with the retry mark is taken, and
+    a refused claim counts no attempt. The check is part of the claim, so a run queued
+    twice cannot take a record that another run failed for good a moment before."""
+    waiting = record(store)
+    claimed = store.claim_callback(waiting.id, "w1", automatic=True)
+    assert claimed is not None and claimed.attempts == 1
+
+    retrying = record(store)
+    store.claim_callback(retrying.id, "w1")
+    store.finish_callback(retrying.id, "failed", f"WeCom errcode -1: busy{RETRYING_MARK}")
+    again = store.claim_callback(retrying.id, "w2", automatic=True)
+    assert again is not None and again.claimed_by == "w2" and again.attempts == 2
+
+    store.finish_callback(retrying.id, "failed", "WeCom errcode 40078: code already used")
+    assert store.claim_callback(retrying.id, "w3", automatic=True) is None
+    left = store.get_callback(retrying.id)
+    assert (left.status, left.attempts, left.claimed_by) == ("failed", 2, None)
+    # The operator's `qywx retry` (not automatic) still takes it.
+    operator = store.claim_callback(retrying.id, "operator")
+    assert operator is not None and operator.attempts == 3
+
+    # A mark in the middle of the error is not a pending retry.
+    store.finish_callback(retrying.id, "failed", f"x{RETRYING_MARK} then failed for good")
+    assert store.claim_callback(retrying.id, "w4", automatic=True) is None
 
 
 def test_duplicates_and_rejected_are_never_claimable(store: Store) -> None:
