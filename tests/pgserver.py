@@ -23,6 +23,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 ROLE = "qywx"
 
@@ -45,6 +49,7 @@ class PgServer:
     bin: Path
     system_user: str | None
     _counter: int = field(default=0)
+    _admin: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
 
     @property
     def data(self) -> Path:
@@ -89,16 +94,42 @@ class PgServer:
             raise RuntimeError(f"psql failed: {out.stderr.strip()}")
         return out.stdout.strip()
 
+    def _admin_sql(self, sql: str) -> None:
+        """Run one statement as the superuser on a connection kept open for the purpose.
+
+        A database per test is created and dropped here: a psql process for each cost
+        two fork-execs and a new server backend per test. The connection is closed by
+        :meth:`stop_server`, so a test that restarts the server gets a new one.
+        """
+        import psycopg
+
+        if self._admin is None or self._admin.closed:
+            self._admin = psycopg.connect(
+                host=str(self.socket_dir), port=self.port, user="postgres",
+                dbname="postgres", autocommit=True, connect_timeout=60,
+            )  # fmt: skip
+        try:
+            self._admin.execute(sql.encode())  # bytes: names made here, not from input
+        except psycopg.Error as exc:
+            if self._admin.broken:
+                self._admin.close()
+            raise RuntimeError(f"{sql.split()[0]} failed: {exc}") from None
+
+    def _close_admin(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
     def create_database(self, prefix: str = "t") -> str:
         """A fresh, empty database owned by the qywx role; its name."""
         self._counter += 1
         name = f"{prefix}_{os.getpid()}_{self._counter}_{secrets.token_hex(3)}"
-        self.psql(f"CREATE DATABASE {name} OWNER {ROLE}")
+        self._admin_sql(f"CREATE DATABASE {name} OWNER {ROLE}")
         return name
 
     def drop_database(self, name: str) -> None:
         with contextlib.suppress(RuntimeError):
-            self.psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            self._admin_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
     def _ctl(self, *args: str, timeout: float = 30) -> None:
         cmd = [str(self.bin / "pg_ctl"), "-D", str(self.data), *args]
@@ -115,6 +146,7 @@ class PgServer:
         self._ctl("-w", "-t", "30", "-l", str(self.base / "server.log"), "-o", opts, "start")
 
     def stop_server(self, mode: str = "fast") -> None:
+        self._close_admin()
         self._ctl("-w", "-m", mode, "stop")
 
     def stop(self) -> None:
@@ -180,6 +212,7 @@ def start(base: Path | None = None) -> PgServer:
             f"--pwfile={pwfile}",
             "--encoding=UTF8",
             "--no-instructions",
+            "--no-sync",
         ],
         capture_output=True,
         text=True,

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from qywx_cli.core.app import App
@@ -16,6 +15,7 @@ from tests.helpers import (
     CallbackSender,
     LoopbackWeCom,
     assert_one_line_error,
+    http_client,
     one_json,
     run_qywx,
 )
@@ -46,7 +46,8 @@ def two(auths: Path, wecom_env: dict[str, str], loopback_wecom: LoopbackWeCom) -
 
 
 def gettoken_calls(wecom: LoopbackWeCom) -> int:
-    state = httpx.get(wecom.api_base.removesuffix("/cgi-bin") + "/fake/state", trust_env=False)
+    with http_client(timeout=5) as client:
+        state = client.get(wecom.api_base.removesuffix("/cgi-bin") + "/fake/state")
     return int(state.json()["calls"].get("gettoken", 0))
 
 

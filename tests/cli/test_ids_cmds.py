@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import httpx
 import pytest
 
 from qywx_cli.core.fakewecom.ids import open_userid
@@ -16,6 +15,7 @@ from tests.helpers import (
     LoopbackWeCom,
     assert_one_line_error,
     auth_config,
+    http_client,
     one_json,
     run_qywx,
 )
@@ -25,7 +25,8 @@ USERIDS = "batch/userid_to_openuserid"
 
 
 def _calls(loopback: LoopbackWeCom) -> dict[str, int]:
-    state = httpx.get(loopback.api_base.removesuffix("/cgi-bin") + "/fake/state", timeout=5)
+    with http_client(timeout=5) as client:
+        state = client.get(loopback.api_base.removesuffix("/cgi-bin") + "/fake/state")
     calls: dict[str, int] = state.json()["calls"]
     return calls
 

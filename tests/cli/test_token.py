@@ -13,8 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from qywx_cli.core.app import App
 from qywx_cli.core.masking import mask
 from qywx_cli.core.store import open_store
@@ -22,6 +20,7 @@ from tests.helpers import (
     CallbackSender,
     LoopbackWeCom,
     assert_one_line_error,
+    http_client,
     one_json,
     run_qywx,
 )
@@ -43,7 +42,8 @@ def install(env: dict[str, str], auths: Path, api_base: str, *corps: str) -> Non
 
 
 def calls(wecom: LoopbackWeCom, api: str) -> int:
-    state = httpx.get(wecom.api_base.removesuffix("/cgi-bin") + "/fake/state", trust_env=False)
+    with http_client(timeout=5) as client:
+        state = client.get(wecom.api_base.removesuffix("/cgi-bin") + "/fake/state")
     counted: dict[str, int] = state.json()["calls"]
     return counted.get(api, 0)
 

@@ -34,7 +34,7 @@ from qywx_cli.core.settings import load_settings
 from qywx_cli.core.store import open_store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.wsgi import NotifyApp
-from tests.helpers import SAMPLES, Clock, Receiver, WeComRequests, dead_url, serving
+from tests.helpers import SAMPLES, Clock, Receiver, WeComRequests, dead_url, http_client, serving
 
 START = 1_790_000_000.0
 
@@ -195,7 +195,7 @@ class Pipeline:
 
 def _deliver_failures(p: Pipeline, url: str, count: int) -> list[tuple[int, str]]:
     replies = []
-    with httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+    with http_client(base_url=url) as http:
         for n in range(count):
             p.fake.inject_fault("get_permanent_code", errcode=-1)
             signed = p.wecom.callback("create_auth", corp=f"wwalert{n:011d}", now=p.clock())
@@ -234,7 +234,7 @@ def test_a_dead_or_slow_webhook_changes_nothing_for_callbacks(
     try:
         with serving(NotifyApp(p.service)) as url:
             replies = _deliver_failures(p, url, 3)
-            with httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+            with http_client(base_url=url) as http:
                 for n in range(3):
                     signed = p.wecom.suite_ticket(f"alert-ticket-{n}-0123456789abcdef", now=clock())
                     got = http.post(
@@ -270,7 +270,7 @@ def test_monitor_reports_a_stale_suite_ticket(
 
         with (
             serving(NotifyApp(p.service)) as url,
-            httpx.Client(base_url=url, trust_env=False) as http,
+            http_client(base_url=url, timeout=5) as http,
         ):
             signed = p.wecom.suite_ticket("monitor-ticket-0123456789abcdef", now=clock())
             assert (
@@ -314,7 +314,7 @@ def _install(p: Pipeline, url: str, corp: str, publish_status: int) -> None:
     """A corp scans and installs; the fake's agent/get then answers ``publish_status``."""
     code = f"AUTHCODE-{corp}-alerts"
     p.fake.register_auth_code(code, corp_id=corp, corp_name="Acme", publish_status=publish_status)
-    with httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+    with http_client(base_url=url) as http:
         for signed in (
             p.wecom.suite_ticket(f"app-ticket-{corp}-0123456789abcdef", now=p.clock()),
             p.wecom.callback("create_auth", {"AuthCode": code}, corp=corp, now=p.clock()),

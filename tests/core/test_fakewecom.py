@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from qywx_cli.core.config import AuthInstance
 from qywx_cli.core.errors import QywxError, UsageError
 from qywx_cli.core.fakewecom import FakeWeCom, suite_ticket_xml
-from tests.helpers import Clock, serving
+from tests.helpers import Clock, http_client, serving
 
 SUITE = "dk7f3a9c2e51b04d18"
 CORP = "ww1436e0e65a779aee"
@@ -52,7 +52,7 @@ def fake(clock: Clock) -> FakeWeCom:
 
 @pytest.fixture
 def api(fake: FakeWeCom) -> Iterator[httpx.Client]:
-    with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url, timeout=5) as http:
+    with serving(fake, "/cgi-bin/") as api_url, http_client(base_url=api_url, timeout=5) as http:
         yield http
 
 
@@ -111,7 +111,7 @@ def test_suite_token_refusals(api: httpx.Client, body: dict[str, str], errcode: 
 def test_strict_mode_only_knows_registered_tickets(clock: Clock) -> None:
     fake = FakeWeCom(now=clock, strict=True)
     fake.register_suite_ticket(SUITE, "registered-ticket")
-    with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url) as api:
+    with serving(fake, "/cgi-bin/") as api_url, http_client(base_url=api_url, timeout=5) as api:
         assert suite_token(api, "registered-ticket")
         data = api.post(
             "service/get_suite_token",
@@ -154,7 +154,7 @@ def test_unshaped_auth_code_derives_a_stable_corp_id(clock: Clock) -> None:
     corp_ids = []
     for _ in range(2):
         fake = FakeWeCom(now=clock)
-        with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url) as api:
+        with serving(fake, "/cgi-bin/") as api_url, http_client(base_url=api_url, timeout=5) as api:
             corp_ids.append(permanent_code(api, "some-opaque-code")["auth_corp_info"]["corpid"])
     assert corp_ids[0] == corp_ids[1]
     assert corp_ids[0].startswith("ww")
@@ -342,7 +342,7 @@ def test_state_masks_permanent_codes_and_counts(api: httpx.Client) -> None:
 
 
 def test_routing_prefixes_404_405_and_bad_json(fake: FakeWeCom) -> None:
-    with serving(fake) as base, httpx.Client(base_url=base) as http:
+    with serving(fake) as base, http_client(base_url=base, timeout=5) as http:
         for path in ("/gettoken", "/cgi-bin/gettoken", "/proxy/cgi-bin/gettoken"):
             assert http.get(path).json()["errcode"] == 41002, path
         missing = http.get("/cgi-bin/service/get_corp_token")
@@ -363,7 +363,7 @@ def test_single_use_code_under_concurrency(api: httpx.Client) -> None:
     lock = threading.Lock()
 
     def use() -> None:
-        with httpx.Client(base_url=str(api.base_url)) as own:
+        with http_client(base_url=str(api.base_url), timeout=5) as own:
             code = own.get("auth/getuserinfo", params={"access_token": token, "code": "CODE-race"})
         with lock:
             results.append(int(code.json()["errcode"]))
@@ -434,11 +434,11 @@ def instance() -> AuthInstance:
 def test_push_suite_ticket_is_a_real_signed_callback(clock: Clock) -> None:
     fake = FakeWeCom(now=clock, strict=True)
     exchanged: list[int] = []
-    with serving(fake, "/cgi-bin/") as api_url, httpx.Client(base_url=api_url) as api:
+    with serving(fake, "/cgi-bin/") as api_url, http_client(base_url=api_url, timeout=5) as api:
 
         def use_ticket(ticket: str) -> None:
             # The receiver exchanges the ticket while the push is in flight (strict fake).
-            with httpx.Client(base_url=str(api.base_url)) as own:
+            with http_client(base_url=str(api.base_url), timeout=5) as own:
                 reply = own.post(
                     "service/get_suite_token",
                     json={"suite_id": SUITE, "suite_secret": "s", "suite_ticket": ticket},

@@ -26,7 +26,7 @@ from qywx_cli.core.settings import load_settings
 from qywx_cli.core.store import Store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.wsgi import NotifyApp
-from tests.helpers import SAMPLES, Clock, WeComRequests, serving
+from tests.helpers import SAMPLES, Clock, WeComRequests, http_client, serving
 
 SUITE = "tj1234567890abcdef"
 START = 1_790_000_000.0
@@ -75,7 +75,7 @@ class Served:
 def served(tmp_path: Path) -> Iterator[tuple[Served, str, httpx.Client]]:
     s = Served(tmp_path, Clock(START))
     app = MetricsRoute(NotifyApp(s.service), s.metrics, "a-metrics-token-for-tests")
-    with serving(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=10) as http:
+    with serving(app) as url, http_client(base_url=url) as http:
         yield s, url, http
     s.service.close()
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from tests.helpers import QYWX, LoopbackWeCom, loopback_fake, qywx_env
+from tests.helpers import QYWX, LoopbackWeCom, http_client, loopback_fake, qywx_env
 
 _T = TypeVar("_T")
 
@@ -111,4 +111,4 @@ def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, interval: float
 
 
 def http() -> httpx.Client:
-    return httpx.Client(timeout=10, trust_env=False)
+    return http_client()

@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
-
 from benchmarks.durability import (
     INSTANCE,
     REPO,
@@ -31,6 +29,7 @@ from benchmarks.durability import (
 )
 from qywx_cli.core.config import find_instance
 from tests.e2e.conftest import short_lease
+from tests.helpers import http_client
 
 
 def mode(path: Path) -> int:
@@ -66,7 +65,7 @@ def test_database_files_stay_0600_through_serve_kill_and_restart(tmp_path: Path)
     sender = Sender(find_instance(INSTANCE, work.auths, env={}))
     files = [work.db, work.db.with_name("qywx.db-wal"), work.db.with_name("qywx.db-shm")]
     first = sender.callback("suite_ticket")
-    with fake_wecom(work), httpx.Client(timeout=10, trust_env=False) as client:
+    with fake_wecom(work), http_client() as client:
         server = start(serve_args(threads=2), work.env, work.root, umask=0)
         try:
             assert post(client, server.url, first).text == "success"

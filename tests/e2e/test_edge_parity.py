@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from qywx_cli.core import events as ev
 from tests.e2e.conftest import Proc
 from tests.e2e.test_hardening import Edge
+from tests.helpers import http_client
 
 SERVERS = ["granian", "waitress"]
 
@@ -37,7 +37,7 @@ def test_a_host_name_is_listened_on_by_its_address(
     proc = Proc(["serve", "--host", "localhost", "--port", "0", "--server", server], env, tmp_path)
     try:
         assert proc.url, proc.log
-        with httpx.Client(trust_env=False, timeout=10) as client:
+        with http_client() as client:
             assert client.get(proc.url + "/healthz").status_code == 200
     finally:
         assert proc.stop() == 0, proc.log
@@ -49,7 +49,7 @@ def test_a_second_signal_during_shutdown_does_not_cut_the_drain(edge: Edge) -> N
     (WeCom answers in 3 s): the second is ignored, the callback is finished and the
     process exits 0, rather than dying with the exchange half done."""
     assert edge.post(*edge.signed()).status == 200  # a ticket, so create_auth can run
-    with httpx.Client(trust_env=False, timeout=10) as client:
+    with http_client() as client:
         slow = {"api": "service/v2/get_permanent_code", "seconds": 3}
         assert client.post(edge.fake.url + "/cgi-bin/fake/slow", json=slow).status_code == 200
     xml = ev.build_event_xml("create_auth", suite_id=edge.suite_id)

@@ -21,7 +21,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
-import httpx
 import pytest
 
 from qywx_cli.core import events as ev
@@ -30,7 +29,7 @@ from qywx_cli.core.edge import available as edge_available
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_hostile import Answer, notify, read_answer
-from tests.helpers import QYWX, SAMPLES, loopback_fake, qywx_env
+from tests.helpers import QYWX, SAMPLES, http_client, loopback_fake, qywx_env
 
 INSTANCE = "QywxProxyTemp"
 MIB = 1024 * 1024
@@ -140,7 +139,7 @@ class Edge:
             return store.list_callbacks(limit=100_000)
 
     def fake_calls(self) -> dict[str, int]:
-        with httpx.Client(trust_env=False, timeout=10) as client:
+        with http_client() as client:
             state = client.get(self.fake.url + "/cgi-bin/fake/state").json()
         return dict(state["calls"])
 
@@ -392,7 +391,7 @@ def test_healthz_and_doctor_tell_when_nothing_can_be_written(tmp_path: Path) -> 
 
 
 def _fault(edge: Edge, errcode: int, count: int) -> None:
-    with httpx.Client(trust_env=False, timeout=10) as client:
+    with http_client() as client:
         answer = client.post(
             edge.fake.url + "/cgi-bin/fake/faults",
             json={"api": "service/v2/get_permanent_code", "errcode": errcode, "count": count},

@@ -37,7 +37,7 @@ from qywx_cli.core.crypto import WXBizMsgCrypt, generate_encoding_aes_key, gener
 from qywx_cli.core.edge import available as edge_available
 from qywx_cli.core.store import CallbackRecord, Store
 from tests.e2e.conftest import Proc, wait_for
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, LoopbackWeCom, loopback_fake
 
 INSTANCE = "QywxProxyTemp"
 INACTIVE = "QywxProxyOff"
@@ -60,7 +60,7 @@ class Answer:
 @dataclass
 class World:
     server: Proc
-    fake: Proc
+    fake: LoopbackWeCom
     db: Path
     auths: Path
     crypt: WXBizMsgCrypt
@@ -233,9 +233,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     )
     cfg = json.loads((auths / INSTANCE / f"{INSTANCE}.json").read_text())["authConfig"]
     suite_id = cfg["suiteId"]
-    fake = Proc(["fake-wecom", "--port", "0"], env, root)
-    try:
-        env["QYWX_API_BASE"] = fake.url + "/cgi-bin"
+    with loopback_fake() as fake:  # the server's WeCom, served from this process
+        env["QYWX_API_BASE"] = fake.api_base
         server = Proc(["serve", "--port", "0", "--threads", "4"], env, root)
         try:
             yield World(
@@ -250,8 +249,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
         finally:
             server.stop()
-    finally:
-        fake.stop()
 
 
 def notify(query: dict[str, str] | str, instance: str | None = INSTANCE) -> str:

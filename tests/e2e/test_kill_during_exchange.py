@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from qywx_cli.core import events as ev
@@ -42,7 +41,7 @@ from qywx_cli.core.service import RECOVERY_40078
 from qywx_cli.core.store import CallbackRecord, Store
 from tests.e2e.conftest import Proc, short_lease, wait_for
 from tests.e2e.test_hardening import Edge
-from tests.helpers import qywx_env, run_qywx
+from tests.helpers import http_client, qywx_env, run_qywx
 
 V2 = "service/v2/get_permanent_code"
 CORP = "wwkillexchange01"
@@ -81,14 +80,14 @@ def edge(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
 
 
 def _control(edge: Edge, name: str, body: dict[str, object]) -> dict[str, object]:
-    with httpx.Client(trust_env=False, timeout=10) as client:
+    with http_client() as client:
         answer = client.post(f"{edge.fake.url}/cgi-bin/fake/{name}", json=body)
     assert answer.status_code == 200, answer.text
     return dict(answer.json())
 
 
 def _fake_state(edge: Edge) -> dict[str, Any]:
-    with httpx.Client(trust_env=False, timeout=10) as client:
+    with http_client() as client:
         return dict(client.get(f"{edge.fake.url}/cgi-bin/fake/state").json())
 
 
@@ -179,7 +178,7 @@ def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
     assert state["calls"][V2] == 2
 
     def counted() -> bool:
-        with httpx.Client(trust_env=False, timeout=10) as client:
+        with http_client() as client:
             doc = client.get(f"{host.url}/healthz").json()
         return bool(doc.get("installs_need_recovery") == 1)
 
@@ -242,7 +241,7 @@ def test_a_transient_failure_left_by_a_killed_host_heals_on_the_next(edge: World
     assert wait_for(lambda: _record(edge, record_id).status == "failed", timeout=20)
     assert "retried automatically" in (_record(edge, record_id).last_error or "")
     edge.server.stop(signal.SIGKILL)
-    with httpx.Client(trust_env=False, timeout=10) as client:
+    with http_client() as client:
         assert client.delete(f"{edge.fake.url}/cgi-bin/fake/faults").status_code == 200
     host = edge.start_host()
     assert wait_for(lambda: _record(edge, record_id).status == "processed", timeout=30)
@@ -289,7 +288,7 @@ def test_slow_apis_are_set_at_start_with_an_option(tmp_path: Path) -> None:
         tmp_path,
     )
     try:
-        with httpx.Client(trust_env=False, timeout=10) as client:
+        with http_client() as client:
             state = client.get(f"{fake.url}/cgi-bin/fake/state").json()
         assert state["delays"] == {f"{V2}@before": 1.5, "gettoken@after": 0.5}
     finally:
@@ -317,11 +316,11 @@ def test_stopping_the_fake_drops_held_and_delayed_calls(tmp_path: Path) -> None:
     fake = Proc(["fake-wecom", "--port", "0", "--slow", "gettoken=100"], qywx_env(), tmp_path)
     answers: list[int] = []
     try:
-        with httpx.Client(trust_env=False, timeout=10) as client:
+        with http_client() as client:
             client.post(f"{fake.url}/cgi-bin/fake/holds", json={"api": V2}).raise_for_status()
 
         def call(method: str, api: str) -> None:
-            with httpx.Client(trust_env=False, timeout=60) as client:
+            with http_client(timeout=60) as client:
                 answers.append(client.request(method, f"{fake.url}/cgi-bin/{api}").status_code)
 
         calls = [
@@ -332,7 +331,7 @@ def test_stopping_the_fake_drops_held_and_delayed_calls(tmp_path: Path) -> None:
             t.start()
 
         def waiting() -> bool:
-            with httpx.Client(trust_env=False, timeout=10) as client:
+            with http_client() as client:
                 state = client.get(f"{fake.url}/cgi-bin/fake/state").json()
             return bool(state["held"] == {V2: 1} and state["calls"].get("gettoken") == 1)
 

@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from qywx_cli.core import events as ev
 from qywx_cli.core.app import SERVICE_ELEMENT, App
 from qywx_cli.core.fakewecom import FakeWeCom
-from tests.helpers import assert_one_line_error, one_json, run_qywx, serving
+from tests.helpers import assert_one_line_error, http_client, one_json, run_qywx, serving
 
 SUITE = "tj1234567890abcdef"  # sample_auths/QywxProxyTemp
 CORP = "ww1234567890abcdef"
@@ -46,7 +45,7 @@ def env(cli_env: dict[str, str], fake: FakeWeCom) -> Iterator[dict[str, str]]:
 
 def fake_call(env: dict[str, str], path: str, body: dict[str, Any] | None = None) -> Any:
     base = env["QYWX_API_BASE"].rsplit("/cgi-bin", 1)[0]
-    with httpx.Client(base_url=base, timeout=5) as http:
+    with http_client(base_url=base, timeout=5) as http:
         reply = http.post(path, json=body) if body is not None else http.get(path)
     assert reply.status_code == 200, reply.text
     return reply.json()

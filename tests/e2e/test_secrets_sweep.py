@@ -4,9 +4,9 @@ The secrets are the samples' suiteSecret, token and encodingAESKey, plus what fl
 through the pipeline: the SuiteTicket pushed and the permanent code WeCom (the fake)
 issued, and the secret key the database is sealed with (``QYWX_SECRET_KEY``), so the
 database itself must hold no permanent code or access token in plaintext either. One
-``qywx serve`` and one ``qywx fake-wecom`` process serve the whole module; each command
-line is its own test case, run in order (later ones read what earlier ones wrote: the
-org code, the retried record).
+``qywx serve`` process (its WeCom a FakeWeCom served by the test) serves the whole
+module; each command line is its own test case, run in order (later ones read what
+earlier ones wrote: the org code, the retried record).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 from qywx_cli.core.sealing import Keyring, SecretKey, generate_key
 from qywx_cli.core.store import Store
 from tests.e2e.conftest import Proc, wait_for
-from tests.helpers import SAMPLES, qywx_env, run_qywx
+from tests.helpers import SAMPLES, loopback_fake, qywx_env, run_qywx
 
 NAME = "QywxProxyTemp"
 SUITE = "tj1234567890abcdef"
@@ -74,42 +74,41 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     env = qywx_env(
         QYWX_AUTHS=str(root / "auths"), QYWX_DB=str(root / "qywx.db"), QYWX_SECRET_KEY=KEY
     )
-    fake = Proc(["fake-wecom", "--port", "0"], env, root)
-    env["QYWX_API_BASE"] = fake.url + "/cgi-bin"
-    server = Proc(["serve", "--port", "0", "--threads", "4"], env, root)
-    try:
-        url = f"{server.url}/notify/{NAME}"
-        for args in (
-            ["--set", f"SuiteTicket={TICKET}"],
-            ["--event", "create_auth", "--corp-id", CORP],
-        ):
-            r = qywx(env, "simulate-callback", "--auth", NAME, "--url", url, *args)
-            assert r.returncode == 0, r.stdout + r.stderr
+    with loopback_fake() as fake:  # the server's WeCom, served from this process
+        env["QYWX_API_BASE"] = fake.api_base
+        server = Proc(["serve", "--port", "0", "--threads", "4"], env, root)
+        try:
+            url = f"{server.url}/notify/{NAME}"
+            for args in (
+                ["--set", f"SuiteTicket={TICKET}"],
+                ["--event", "create_auth", "--corp-id", CORP],
+            ):
+                r = qywx(env, "simulate-callback", "--auth", NAME, "--url", url, *args)
+                assert r.returncode == 0, r.stdout + r.stderr
 
-        def permanent_code() -> str | None:
-            with Store(env["QYWX_DB"], keys=KEYS) as store:
-                auth = store.get_corp_auth(CORP)
-                return auth.permanent_code if auth is not None else None
+            def permanent_code() -> str | None:
+                with Store(env["QYWX_DB"], keys=KEYS) as store:
+                    auth = store.get_corp_auth(CORP)
+                    return auth.permanent_code if auth is not None else None
 
-        perm = wait_for(permanent_code)
-        assert perm is not None
-        dry = qywx(
-            env,
-            "simulate-callback",
-            "--auth",
-            NAME,
-            "--url",
-            url,
-            "--verify-url",
-            "--dry-run",
-            "--format",
-            "json",
-        )
-        secrets = frozenset(sample_secrets(root / "auths") | {TICKET, perm, KEY})
-        yield World(env, server, secrets, json.loads(dry.stdout)["url"])
-    finally:
-        server.stop()
-        fake.stop()
+            perm = wait_for(permanent_code)
+            assert perm is not None
+            dry = qywx(
+                env,
+                "simulate-callback",
+                "--auth",
+                NAME,
+                "--url",
+                url,
+                "--verify-url",
+                "--dry-run",
+                "--format",
+                "json",
+            )
+            secrets = frozenset(sample_secrets(root / "auths") | {TICKET, perm, KEY})
+            yield World(env, server, secrets, json.loads(dry.stdout)["url"])
+        finally:
+            server.stop()
     # the server's own log held none either
     assert not [s for s in secrets if s in server.log]
 

@@ -26,6 +26,7 @@ from tests.e2e.conftest import Proc, http, short_lease, wait_for
 from tests.helpers import (
     LoopbackWeCom,
     auth_config,
+    http_client,
     independent_encrypt,
     loopback_fake,
     qywx_env,
@@ -116,7 +117,8 @@ class Cluster:
             return list(s.list_callbacks(limit=100_000, newest_first=False))
 
     def fake_calls(self, api: str) -> int:
-        state = httpx.get(f"{self.fake.url}/fake/state", timeout=10, trust_env=False).json()
+        with http_client() as client:
+            state = client.get(f"{self.fake.url}/fake/state").json()
         return int(state["calls"].get(api, 0))
 
 
