@@ -14,12 +14,10 @@ that once per command, and tests of signals, start-up and stream encodings do it
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import json
 import os
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -33,12 +31,13 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-import httpx
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from qywx_cli.core import events as ev
 
 if TYPE_CHECKING:
+    import httpx
+
     from qywx_cli.core.app import App
     from qywx_cli.core.config import AuthInstance
     from qywx_cli.core.fakewecom import FakeWeCom
@@ -208,22 +207,23 @@ def one_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
 # -- loopback servers ------------------------------------------------------------------------
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    return ssl.create_default_context()
-
-
 def http_client(**options: Any) -> httpx.Client:
     """An httpx client for a test's own calls: no proxy from the environment, a 10 s
     timeout unless given, and the one TLS context of this process.
 
     httpx builds an ``ssl.create_default_context()`` for every client it makes, loading
     the whole CA bundle: 36 ms of CPU, ten times the loopback request the client then
-    makes. The tests make a client per poll of a fake's state, so that context is
-    made once here and shared (verification stays on, for any https URL).
+    makes. The tests make a client per poll of a fake's state, so they share qywx's own
+    per-process context (:func:`qywx_cli.core.tls.client_ssl_context`; verification
+    stays on, for any https URL). httpx is imported here, not with this module, so a
+    fresh interpreter that imports the helpers can still check what qywx loads.
     """
+    import httpx
+
+    from qywx_cli.core.tls import client_ssl_context
+
     options.setdefault("timeout", 10)
-    return httpx.Client(trust_env=False, verify=_tls_context(), **options)
+    return httpx.Client(trust_env=False, verify=client_ssl_context(trust_env=False), **options)
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
