@@ -14,6 +14,8 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from qywx_cli.core.sealing import Keyring
+from qywx_cli.core.store import Store
 from tests.helpers import QYWX, LoopbackWeCom, http_client, loopback_fake, qywx_env
 
 _T = TypeVar("_T")
@@ -108,6 +110,14 @@ def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, interval: float
         if value or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def stored_permanent_code(db: str, corp: str, keys: Keyring | None = None) -> str | None:
+    """The permanent code the database holds for ``corp``, read as a second host would
+    (None until its installation is stored); poll it with :func:`wait_for`."""
+    with Store(db, keys=keys) as store:
+        auth = store.get_corp_auth(corp)
+        return auth.permanent_code if auth is not None else None
 
 
 def http() -> httpx.Client:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qywx_cli.core.sealing import Keyring, SecretKey, generate_key
-from qywx_cli.core.store import Store
-from tests.e2e.conftest import Proc, wait_for
+from tests.e2e.conftest import Proc, stored_permanent_code, wait_for
 from tests.helpers import LoopbackWeCom, run_qywx
 
 NAME = "QywxProxyTemp"
@@ -34,12 +33,7 @@ def test_without_a_key_serve_warns_once(
         assert wait_for(lambda: "no secret key is set" in server.log)
         install(env, f"{server.url}/notify/{NAME}")
 
-        def code() -> str | None:
-            with Store(env["QYWX_DB"]) as store:
-                auth = store.get_corp_auth(CORP)
-                return auth.permanent_code if auth is not None else None
-
-        perm = wait_for(code)
+        perm = wait_for(lambda: stored_permanent_code(env["QYWX_DB"], CORP))
         assert perm is not None
     finally:
         server.stop()
@@ -58,12 +52,7 @@ def test_with_a_key_the_install_is_sealed_from_the_start(
     try:
         install(keyed, f"{server.url}/notify/{NAME}")
 
-        def code() -> str | None:
-            with Store(env["QYWX_DB"], keys=keys) as store:
-                auth = store.get_corp_auth(CORP)
-                return auth.permanent_code if auth is not None else None
-
-        perm = wait_for(code)
+        perm = wait_for(lambda: stored_permanent_code(env["QYWX_DB"], CORP, keys))
         assert perm is not None
     finally:
         server.stop()

@@ -23,7 +23,7 @@ import pytest
 
 from qywx_cli.core.sealing import Keyring, SecretKey, generate_key
 from qywx_cli.core.store import Store
-from tests.e2e.conftest import Proc, wait_for
+from tests.e2e.conftest import Proc, stored_permanent_code, wait_for
 from tests.helpers import SAMPLES, loopback_fake, qywx_env, run_qywx
 
 NAME = "QywxProxyTemp"
@@ -86,12 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 r = qywx(env, "simulate-callback", "--auth", NAME, "--url", url, *args)
                 assert r.returncode == 0, r.stdout + r.stderr
 
-            def permanent_code() -> str | None:
-                with Store(env["QYWX_DB"], keys=KEYS) as store:
-                    auth = store.get_corp_auth(CORP)
-                    return auth.permanent_code if auth is not None else None
-
-            perm = wait_for(permanent_code)
+            perm = wait_for(lambda: stored_permanent_code(env["QYWX_DB"], CORP, KEYS))
             assert perm is not None
             dry = qywx(
                 env,
