@@ -64,33 +64,19 @@ def available() -> bool:
 
 
 class RecordWriter:
-    """Threads that write the records the loop's requests await, as many at once as wait.
+    """The thread that writes the records the loop's requests await, as many at once as
+    wait: SQLite has one writer, so taking up to :data:`MAX_BATCH` records at a time
+    makes every batch one commit (one fsync)."""
 
-    SQLite has one writer, so one thread taking up to ``batch`` records at a time makes
-    every batch one commit (what ``qywx serve`` runs). A store that takes concurrent
-    commits could use ``threads`` writers taking one record each.
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        loop: asyncio.AbstractEventLoop,
-        threads: int = 1,
-        batch: int = MAX_BATCH,
-    ) -> None:
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
         self._store = store
         self._loop = loop
-        self._batch = max(1, batch)
         self._pending: list[tuple[RecordRequest, asyncio.Future[CallbackRecord]]] = []
         self._wake = threading.Condition()
-        self._idle = 0  # writer threads waiting for work
+        self._idle = False  # the thread is waiting for work
         self._closing = False
-        self._threads = [
-            threading.Thread(target=self._run, name=f"qywx-writer-{i}", daemon=True)
-            for i in range(max(1, threads))
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._thread = threading.Thread(target=self._run, name="qywx-writer", daemon=True)
+        self._thread.start()
 
     def record(self, request: RecordRequest) -> asyncio.Future[CallbackRecord]:
         """Queue one ``record_callback`` request (in the loop); its record when committed."""
@@ -104,23 +90,22 @@ class RecordWriter:
         return future
 
     def close(self) -> None:
-        """Write what is queued, then stop the threads."""
+        """Write what is queued, then stop the thread."""
         with self._wake:
             self._closing = True
             self._wake.notify_all()
-        for thread in self._threads:
-            thread.join()
+        self._thread.join()
 
     def _run(self) -> None:
         while True:
             with self._wake:
                 while not self._pending and not self._closing:
-                    self._idle += 1
+                    self._idle = True
                     self._wake.wait()
-                    self._idle -= 1
+                    self._idle = False
                 if not self._pending:
                     return
-                batch, self._pending = self._pending[: self._batch], self._pending[self._batch :]
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             results: list[Any]
             try:
                 results = self._store.record_callbacks([request for request, _ in batch])

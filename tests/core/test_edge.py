@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from qywx_cli.core.edge import MAX_BATCH, RecordWriter
+from qywx_cli.core.edge import RecordWriter
 from qywx_cli.core.errors import ServerError, StoreError, UsageError
 from qywx_cli.core.store import CallbackRecord, Store, open_store
 from qywx_cli.core.store.records import MAX_CIPHERTEXT
@@ -30,11 +30,9 @@ class CountingCommits:
             self.commits += 1
 
 
-async def _record_all(
-    store: Store, requests: list[dict[str, Any]], threads: int = 1, batch: int = MAX_BATCH
-) -> list[Any]:
+async def _record_all(store: Store, requests: list[dict[str, Any]]) -> list[Any]:
     loop = asyncio.get_running_loop()
-    writer = RecordWriter(store, loop, threads, batch)
+    writer = RecordWriter(store, loop)
     try:
         # Every request is queued before the loop yields, so the writer finds them all.
         futures = [writer.record(request) for request in requests]
@@ -55,18 +53,6 @@ def test_records_queued_together_are_written_in_one_commit(tmp_path: Path) -> No
         assert counter.commits <= 2  # the lot in one commit (two if the first went alone)
         for rec in results:
             assert store.get_callback(rec.id) == rec
-
-
-def test_several_writers_taking_one_record_each_write_them_all(tmp_path: Path) -> None:
-    """PostgreSQL's set-up (writers committing concurrently, one record each): every
-    request gets its own record back, duplicates still found."""
-    with open_store(tmp_path / "qywx.db") as store:
-        first = callback_fields()
-        requests = [first, *(callback_fields() for _ in range(40)), dict(first)]
-        results = asyncio.run(_record_all(store, requests, threads=4, batch=1))
-        assert [r.msg_signature for r in results] == [r["msg_signature"] for r in requests]
-        assert sum(r.status == "duplicate" for r in results) == 1
-        assert len(store.list_callbacks(limit=100)) == 42
 
 
 def test_a_refused_request_fails_alone(tmp_path: Path) -> None:
