@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from qywx_cli.core.fakewecom import FakeWeCom
 from tests import pgserver
-from tests.helpers import SAMPLES, TEST_DATA, LoopbackWeCom, qywx_env, serving
+from tests.helpers import SAMPLES, TEST_DATA, LoopbackWeCom, loopback_fake, qywx_env
 
 PgServer = pgserver.PgServer
 
@@ -107,9 +106,8 @@ def cli_env(auths: Path, tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def loopback_wecom() -> Iterator[LoopbackWeCom]:
-    fake = FakeWeCom()
-    with serving(fake) as url:
-        yield LoopbackWeCom(fake, f"{url}/cgi-bin")
+    with loopback_fake() as loopback:
+        yield loopback
 
 
 @pytest.fixture
