@@ -280,6 +280,15 @@ class LoopbackWeCom:
         /fake/… controls answer there and under ``/cgi-bin``)."""
         return self.api_base.removesuffix("/cgi-bin")
 
+    def state(self) -> dict[str, Any]:
+        """What the fake says of itself over HTTP (``GET /fake/state``): calls per API,
+        calls held, delays and faults set."""
+        with http_client() as client:
+            answer = client.get(f"{self.url}/fake/state")
+        assert answer.status_code == 200, answer.text
+        state: dict[str, Any] = answer.json()
+        return state
+
 
 @contextmanager
 def loopback_fake() -> Iterator[LoopbackWeCom]:

@@ -15,7 +15,6 @@ from tests.helpers import (
     CallbackSender,
     LoopbackWeCom,
     assert_one_line_error,
-    http_client,
     one_json,
     run_qywx,
 )
@@ -46,9 +45,7 @@ def two(auths: Path, wecom_env: dict[str, str], loopback_wecom: LoopbackWeCom) -
 
 
 def gettoken_calls(wecom: LoopbackWeCom) -> int:
-    with http_client(timeout=5) as client:
-        state = client.get(wecom.api_base.removesuffix("/cgi-bin") + "/fake/state")
-    return int(state.json()["calls"].get("gettoken", 0))
+    return int(wecom.state()["calls"].get("gettoken", 0))
 
 
 def doctor_all(env: dict[str, str]) -> tuple[int, dict[str, Any]]:

@@ -15,7 +15,6 @@ from tests.helpers import (
     LoopbackWeCom,
     assert_one_line_error,
     auth_config,
-    http_client,
     one_json,
     run_qywx,
 )
@@ -25,9 +24,7 @@ USERIDS = "batch/userid_to_openuserid"
 
 
 def _calls(loopback: LoopbackWeCom) -> dict[str, int]:
-    with http_client(timeout=5) as client:
-        state = client.get(loopback.api_base.removesuffix("/cgi-bin") + "/fake/state")
-    calls: dict[str, int] = state.json()["calls"]
+    calls: dict[str, int] = loopback.state()["calls"]
     return calls
 
 

@@ -20,7 +20,6 @@ from tests.helpers import (
     CallbackSender,
     LoopbackWeCom,
     assert_one_line_error,
-    http_client,
     one_json,
     run_qywx,
 )
@@ -42,9 +41,7 @@ def install(env: dict[str, str], auths: Path, api_base: str, *corps: str) -> Non
 
 
 def calls(wecom: LoopbackWeCom, api: str) -> int:
-    with http_client(timeout=5) as client:
-        state = client.get(wecom.api_base.removesuffix("/cgi-bin") + "/fake/state")
-    counted: dict[str, int] = state.json()["calls"]
+    counted: dict[str, int] = wecom.state()["calls"]
     return counted.get(api, 0)
 
 

@@ -139,9 +139,7 @@ class Edge:
             return store.list_callbacks(limit=100_000)
 
     def fake_calls(self) -> dict[str, int]:
-        with http_client() as client:
-            state = client.get(self.fake.url + "/cgi-bin/fake/state").json()
-        return dict(state["calls"])
+        return dict(self.fake.state()["calls"])
 
 
 @pytest.fixture

@@ -87,8 +87,7 @@ def _control(edge: Edge, name: str, body: dict[str, object]) -> dict[str, object
 
 
 def _fake_state(edge: Edge) -> dict[str, Any]:
-    with http_client() as client:
-        return dict(client.get(f"{edge.fake.url}/cgi-bin/fake/state").json())
+    return edge.fake.state()
 
 
 def _install_then_kill(edge: World, stage: str, takeover: str) -> Proc:

@@ -26,7 +26,6 @@ from tests.e2e.conftest import Proc, http, short_lease, wait_for
 from tests.helpers import (
     LoopbackWeCom,
     auth_config,
-    http_client,
     independent_encrypt,
     loopback_fake,
     qywx_env,
@@ -117,9 +116,7 @@ class Cluster:
             return list(s.list_callbacks(limit=100_000, newest_first=False))
 
     def fake_calls(self, api: str) -> int:
-        with http_client() as client:
-            state = client.get(f"{self.fake.url}/fake/state").json()
-        return int(state["calls"].get(api, 0))
+        return int(self.fake.state()["calls"].get(api, 0))
 
 
 @pytest.fixture
