@@ -7,18 +7,18 @@ Real processes on loopback, a real SQLite file and the fake WeCom.
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from qywx_cli.core import events as ev
-from tests.e2e.conftest import Proc
+from tests.e2e.conftest import Proc, wait_for
 from tests.e2e.test_hardening import Edge
-from tests.helpers import http_client
+from tests.helpers import LoopbackWeCom, http_client
 
 SERVERS = ["granian", "waitress"]
+V2 = "service/v2/get_permanent_code"
 
 
 @pytest.fixture(params=SERVERS)
@@ -30,7 +30,7 @@ def edge(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Edge]:
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_a_host_name_is_listened_on_by_its_address(
-    env: dict[str, str], tmp_path: Path, fake_wecom: Proc, server: str
+    env: dict[str, str], tmp_path: Path, fake_wecom: LoopbackWeCom, server: str
 ) -> None:
     """``--host localhost`` is what many operators type; waitress resolves it, and so
     must granian (which takes only an IP address), not exit with an internal error."""
@@ -46,19 +46,20 @@ def test_a_host_name_is_listened_on_by_its_address(
 
 def test_a_second_signal_during_shutdown_does_not_cut_the_drain(edge: Edge) -> None:
     """SIGTERM, then another while an acknowledged create_auth is still being handled
-    (WeCom answers in 3 s): the second is ignored, the callback is finished and the
-    process exits 0, rather than dying with the exchange half done."""
+    (the fake holds its exchange): the second is ignored, the callback is finished once
+    WeCom answers and the process exits 0, rather than dying with the exchange half
+    done. Each step waits for what the server or the fake says, not for a time."""
     assert edge.post(*edge.signed()).status == 200  # a ticket, so create_auth can run
-    with http_client() as client:
-        slow = {"api": "service/v2/get_permanent_code", "seconds": 3}
-        assert client.post(edge.fake.url + "/cgi-bin/fake/slow", json=slow).status_code == 200
+    fake = edge.fake.fake
+    fake.hold(V2)
     xml = ev.build_event_xml("create_auth", suite_id=edge.suite_id)
     answer = edge.post(*edge.signed(xml))
     assert (answer.status, answer.body) == (200, b"success")
-    time.sleep(0.5)  # the worker is waiting for WeCom
+    assert fake.wait_held(V2), "the worker never called WeCom"
     edge.server.popen.send_signal(signal.SIGTERM)
-    time.sleep(0.7)  # shutting down: draining the workers
-    edge.server.popen.send_signal(signal.SIGTERM)
+    assert wait_for(lambda: "stopping: finishing queued callbacks" in edge.server.log)
+    edge.server.popen.send_signal(signal.SIGTERM)  # while draining: must be ignored
+    assert fake.release(V2) == 1
     assert edge.server.popen.wait(30) == 0, edge.server.log
     installs = [r for r in edge.records() if r.info_type == "create_auth"]
     assert [r.status for r in installs] == ["processed"], edge.server.log
