@@ -25,7 +25,6 @@ import argparse
 import os
 import platform
 import re
-import resource
 import shutil
 import signal
 import statistics
@@ -37,21 +36,20 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.startup_bench import _child_cpu  # noqa: E402
+from benchmarks.startup_bench import env as tree_env  # noqa: E402
+
 _LISTENING = re.compile(rb"listening on (http://[0-9.]+:\d+)")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def env(tree: Path, auths: Path, db: Path) -> dict[str, str]:
-    """``tree`` first on the path, the bytecode cache on, qywx pointed at the copies."""
-    out = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("QYWX_") and k != "PYTHONDONTWRITEBYTECODE"
-    }
-    out["PYTHONPATH"] = str(tree)
-    out["QYWX_AUTHS"] = str(auths)
-    out["QYWX_DB"] = str(db)
-    return out
+    """startup_bench's environment for ``tree`` (first on the path, the bytecode cache
+    on), with qywx pointed at the copies."""
+    return {**tree_env(tree), "QYWX_AUTHS": str(auths), "QYWX_DB": str(db)}
 
 
 def proc_cpu(pid: int) -> float:
@@ -103,12 +101,9 @@ def start_once(environ: dict[str, str], cwd: Path) -> tuple[float, float]:
 
 def typer_once() -> tuple[float, float]:
     """(wall, CPU) of ``python -c "import typer"``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
+    cpu, started = _child_cpu(), time.perf_counter()
     subprocess.run([sys.executable, "-c", "import typer"], check=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.perf_counter() - started, _child_cpu() - cpu
 
 
 def prepare(folder: Path, tree: Path) -> tuple[Path, Path]:
