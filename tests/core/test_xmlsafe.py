@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from qywx_cli.core.errors import CallbackCryptoError, UnsafeXMLError
 from qywx_cli.core.xmlsafe import (
     MAX_XML_BYTES,
+    _exact_envelope,
     _flat_pairs,
     element_fields,
     envelope_encrypt,
@@ -142,6 +143,95 @@ def test_wecom_envelopes_take_the_flat_route() -> None:
     assert _flat_pairs(XXE) is None
     with pytest.raises(UnsafeXMLError):
         envelope_encrypt(XXE)
+
+
+# Pieces of envelopes: WeCom's own, and the odd one that must leave the exact route.
+_ENVELOPE_WS = st.sampled_from([""] * 30 + [" ", "\n", "\t", "\n  "] * 4 + ["\r\n", "\x0b"])
+_ENVELOPE_TEXTS = {
+    tag: st.one_of(
+        *[st.text(alphabet=st.sampled_from(list(clean)), min_size=1, max_size=16)] * 3,
+        st.text(alphabet=st.sampled_from(list(clean + " \n]>[<&;é\x00\x01")), max_size=16),
+    )
+    for tag, clean in (
+        ("Encrypt", "aZ09+/="),
+        ("ToUserName", "aZ09_@.-"),
+        ("AgentID", "09"),
+        ("MsgType", "ab"),
+    )
+}
+
+
+@st.composite
+def _envelope_like(draw: st.DrawFn) -> str:
+    """A POST envelope as WeCom sends it, with whitespace, order and text varied."""
+
+    def field(tag: str) -> str:
+        value = draw(_ENVELOPE_TEXTS[tag])
+        if draw(st.sampled_from([True, True, True, False])):  # CDATA, mostly
+            ws = draw(_ENVELOPE_WS)
+            value = f"{ws}<![CDATA[{value}]]>{ws}"
+        return f"{draw(_ENVELOPE_WS)}<{tag}>{value}</{tag}>"
+
+    tags = ["ToUserName", "Encrypt", "AgentID"]
+    if draw(st.sampled_from([False] * 4 + [True])):  # now and then, any order or count
+        tags = draw(st.permutations([*tags, "Encrypt", "MsgType"]))[: draw(st.integers(0, 5))]
+    else:
+        tags = [t for t in tags if t == "Encrypt" or draw(st.sampled_from([True] * 3 + [False]))]
+    root = draw(st.sampled_from(["xml"] * 9 + ["xm", "Xml", "root"]))
+    body = "".join(field(tag) for tag in tags)
+    return f"{draw(_ENVELOPE_WS)}<{root}>{body}{draw(_ENVELOPE_WS)}</xml>{draw(_ENVELOPE_WS)}"
+
+
+@settings(max_examples=500, deadline=None)
+@given(_envelope_like(), st.booleans())
+def test_the_exact_envelope_route_reads_what_expat_reads(doc: str, as_bytes: bool) -> None:
+    data: str | bytes = doc.encode() if as_bytes else doc
+    exact = _exact_envelope(data)
+    outcome, detail = _slow_route(data)
+    if exact is not None:  # taken: expat parses it and reads the same Encrypt
+        assert outcome == "ok"
+        assert isinstance(detail, tuple)
+        assert exact == detail[1]
+        pairs = _flat_pairs(data)  # and the flat route recognises it too
+        assert pairs is not None
+        assert next(v for t, v in pairs if t == "Encrypt") == exact
+    # whichever route answers, envelope_encrypt gives expat's answer
+    try:
+        answer: tuple[str, object] = ("ok", envelope_encrypt(data))
+    except CallbackCryptoError as exc:
+        answer = ("error", (type(exc), exc.wecom_code))
+    if outcome == "ok":
+        assert isinstance(detail, tuple)
+        if detail[1]:
+            assert answer == ("ok", detail[1])
+        else:
+            assert answer[0] == "error"
+    else:
+        assert answer == ("error", detail)
+
+
+def test_wecoms_own_envelope_takes_the_exact_route() -> None:
+    envelope = (
+        "<xml><ToUserName><![CDATA[tj1234567890abcdef]]></ToUserName>"
+        "<Encrypt><![CDATA[ab+/cd==]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
+    )
+    assert _exact_envelope(envelope) == "ab+/cd=="
+    assert _exact_envelope(envelope.encode()) == "ab+/cd=="
+    assert _exact_envelope("<xml>\n<Encrypt><![CDATA[ x= ]]></Encrypt>\n</xml>\n") == "x="
+    # anything else is left to the other routes: markup or an entity in the text, a
+    # second CDATA end, another element, a declaration, an empty Encrypt
+    for other in (
+        envelope.replace("ab+/", "a&amp;"),
+        envelope.replace("ab+/", "a]]>b"),
+        envelope.replace("<AgentID>", "<MsgType>x</MsgType><AgentID>"),
+        '<?xml version="1.0"?>' + envelope,
+        envelope.replace("ab+/cd==", ""),
+    ):
+        assert _exact_envelope(other) is None
+    assert (
+        _exact_envelope(b"<xml><Encrypt><![CDATA[" + b"A" * MAX_XML_BYTES + b"]]></Encrypt></xml>")
+        is None
+    )
 
 
 @settings(max_examples=500, deadline=None)
