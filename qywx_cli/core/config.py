@@ -890,6 +890,12 @@ def _json_type_name(value: Any) -> str:
 # -- field rules ---------------------------------------------------------------------
 
 
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """A rule's pattern compiled once (``re``'s own cache is a lookup per call)."""
+    return re.compile(pattern)
+
+
 def value_problem(rule: FieldRule, value: str, label: str | None = None) -> tuple[str, str] | None:
     """``(code, message)`` if a (resolved) string breaks ``rule``; the message never quotes it.
 
@@ -915,7 +921,7 @@ def value_problem(rule: FieldRule, value: str, label: str | None = None) -> tupl
         return rule.code, f"{label} must be at most {hi} characters (got {n})"
     if lo is not None and n < lo:
         return rule.code, f"{label} must be at least {lo} characters (got {n})"
-    if rule.pattern is not None and not re.fullmatch(rule.pattern, value):
+    if rule.pattern is not None and not _compiled(rule.pattern).fullmatch(value):
         return rule.code, f"{label} {rule.hint}"
     return None
 
@@ -948,7 +954,7 @@ def _check_string(
         values.written[label] = value
     if rule.secret and value.startswith(ENV_PREFIX):
         var = value[len(ENV_PREFIX) :]
-        if not re.fullmatch(ENV_REFERENCE_PATTERN, value):
+        if not _compiled(ENV_REFERENCE_PATTERN).fullmatch(value):
             out.add(
                 "error",
                 doc.path,
@@ -1005,6 +1011,9 @@ def _check_object(
                 )
             continue
         value = data[rule.name]
+        if rule.json_type == "string" and type(value) is str:
+            _check_string(rule, value, label, doc, path, env, out, values)
+            continue
         actual = _json_type_name(value)
         if actual != rule.json_type:
             hint = ""
