@@ -107,12 +107,15 @@ def build_app(command: str | None = None, sub: str | None = None) -> typer.Typer
 
     Typer converts every registered command to click at start-up (~17 ms for all of
     them), so running one command registers only its own module; ``--help``, unknown
-    commands and shell completion get the whole app. A module that defines
+    commands and shell completion get the whole app, and ``command=""`` (``qywx
+    --version``) none of it. A module that defines
     ``register_command(app, command, sub)`` narrows further: ``qywx log list`` converts
     ``log list`` alone, not the group's other commands (each about 1.5 ms).
     """
     built = _new_app()
     built.callback()(_root)
+    if command == "":  # `qywx --version`: the root's options alone
+        return built
     if command in COMMANDS:
         module = importlib.import_module(f"qywx_cli.cli.{COMMANDS[command]}")
         one = getattr(module, "register_command", None)
@@ -224,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
     try:  # building the app imports the command modules: Ctrl-C may land here too
         words = [] if completing else _command_words(args)
+        if not (words or completing) and "--version" in args and not {"-h", "--help"} & set(args):
+            words = [""]  # nothing else runs: no command module is needed
         command = typer.main.get_command(build_app(*words[:2]))
     except KeyboardInterrupt:
         print("qywx: interrupted", file=sys.stderr)

@@ -127,3 +127,18 @@ def test_one_log_command_converts_only_itself(db: Path) -> None:
         assert f"  {name} " in listed.stdout
     typo = run_qywx("--db", str(db), "log", "lst")
     assert typo.returncode == 2 and "Did you mean 'list'?" in typo.stderr
+
+
+def test_version_loads_no_command_module(db: Path) -> None:
+    """``qywx --version`` registers none of the commands (it was the whole app: about
+    0.15 s of CPU); with ``--help`` beside it the whole app is still listed."""
+    from qywx_cli.cli import COMMANDS
+    from tests.helpers import run_qywx
+
+    command_modules = {f"qywx_cli.cli.{name}" for name in COMMANDS.values()}
+    assert _loaded(db, "--version") & command_modules == set()
+    assert _loaded(db, "--debug", "--version") & command_modules == set()
+    both = run_qywx("--help", "--version")
+    assert both.returncode == 0
+    for name in COMMANDS:
+        assert f"  {name} " in both.stdout
