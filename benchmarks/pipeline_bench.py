@@ -7,7 +7,7 @@ Usage::
     python benchmarks/pipeline_bench.py --quick     # 600 callbacks, 3 rounds
     python benchmarks/pipeline_bench.py --dir /var/tmp   # put the databases on that disk
     python benchmarks/pipeline_bench.py --breakdown # also: no fsync, and the store stubbed
-    python benchmarks/pipeline_bench.py --against /tmp/then --against-python /tmp/venv/bin/python
+    python benchmarks/pipeline_bench.py --against DIR --against-python PY  # see below
 
 What it measures, on the sample instance ``QywxProxyTemp`` and fresh signed suite_ticket
 callbacks (each with its own ticket, nonce and IV, timestamped now):
@@ -37,10 +37,14 @@ a ratio to its reference measured in the same run.
 ``--against DIR`` also runs another checkout on the same callbacks in every round (in a
 child process, with ``--against-python``, the interpreter of a virtualenv that has that
 checkout's dependencies): verify + decrypt, the pipeline and its WAL pages. Run against
-the checkout the performance issue measured (d2f2bca: ``git archive d2f2bca | tar -x -C
-DIR``), it turns the issue's goals, which were absolute figures on the machine of that
-day, into ratios that hold on any machine: 11 µs against its 16.1 µs is 0.68×, 130 µs
-against its 275 µs 0.47×.
+the checkout the performance issue measured, it turns the issue's goals, which were
+absolute figures on the machine of that day, into ratios that hold on any machine: 11 µs
+against its 16.1 µs is 0.68×, 130 µs against its 275 µs 0.47×::
+
+    mkdir /tmp/then && git archive d2f2bca | tar -x -C /tmp/then
+    python3 -m venv /tmp/then-venv && /tmp/then-venv/bin/pip install -q -e /tmp/then
+    python benchmarks/pipeline_bench.py --against /tmp/then \\
+        --against-python /tmp/then-venv/bin/python
 """
 
 from __future__ import annotations
