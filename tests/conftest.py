@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests import pgserver
-from tests.helpers import SAMPLES, TEST_DATA, LoopbackWeCom, loopback_fake, qywx_env
+from tests.helpers import (
+    SAMPLES,
+    TEST_DATA,
+    THOROUGH_EXAMPLES,
+    LoopbackWeCom,
+    loopback_fake,
+    qywx_env,
+)
 
 PgServer = pgserver.PgServer
 
@@ -25,6 +33,13 @@ PgServer = pgserver.PgServer
 # two-core machine. The suite writes bytecode as the qywx processes it starts do
 # (tests.helpers.qywx_env); __pycache__ is ignored by git.
 sys.dont_write_bytecode = False
+
+# Property tests: a count written as ``examples(N)`` (tests.helpers) is the "thorough"
+# profile's; the default "quick" profile makes 2/5 of it, and 100 where a test sets none.
+# QYWX_HYPOTHESIS=thorough (or --hypothesis-profile=thorough) runs them all.
+settings.register_profile("thorough", max_examples=THOROUGH_EXAMPLES)
+settings.register_profile("quick", max_examples=THOROUGH_EXAMPLES * 2 // 5)
+settings.load_profile(os.environ.get("QYWX_HYPOTHESIS", "quick"))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from qywx_cli.core.xmlsafe import (
     parse_fields,
     parse_xml,
 )
+from tests.helpers import examples
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <xml><Encrypt>&xxe;</Encrypt></xml>"""
@@ -106,7 +107,7 @@ def _slow_route(doc: str | bytes) -> tuple[str, object]:
     return ("ok", (element_fields(root), (node.text or "").strip() if node is not None else ""))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(_flat_like(), st.booleans())
 def test_the_flat_route_reads_what_expat_reads(doc: str, as_bytes: bool) -> None:
     data: str | bytes = doc.encode("utf-8", "surrogatepass") if as_bytes else doc
@@ -144,7 +145,7 @@ def test_wecom_envelopes_take_the_flat_route() -> None:
         envelope_encrypt(XXE)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.lists(
         st.tuples(
