@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ from tests.helpers import (
 )
 
 PgServer = pgserver.PgServer
+
+PG_INITDB_CACHE = "PYTEST_QYWX_PG_INITDB"
+"""Set by the controlling pytest process under xdist: the folder of the shared initdb."""
+_PG_CACHE_KEY = pytest.StashKey[str]()
 
 # pytest keeps each test module's assertion-rewritten code in __pycache__ only while
 # bytecode writing is on. With PYTHONDONTWRITEBYTECODE set, every xdist worker rewrote
@@ -50,8 +55,9 @@ def pg_server() -> Iterator[PgServer]:
     URLs in tests carry none. When no server can start, every test using it FAILS with
     the reason: the PostgreSQL tests are never skipped silently.
     """
+    cache = os.environ.get(PG_INITDB_CACHE)
     try:
-        server = pgserver.start()
+        server = pgserver.start(initdb_cache=Path(cache) if cache else None)
     except pgserver.PgUnavailable as exc:
         pytest.fail(f"no PostgreSQL server for the tests: {exc}", pytrace=False)
     old = os.environ.get("PGPASSWORD")
@@ -94,6 +100,19 @@ def pytest_configure(config: pytest.Config) -> None:
     script) would see Ctrl-C do nothing; restore the default handler if so."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Each xdist worker starts its own PostgreSQL server (pg_server); initdb runs once per
+    # run, in a folder the workers share, and each worker's cluster is a copy of it.
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        cache = tempfile.mkdtemp(prefix="qywx-pginit-")
+        config.stash[_PG_CACHE_KEY] = cache
+        os.environ[PG_INITDB_CACHE] = cache  # the workers inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_PG_CACHE_KEY, None)
+    if cache is not None:
+        os.environ.pop(PG_INITDB_CACHE, None)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
