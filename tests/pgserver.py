@@ -48,6 +48,10 @@ class PgServer:
     password: str
     bin: Path
     system_user: str | None
+    fsync: bool = True
+    """``fsync`` of the server (start's ``fsync``): off, a commit is not flushed to disk,
+    which only an operating-system crash could tell; the server, its WAL and crash
+    recovery after ``stop_server("immediate")`` are otherwise the same."""
     _counter: int = field(default=0)
     _admin: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
 
@@ -142,7 +146,8 @@ class PgServer:
             raise PgUnavailable(f"pg_ctl {args[-1]} failed: {out.stderr.strip()} {tail}")
 
     def start_server(self) -> None:
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=on"
+        fsync = "on" if self.fsync else "off"
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync={fsync}"
         self._ctl("-w", "-t", "30", "-l", str(self.base / "server.log"), "-o", opts, "start")
 
     def stop_server(self, mode: str = "fast") -> None:
@@ -155,7 +160,9 @@ class PgServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start(base: Path | None = None, *, initdb_cache: Path | None = None) -> PgServer:
+def start(
+    base: Path | None = None, *, initdb_cache: Path | None = None, fsync: bool = True
+) -> PgServer:
     """initdb + start a server on a free loopback port; PgUnavailable with the reason.
 
     With ``initdb_cache`` (a folder shared by the processes of one test run), the first
@@ -163,6 +170,8 @@ def start(base: Path | None = None, *, initdb_cache: Path | None = None) -> PgSe
     cluster: ``cp -a`` of a fresh cluster costs a few milliseconds of CPU, initdb a
     second. The copy's own superuser password is the cache's; the superuser connects
     over the private socket (trust), and the ``qywx`` role is made per server.
+    ``fsync=False`` for a server whose commits need not survive an operating-system
+    crash (the tests'): see :attr:`PgServer.fsync`.
     """
     try:
         with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR; unused here
@@ -196,7 +205,9 @@ def start(base: Path | None = None, *, initdb_cache: Path | None = None) -> PgSe
         ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         ensure_folder_permissions(bin_dir.parent / "share", stat.S_IRGRP | stat.S_IROTH)
         ensure_prefix_permissions(base)  # the server user must reach its folder
-    server = PgServer(base, _free_port(), secrets.token_urlsafe(18), bin_dir, system_user)
+    server = PgServer(
+        base, _free_port(), secrets.token_urlsafe(18), bin_dir, system_user, fsync=fsync
+    )
     server.socket_dir.mkdir(mode=0o700)
     _chown(system_user, base, server.socket_dir)
     try:
