@@ -8,16 +8,29 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from tests import pgserver
-from tests.helpers import SAMPLES, TEST_DATA, LoopbackWeCom, loopback_fake, qywx_env
+from tests.helpers import (
+    SAMPLES,
+    TEST_DATA,
+    THOROUGH_EXAMPLES,
+    LoopbackWeCom,
+    loopback_fake,
+    qywx_env,
+)
 
 PgServer = pgserver.PgServer
+
+PG_INITDB_CACHE = "PYTEST_QYWX_PG_INITDB"
+"""Set by the controlling pytest process under xdist: the folder of the shared initdb."""
+_PG_CACHE_KEY = pytest.StashKey[str]()
 
 # pytest keeps each test module's assertion-rewritten code in __pycache__ only while
 # bytecode writing is on. With PYTHONDONTWRITEBYTECODE set, every xdist worker rewrote
@@ -25,6 +38,13 @@ PgServer = pgserver.PgServer
 # two-core machine. The suite writes bytecode as the qywx processes it starts do
 # (tests.helpers.qywx_env); __pycache__ is ignored by git.
 sys.dont_write_bytecode = False
+
+# Property tests: a count written as ``examples(N)`` (tests.helpers) is the "thorough"
+# profile's; the default "quick" profile makes 2/5 of it, and 100 where a test sets none.
+# QYWX_HYPOTHESIS=thorough (or --hypothesis-profile=thorough) runs them all.
+settings.register_profile("thorough", max_examples=THOROUGH_EXAMPLES)
+settings.register_profile("quick", max_examples=THOROUGH_EXAMPLES * 2 // 5)
+settings.load_profile(os.environ.get("QYWX_HYPOTHESIS", "quick"))
 
 
 @pytest.fixture(scope="session")
@@ -35,8 +55,12 @@ def pg_server() -> Iterator[PgServer]:
     URLs in tests carry none. When no server can start, every test using it FAILS with
     the reason: the PostgreSQL tests are never skipped silently.
     """
+    cache = os.environ.get(PG_INITDB_CACHE)
     try:
-        server = pgserver.start()
+        # fsync off: nothing here crashes the operating system, and a flush per commit
+        # (and per CREATE DATABASE) made the PostgreSQL tests wait on the disk: the
+        # store contract's 57 PostgreSQL tests took 40 s with it, 17 s without (-n 0).
+        server = pgserver.start(initdb_cache=Path(cache) if cache else None, fsync=False)
     except pgserver.PgUnavailable as exc:
         pytest.fail(f"no PostgreSQL server for the tests: {exc}", pytrace=False)
     old = os.environ.get("PGPASSWORD")
@@ -79,6 +103,19 @@ def pytest_configure(config: pytest.Config) -> None:
     script) would see Ctrl-C do nothing; restore the default handler if so."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Each xdist worker starts its own PostgreSQL server (pg_server); initdb runs once per
+    # run, in a folder the workers share, and each worker's cluster is a copy of it.
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        cache = tempfile.mkdtemp(prefix="qywx-pginit-")
+        config.stash[_PG_CACHE_KEY] = cache
+        os.environ[PG_INITDB_CACHE] = cache  # the workers inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    cache = config.stash.get(_PG_CACHE_KEY, None)
+    if cache is not None:
+        os.environ.pop(PG_INITDB_CACHE, None)
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

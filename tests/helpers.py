@@ -69,6 +69,17 @@ QYWX_SCRIPT = (str(_SCRIPT),) if _SCRIPT.is_file() else QYWX
 
 WSGIApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
+THOROUGH_EXAMPLES = 250
+"""``max_examples`` of the "thorough" Hypothesis profile (tests/conftest.py)."""
+
+
+def examples(thorough: int) -> int:
+    """A property test's ``max_examples``: ``thorough`` under the "thorough" profile,
+    scaled by the loaded profile's share of it otherwise (2/5 in the default "quick")."""
+    from hypothesis import settings
+
+    return max(1, thorough * settings().max_examples // THOROUGH_EXAMPLES)
+
 
 def auth_config(auths: Path, name: str = "QywxProxyTemp") -> dict[str, str]:
     """The ``authConfig`` of an instance's business file, read independently of qywx."""

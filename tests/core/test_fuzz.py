@@ -45,13 +45,13 @@ from qywx_cli.core.store import Store
 from qywx_cli.core.wecom import WeComClient
 from qywx_cli.core.wsgi import NotifyApp
 from qywx_cli.core.xmlsafe import element_fields, envelope_encrypt, parse_xml
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, examples
 
 FUZZ = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=250,
+    max_examples=examples(250),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -523,7 +523,7 @@ def signed_or_random(draw: st.DrawFn, crypt: WXBizMsgCrypt, suite: str) -> tuple
     return query, body_with(encrypt, suite).encode()
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=examples(400))
 @given(st.data())
 def test_notify_app_never_answers_5xx(endpoint: Endpoint, data: st.DataObject) -> None:
     method, path = data.draw(routes())

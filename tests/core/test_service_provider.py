@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from wechatpy.enterprise.crypto import WeChatCrypto
 
 from qywx_cli.core import events as ev
 from qywx_cli.core.config import AuthInstance, load_instances
@@ -44,6 +43,8 @@ def wechatpy_request(
     token: str, key: str, receive_id: str, xml: str, nonce: str, ts: int | None = None
 ) -> dict[str, str]:
     """What WeCom POSTs, built with wechatpy: query triple plus the envelope body."""
+    from wechatpy.enterprise.crypto import WeChatCrypto
+
     stamp = str(int(time.time()) if ts is None else ts)
     reply = WeChatCrypto(token, key, receive_id).encrypt_message(xml, nonce, stamp)
     encrypt = re.search(r"<Encrypt><!\[CDATA\[(.*?)\]\]></Encrypt>", reply)
@@ -161,6 +162,8 @@ def test_system_event_retry_reruns_from_the_stored_envelope(world: World) -> Non
 
 
 def test_provider_handshake(world: World) -> None:
+    from wechatpy.enterprise.crypto import WeChatCrypto
+
     crypto = WeChatCrypto(PROVIDER_TOKEN, PROVIDER_KEY, PROVIDER)
     echostr = crypto.encrypt_message("1616140317555161061", "9", "1700000000")
     encrypt = re.search(r"<Encrypt><!\[CDATA\[(.*?)\]\]></Encrypt>", echostr)

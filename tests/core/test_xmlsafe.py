@@ -16,6 +16,7 @@ from qywx_cli.core.xmlsafe import (
     parse_fields,
     parse_xml,
 )
+from tests.helpers import examples
 
 XXE = b"""<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <xml><Encrypt>&xxe;</Encrypt></xml>"""
@@ -107,7 +108,7 @@ def _slow_route(doc: str | bytes) -> tuple[str, object]:
     return ("ok", (element_fields(root), (node.text or "").strip() if node is not None else ""))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(_flat_like(), st.booleans())
 def test_the_flat_route_reads_what_expat_reads(doc: str, as_bytes: bool) -> None:
     data: str | bytes = doc.encode("utf-8", "surrogatepass") if as_bytes else doc
@@ -182,7 +183,7 @@ def _envelope_like(draw: st.DrawFn) -> str:
     return f"{draw(_ENVELOPE_WS)}<{root}>{body}{draw(_ENVELOPE_WS)}</xml>{draw(_ENVELOPE_WS)}"
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(_envelope_like(), st.booleans())
 def test_the_exact_envelope_route_reads_what_expat_reads(doc: str, as_bytes: bool) -> None:
     data: str | bytes = doc.encode() if as_bytes else doc
@@ -234,7 +235,7 @@ def test_wecoms_own_envelope_takes_the_exact_route() -> None:
     )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.lists(
         st.tuples(

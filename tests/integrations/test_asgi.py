@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
-from starlette.routing import Mount, Route
-from starlette.testclient import TestClient
 
 from qywx_cli.core.app import App
 from qywx_cli.core.wsgi import MAX_BODY_BYTES
 from tests.integrations.conftest import WeComRequests, ticket_of
 
+if TYPE_CHECKING:  # imported by the fixture, not at collection (every worker collects)
+    from starlette.testclient import TestClient
+
 
 @pytest.fixture
 def client(project: App) -> Iterator[TestClient]:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+    from starlette.testclient import TestClient
+
     from qywx_cli.integrations.asgi import notify_asgi
 
     async def home(request: object) -> PlainTextResponse:
