@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Command: python benchmarks/validate_bench.py {' '.join(given)}".rstrip())
     print(f"{args.instances:,} instances, best and median of {args.runs} runs\n")
     trees = [REPO] if args.against is None else [REPO, args.against.resolve()]
-    ratios: list[tuple[str, str, float, float]] = []
+    ratios: list[tuple[str, str, float, float, bool]] = []
     print(
         "| auths/ folder | command | checkout | best (s) | median (s) | CPU best (s) "
         "| CPU median (s) | exit | errors reported | CPU < 1.5 s |"
@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                 rounds = run(cmd, args.runs, trees)
                 if len(rounds) == 2:
                     here, there = (statistics.median(r.cpus) for r in rounds)
-                    ratios.append((label, fmt, here, there))
+                    # a run that ended differently (a quick crash, say) is no speed-up
+                    alike = len({r.done.returncode for r in rounds if r.done is not None}) == 1
+                    ratios.append((label, fmt, here, there, alike))
                 for tree, got in zip(trees, rounds, strict=True):
                     done = got.done
                     assert done is not None
@@ -272,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
             "| auths/ folder | format | this (s) | that (s) | ratio | the issue's goal as a ratio |"
         )
         print("|---|---|---:|---:|---:|---|")
-        for label, fmt, here, there in ratios:
+        for label, fmt, here, there, alike in ratios:
             ratio = here / there
             met = "met" if ratio <= ISSUE_GOAL_RATIO else "not met"
+            if not alike:
+                met = "not judged: the two exit statuses differ"
             print(
                 f"| {label} | {fmt} | {here:.2f} | {there:.2f} | {ratio:.2f}× "
                 f"| ≤ {ISSUE_GOAL_RATIO:.2f}×: {met} |"

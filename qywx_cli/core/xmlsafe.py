@@ -219,7 +219,7 @@ def parse_fields(data: str | bytes) -> dict[str, str]:
 def envelope_encrypt(body: str | bytes) -> str:
     """The ``Encrypt`` text of a POST envelope, the input to signature and AES.
 
-    WeCom's own envelope is recognised by one match (:data:`_ENVELOPE`); any other
+    WeCom's own envelope is recognised by :func:`_exact_envelope`; any other
     shape takes the flat route, and anything not flat goes to expat.
     """
     exact = _exact_envelope(body)
