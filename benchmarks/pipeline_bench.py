@@ -377,7 +377,8 @@ def run_against(
     env[TREE_VARIABLE] = str(tree)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"the run against {tree} failed:\n{done.stderr.strip()}")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"the run against {tree} failed: {last}")
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
@@ -434,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--against",
-        type=Path,
+        type=Path,  # checked below, in this process only
         help="also run this checkout on the same callbacks each round (see the docstring)",
     )
     parser.add_argument(
@@ -447,6 +448,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child is not None:
         return child(args.child, args.dir, args.child_pages)
+    if args.against is not None:
+        # Here, not at the top: the child puts the other checkout first on the path.
+        from benchmarks.startup_bench import checkout
+
+        try:
+            args.against = checkout(str(args.against))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
+        if shutil.which(args.against_python) is None:
+            parser.error(f"--against-python {args.against_python} is not a program that runs")
     if args.quick:
         args.count, args.rounds = 600, 3
     given = sys.argv[1:] if argv is None else argv
@@ -462,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
             reqs = make_requests(args.count, f"r{i}-")
             if args.against is not None:  # first, while the callbacks are freshest
                 other = run_against(
-                    args.against.resolve(), args.against_python, work, reqs, count_pages=(i == 0)
+                    args.against, args.against_python, work, reqs, count_pages=(i == 0)
                 )
                 res.setdefault("against_crypto", []).append(other["crypto"])
                 res.setdefault("against_pipeline", []).append(other["pipeline"])

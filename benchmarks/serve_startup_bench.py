@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.startup_bench import _child_cpu  # noqa: E402
+from benchmarks.startup_bench import _child_cpu, checkout  # noqa: E402
 from benchmarks.startup_bench import env as tree_env  # noqa: E402
 
 _LISTENING = re.compile(rb"listening on (http://[0-9.]+:\d+)")
@@ -110,20 +110,23 @@ def prepare(folder: Path, tree: Path) -> tuple[Path, Path]:
     """A copy of sample_auths and a database made by ``tree``'s own qywx."""
     auths, db = folder / "auths", folder / "qywx.db"
     shutil.copytree(REPO / "sample_auths", auths)
-    subprocess.run(
+    made = subprocess.run(
         [sys.executable, "-m", "qywx_cli", "db", "upgrade"],
         env=env(tree, auths, db),
         cwd=folder,
-        check=True,
         capture_output=True,
+        text=True,
     )
+    if made.returncode != 0:  # a checkout older than `qywx db upgrade`, say
+        last = (made.stderr.strip().splitlines() or ["no message"])[-1]
+        raise SystemExit(f"{tree} could not make its database with `qywx db upgrade`: {last}")
     return auths, db
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=15, help="starts per side")
-    parser.add_argument("--against", type=Path, help="another checkout, run alternately")
+    parser.add_argument("--against", type=checkout, help="another checkout, run alternately")
     args = parser.parse_args(argv)
     if not Path("/proc/self/stat").exists():
         raise SystemExit("this benchmark reads /proc: Linux only")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qywx-serve-startup-") as tmp:
         sides: list[tuple[str, Path]] = [("this checkout", REPO)]
         if args.against is not None:
-            sides.append((f"against {args.against}", args.against.resolve()))
+            sides.append((f"against {args.against}", args.against))
         plan = []
         for index, (label, tree) in enumerate(sides):
             folder = Path(tmp) / f"side{index}"

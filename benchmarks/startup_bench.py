@@ -69,6 +69,21 @@ def env(tree: Path = REPO) -> dict[str, str]:
     return out
 
 
+def checkout(text: str) -> Path:
+    """``--against``'s argument: a folder holding a qywx checkout, resolved.
+
+    A folder that is not one would be put on ``PYTHONPATH`` to no effect, so the run
+    would time this checkout against itself and print the ratio as if it were an A/B.
+    """
+    tree = Path(text).resolve()
+    if not (tree / "qywx_cli" / "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a qywx checkout (no qywx_cli/__init__.py in it); make one with "
+            "git archive REV | tar -x -C DIR"
+        )
+    return tree
+
+
 @dataclass(frozen=True)
 class Timing:
     label: str
@@ -223,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-hyperfine", action="store_true", help="time with a Python loop")
     parser.add_argument("--top", type=int, default=20, help="rows of the import table")
     parser.add_argument(
-        "--against", type=Path, help="another checkout to run alternately (implies the loop)"
+        "--against", type=checkout, help="another checkout to run alternately (implies the loop)"
     )
     args = parser.parse_args(argv)
     if args.quick:

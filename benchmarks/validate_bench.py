@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -50,6 +49,12 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.startup_bench import _child_cpu, checkout, qywx  # noqa: E402
+from benchmarks.startup_bench import env as tree_env  # noqa: E402
+
 GOAL_SECONDS = 1.5
 ISSUE_GOAL_RATIO = GOAL_SECONDS / 2.58
 """The goal as a ratio to the figure the performance issue measured (2.58 s, checkout
@@ -58,21 +63,10 @@ ELEMENT_TYPE = "auths.loginTypes.QywxProxyType"
 ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
-def qywx() -> list[str]:
-    script = Path(sys.executable).with_name("qywx")
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "qywx_cli"]
-
-
 def env(tree: Path = REPO) -> dict[str, str]:
-    # Without the bytecode cache every changed module would be compiled on every run.
-    out = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("QYWX_") and k != "PYTHONDONTWRITEBYTECODE"
-    }
-    out["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), out.get("PYTHONPATH")]))
-    out["QYWX_BENCH_SECRET"] = "bench-" + "s" * 40
-    return out
+    """startup_bench's environment for ``tree``, with the suite secret the env:
+    references of the generated instances name."""
+    return {**tree_env(tree), "QYWX_BENCH_SECRET": "bench-" + "s" * 40}
 
 
 def _chars(seed: str, n: int, alphabet: str = ALNUM) -> str:
@@ -179,11 +173,6 @@ def generate(root: Path, count: int, broken_share: float) -> int:
     return broken
 
 
-def _child_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 @dataclass
 class Runs:
     walls: list[float] = field(default_factory=list)
@@ -212,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="2,000 instances, 3 runs")
     parser.add_argument("--keep", type=Path, help="generate here and keep the folders")
-    parser.add_argument("--against", type=Path, help="another checkout, run alternately")
+    parser.add_argument("--against", type=checkout, help="another checkout, run alternately")
     args = parser.parse_args(argv)
     if args.quick:
         args.instances, args.runs = 2000, 3
@@ -223,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Date: {time.strftime('%Y-%m-%d %H:%M %Z')}")
     print(f"Command: python benchmarks/validate_bench.py {' '.join(given)}".rstrip())
     print(f"{args.instances:,} instances, best and median of {args.runs} runs\n")
-    trees = [REPO] if args.against is None else [REPO, args.against.resolve()]
+    trees = [REPO] if args.against is None else [REPO, args.against]
     ratios: list[tuple[str, str, float, float, bool]] = []
     print(
         "| auths/ folder | command | checkout | best (s) | median (s) | CPU best (s) "
