@@ -16,7 +16,8 @@ import pytest
 
 from qywx_cli.core.sealing import Keyring
 from qywx_cli.core.store import Store
-from tests.helpers import QYWX, LoopbackWeCom, http_client, loopback_fake, qywx_env
+from tests.helpers import LoopbackWeCom, http_client, loopback_fake, qywx_env
+from tests.zygote import spawn
 
 _T = TypeVar("_T")
 
@@ -24,19 +25,12 @@ _URL_RE = re.compile(r"(?:listening on|fake WeCom API on) (http://[0-9.]+:\d+)")
 
 
 class Proc:
-    """A qywx subprocess whose stderr is collected; ``url`` is where it listens."""
+    """A qywx process whose stderr is collected; ``url`` is where it listens. It is forked
+    from this worker's already started interpreter (:mod:`tests.zygote`)."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.args = args
-        self.popen = subprocess.Popen(
-            [*QYWX, *args],
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.popen = spawn(args, env, cwd)
         self.lines: list[str] = []
         self._ready = threading.Event()
         self.url = ""

@@ -1,0 +1,59 @@
+"""The forked processes of :mod:`tests.zygote` behave as ``subprocess.Popen`` ones would:
+the environment, folder and umask asked for, the exit status, the signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+from tests.e2e.conftest import Proc
+from tests.helpers import qywx_env
+from tests.zygote import ForkedProcess, spawn
+
+
+def test_a_forked_server_has_the_environment_folder_and_umask_asked_for(
+    env: dict[str, str], tmp_path: Path, fake_wecom: object
+) -> None:
+    previous = os.umask(0o027)
+    try:
+        proc = Proc(["serve", "--port", "0"], env, tmp_path)
+    finally:
+        os.umask(previous)
+    try:
+        assert isinstance(proc.popen, ForkedProcess)
+        pid = proc.popen.pid
+        assert os.getppid() != pid and os.path.realpath(f"/proc/{pid}/cwd") == str(
+            tmp_path.resolve()
+        )
+        # the settings come from the environment asked for (the zygote has no QYWX_*)
+        assert f"db: {env['QYWX_DB']}; WeCom API: {env['QYWX_API_BASE']}" in proc.log
+        status = Path(f"/proc/{pid}/status").read_text()
+        assert "Umask:\t0027" in status
+    finally:
+        assert proc.stop() == 0, proc.log
+    assert "stopping: finishing queued callbacks" in proc.log
+
+
+def test_exit_statuses_are_those_of_a_process(tmp_path: Path) -> None:
+    env = qywx_env(QYWX_AUTHS=str(tmp_path / "none"), QYWX_DB=str(tmp_path / "q.db"))
+    refused = spawn(["serve", "--port", "0"], env, tmp_path)
+    assert refused.wait(20) == 2
+    assert refused.stderr is not None
+    assert refused.stderr.read().startswith("qywx: error: no auths/ folder")
+
+    idle = spawn(["fake-wecom", "--port", "0"], env, tmp_path)
+    assert idle.stderr is not None
+    assert "fake WeCom API on" in idle.stderr.readline()
+    assert idle.poll() is None
+    idle.send_signal(signal.SIGKILL)
+    assert idle.wait(20) == -signal.SIGKILL
+    assert idle.poll() == -signal.SIGKILL
+
+
+def test_an_interpreter_setting_of_its_own_gets_a_fresh_process(tmp_path: Path) -> None:
+    fresh = spawn(["--version"], qywx_env(PYTHONHASHSEED="7"), tmp_path)
+    assert isinstance(fresh, subprocess.Popen)
+    out, _ = fresh.communicate(timeout=60)
+    assert fresh.returncode == 0 and out.startswith("qywx")

@@ -1,0 +1,299 @@
+"""A started interpreter that forks the ``qywx serve`` and ``qywx fake-wecom`` processes
+of the end-to-end tests.
+
+Each of those tests needs a real process: it is killed with SIGKILL, sent SIGTERM twice,
+read on its stderr, restarted on the same database. What none of them tests is how
+Python starts: a fresh ``python -m qywx_cli serve`` spent about 0.38 s of CPU importing
+Typer, the command modules, the crypto bindings and granian before its first line of
+qywx ran, on every one of about 140 starts per run, a third of the suite's CPU. Start-up
+itself is measured where it matters: ``benchmarks/serve_startup_bench.py`` times it, the
+console-script smoke set (``tests/cli/test_smoke.py``) and the import checks
+(``tests/cli/test_read_imports.py``) run fresh interpreters.
+
+So each xdist worker starts this module once (``python -m tests.zygote FD``). It imports
+what a ``qywx serve`` start imports, then waits on a SOCK_SEQPACKET socket. A request is
+one JSON message (argv, environment, working folder, umask) carrying four descriptors:
+the child's stdin, stdout and stderr, and a socket on which this process writes the
+child's pid and then, once it has reaped it, its exit status. The child is an ordinary
+fork: its own pid and memory, the signals and descriptors it would have had from
+``subprocess.Popen``, and an interpreter that ends the usual way (atexit handlers, threads
+joined, streams flushed) once ``qywx_cli.cli.main`` returns or raises.
+
+A request whose environment would start Python differently (any ``PYTHON*``, ``LANG``,
+``LC_*`` variable unlike this interpreter's) is not forked: :func:`spawn` starts a
+process from nothing instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+_PRELOAD = (
+    "qywx_cli.cli",
+    "qywx_cli.cli.server_cmds",
+    "qywx_cli.cli.devtools_cmds",
+    "qywx_cli.core.service",
+    "qywx_cli.core.wsgi",
+    "qywx_cli.core.instrument",
+    "qywx_cli.core.store.sqlite",
+    "qywx_cli.core.edge",
+    "granian",
+)
+"""What ``qywx serve`` imports before it listens (granian only where it is installed)."""
+
+_MAX_MESSAGE = 1 << 20
+
+
+def _startup_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables that decide how an interpreter starts, not what qywx then does."""
+    return {
+        k: v for k, v in env.items() if k.startswith(("PYTHON", "LC_")) or k in ("LANG", "LANGUAGE")
+    }
+
+
+# -- the test side ------------------------------------------------------------------------
+
+
+class ForkedProcess:
+    """The part of :class:`subprocess.Popen` the tests use, for a forked child."""
+
+    def __init__(
+        self, args: list[str], status: socket.socket, stdout: IO[str], stderr: IO[str]
+    ) -> None:
+        self.args = args
+        self.stdout: IO[str] | None = stdout
+        self.stderr: IO[str] | None = stderr
+        self.returncode: int | None = None
+        self._status = status
+        self._buffer = b""
+        self.pid = int(self._line(timeout=20))
+
+    def _line(self, timeout: float | None) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._status.settimeout(left)
+            try:
+                chunk = self._status.recv(64)
+            except (TimeoutError, BlockingIOError):
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+            if not chunk:
+                raise RuntimeError(f"the zygote went away while running {self.args}")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode()
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.returncode = int(self._line(timeout))
+            self._status.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                self.wait(0)
+            except subprocess.TimeoutExpired:
+                return None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+class _Zygote:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.zygote", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                env=env,
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        self.lock = threading.Lock()
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """End the zygote and wait for it, so that its CPU time (and its children's)
+        counts in this process's, as a subprocess's would."""
+        self.control.close()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def spawn(self, args: list[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
+        mask = os.umask(0o077)
+        os.umask(mask)
+        request = json.dumps({"args": args, "env": dict(env), "cwd": str(cwd), "umask": mask})
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            with self.lock:
+                socket.send_fds(
+                    self.control, [request.encode()], [theirs.fileno(), stdin, out_w, err_w]
+                )
+        finally:
+            for fd in (theirs.fileno(), stdin, out_w, err_w):
+                os.close(fd)
+            theirs.detach()
+        return ForkedProcess(
+            args,
+            ours,
+            open(out_r, encoding="utf-8"),  # text pipes, as Popen(text=True) gives
+            open(err_r, encoding="utf-8"),
+        )
+
+
+_ZYGOTE: _Zygote | None = None
+_START = threading.Lock()
+
+
+def spawn(
+    args: Sequence[str], env: Mapping[str, str], cwd: Path
+) -> ForkedProcess | subprocess.Popen[str]:
+    """``python -m qywx_cli ARGS`` in ``cwd`` with exactly ``env``: stdin from /dev/null,
+    stdout and stderr as text pipes. Forked from this worker's zygote when ``env`` starts
+    Python as the zygote was started; a fresh process otherwise."""
+    global _ZYGOTE
+    from tests.helpers import QYWX, qywx_env
+
+    base = qywx_env()
+    if _startup_env(env) == _startup_env(base):
+        with _START:
+            if _ZYGOTE is None or _ZYGOTE.process.poll() is not None:
+                _ZYGOTE = _Zygote(base)
+            zygote = _ZYGOTE
+        return zygote.spawn(list(args), env, cwd)
+    return subprocess.Popen(
+        [*QYWX, *args],
+        env=dict(env),
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+# -- the zygote ---------------------------------------------------------------------------
+
+
+def _serve(control: socket.socket) -> dict[str, Any] | None:
+    """Fork a child per request; in the child, return its request (None: the tests ended)."""
+    children: dict[int, socket.socket] = {}
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.set_wakeup_fd(wake_w)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wake_r, selectors.EVENT_READ)
+    while True:
+        for key, _ in selector.select():
+            if key.fileobj is wake_r:
+                os.read(wake_r, 4096)
+                _reap(children)
+                continue
+            message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 4)
+            if not message:  # the worker is ending: let the last children end first
+                signal.set_wakeup_fd(-1)
+                for pid in list(children):
+                    os.waitpid(pid, 0)
+                return None
+            status = socket.socket(fileno=fds[0])
+            if threading.active_count() != 1:
+                raise RuntimeError("the zygote started a thread; it cannot fork safely")
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                selector.close()
+                for fd in (wake_r, wake_w):
+                    os.close(fd)
+                control.close()
+                status.close()
+                for other in children.values():
+                    other.close()
+                for target, fd in enumerate(fds[1:]):
+                    os.dup2(fd, target)
+                    os.close(fd)
+                request: dict[str, Any] = json.loads(message)
+                return request
+            for fd in fds[1:]:
+                os.close(fd)
+            children[pid] = status
+            status.sendall(f"{pid}\n".encode())
+
+
+def _reap(children: dict[int, socket.socket]) -> None:
+    while children:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            return
+        channel = children.pop(pid, None)
+        if channel is not None:
+            with contextlib.suppress(OSError):  # the test gave up on it
+                channel.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            channel.close()
+
+
+def _become(request: dict[str, Any]) -> None:
+    """Turn this forked child into ``python -m qywx_cli ARGS`` as a Popen would start it."""
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    time.tzset()
+    sys.argv = [str(REPO / "qywx_cli" / "__main__.py"), *request["args"]]
+    from qywx_cli.cli import main
+
+    main()
+
+
+def _main() -> None:
+    control = socket.socket(fileno=int(sys.argv[1]))
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            if name != "granian":
+                raise
+    request = _serve(control)
+    if request is not None:
+        _become(request)
+
+
+if __name__ == "__main__":
+    _main()
