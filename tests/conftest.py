@@ -77,12 +77,13 @@ def pg_server() -> Iterator[PgServer]:
 
 @pytest.fixture
 def pg_url(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, empty database on the session's server, dropped afterwards."""
+    """A fresh, empty database on the session's server, emptied for the next test
+    afterwards (or dropped: :meth:`PgServer.recycle_database`)."""
     name = pg_server.create_database()
     try:
         yield pg_server.url(name)
     finally:
-        pg_server.drop_database(name)
+        pg_server.recycle_database(name)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

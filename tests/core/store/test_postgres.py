@@ -234,3 +234,46 @@ def test_a_v5_database_keeps_only_the_ciphertext_of_each_body(
         got = {r.id: r for r in s.list_callbacks()}
     assert [got[i].envelope for i in (1, 2, 3)] == ["c2lnbmVk", "ZWNob3N0cg==", "<xml/>"]
     assert (got[1].folded, got[1].folded_at) == (0, None)
+
+
+_CATALOG = """
+SELECT n.nspname, pg_get_userbyid(n.nspowner), coalesce(n.nspacl::text, ''),
+       (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid)
+FROM pg_namespace n
+WHERE n.nspname NOT LIKE 'pg\\_temp\\_%' AND n.nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+ORDER BY 1
+"""
+
+
+def _catalog(pg_server: PgServer, name: str) -> str:
+    return pg_server.psql(_CATALOG, dbname=name)
+
+
+def test_a_recycled_test_database_is_as_empty_as_a_new_one(pg_server: PgServer) -> None:
+    """The ``pg_url`` fixture hands a database a test gave back to the next one
+    (tests/pgserver.py): it must look to the store exactly as a new one does."""
+    fresh = pg_server.create_database("fresh")
+    try:
+        new_catalog = _catalog(pg_server, fresh)
+    finally:
+        pg_server.drop_database(fresh)
+    name = pg_server.create_database()
+    with Store(pg_server.url(name)) as store:
+        record(store)
+    assert _catalog(pg_server, name) != new_catalog  # the schema is there now
+    pg_server.recycle_database(name)
+    assert pg_server.create_database() == name
+    try:
+        assert _catalog(pg_server, name) == new_catalog
+        with Store(pg_server.url(name)) as store:
+            assert store.list_callbacks() == []
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_a_test_database_left_with_more_than_its_schema_is_dropped(pg_server: PgServer) -> None:
+    name = pg_server.create_database()
+    pg_server.psql("CREATE SCHEMA left_behind", dbname=name)
+    pg_server.recycle_database(name)
+    assert pg_server.create_database() != name
+    assert pg_server.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "0"
