@@ -108,9 +108,6 @@ def provider_crypto(settings: Settings) -> WXBizMsgCrypt | None:
     )
 
 
-HEALTH_CACHE_SECONDS = 5.0
-"""How long /healthz reuses the store's write probe (one fsync) before probing again."""
-
 _WRITE_KEYS = frozenset({"writable", "error", "installs_need_recovery"})
 
 AUTH_CODE_TTL_SECONDS = 600.0
@@ -409,6 +406,7 @@ class CallbackService:
         #: claims keep other workers away this long unless renewed (qywx.toml); the
         #: sweeper looks for lapsed ones as often as claims are renewed, by default
         self.lease_seconds = settings.lease_seconds
+        self._health_probe_seconds = settings.health_probe_seconds
         renew = renew_interval(self.lease_seconds)
         self.rescan_interval = renew if rescan_interval is None else rescan_interval
         self._stopping = threading.Event()
@@ -1235,15 +1233,16 @@ class CallbackService:
         """What ``/healthz`` answers: ok only if a callback could be recorded now.
 
         The store's write probe costs one fsync, so its answer is reused for
-        HEALTH_CACHE_SECONDS (a load balancer probing every second costs one commit in
-        five); concurrent probes share one. ``suite_ticket_age_s`` is reported, not
-        judged: WeCom's pushes stopping is not this host's fault, and neither is
-        ``installs_need_recovery`` (installations whose AuthCode was spent with no
-        permanent code stored: the operator resets the Secret, see RECOVERY_40078).
+        ``health_probe_seconds`` ([serve] in qywx.toml, 5 s: a load balancer probing
+        every second costs one commit in five); concurrent probes share one.
+        ``suite_ticket_age_s`` is reported, not judged: WeCom's pushes stopping is not
+        this host's fault, and neither is ``installs_need_recovery`` (installations
+        whose AuthCode was spent with no permanent code stored: the operator resets the
+        Secret, see RECOVERY_40078).
         """
         with self._health_lock:
             cached = self._health
-            probe = cached is None or self.now() - cached[0] >= HEALTH_CACHE_SECONDS
+            probe = cached is None or self.now() - cached[0] >= self._health_probe_seconds
             try:
                 health = self.store.healthcheck(write=probe)
             except QywxError as exc:

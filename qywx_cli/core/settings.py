@@ -59,7 +59,9 @@ _SERVE_OBSERVE_KEYS = {
     "alert_webhook",
 }
 #: [serve] keys read by load_settings itself (strict may also be written at the top level)
-_SERVE_OTHER_KEYS = {"strict"}
+_SERVE_OTHER_KEYS = {"strict", "health_probe_seconds"}
+DEFAULT_HEALTH_PROBE_SECONDS: Final = 5.0
+MAX_HEALTH_PROBE_SECONDS: Final = 300.0
 LOG_FORMATS = ("text", "json")
 _WEBHOOK_EXAMPLE = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…"
 ENV_VAR_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -136,6 +138,9 @@ class Settings:
 
     #: ``qywx serve`` refuses to start while any instance cannot be loaded
     strict: bool = False
+    #: ``qywx serve``: how long /healthz reuses its write probe (one commit, one fsync)
+    #: before it probes again; 0 probes on every request
+    health_probe_seconds: float = DEFAULT_HEALTH_PROBE_SECONDS
 
 
 def _serve_limits(data: Any, path: Path) -> ServerLimits:
@@ -362,6 +367,17 @@ def load_settings(
     if not isinstance(metrics_host, str) or not metrics_host:
         raise ConfigError(f"{path}: serve.metrics_host must be an interface name or address")
 
+    probe = serve.get("health_probe_seconds", DEFAULT_HEALTH_PROBE_SECONDS)
+    if (
+        not isinstance(probe, (int, float))
+        or isinstance(probe, bool)
+        or not 0 <= probe <= MAX_HEALTH_PROBE_SECONDS
+    ):
+        raise ConfigError(
+            f"{path}: serve.health_probe_seconds must be a number of seconds from 0 to "
+            f"{MAX_HEALTH_PROBE_SECONDS:g}, not {str(probe)[:40]!r}"
+        )
+
     secret, source = _provider_secret(data, env, path)
 
     return Settings(
@@ -385,6 +401,7 @@ def load_settings(
         provider_encoding_aes_key=provider_key,
         strict=strict,
         http_limits=limits,
+        health_probe_seconds=float(probe),
     )
 
 

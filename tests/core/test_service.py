@@ -595,3 +595,40 @@ def test_a_service_loads_the_wecom_client_only_when_an_event_needs_wecom(
     assert before == []
     assert after == ["httpx", "qywx_cli.core.wecom"]
     assert same is True
+
+
+@pytest.mark.parametrize(
+    ("window", "probed"),
+    [(5.0, [True, False, False, True]), (0.0, [True, True, True, True])],
+)
+def test_healthz_reuses_its_write_probe_for_health_probe_seconds(
+    auths: Path, tmp_path: Path, window: float, probed: list[bool]
+) -> None:
+    """Each write probe is one commit, seen by another connection as a new data_version;
+    within ``health_probe_seconds`` of the last one /healthz reuses its verdict."""
+    import sqlite3
+
+    from tests.helpers import Clock
+
+    db = tmp_path / "probe.db"
+    clock = Clock(time.time())
+    store = Store(db, now=clock)
+    service = CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API, health_probe_seconds=window),
+        store=store,
+        instances=load_instances(auths),
+        now=clock,
+        background=False,
+    )
+    watcher = sqlite3.connect(db, isolation_level=None)
+    seen = []
+    try:
+        for step in (0.0, 1.0, 3.9, 1.2):  # at 0, 1, 4.9 and 6.1 s
+            clock.advance(step)
+            before = watcher.execute("PRAGMA data_version").fetchone()[0]
+            assert service.healthcheck()["writable"] is True
+            seen.append(watcher.execute("PRAGMA data_version").fetchone()[0] != before)
+    finally:
+        watcher.close()
+        service.close()
+    assert seen == probed

@@ -106,6 +106,14 @@ def test_lease_seconds_is_the_claim_lease_unless_set(tmp_path: Path) -> None:
     assert load_settings(config=conf, env={}, cwd=tmp_path).lease_seconds == 60.0
 
 
+def test_health_probe_seconds_is_five_unless_set(tmp_path: Path) -> None:
+    assert load_settings(env={}, cwd=tmp_path).health_probe_seconds == 5.0
+    conf = toml(tmp_path, "[serve]\nhealth_probe_seconds = 0\n")
+    assert load_settings(config=conf, env={}, cwd=tmp_path).health_probe_seconds == 0.0
+    conf = toml(tmp_path, "[serve]\nhealth_probe_seconds = 0.5\n")
+    assert load_settings(config=conf, env={}, cwd=tmp_path).health_probe_seconds == 0.5
+
+
 def test_missing_config_flag_file(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="config file not found"):
         load_settings(config=tmp_path / "nope.toml", env={}, cwd=tmp_path)
@@ -136,6 +144,11 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
         ('lease_seconds = "10"\n', {}, "lease_seconds must be a number of seconds from 1"),
         ("lease_seconds = true\n", {}, "lease_seconds must be a number of seconds from 1"),
         ("lease_seconds = nan\n", {}, "lease_seconds must be a number of seconds from 1"),
+        ("[serve]\nhealth_probe_seconds = -1\n", {}, "serve.health_probe_seconds must be a"),
+        ("[serve]\nhealth_probe_seconds = 301\n", {}, "serve.health_probe_seconds must be"),
+        ('[serve]\nhealth_probe_seconds = "5"\n', {}, "serve.health_probe_seconds must be"),
+        ("[serve]\nhealth_probe_seconds = true\n", {}, "serve.health_probe_seconds must be"),
+        ("[serve]\nhealth_probe_seconds = nan\n", {}, "serve.health_probe_seconds must be"),
         ('provider_corp_id = "ww 1"\n', {}, "provider_corp_id must be a corp id"),
         ("", {"QYWX_PROVIDER_CORP_ID": "a/b"}, "QYWX_PROVIDER_CORP_ID must be a corp id"),
     ],
