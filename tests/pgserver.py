@@ -37,6 +37,8 @@ SELECT (SELECT count(*) FROM pg_namespace
           AND nspname NOT LIKE 'pg\\_temp\\_%%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%%')
      + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql')
      + (SELECT count(*) FROM pg_largeobject_metadata)
+     + (SELECT count(*) FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid())
      + (SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
         WHERE d.datname = current_database())
      + (SELECT count(*) FROM pg_database d
@@ -44,7 +46,9 @@ SELECT (SELECT count(*) FROM pg_namespace
           AND (pg_get_userbyid(d.datdba) <> %s OR d.datconnlimit <> -1 OR NOT d.datallowconn))
 """
 """What an emptied database must not hold for :meth:`PgServer.recycle_database` to keep
-it (the temporary schemas of ended sessions stay in every database that had them)."""
+it: a session (one that came back after the others were ended), a schema besides the
+system ones (the temporary schemas of ended sessions stay in every database that had
+them), an extension, a large object, a setting or an owner a new database lacks."""
 
 
 class PgUnavailable(RuntimeError):
@@ -158,20 +162,21 @@ class PgServer:
         time for each of about 130 tests, when a test needs only an empty database. So
         every other session on it is ended, the public schema is dropped with all it
         holds and made again as a new database has it, and the database is kept only if
-        nothing else is left: another schema, an extension, a large object, a setting or
-        an owner a new database would not have. Anything unexpected drops it instead.
+        nothing in :data:`_LEFTOVERS` is there. Anything unexpected drops it instead.
         """
         import psycopg
 
         try:
+            # Waits (up to 5 s) for each session to be gone, advisory locks and all.
             self._admin_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
             )
             with psycopg.connect(
                 host=str(self.socket_dir), port=self.port, user="postgres", dbname=name,
                 autocommit=True, connect_timeout=60,
             ) as conn:  # fmt: skip
+                conn.execute("SET lock_timeout = '5s'")  # a session back again: drop it
                 conn.execute("DROP SCHEMA public CASCADE")
                 conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
                 conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")

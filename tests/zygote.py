@@ -20,8 +20,13 @@ fork: its own pid and memory, the signals and descriptors it would have had from
 joined, streams flushed) once ``qywx_cli.cli.main`` returns or raises.
 
 A request whose environment would start Python differently (any ``PYTHON*``, ``LANG``,
-``LC_*`` variable unlike this interpreter's) is not forked: :func:`spawn` starts a
-process from nothing instead.
+``LC_*`` or Typer variable unlike this interpreter's) is not forked: :func:`spawn` starts
+a process from nothing instead.
+
+What a child keeps of the zygote, unlike a fresh interpreter: its hash seed (str hashes,
+so the order of a set of strings, are alike in every child of one worker; the workers'
+seeds differ), ``sys.stdout.seekable()`` as it was for /dev/null, ``__main__`` and
+``/proc/<pid>/cmdline`` naming this module. qywx depends on none of these.
 """
 
 from __future__ import annotations
@@ -60,13 +65,26 @@ _MAX_MESSAGE = 1 << 20
 
 
 def _startup_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables that decide how an interpreter starts, not what qywx then does."""
+    """The variables that decide how an interpreter starts (and those Typer reads when
+    it is imported), not what qywx then does."""
     return {
-        k: v for k, v in env.items() if k.startswith(("PYTHON", "LC_")) or k in ("LANG", "LANGUAGE")
+        k: v
+        for k, v in env.items()
+        if k.startswith(("PYTHON", "LC_", "TYPER_", "_TYPER_"))
+        or k in ("LANG", "LANGUAGE", "TERMINAL_WIDTH")
     }
 
 
 # -- the test side ------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    """This process's umask, read without setting it (setting and restoring it would
+    give a thread creating a file in between the wrong mode)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    raise RuntimeError("no Umask in /proc/self/status")
 
 
 class ForkedProcess:
@@ -81,6 +99,11 @@ class ForkedProcess:
         self.returncode: int | None = None
         self._status = status
         self._buffer = b""
+        self._lock = threading.Lock()
+        #: a pidfd the zygote opened before it could reap the child: a signal sent
+        #: through it after the child has exited fails, and can never reach a process
+        #: that has since been given the same pid
+        self._pidfd: int | None = None
         self.pid = int(self._line(timeout=20))
 
     def _line(self, timeout: float | None) -> str:
@@ -89,9 +112,11 @@ class ForkedProcess:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             self._status.settimeout(left)
             try:
-                chunk = self._status.recv(64)
+                chunk, fds, _, _ = socket.recv_fds(self._status, 64, 1)
             except (TimeoutError, BlockingIOError):
                 raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+            for fd in fds:
+                self._pidfd = fd
             if not chunk:
                 raise RuntimeError(f"the zygote went away while running {self.args}")
             self._buffer += chunk
@@ -99,10 +124,14 @@ class ForkedProcess:
         return line.decode()
 
     def wait(self, timeout: float | None = None) -> int:
-        if self.returncode is None:
-            self.returncode = int(self._line(timeout))
-            self._status.close()
-        return self.returncode
+        with self._lock:
+            if self.returncode is None:
+                self.returncode = int(self._line(timeout))
+                self._status.close()
+                if self._pidfd is not None:
+                    os.close(self._pidfd)
+                    self._pidfd = None
+            return self.returncode
 
     def poll(self) -> int | None:
         if self.returncode is None:
@@ -113,8 +142,16 @@ class ForkedProcess:
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
-        if self.poll() is None:
-            os.kill(self.pid, sig)
+        """As Popen does: nothing once the exit status is known, and no error if the
+        child has only just exited."""
+        with self._lock:
+            if self.returncode is not None:
+                return
+            with contextlib.suppress(ProcessLookupError):
+                if self._pidfd is not None:
+                    signal.pidfd_send_signal(self._pidfd, sig)
+                else:  # a kernel without pidfds
+                    os.kill(self.pid, sig)
 
     def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
@@ -150,9 +187,7 @@ class _Zygote:
             self.process.wait()
 
     def spawn(self, args: list[str], env: Mapping[str, str], cwd: Path) -> ForkedProcess:
-        mask = os.umask(0o077)
-        os.umask(mask)
-        request = json.dumps({"args": args, "env": dict(env), "cwd": str(cwd), "umask": mask})
+        request = json.dumps({"args": args, "env": dict(env), "cwd": str(cwd), "umask": _umask()})
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         stdin = os.open(os.devnull, os.O_RDONLY)
         out_r, out_w = os.pipe()
@@ -187,12 +222,17 @@ def spawn(
     global _ZYGOTE
     from tests.helpers import QYWX, qywx_env
 
-    base = qywx_env()
-    if _startup_env(env) == _startup_env(base):
-        with _START:
-            if _ZYGOTE is None or _ZYGOTE.process.poll() is not None:
-                _ZYGOTE = _Zygote(base)
-            zygote = _ZYGOTE
+    wanted = _startup_env(env)
+    with _START:
+        if _ZYGOTE is not None and _ZYGOTE.process.poll() is not None:
+            _ZYGOTE.control.close()  # it died: a new one is started below
+            _ZYGOTE = None
+        if _ZYGOTE is None and wanted == _startup_env(qywx_env()):
+            _ZYGOTE = _Zygote(qywx_env())
+        zygote = _ZYGOTE
+    # Compared with the environment the zygote itself was started with: a variable a
+    # test has set in this process since then is not in the zygote's interpreter.
+    if zygote is not None and wanted == _startup_env(zygote.env):
         return zygote.spawn(list(args), env, cwd)
     return subprocess.Popen(
         [*QYWX, *args],
@@ -225,9 +265,11 @@ def _serve(control: socket.socket) -> dict[str, Any] | None:
                 _reap(children)
                 continue
             message, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 4)
-            if not message:  # the worker is ending: let the last children end first
+            if not message:  # the worker has ended: no test will stop what is left
                 signal.set_wakeup_fd(-1)
                 for pid in list(children):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                     os.waitpid(pid, 0)
                 return None
             status = socket.socket(fileno=fds[0])
@@ -252,7 +294,22 @@ def _serve(control: socket.socket) -> dict[str, Any] | None:
             for fd in fds[1:]:
                 os.close(fd)
             children[pid] = status
-            status.sendall(f"{pid}\n".encode())
+            # Opened before this loop can reap the child, so it always names this one.
+            pidfd = _pidfd(pid)
+            try:
+                socket.send_fds(status, [f"{pid}\n".encode()], [] if pidfd is None else [pidfd])
+            except OSError:  # the test stopped waiting: nobody would ever stop the child
+                os.kill(pid, signal.SIGKILL)
+            finally:
+                if pidfd is not None:
+                    os.close(pidfd)
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Linux before 5.3
+        return None
 
 
 def _reap(children: dict[int, socket.socket]) -> None:
@@ -275,6 +332,7 @@ def _become(request: dict[str, Any]) -> None:
     os.environ.update(request["env"])
     time.tzset()
     sys.argv = [str(REPO / "qywx_cli" / "__main__.py"), *request["args"]]
+    sys.path[0] = os.getcwd()  # where ``python -m`` puts the working folder
     from qywx_cli.cli import main
 
     main()

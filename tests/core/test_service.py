@@ -599,7 +599,11 @@ def test_a_service_loads_the_wecom_client_only_when_an_event_needs_wecom(
 
 @pytest.mark.parametrize(
     ("window", "probed"),
-    [(5.0, [True, False, False, True]), (0.0, [True, True, True, True])],
+    [
+        (5.0, [True, False, False, True]),
+        (2.0, [True, False, True, False]),
+        (0.0, [True, True, True, True]),
+    ],
 )
 def test_healthz_reuses_its_write_probe_for_health_probe_seconds(
     auths: Path, tmp_path: Path, window: float, probed: list[bool]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import Proc
@@ -24,13 +25,12 @@ def test_a_forked_server_has_the_environment_folder_and_umask_asked_for(
     try:
         assert isinstance(proc.popen, ForkedProcess)
         pid = proc.popen.pid
-        assert os.getppid() != pid and os.path.realpath(f"/proc/{pid}/cwd") == str(
-            tmp_path.resolve()
-        )
+        assert os.path.realpath(f"/proc/{pid}/cwd") == str(tmp_path.resolve())
         # the settings come from the environment asked for (the zygote has no QYWX_*)
         assert f"db: {env['QYWX_DB']}; WeCom API: {env['QYWX_API_BASE']}" in proc.log
         status = Path(f"/proc/{pid}/status").read_text()
         assert "Umask:\t0027" in status
+        assert f"PPid:\t{os.getpid()}\n" not in status  # forked by the zygote
     finally:
         assert proc.stop() == 0, proc.log
     assert "stopping: finishing queued callbacks" in proc.log
@@ -57,3 +57,20 @@ def test_an_interpreter_setting_of_its_own_gets_a_fresh_process(tmp_path: Path) 
     assert isinstance(fresh, subprocess.Popen)
     out, _ = fresh.communicate(timeout=60)
     assert fresh.returncode == 0 and out.startswith("qywx")
+
+
+def test_a_signal_to_a_child_already_reaped_is_a_no_op(tmp_path: Path) -> None:
+    """The zygote reaps a child before the test reads its status; a signal sent in that
+    window goes through the pidfd, so it can reach no other process, and raises nothing."""
+    done = spawn(["--version"], qywx_env(), tmp_path)
+    assert isinstance(done, ForkedProcess) and done.stdout is not None
+    assert done.stdout.read().startswith("qywx")
+    proc = Path(f"/proc/{done.pid}")
+    for _ in range(2000):  # the zygote reaps it as soon as it exits
+        if not proc.exists():
+            break
+        time.sleep(0.005)
+    assert not proc.exists()
+    done.send_signal(signal.SIGTERM)
+    assert done.wait(20) == 0
+    done.send_signal(signal.SIGTERM)  # known to have ended: nothing is sent

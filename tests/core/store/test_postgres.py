@@ -275,5 +275,9 @@ def test_a_test_database_left_with_more_than_its_schema_is_dropped(pg_server: Pg
     name = pg_server.create_database()
     pg_server.psql("CREATE SCHEMA left_behind", dbname=name)
     pg_server.recycle_database(name)
-    assert pg_server.create_database() != name
-    assert pg_server.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "0"
+    other = pg_server.create_database()
+    try:
+        assert other != name
+        assert pg_server.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "0"
+    finally:
+        pg_server.drop_database(other)
