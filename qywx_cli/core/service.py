@@ -406,7 +406,6 @@ class CallbackService:
         #: claims keep other workers away this long unless renewed (qywx.toml); the
         #: sweeper looks for lapsed ones as often as claims are renewed, by default
         self.lease_seconds = settings.lease_seconds
-        self._health_probe_seconds = settings.health_probe_seconds
         renew = renew_interval(self.lease_seconds)
         self.rescan_interval = renew if rescan_interval is None else rescan_interval
         self._stopping = threading.Event()
@@ -1242,7 +1241,7 @@ class CallbackService:
         """
         with self._health_lock:
             cached = self._health
-            probe = cached is None or self.now() - cached[0] >= self._health_probe_seconds
+            probe = cached is None or self.now() - cached[0] >= self.settings.health_probe_seconds
             try:
                 health = self.store.healthcheck(write=probe)
             except QywxError as exc:

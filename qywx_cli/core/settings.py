@@ -170,6 +170,16 @@ def _serve_limits(data: Any, path: Path) -> ServerLimits:
         raise ConfigError(f"{path}: serve.{exc.message}") from None
 
 
+def _seconds(value: Any, key: str, low: float, high: float, path: Path) -> float:
+    """A qywx.toml number of seconds within [low, high] (NaN and booleans refused)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(
+            f"{path}: {key} must be a number of seconds from {low:g} to {high:g}, "
+            f"not {str(value)[:40]!r}"
+        )
+    return float(value)
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     # Imported only when there is a qywx.toml to read: every command loads settings.
     if sys.version_info >= (3, 11):
@@ -311,16 +321,13 @@ def load_settings(
             f"{str(retention)[:40]!r}"
         )
 
-    lease = data.get("lease_seconds", DEFAULT_LEASE_SECONDS)
-    if (
-        not isinstance(lease, (int, float))
-        or isinstance(lease, bool)
-        or not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS
-    ):
-        raise ConfigError(
-            f"{path}: lease_seconds must be a number of seconds from {MIN_LEASE_SECONDS:g} "
-            f"to {MAX_LEASE_SECONDS:g}, not {str(lease)[:40]!r}"
-        )
+    lease = _seconds(
+        data.get("lease_seconds", DEFAULT_LEASE_SECONDS),
+        "lease_seconds",
+        MIN_LEASE_SECONDS,
+        MAX_LEASE_SECONDS,
+        path,
+    )
 
     table = data.get("serve")
     serve_table: dict[str, Any] = table if isinstance(table, dict) else {}
@@ -367,16 +374,13 @@ def load_settings(
     if not isinstance(metrics_host, str) or not metrics_host:
         raise ConfigError(f"{path}: serve.metrics_host must be an interface name or address")
 
-    probe = serve.get("health_probe_seconds", DEFAULT_HEALTH_PROBE_SECONDS)
-    if (
-        not isinstance(probe, (int, float))
-        or isinstance(probe, bool)
-        or not 0 <= probe <= MAX_HEALTH_PROBE_SECONDS
-    ):
-        raise ConfigError(
-            f"{path}: serve.health_probe_seconds must be a number of seconds from 0 to "
-            f"{MAX_HEALTH_PROBE_SECONDS:g}, not {str(probe)[:40]!r}"
-        )
+    probe = _seconds(
+        serve.get("health_probe_seconds", DEFAULT_HEALTH_PROBE_SECONDS),
+        "serve.health_probe_seconds",
+        0.0,
+        MAX_HEALTH_PROBE_SECONDS,
+        path,
+    )
 
     secret, source = _provider_secret(data, env, path)
 
@@ -395,13 +399,13 @@ def load_settings(
         provider_corp_id=provider,
         max_clock_skew=skew,
         retention_days=retention,
-        lease_seconds=float(lease),
+        lease_seconds=lease,
         config_file=path if path.is_file() else None,
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,
         strict=strict,
         http_limits=limits,
-        health_probe_seconds=float(probe),
+        health_probe_seconds=probe,
     )
 
 
