@@ -129,16 +129,22 @@ class PgServer:
         import psycopg
 
         if self._admin is None or self._admin.closed:
-            self._admin = psycopg.connect(
-                host=str(self.socket_dir), port=self.port, user="postgres",
-                dbname="postgres", autocommit=True, connect_timeout=60,
-            )  # fmt: skip
+            self._admin = self._superuser("postgres")
         try:
             self._admin.execute(sql.encode())  # bytes: names made here, not from input
         except psycopg.Error as exc:
             if self._admin.broken:
                 self._admin.close()
             raise RuntimeError(f"{sql.split()[0]} failed: {exc}") from None
+
+    def _superuser(self, dbname: str) -> psycopg.Connection[tuple[Any, ...]]:
+        """An autocommit connection to ``dbname`` as the superuser, over the private socket."""
+        import psycopg
+
+        return psycopg.connect(
+            host=str(self.socket_dir), port=self.port, user="postgres", dbname=dbname,
+            autocommit=True, connect_timeout=60,
+        )  # fmt: skip
 
     def _close_admin(self) -> None:
         if self._admin is not None:
@@ -172,10 +178,7 @@ class PgServer:
                 "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
                 f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
             )
-            with psycopg.connect(
-                host=str(self.socket_dir), port=self.port, user="postgres", dbname=name,
-                autocommit=True, connect_timeout=60,
-            ) as conn:  # fmt: skip
+            with self._superuser(name) as conn:
                 conn.execute("SET lock_timeout = '5s'")  # a session back again: drop it
                 conn.execute("DROP SCHEMA public CASCADE")
                 conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")

@@ -227,8 +227,10 @@ def spawn(
         if _ZYGOTE is not None and _ZYGOTE.process.poll() is not None:
             _ZYGOTE.control.close()  # it died: a new one is started below
             _ZYGOTE = None
-        if _ZYGOTE is None and wanted == _startup_env(qywx_env()):
-            _ZYGOTE = _Zygote(qywx_env())
+        if _ZYGOTE is None:
+            base = qywx_env()
+            if wanted == _startup_env(base):
+                _ZYGOTE = _Zygote(base)
         zygote = _ZYGOTE
     # Compared with the environment the zygote itself was started with: a variable a
     # test has set in this process since then is not in the zygote's interpreter.
