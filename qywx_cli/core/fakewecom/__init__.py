@@ -125,6 +125,7 @@ from qywx_cli.core.fakewecom.push import (
     post_command,
     suite_ticket_xml,
 )
+from qywx_cli.core.tls import client_ssl_context
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -453,7 +454,7 @@ class FakeWeCom:
         """
         if interval <= 0:
             raise UsageError("the push interval must be a positive number of seconds")
-        http = client or httpx.Client(timeout=5.0)
+        http = client or httpx.Client(timeout=5.0, verify=client_ssl_context())
         pushes = 0
         try:
             while not stop_event.is_set():

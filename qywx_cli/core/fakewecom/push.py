@@ -12,6 +12,7 @@ import httpx
 
 from qywx_cli.core.crypto import WXBizMsgCrypt
 from qywx_cli.core.errors import QywxError
+from qywx_cli.core.tls import client_ssl_context
 from qywx_cli.core.urls import split_url
 
 
@@ -74,7 +75,7 @@ def post_command(
     rid = receive_id or instance.suite_id
     crypt = WXBizMsgCrypt(instance.token, instance.encoding_aes_key, {rid: "suite"})
     envelope = crypt.encrypt_msg(plaintext, rid, str(timestamp), nonce)
-    http = client or httpx.Client(timeout=5.0)
+    http = client or httpx.Client(timeout=5.0, verify=client_ssl_context())
     try:
         return http.post(
             url,
