@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -63,6 +64,7 @@ from qywx_cli.core.config import AuthInstance, find_instance  # noqa: E402
 from qywx_cli.core.service import CallbackService  # noqa: E402
 from qywx_cli.core.settings import Settings  # noqa: E402
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store  # noqa: E402
+from qywx_cli.core.tls import client_ssl_context  # noqa: E402
 
 __all__ = [
     "Callback",
@@ -84,6 +86,39 @@ _URL_RE = re.compile(r"(?:listening on|fake WeCom API on) (http://[0-9.]+:\d+)")
 
 
 # -- processes ---------------------------------------------------------------------------
+class Child(Protocol):
+    """What :class:`QywxProcess` uses of a started process (a ``subprocess.Popen``)."""
+
+    stderr: IO[str] | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
+
+
+def popen(args: list[str], env: dict[str, str], cwd: Path, umask: int) -> Child:
+    """``python -m qywx_cli ARGS``: stdin and stdout from and to /dev/null, stderr a text
+    pipe; ``umask`` (if >= 0) set in the child."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "qywx_cli", *args],
+        env=env,
+        cwd=cwd,
+        umask=umask,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+    )
+
+
+LAUNCH: Callable[[list[str], dict[str, str], Path, int], Child] = popen
+"""How :class:`QywxProcess` starts qywx. The test suite, which starts a hundred of these
+processes, puts its own in (forked from an interpreter that has imported qywx already:
+``tests/zygote.py``); the benchmarks run :func:`popen`."""
+
+
 class QywxProcess:
     """``python -m qywx_cli ARGS`` with its stderr collected; ``url`` once it listens.
 
@@ -94,17 +129,7 @@ class QywxProcess:
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path, *, umask: int = -1) -> None:
         self.args = args
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "qywx_cli", *args],
-            env=env,
-            cwd=cwd,
-            umask=umask,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            errors="replace",
-        )
+        self.popen = LAUNCH(args, env, cwd, umask)
         self.lines: list[str] = []
         self.url = ""
         self._ready = threading.Event()
@@ -242,6 +267,14 @@ class Sender:
         )
 
 
+def loopback_client(**options: Any) -> httpx.Client:
+    """A client for the servers this script starts on 127.0.0.1: no proxy from the
+    environment, and the process's one TLS context instead of a new one (55 ms of CPU)
+    for every client."""
+    options.setdefault("timeout", REQUEST_TIMEOUT)
+    return httpx.Client(trust_env=False, verify=client_ssl_context(trust_env=False), **options)
+
+
 def post(client: httpx.Client, url: str, cb: Callback) -> httpx.Response:
     return client.post(
         f"{url}/notify/{INSTANCE}",
@@ -360,7 +393,7 @@ class _Stream:
             return self.next_index - 1
 
     def client_loop(self) -> None:
-        with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
+        with loopback_client() as client:
             while (i := self.take()) is not None:
                 if not self.up.wait(READY_TIMEOUT * 2):
                     return
@@ -452,7 +485,7 @@ def run_durability(
 def _prime(sender: Sender, url: str, db: Path, stream: _Stream) -> None:
     """One suite_ticket, handled, before the stream: create_auth needs a suite token."""
     cb = sender.callback("suite_ticket")
-    with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
+    with loopback_client() as client:
         r = post(client, url, cb)
     if (r.status_code, r.text) != (200, "success"):
         raise RuntimeError(f"priming suite_ticket refused: {r.status_code} {r.text}")
@@ -514,7 +547,7 @@ def _check_handling(
     result: DurabilityResult, stream: _Stream, work: Workdir, suite_id: str, fake_url: str
 ) -> None:
     """Every original handled; failures only where a killed worker spent the AuthCode."""
-    with httpx.Client(timeout=REQUEST_TIMEOUT, trust_env=False) as client:
+    with loopback_client() as client:
         state = client.get(f"{fake_url}/fake/state").json()
     issued = {p["corp_id"] for p in state["permanent_codes"] if p["suite_id"] == suite_id}
     result.get_permanent_code_calls = int(state["calls"].get("service/v2/get_permanent_code", 0))

@@ -14,6 +14,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
+from benchmarks.durability import Child
 from qywx_cli.core.sealing import Keyring
 from qywx_cli.core.store import Store
 from tests.helpers import LoopbackWeCom, http_client, loopback_fake, qywx_env
@@ -61,6 +62,21 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             return self.popen.wait()
+
+
+@pytest.fixture
+def forked_benchmark_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``benchmarks/`` harnesses (durability, concurrency) start their ``qywx serve``
+    and ``qywx fake-wecom`` processes as :class:`Proc` does, forked from the zygote."""
+    import benchmarks.durability
+
+    def launch(args: list[str], env: dict[str, str], cwd: Path, umask: int) -> Child:
+        # The harness passes this process's environment on; bytecode writing stays on,
+        # as in every qywx process the tests start (tests.helpers.qywx_env).
+        env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return spawn(args, env, cwd, umask=umask, stdout=False)
+
+    monkeypatch.setattr(benchmarks.durability, "LAUNCH", launch)
 
 
 @pytest.fixture

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.concurrency import run_concurrency
+
+pytestmark = pytest.mark.usefixtures("forked_benchmark_processes")
 
 
 def test_three_servers_share_one_database_without_locks_or_double_handling(

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.durability import (
     INSTANCE,
     REPO,
@@ -30,6 +32,8 @@ from benchmarks.durability import (
 from qywx_cli.core.config import find_instance
 from tests.e2e.conftest import short_lease
 from tests.helpers import http_client
+
+pytestmark = pytest.mark.usefixtures("forked_benchmark_processes")
 
 
 def mode(path: Path) -> int:

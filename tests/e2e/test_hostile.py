@@ -18,7 +18,6 @@ hold neither a traceback nor a secret. One server serves the whole module.
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import shutil
@@ -37,7 +36,7 @@ from qywx_cli.core.crypto import WXBizMsgCrypt, generate_encoding_aes_key, gener
 from qywx_cli.core.edge import available as edge_available
 from qywx_cli.core.store import CallbackRecord, Store
 from tests.e2e.conftest import Proc, wait_for
-from tests.helpers import SAMPLES, LoopbackWeCom, loopback_fake
+from tests.helpers import SAMPLES, LoopbackWeCom, loopback_fake, qywx_env
 
 INSTANCE = "QywxProxyTemp"
 INACTIVE = "QywxProxyOff"
@@ -225,12 +224,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     auths = root / "auths"
     shutil.copytree(SAMPLES, auths)
     token, key = _add_inactive_instance(auths)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QYWX_")}
-    env.update(
-        QYWX_AUTHS=str(auths),
-        QYWX_DB=str(root / "qywx.db"),
-        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
-    )
+    env = qywx_env(QYWX_AUTHS=str(auths), QYWX_DB=str(root / "qywx.db"))
     cfg = json.loads((auths / INSTANCE / f"{INSTANCE}.json").read_text())["authConfig"]
     suite_id = cfg["suiteId"]
     with loopback_fake() as fake:  # the server's WeCom, served from this process

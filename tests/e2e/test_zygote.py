@@ -74,3 +74,18 @@ def test_a_signal_to_a_child_already_reaped_is_a_no_op(tmp_path: Path) -> None:
     done.send_signal(signal.SIGTERM)
     assert done.wait(20) == 0
     done.send_signal(signal.SIGTERM)  # known to have ended: nothing is sent
+
+
+def test_a_umask_and_a_discarded_stdout_as_popen_takes_them(tmp_path: Path) -> None:
+    """What the benchmark harnesses ask for (``Popen(umask=..., stdout=DEVNULL)``)."""
+    env = qywx_env(QYWX_AUTHS=str(tmp_path / "none"))
+    proc = spawn(["fake-wecom", "--port", "0"], env, tmp_path, umask=0o033, stdout=False)
+    try:
+        assert isinstance(proc, ForkedProcess) and proc.stdout is None
+        assert proc.stderr is not None and "fake WeCom API on" in proc.stderr.readline()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "Umask:\t0033" in status
+        assert os.path.realpath(f"/proc/{proc.pid}/fd/1") == os.devnull
+    finally:
+        proc.kill()
+        proc.wait(20)
