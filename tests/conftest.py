@@ -39,14 +39,15 @@ _PG_CACHE_KEY = pytest.StashKey[str]()
 # (tests.helpers.qywx_env); __pycache__ is ignored by git.
 sys.dont_write_bytecode = False
 
-# tmp_path on tmpfs where the machine has one. The SQLite store commits with
-# synchronous=FULL, so every commit a test makes waits for the disk, and the kernel's
-# journalling is CPU the whole run pays for: the suite took 123 s of wall and 212 s of CPU
-# with its files on disk, 113 s and 199 s in /dev/shm (same run, same code). No test
-# crashes the operating system, so none needs the data on a disk; a kill -9 keeps what the
-# page cache holds. PYTEST_DEBUG_TEMPROOT set by the caller wins.
-if os.access("/dev/shm", os.W_OK | os.X_OK) and Path("/dev/shm").is_dir():
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", "/dev/shm")
+# tmp_path and the PostgreSQL servers' folders on tmpfs where the machine has one. The
+# SQLite store commits with synchronous=FULL, so every commit a test makes waits for the
+# disk, and the kernel's journalling is CPU the whole run pays for: the suite took 123 s
+# of wall and 212 s of CPU with tmp_path on disk, 113 s and 199 s in /dev/shm (same run,
+# same code). No test crashes the operating system, so none needs the data on a disk; a
+# kill -9 keeps what the page cache holds. PYTEST_DEBUG_TEMPROOT set by the caller wins.
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
+if SCRATCH is not None:
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", SCRATCH)
 
 # Property tests: a count written as ``examples(N)`` (tests.helpers) is the "thorough"
 # profile's; the default "quick" profile makes 2/5 of it, and 100 where a test sets none.
@@ -69,7 +70,11 @@ def pg_server() -> Iterator[PgServer]:
         # fsync off: nothing here crashes the operating system, and a flush per commit
         # (and per CREATE DATABASE) made the PostgreSQL tests wait on the disk: the
         # store contract's 57 PostgreSQL tests took 40 s with it, 17 s without (-n 0).
-        server = pgserver.start(initdb_cache=Path(cache) if cache else None, fsync=False)
+        server = pgserver.start(
+            Path(tempfile.mkdtemp(prefix="qywx-pg-", dir=SCRATCH)),
+            initdb_cache=Path(cache) if cache else None,
+            fsync=False,
+        )
     except pgserver.PgUnavailable as exc:
         pytest.fail(f"no PostgreSQL server for the tests: {exc}", pytrace=False)
     old = os.environ.get("PGPASSWORD")
@@ -116,7 +121,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # Each xdist worker starts its own PostgreSQL server (pg_server); initdb runs once per
     # run, in a folder the workers share, and each worker's cluster is a copy of it.
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
-        cache = tempfile.mkdtemp(prefix="qywx-pginit-")
+        cache = tempfile.mkdtemp(prefix="qywx-pginit-", dir=SCRATCH)
         config.stash[_PG_CACHE_KEY] = cache
         os.environ[PG_INITDB_CACHE] = cache  # the workers inherit it
 
