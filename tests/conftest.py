@@ -74,6 +74,7 @@ def pg_server() -> Iterator[PgServer]:
             Path(tempfile.mkdtemp(prefix="qywx-pg-", dir=SCRATCH)),
             initdb_cache=Path(cache) if cache else None,
             fsync=False,
+            scram_iterations=16,  # 1.2 ms of client CPU per connection instead of 5.4 ms
         )
     except pgserver.PgUnavailable as exc:
         pytest.fail(f"no PostgreSQL server for the tests: {exc}", pytrace=False)

@@ -281,3 +281,12 @@ def test_a_test_database_left_with_more_than_its_schema_is_dropped(pg_server: Pg
         assert pg_server.psql(f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == "0"
     finally:
         pg_server.drop_database(other)
+
+
+def test_the_test_servers_logins_are_scram_at_the_iterations_asked_for(pg_server: PgServer) -> None:
+    """The suite's server makes password logins cheaper (tests/conftest.py) without
+    changing how clients log in: SCRAM-SHA-256 on every TCP connection, as deployed."""
+    verifier = pg_server.psql("SELECT rolpassword FROM pg_authid WHERE rolname = 'qywx'")
+    assert verifier.startswith("SCRAM-SHA-256$16:"), verifier[:20]
+    rules = pg_server.psql("SELECT DISTINCT auth_method FROM pg_hba_file_rules WHERE type = 'host'")
+    assert rules.split() == ["scram-sha-256"]
