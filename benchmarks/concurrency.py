@@ -59,13 +59,13 @@ from benchmarks.durability import (  # noqa: E402
     Sender,
     all_records,
     fake_wecom,
-    loopback_client,
     make_workdir,
     post,
     serve_args,
     wait_until,
 )
 from qywx_cli.core.config import find_instance  # noqa: E402
+from tests.helpers import http_client  # noqa: E402
 
 __all__ = ["ConcurrencyResult", "run_concurrency"]
 
@@ -248,7 +248,7 @@ def run_concurrency(
                 for s in servers:
                     s.stop()
                     logs.append(s.log)
-            with loopback_client() as client:
+            with http_client() as client:
                 calls = client.get(f"{fake.url}/fake/state").json()["calls"]
         _check(result, groups, answers, work.db, logs, calls)
     finally:
@@ -259,7 +259,7 @@ def run_concurrency(
 
 def _prime(sender: Sender, url: str, db: Path) -> None:
     """A handled suite_ticket first, so every create_auth can get a suite token."""
-    with loopback_client() as client:
+    with http_client() as client:
         r = post(client, url, sender.callback("suite_ticket"))
     if (r.status_code, r.text) != (200, "success"):
         raise RuntimeError(f"priming suite_ticket refused: {r.status_code} {r.text}")
@@ -282,7 +282,7 @@ def _send(
     def client() -> httpx.Client:
         """One keep-alive client per sending thread, as a WeCom edge node would hold."""
         if not hasattr(local, "client"):
-            local.client = loopback_client()
+            local.client = http_client()
             with lock:
                 opened.append(local.client)
         c: httpx.Client = local.client

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -64,7 +64,7 @@ from qywx_cli.core.config import AuthInstance, find_instance  # noqa: E402
 from qywx_cli.core.service import CallbackService  # noqa: E402
 from qywx_cli.core.settings import Settings  # noqa: E402
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store  # noqa: E402
-from qywx_cli.core.tls import client_ssl_context  # noqa: E402
+from tests.helpers import http_client  # noqa: E402
 
 __all__ = [
     "Callback",
@@ -267,14 +267,6 @@ class Sender:
         )
 
 
-def loopback_client(**options: Any) -> httpx.Client:
-    """A client for the servers this script starts on 127.0.0.1: no proxy from the
-    environment, and the process's one TLS context instead of a new one (55 ms of CPU)
-    for every client."""
-    options.setdefault("timeout", REQUEST_TIMEOUT)
-    return httpx.Client(trust_env=False, verify=client_ssl_context(trust_env=False), **options)
-
-
 def post(client: httpx.Client, url: str, cb: Callback) -> httpx.Response:
     return client.post(
         f"{url}/notify/{INSTANCE}",
@@ -393,7 +385,7 @@ class _Stream:
             return self.next_index - 1
 
     def client_loop(self) -> None:
-        with loopback_client() as client:
+        with http_client() as client:
             while (i := self.take()) is not None:
                 if not self.up.wait(READY_TIMEOUT * 2):
                     return
@@ -485,7 +477,7 @@ def run_durability(
 def _prime(sender: Sender, url: str, db: Path, stream: _Stream) -> None:
     """One suite_ticket, handled, before the stream: create_auth needs a suite token."""
     cb = sender.callback("suite_ticket")
-    with loopback_client() as client:
+    with http_client() as client:
         r = post(client, url, cb)
     if (r.status_code, r.text) != (200, "success"):
         raise RuntimeError(f"priming suite_ticket refused: {r.status_code} {r.text}")
@@ -547,7 +539,7 @@ def _check_handling(
     result: DurabilityResult, stream: _Stream, work: Workdir, suite_id: str, fake_url: str
 ) -> None:
     """Every original handled; failures only where a killed worker spent the AuthCode."""
-    with loopback_client() as client:
+    with http_client() as client:
         state = client.get(f"{fake_url}/fake/state").json()
     issued = {p["corp_id"] for p in state["permanent_codes"] if p["suite_id"] == suite_id}
     result.get_permanent_code_calls = int(state["calls"].get("service/v2/get_permanent_code", 0))

@@ -67,7 +67,6 @@ from benchmarks.durability import (  # noqa: E402
     Sender,
     Workdir,
     all_records,
-    loopback_client,
     make_workdir,
     post,
     start,
@@ -78,6 +77,7 @@ from qywx_cli.core.service import RECOVERY_40078  # noqa: E402
 from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store  # noqa: E402
 from qywx_cli.core.store.records import LEASE_RENEW_SECONDS  # noqa: E402
 from qywx_cli.core.store.rules import RETRYING_MARK  # noqa: E402
+from tests.helpers import http_client  # noqa: E402
 
 V2 = "service/v2/get_permanent_code"
 SETTLE_TIMEOUT = 120.0
@@ -101,7 +101,7 @@ class Fake:
             args += ["--slow", f"get_permanent_code={delay}"]
         self.proc = start(args, work.env, work.root)
         work.env["QYWX_API_BASE"] = self.proc.url + "/cgi-bin"
-        self.http = loopback_client(base_url=self.proc.url + "/cgi-bin", timeout=10)
+        self.http = http_client(base_url=self.proc.url + "/cgi-bin", timeout=10)
 
     def control(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         answer = self.http.post(f"fake/{name}", json=body)
@@ -229,7 +229,7 @@ class _Stream:
             return self.next - 1
 
     def run(self) -> None:
-        with loopback_client() as client:
+        with http_client() as client:
             while (i := self.take()) is not None:
                 time.sleep(max(0.0, self.t0 + i / self.rate - time.monotonic()))  # paced
                 if self.stopped:  # the server was killed while this one waited its turn
@@ -252,7 +252,7 @@ class _Stream:
 
 def _prime(sender: Sender, url: str, acked: list[Callback]) -> None:
     cb = sender.callback("suite_ticket")
-    with loopback_client() as client:
+    with http_client() as client:
         r = post(client, url, cb)
     if (r.status_code, r.text) != (200, "success"):
         raise RuntimeError(f"priming suite_ticket refused: {r.status_code} {r.text}")
@@ -387,7 +387,7 @@ def _ids(db: str, keys: set[tuple[str, str, str]]) -> set[int]:
 
 def takeovers(work: Workdir, fake: Fake, sender: Sender, result: Result, count: int) -> None:
     """See the module docstring: kill A while its two workers' exchanges are held."""
-    with loopback_client() as client:
+    with http_client() as client:
         for n in range(count):
             a = start(serve_args(), work.env, work.root)
             b: QywxProcess | None = None
