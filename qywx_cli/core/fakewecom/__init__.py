@@ -123,9 +123,9 @@ from qywx_cli.core.fakewecom.push import (
     ProviderKey,
     SuiteInstanceLike,
     post_command,
+    push_client,
     suite_ticket_xml,
 )
-from qywx_cli.core.tls import client_ssl_context
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -454,7 +454,7 @@ class FakeWeCom:
         """
         if interval <= 0:
             raise UsageError("the push interval must be a positive number of seconds")
-        http = client or httpx.Client(timeout=5.0, verify=client_ssl_context())
+        http = client or push_client()
         pushes = 0
         try:
             while not stop_event.is_set():
