@@ -44,10 +44,12 @@ sys.dont_write_bytecode = False
 # disk, and the kernel's journalling is CPU the whole run pays for: the suite took 123 s
 # of wall and 212 s of CPU with tmp_path on disk, 113 s and 199 s in /dev/shm (same run,
 # same code). No test crashes the operating system, so none needs the data on a disk; a
-# kill -9 keeps what the page cache holds. PYTEST_DEBUG_TEMPROOT set by the caller wins.
-SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-if SCRATCH is not None:
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", SCRATCH)
+# kill -9 keeps what the page cache holds. PYTEST_DEBUG_TEMPROOT set by the caller wins,
+# for the servers' folders too.
+if "PYTEST_DEBUG_TEMPROOT" not in os.environ and os.access("/dev/shm", os.W_OK | os.X_OK):
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = "/dev/shm"
+SCRATCH = os.environ.get("PYTEST_DEBUG_TEMPROOT")
+"""Where the run's temporary folders go (None: the system's temporary folder)."""
 
 # Property tests: a count written as ``examples(N)`` (tests.helpers) is the "thorough"
 # profile's; the default "quick" profile makes 2/5 of it, and 100 where a test sets none.
