@@ -121,6 +121,77 @@ def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
     )
 
 
+def _schema_of(path: Path) -> dict[str, dict[str, object]]:
+    """Each table as SQLite reports it: columns (type, NOT NULL, default, key), foreign
+    keys, rowid or not, and every index with its columns and its CREATE text (which
+    holds the partial condition and expressions), whitespace collapsed. Not the tables'
+    CREATE text: a rebuild and ALTER TABLE rewrite it. SQLite's own tables are left out
+    (a v1 file keeps ``sqlite_sequence`` after v2 dropped AUTOINCREMENT)."""
+    conn = sqlite3.connect(path)
+    try:
+        schema: dict[str, dict[str, object]] = {}
+        tables = conn.execute(
+            "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+            "AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
+        ).fetchall()
+        for table, without_rowid in tables:
+            indexes = {}
+            for _, index, unique, origin, partial in conn.execute(
+                f"PRAGMA index_list({table})"
+            ).fetchall():
+                # None for a key's own index (a WITHOUT ROWID table's has no row at all)
+                sql = conn.execute(
+                    "SELECT max(sql) FROM sqlite_master WHERE name = ?", (index,)
+                ).fetchone()[0]
+                indexes[index] = (
+                    unique,
+                    origin,
+                    partial,
+                    conn.execute(f"PRAGMA index_xinfo({index})").fetchall(),
+                    None if sql is None else " ".join(sql.split()),
+                )
+            schema[table] = {
+                "without_rowid": without_rowid,
+                "columns": conn.execute(f"PRAGMA table_xinfo({table})").fetchall(),
+                "foreign_keys": conn.execute(f"PRAGMA foreign_key_list({table})").fetchall(),
+                "indexes": indexes,
+            }
+        return schema
+    finally:
+        conn.close()
+
+
+def test_a_new_database_has_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    """A new file gets the schema written out whole, an old one is brought up by the
+    migrations: both must end with the same tables, columns, keys and indexes, or a
+    database would behave (and cost) differently by its age."""
+    made = tmp_path / "new.db"
+    SQLiteStore(made).close()
+    replayed = tmp_path / "replayed.db"
+    conn = sqlite3.connect(replayed, isolation_level=None)
+    conn.execute("BEGIN")
+    for step in MIGRATIONS:
+        step(conn)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("COMMIT")
+    conn.close()
+
+    new, migrated = _schema_of(made), _schema_of(replayed)
+    assert set(new) == {
+        "callbacks", "suite_tickets", "tokens", "corp_auths", "org_codes", "login_codes",
+        "id_mappings", "licences", "unlicensed_members", "auth_links",
+    }  # fmt: skip
+    assert len(new["callbacks"]["columns"]) == 22  # type: ignore[arg-type]
+    assert sorted(new["callbacks"]["indexes"]) == [  # type: ignore[call-overload]
+        "callbacks_by_corp", "callbacks_by_event", "callbacks_by_original",
+        "callbacks_dedupe", "callbacks_log", "callbacks_open",
+    ]  # fmt: skip
+    for table in new:
+        assert new[table] == migrated[table], table
+    with Store(replayed) as s:  # and the replayed file is one qywx opens as it is
+        assert s.schema_version == SCHEMA_VERSION
+
+
 def _v1_database(path: Path) -> None:
     """A file as qywx 0.1 (schema v1) left it: AUTOINCREMENT ids, seven indexes."""
     conn = sqlite3.connect(path, isolation_level=None)
