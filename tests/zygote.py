@@ -410,6 +410,11 @@ def _main() -> None:
 
     client_ssl_context()
     client_ssl_context(trust_env=False)
+    # Likewise the statements a new SQLite database is made with (6 ms): most children
+    # are a `qywx serve` on a database that does not exist yet.
+    from qywx_cli.core.store.sqlite import _current_schema
+
+    _current_schema()
     request = _serve(control)
     if request is not None:
         _become(request)

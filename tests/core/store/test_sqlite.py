@@ -162,9 +162,10 @@ def _schema_of(path: Path) -> dict[str, dict[str, object]]:
 
 
 def test_a_new_database_has_the_schema_the_migrations_build(tmp_path: Path) -> None:
-    """A new file gets the schema written out whole, an old one is brought up by the
-    migrations: both must end with the same tables, columns, keys and indexes, or a
-    database would behave (and cost) differently by its age."""
+    """A new file is given the CREATE statements read back from the migrations' result
+    in memory; an old one is brought up by the migrations themselves. Both must end
+    with the same tables, columns, keys and indexes, or a database would behave (and
+    cost) differently by its age."""
     made = tmp_path / "new.db"
     SQLiteStore(made).close()
     replayed = tmp_path / "replayed.db"
