@@ -103,6 +103,18 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         pg_server.recycle_database(name)
 
 
+@pytest.fixture
+def pg_store_url(pg_server: PgServer) -> Iterator[str]:
+    """A database for a store to open: empty, or holding qywx's current schema and no
+    rows (``create_database(current_schema=True)``), so that most store tests do not
+    pay for a migration. Migrations are tested on :func:`pg_url`'s empty databases."""
+    name = pg_server.create_database(current_schema=True)
+    try:
+        yield pg_server.url(name)
+    finally:
+        pg_server.recycle_database(name)
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """``-n auto``: two workers per core, at most eight.
 

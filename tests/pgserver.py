@@ -51,6 +51,58 @@ system ones (the temporary schemas of ended sessions stay in every database that
 them), an extension, a large object, a setting or an owner a new database lacks."""
 
 
+_SHAPE = """
+SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
+  SELECT format('rel %s %s %s %s %s %s', c.relname, c.relkind, pg_get_userbyid(c.relowner),
+                c.relacl, c.relpersistence, c.reloptions) AS line
+    FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('col %s.%s %s %s %s %s', c.relname, a.attname,
+                format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
+                pg_get_expr(d.adbin, d.adrelid))
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+    LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+   WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
+  UNION ALL
+  SELECT format('con %s %s', conname, pg_get_constraintdef(oid)) FROM pg_constraint
+   WHERE connamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('idx %s', pg_get_indexdef(i.indexrelid)) FROM pg_index i
+    JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('trigger %s', t.tgname) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
+  UNION ALL
+  SELECT format('policy %s', p.polname) FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
+   WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('function %s', proname) FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('type %s', typname) FROM pg_type
+   WHERE typnamespace = 'public'::regnamespace AND typrelid = 0 AND typelem = 0
+  UNION ALL
+  SELECT format('schema %s %s', pg_get_userbyid(nspowner), nspacl) FROM pg_namespace
+   WHERE nspname = 'public'
+  UNION ALL
+  SELECT format('version %s', version) FROM public.qywx_schema
+) AS lines
+"""
+"""A digest of everything in the public schema but its rows: relations with their owner
+and grants, columns, defaults, constraints, indexes, triggers, policies, functions,
+types, and the schema version qywx wrote. Equal to the digest of a database qywx has
+just migrated, a test left nothing there but rows."""
+
+_EMPTY_ROWS = """
+SELECT format('DELETE FROM public.%I', relname) FROM pg_class
+ WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname <> 'qywx_schema'
+ UNION ALL
+SELECT format('SELECT setval(%L, %s, false)', format('public.%I', sequencename), start_value)
+  FROM pg_sequences WHERE schemaname = 'public'
+"""
+"""The statements that delete every row (the schema version apart) and restart every
+sequence, so ids count from the start again as in a new database."""
+
+
 class PgUnavailable(RuntimeError):
     """No PostgreSQL server could be started; the message says why."""
 
@@ -79,6 +131,9 @@ class PgServer:
     rounds a connection costs the client 1.2 ms of CPU instead of 5.4 ms."""
     _counter: int = field(default=0)
     _spare: list[str] = field(default_factory=list)
+    _current: list[str] = field(default_factory=list)
+    """Given-back databases that hold qywx's current schema and no rows."""
+    _current_shape: str | None = None
     _admin: psycopg.Connection[tuple[Any, ...]] | None = field(default=None, repr=False)
 
     @property
@@ -156,9 +211,16 @@ class PgServer:
             self._admin.close()
             self._admin = None
 
-    def create_database(self, prefix: str = "t") -> str:
+    def create_database(self, prefix: str = "t", *, current_schema: bool = False) -> str:
         """A fresh, empty database owned by the qywx role; its name. One that a test has
-        given back through :meth:`recycle_database` is handed out first."""
+        given back through :meth:`recycle_database` is handed out first.
+
+        ``current_schema``: it may instead hold qywx's current schema with no rows, as a
+        store leaves a new database once it has migrated it. Opening a store on it then
+        migrates nothing: about 30 ms of the server's CPU saved for each store test.
+        """
+        if prefix == "t" and current_schema and self._current:
+            return self._current.pop()
         if prefix == "t" and self._spare:
             return self._spare.pop()
         self._counter += 1
@@ -177,6 +239,7 @@ class PgServer:
         """
         import psycopg
 
+        spares = self._spare
         try:
             # Waits (up to 5 s) for each session to be gone, advisory locks and all.
             self._admin_sql(
@@ -185,17 +248,51 @@ class PgServer:
             )
             with self._superuser(name) as conn:
                 conn.execute("SET lock_timeout = '5s'")  # a session back again: drop it
-                conn.execute("DROP SCHEMA public CASCADE")
-                conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
-                conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+                spares = self._current if self._empty_rows(conn) else self._spare
+                if spares is self._spare:
+                    conn.execute("DROP SCHEMA public CASCADE")
+                    conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+                    conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
                 row = conn.execute(_LEFTOVERS, (ROLE,)).fetchone()
             clean = row is not None and row[0] == 0
         except (psycopg.Error, RuntimeError):
             clean = False
         if clean:
-            self._spare.append(name)
+            spares.append(name)
         else:
             self.drop_database(name)
+
+    def _empty_rows(self, conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
+        """Delete every row if the database holds exactly qywx's current schema (by
+        :data:`_SHAPE`), so it can be handed out again as it was after its migration;
+        False, with nothing done, if it holds anything else (or nothing)."""
+        found = conn.execute("SELECT to_regclass('public.qywx_schema')").fetchone()
+        if found is None or found[0] is None:
+            return False
+        row = conn.execute(_SHAPE).fetchone()
+        if row is None or row[0] != self._qywx_shape():
+            return False
+        with conn.transaction():
+            # Rows in any order: the foreign keys' triggers do not fire for this session.
+            conn.execute("SET LOCAL session_replication_role = replica")
+            for (statement,) in conn.execute(_EMPTY_ROWS).fetchall():
+                conn.execute(statement.encode())  # names from the catalogue, quoted by format
+        return True
+
+    def _qywx_shape(self) -> str:
+        """:data:`_SHAPE` of a database that qywx's store has just migrated (made once
+        per server, then handed out like any other)."""
+        if self._current_shape is None:
+            from qywx_cli.core.store import Store
+
+            name = self.create_database()
+            Store(self.url(name, with_password=True)).close()
+            with self._superuser(name) as conn:
+                row = conn.execute(_SHAPE).fetchone()
+            assert row is not None
+            self._current_shape = str(row[0])
+            self._current.append(name)
+        return self._current_shape
 
     def drop_database(self, name: str) -> None:
         with contextlib.suppress(RuntimeError):

@@ -1,7 +1,8 @@
 """The store contract suite's fixtures: one ``backend`` per database, a ``store`` on it.
 
 Every test that takes ``store`` or ``backend`` runs once per backend: a SQLite file in
-tmp_path, and a fresh database on the session's real PostgreSQL server.
+tmp_path, and a database on the session's real PostgreSQL server that is new or holds
+only qywx's current schema (``pg_store_url``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ BACKEND_NAMES = ("sqlite", "postgres")
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return _sqlite_backend(tmp_path)
-    return _postgres_backend(request.getfixturevalue("pg_url"))
+    return _postgres_backend(request.getfixturevalue("pg_store_url"))
 
 
 @pytest.fixture

@@ -249,9 +249,22 @@ def _catalog(pg_server: PgServer, name: str) -> str:
     return pg_server.psql(_CATALOG, dbname=name)
 
 
-def test_a_recycled_test_database_is_as_empty_as_a_new_one(pg_server: PgServer) -> None:
+@pytest.mark.parametrize(
+    "leftover",
+    [
+        "CREATE INDEX extra ON callbacks (nonce)",
+        "UPDATE qywx_schema SET version = 99",
+        "REVOKE ALL ON callbacks FROM qywx",
+        "ALTER TABLE tokens ADD COLUMN extra text",
+    ],
+    ids=["index", "version", "grant", "column"],
+)
+def test_a_recycled_test_database_is_as_empty_as_a_new_one(
+    pg_server: PgServer, leftover: str
+) -> None:
     """The ``pg_url`` fixture hands a database a test gave back to the next one
-    (tests/pgserver.py): it must look to the store exactly as a new one does."""
+    (tests/pgserver.py): it must look to the store exactly as a new one does. One left
+    with anything beside qywx's schema and its rows has its schema dropped."""
     fresh = pg_server.create_database("fresh")
     try:
         new_catalog = _catalog(pg_server, fresh)
@@ -260,6 +273,7 @@ def test_a_recycled_test_database_is_as_empty_as_a_new_one(pg_server: PgServer) 
     name = pg_server.create_database()
     with Store(pg_server.url(name)) as store:
         record(store)
+    pg_server.psql(leftover, dbname=name)
     assert _catalog(pg_server, name) != new_catalog  # the schema is there now
     pg_server.recycle_database(name)
     assert pg_server.create_database() == name
@@ -267,6 +281,35 @@ def test_a_recycled_test_database_is_as_empty_as_a_new_one(pg_server: PgServer) 
         assert _catalog(pg_server, name) == new_catalog
         with Store(pg_server.url(name)) as store:
             assert store.list_callbacks() == []
+    finally:
+        pg_server.drop_database(name)
+
+
+def test_a_database_left_with_qywx_rows_only_comes_back_at_its_schema_with_none(
+    pg_server: PgServer,
+) -> None:
+    """``pg_store_url``: a database a store test gave back, holding nothing but qywx's
+    current schema and rows, comes back with the schema and no rows, its ids counting
+    from 1 again; it is never handed to a test that asked for an empty one."""
+    name = pg_server.create_database()
+    with Store(pg_server.url(name)) as store:
+        first = record(store).id
+        record(store)
+        store.save_suite_ticket("suite", "ticket", 1_700_000_000)
+    migrated = _catalog(pg_server, name)
+    pg_server.recycle_database(name)
+    empty = pg_server.create_database()
+    try:
+        assert empty != name
+    finally:
+        pg_server.drop_database(empty)
+    assert pg_server.create_database(current_schema=True) == name
+    try:
+        assert _catalog(pg_server, name) == migrated
+        with Store(pg_server.url(name)) as store:
+            assert store.list_callbacks() == []
+            assert store.latest_suite_ticket("suite") is None
+            assert record(store).id == first
     finally:
         pg_server.drop_database(name)
 
