@@ -53,13 +53,14 @@ them), an extension, a large object, a setting or an owner a new database lacks.
 
 _SHAPE = """
 SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
-  SELECT format('rel %s %s %s %s %s %s', c.relname, c.relkind, pg_get_userbyid(c.relowner),
-                c.relacl, c.relpersistence, c.reloptions) AS line
+  SELECT format('rel %s %s %s %s %s %s %s %s %s', c.relname, c.relkind,
+                pg_get_userbyid(c.relowner), c.relacl, c.relpersistence, c.reloptions,
+                c.relrowsecurity, c.relforcerowsecurity, c.relreplident) AS line
     FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
   UNION ALL
-  SELECT format('col %s.%s %s %s %s %s', c.relname, a.attname,
+  SELECT format('col %s.%s %s %s %s %s %s', c.relname, a.attname,
                 format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
-                pg_get_expr(d.adbin, d.adrelid))
+                pg_get_expr(d.adbin, d.adrelid), a.attacl)
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
    WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
@@ -81,15 +82,21 @@ SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
   SELECT format('type %s', typname) FROM pg_type
    WHERE typnamespace = 'public'::regnamespace AND typrelid = 0 AND typelem = 0
   UNION ALL
+  SELECT format('sequence %s %s %s %s %s %s', sequencename, data_type, increment_by,
+                min_value, max_value, cycle) FROM pg_sequences WHERE schemaname = 'public'
+  UNION ALL
+  SELECT format('default privileges %s %s', defaclobjtype, defaclacl) FROM pg_default_acl
+  UNION ALL
   SELECT format('schema %s %s', pg_get_userbyid(nspowner), nspacl) FROM pg_namespace
    WHERE nspname = 'public'
   UNION ALL
   SELECT format('version %s', version) FROM public.qywx_schema
 ) AS lines
 """
-"""A digest of everything in the public schema but its rows: relations with their owner
-and grants, columns, defaults, constraints, indexes, triggers, policies, functions,
-types, and the schema version qywx wrote. Equal to the digest of a database qywx has
+"""A digest of everything in the public schema but its rows: relations with their owner,
+grants, row security and replica identity, columns with theirs, defaults, constraints,
+indexes, triggers, policies, functions, types, sequences, default privileges, and the
+schema version qywx wrote. Equal to the digest of a database qywx has
 just migrated, a test left nothing there but rows."""
 
 _EMPTY_ROWS = """

@@ -256,8 +256,11 @@ def _catalog(pg_server: PgServer, name: str) -> str:
         "UPDATE qywx_schema SET version = 99",
         "REVOKE ALL ON callbacks FROM qywx",
         "ALTER TABLE tokens ADD COLUMN extra text",
+        "ALTER TABLE callbacks ENABLE ROW LEVEL SECURITY",
+        "GRANT SELECT (envelope) ON callbacks TO PUBLIC",
+        "ALTER SEQUENCE callbacks_id_seq INCREMENT BY 2",
     ],
-    ids=["index", "version", "grant", "column"],
+    ids=["index", "version", "grant", "column", "row-security", "column-grant", "sequence"],
 )
 def test_a_recycled_test_database_is_as_empty_as_a_new_one(
     pg_server: PgServer, leftover: str
