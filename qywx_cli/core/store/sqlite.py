@@ -433,8 +433,12 @@ def _current_schema() -> tuple[str, ...]:
     the schema after each change), these 3 ms. A process builds them once (6 ms), so
     only one that makes several databases gains (the test suite makes about a
     thousand), and there is no second copy of the schema to keep in step: a new
-    migration changes both paths. SQLite's own tables are not copied (``sqlite_sequence``
-    is v1's AUTOINCREMENT, which v2 dropped)."""
+    migration's tables and indexes reach both paths. Only CREATE statements are copied:
+    a migration that writes rows or sets a per-file PRAGMA (``auto_vacuum``,
+    ``application_id``) must add them to :func:`_create_current` too, and
+    ``tests/core/store/test_sqlite.py`` compares the rows and those PRAGMAs of both
+    paths. SQLite's own tables are not copied (``sqlite_sequence`` is v1's AUTOINCREMENT,
+    which v2 dropped)."""
     memory = sqlite3.connect(":memory:", isolation_level=None)
     try:
         memory.execute("BEGIN")
@@ -447,6 +451,12 @@ def _current_schema() -> tuple[str, ...]:
     finally:
         memory.close()
     return tuple(str(sql) for (sql,) in rows)
+
+
+def _create_current(db: sqlite3.Connection) -> None:
+    """Give a new file the schema at SCHEMA_VERSION in one step (:func:`_current_schema`)."""
+    for statement in _current_schema():
+        db.execute(statement)
 
 
 _CALLBACK_COLUMNS: Final = (
@@ -749,11 +759,12 @@ class SQLiteStore(Store):
                     f"database schema v{version} is newer than this qywx "
                     f"(v{SCHEMA_VERSION}); upgrade qywx"
                 )
-            if version == 0:  # a new file, with no table of ours (_refuse_foreign)
-                for statement in _current_schema():
-                    db.execute(statement)
-                version = SCHEMA_VERSION
-            for target, step in enumerate(MIGRATIONS[version:], start=version + 1):
+            steps: Iterable[tuple[int, Callable[[sqlite3.Connection], None]]] = (
+                [(SCHEMA_VERSION, _create_current)]  # a new file: no table of ours yet
+                if version == 0  # (a foreign one was refused by _refuse_foreign)
+                else enumerate(MIGRATIONS[version:], start=version + 1)
+            )
+            for target, step in steps:
                 try:
                     step(db)
                 except sqlite3.Error as exc:

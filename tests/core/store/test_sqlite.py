@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -121,26 +121,33 @@ def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
     )
 
 
-def _schema_of(path: Path) -> dict[str, dict[str, object]]:
-    """Each table as SQLite reports it: columns (type, NOT NULL, default, key), foreign
-    keys, rowid or not, and every index with its columns and its CREATE text (which
-    holds the partial condition and expressions), whitespace collapsed. Not the tables'
-    CREATE text: a rebuild and ALTER TABLE rewrite it. SQLite's own tables are left out
-    (a v1 file keeps ``sqlite_sequence`` after v2 dropped AUTOINCREMENT)."""
+class _Table(NamedTuple):
+    """One table as SQLite reports it (PRAGMAs, not its CREATE text, which a rebuild and
+    ALTER TABLE rewrite)."""
+
+    without_rowid: bool
+    columns: list[Any]  # name, type, NOT NULL, default, key: PRAGMA table_xinfo
+    foreign_keys: list[Any]
+    indexes: dict[str, tuple[Any, ...]]  # flags, columns, CREATE text (its condition)
+    rows: list[Any]
+
+
+def _schema_of(path: Path) -> tuple[dict[str, _Table], dict[str, Any]]:
+    """The tables of ``path`` but SQLite's own (a v1 file keeps ``sqlite_sequence``
+    after v2 dropped AUTOINCREMENT), and the file's own settings."""
     conn = sqlite3.connect(path)
     try:
-        schema: dict[str, dict[str, object]] = {}
-        tables = conn.execute(
-            "SELECT name, wr FROM pragma_table_list WHERE schema = 'main' AND type = 'table' "
+        tables: dict[str, _Table] = {}
+        for table, sql in conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table' "
             "AND name NOT LIKE 'sqlite^_%' ESCAPE '^'"
-        ).fetchall()
-        for table, without_rowid in tables:
+        ).fetchall():
             indexes = {}
             for _, index, unique, origin, partial in conn.execute(
                 f"PRAGMA index_list({table})"
             ).fetchall():
                 # None for a key's own index (a WITHOUT ROWID table's has no row at all)
-                sql = conn.execute(
+                created = conn.execute(
                     "SELECT max(sql) FROM sqlite_master WHERE name = ?", (index,)
                 ).fetchone()[0]
                 indexes[index] = (
@@ -148,15 +155,20 @@ def _schema_of(path: Path) -> dict[str, dict[str, object]]:
                     origin,
                     partial,
                     conn.execute(f"PRAGMA index_xinfo({index})").fetchall(),
-                    None if sql is None else " ".join(sql.split()),
+                    None if created is None else " ".join(created.split()),
                 )
-            schema[table] = {
-                "without_rowid": without_rowid,
-                "columns": conn.execute(f"PRAGMA table_xinfo({table})").fetchall(),
-                "foreign_keys": conn.execute(f"PRAGMA foreign_key_list({table})").fetchall(),
-                "indexes": indexes,
-            }
-        return schema
+            tables[table] = _Table(
+                without_rowid="WITHOUT ROWID" in " ".join(sql.upper().split()),
+                columns=conn.execute(f"PRAGMA table_xinfo({table})").fetchall(),
+                foreign_keys=conn.execute(f"PRAGMA foreign_key_list({table})").fetchall(),
+                indexes=indexes,
+                rows=conn.execute(f"SELECT * FROM {table}").fetchall(),
+            )
+        settings = {
+            pragma: conn.execute(f"PRAGMA {pragma}").fetchone()[0]
+            for pragma in ("user_version", "application_id", "auto_vacuum", "page_size")
+        }
+        return tables, settings
     finally:
         conn.close()
 
@@ -164,8 +176,8 @@ def _schema_of(path: Path) -> dict[str, dict[str, object]]:
 def test_a_new_database_has_the_schema_the_migrations_build(tmp_path: Path) -> None:
     """A new file is given the CREATE statements read back from the migrations' result
     in memory; an old one is brought up by the migrations themselves. Both must end
-    with the same tables, columns, keys and indexes, or a database would behave (and
-    cost) differently by its age."""
+    with the same tables, columns, keys, indexes, rows and file settings, or a database
+    would behave (and cost) differently by its age."""
     made = tmp_path / "new.db"
     SQLiteStore(made).close()
     replayed = tmp_path / "replayed.db"
@@ -177,18 +189,24 @@ def test_a_new_database_has_the_schema_the_migrations_build(tmp_path: Path) -> N
     conn.execute("COMMIT")
     conn.close()
 
-    new, migrated = _schema_of(made), _schema_of(replayed)
+    (new, new_settings), (migrated, migrated_settings) = _schema_of(made), _schema_of(replayed)
     assert set(new) == {
         "callbacks", "suite_tickets", "tokens", "corp_auths", "org_codes", "login_codes",
         "id_mappings", "licences", "unlicensed_members", "auth_links",
     }  # fmt: skip
-    assert len(new["callbacks"]["columns"]) == 22  # type: ignore[arg-type]
-    assert sorted(new["callbacks"]["indexes"]) == [  # type: ignore[call-overload]
+    assert len(new["callbacks"].columns) == 22
+    assert sorted(new["callbacks"].indexes) == [
         "callbacks_by_corp", "callbacks_by_event", "callbacks_by_original",
         "callbacks_dedupe", "callbacks_log", "callbacks_open",
     ]  # fmt: skip
+    assert new["suite_tickets"].without_rowid and not new["callbacks"].without_rowid
     for table in new:
         assert new[table] == migrated[table], table
+    assert new_settings == migrated_settings
+    conn = sqlite3.connect(made)  # made in one step: v1's AUTOINCREMENT never ran there
+    sequence = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'")
+    assert sequence.fetchone() == (0,)
+    conn.close()
     with Store(replayed) as s:  # and the replayed file is one qywx opens as it is
         assert s.schema_version == SCHEMA_VERSION
 
