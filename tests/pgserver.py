@@ -58,9 +58,9 @@ SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
                 c.relrowsecurity, c.relforcerowsecurity, c.relreplident) AS line
     FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
   UNION ALL
-  SELECT format('col %s.%s %s %s %s %s %s', c.relname, a.attname,
+  SELECT format('col %s.%s %s %s %s %s %s %s', c.relname, a.attname,
                 format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attidentity,
-                pg_get_expr(d.adbin, d.adrelid), a.attacl)
+                pg_get_expr(d.adbin, d.adrelid), a.attacl, a.attcollation::regcollation)
     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
     LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
    WHERE c.relnamespace = 'public'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped
@@ -71,8 +71,19 @@ SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
   SELECT format('idx %s', pg_get_indexdef(i.indexrelid)) FROM pg_index i
     JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relnamespace = 'public'::regnamespace
   UNION ALL
-  SELECT format('trigger %s', t.tgname) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-   WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal
+  -- the foreign keys' own triggers too (disabled, a key no longer holds), by what they
+  -- do: their names carry object ids, which differ from database to database
+  SELECT format('trigger %s %s %s %s %s', c.relname,
+                CASE WHEN t.tgisinternal THEN '' ELSE pg_get_triggerdef(t.oid) END,
+                t.tgenabled, t.tgfoid::regproc, k.conname)
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+    LEFT JOIN pg_constraint k ON k.oid = t.tgconstraint
+   WHERE c.relnamespace = 'public'::regnamespace
+  UNION ALL
+  SELECT format('rule %s %s', tablename, definition) FROM pg_rules WHERE schemaname = 'public'
+  UNION ALL
+  SELECT format('statistics %s', stxname) FROM pg_statistic_ext
+   WHERE stxnamespace = 'public'::regnamespace
   UNION ALL
   SELECT format('policy %s', p.polname) FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid
    WHERE c.relnamespace = 'public'::regnamespace
@@ -82,8 +93,9 @@ SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
   SELECT format('type %s', typname) FROM pg_type
    WHERE typnamespace = 'public'::regnamespace AND typrelid = 0 AND typelem = 0
   UNION ALL
-  SELECT format('sequence %s %s %s %s %s %s', sequencename, data_type, increment_by,
-                min_value, max_value, cycle) FROM pg_sequences WHERE schemaname = 'public'
+  SELECT format('sequence %s %s %s %s %s %s %s %s', sequencename, data_type, start_value,
+                increment_by, min_value, max_value, cache_size, cycle)
+    FROM pg_sequences WHERE schemaname = 'public'
   UNION ALL
   SELECT format('default privileges %s %s', defaclobjtype, defaclacl) FROM pg_default_acl
   UNION ALL
@@ -93,21 +105,26 @@ SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (
   SELECT format('version %s', version) FROM public.qywx_schema
 ) AS lines
 """
-"""A digest of everything in the public schema but its rows: relations with their owner,
-grants, row security and replica identity, columns with theirs, defaults, constraints,
-indexes, triggers, policies, functions, types, sequences, default privileges, and the
-schema version qywx wrote. Equal to the digest of a database qywx has
-just migrated, a test left nothing there but rows."""
+"""A digest of the public schema but its rows: relations with their owner, grants, row
+security and replica identity, columns with their grants and collation, defaults,
+constraints, indexes, triggers (the foreign keys' own included, enabled or not), rules,
+policies, extended statistics, functions, types, sequences, default privileges, and the
+schema version qywx wrote. Equal to the digest of a database qywx has just migrated, a
+test left nothing there but rows (a store test can change none of these but by SQL of
+its own)."""
 
-_EMPTY_ROWS = """
-SELECT format('DELETE FROM public.%I', relname) FROM pg_class
+_TABLES = """
+SELECT string_agg(format('public.%I', relname), ', ' ORDER BY relname) FROM pg_class
  WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' AND relname <> 'qywx_schema'
- UNION ALL
-SELECT format('SELECT setval(%L, %s, false)', format('public.%I', sequencename), start_value)
-  FROM pg_sequences WHERE schemaname = 'public'
 """
-"""The statements that delete every row (the schema version apart) and restart every
-sequence, so ids count from the start again as in a new database."""
+"""The tables a rows-only reset empties: all but the schema version's."""
+
+
+def _drop_public(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Drop the public schema with all it holds and make it again as a new database has it."""
+    conn.execute("DROP SCHEMA public CASCADE")
+    conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
+    conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
 
 
 class PgUnavailable(RuntimeError):
@@ -230,6 +247,14 @@ class PgServer:
             return self._current.pop()
         if prefix == "t" and self._spare:
             return self._spare.pop()
+        if prefix == "t" and self._current:  # cheaper emptied than made (CREATE DATABASE)
+            name = self._current.pop()
+            try:
+                with self._superuser(name) as conn:
+                    _drop_public(conn)
+                return name
+            except Exception:  # a new one will do
+                self.drop_database(name)
         self._counter += 1
         name = f"{prefix}_{os.getpid()}_{self._counter}_{secrets.token_hex(3)}"
         self._admin_sql(f"CREATE DATABASE {name} OWNER {ROLE}")
@@ -240,12 +265,12 @@ class PgServer:
 
         CREATE DATABASE copies the template's few hundred files: 0.15 s of the server's
         time for each of about 130 tests, when a test needs only an empty database. So
-        every other session on it is ended, the public schema is dropped with all it
-        holds and made again as a new database has it, and the database is kept only if
-        nothing in :data:`_LEFTOVERS` is there. Anything unexpected drops it instead.
+        every other session on it is ended, and then either its rows are emptied (it
+        holds exactly qywx's current schema: :meth:`_empty_rows`) or the public schema
+        is dropped with all it holds and made again as a new database has it. The
+        database is kept only if nothing in :data:`_LEFTOVERS` is there. Anything
+        unexpected, or any error on the way, drops it instead.
         """
-        import psycopg
-
         spares = self._spare
         try:
             # Waits (up to 5 s) for each session to be gone, advisory locks and all.
@@ -255,14 +280,13 @@ class PgServer:
             )
             with self._superuser(name) as conn:
                 conn.execute("SET lock_timeout = '5s'")  # a session back again: drop it
-                spares = self._current if self._empty_rows(conn) else self._spare
-                if spares is self._spare:
-                    conn.execute("DROP SCHEMA public CASCADE")
-                    conn.execute("CREATE SCHEMA public AUTHORIZATION pg_database_owner")
-                    conn.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
+                if self._empty_rows(conn):
+                    spares = self._current
+                else:
+                    _drop_public(conn)
                 row = conn.execute(_LEFTOVERS, (ROLE,)).fetchone()
             clean = row is not None and row[0] == 0
-        except (psycopg.Error, RuntimeError):
+        except Exception:  # whatever went wrong, the database goes
             clean = False
         if clean:
             spares.append(name)
@@ -270,20 +294,23 @@ class PgServer:
             self.drop_database(name)
 
     def _empty_rows(self, conn: psycopg.Connection[tuple[Any, ...]]) -> bool:
-        """Delete every row if the database holds exactly qywx's current schema (by
-        :data:`_SHAPE`), so it can be handed out again as it was after its migration;
-        False, with nothing done, if it holds anything else (or nothing)."""
+        """Empty every table (ids restarting) if the database holds exactly qywx's
+        current schema (by :data:`_SHAPE`), so it can be handed out again as it was after
+        its migration; False, with nothing done, if it holds anything else (or nothing).
+
+        TRUNCATE rather than DELETE: the tables come back as new ones, with no dead rows
+        for autovacuum to visit during a later test and no row counts for the planner
+        from the last one."""
         found = conn.execute("SELECT to_regclass('public.qywx_schema')").fetchone()
         if found is None or found[0] is None:
             return False
         row = conn.execute(_SHAPE).fetchone()
         if row is None or row[0] != self._qywx_shape():
             return False
-        with conn.transaction():
-            # Rows in any order: the foreign keys' triggers do not fire for this session.
-            conn.execute("SET LOCAL session_replication_role = replica")
-            for (statement,) in conn.execute(_EMPTY_ROWS).fetchall():
-                conn.execute(statement.encode())  # names from the catalogue, quoted by format
+        tables = conn.execute(_TABLES).fetchone()
+        assert tables is not None and tables[0]
+        # every table that references another is in the one statement: no CASCADE
+        conn.execute(f"TRUNCATE {tables[0]} RESTART IDENTITY".encode())  # quoted by format()
         return True
 
     def _qywx_shape(self) -> str:
@@ -293,9 +320,13 @@ class PgServer:
             from qywx_cli.core.store import Store
 
             name = self.create_database()
-            Store(self.url(name, with_password=True)).close()
-            with self._superuser(name) as conn:
-                row = conn.execute(_SHAPE).fetchone()
+            try:
+                Store(self.url(name, with_password=True)).close()
+                with self._superuser(name) as conn:
+                    row = conn.execute(_SHAPE).fetchone()
+            except BaseException:
+                self.drop_database(name)
+                raise
             assert row is not None
             self._current_shape = str(row[0])
             self._current.append(name)

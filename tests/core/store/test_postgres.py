@@ -259,8 +259,26 @@ def _catalog(pg_server: PgServer, name: str) -> str:
         "ALTER TABLE callbacks ENABLE ROW LEVEL SECURITY",
         "GRANT SELECT (envelope) ON callbacks TO PUBLIC",
         "ALTER SEQUENCE callbacks_id_seq INCREMENT BY 2",
+        "ALTER SEQUENCE callbacks_id_seq START 1000",
+        "ALTER TABLE suite_tickets DISABLE TRIGGER ALL",  # its foreign key no longer holds
+        "CREATE RULE keep AS ON DELETE TO tokens DO INSTEAD NOTHING",
+        'ALTER TABLE tokens ALTER COLUMN token TYPE text COLLATE "C"',
+        "CREATE STATISTICS together ON kind, key FROM tokens",
     ],
-    ids=["index", "version", "grant", "column", "row-security", "column-grant", "sequence"],
+    ids=[
+        "index",
+        "version",
+        "grant",
+        "column",
+        "row-security",
+        "column-grant",
+        "sequence",
+        "sequence-start",
+        "key-trigger",
+        "rule",
+        "collation",
+        "statistics",
+    ],
 )
 def test_a_recycled_test_database_is_as_empty_as_a_new_one(
     pg_server: PgServer, leftover: str
@@ -279,9 +297,11 @@ def test_a_recycled_test_database_is_as_empty_as_a_new_one(
     pg_server.psql(leftover, dbname=name)
     assert _catalog(pg_server, name) != new_catalog  # the schema is there now
     pg_server.recycle_database(name)
-    assert pg_server.create_database() == name
     try:
-        assert _catalog(pg_server, name) == new_catalog
+        assert _catalog(pg_server, name) == new_catalog  # dropped, not kept with its rows
+    finally:
+        assert pg_server.create_database() == name  # handed out next (or a spare clash)
+    try:
         with Store(pg_server.url(name)) as store:
             assert store.list_callbacks() == []
     finally:
@@ -293,7 +313,7 @@ def test_a_database_left_with_qywx_rows_only_comes_back_at_its_schema_with_none(
 ) -> None:
     """``pg_store_url``: a database a store test gave back, holding nothing but qywx's
     current schema and rows, comes back with the schema and no rows, its ids counting
-    from 1 again; it is never handed to a test that asked for an empty one."""
+    from 1 again."""
     name = pg_server.create_database()
     with Store(pg_server.url(name)) as store:
         first = record(store).id
@@ -301,20 +321,41 @@ def test_a_database_left_with_qywx_rows_only_comes_back_at_its_schema_with_none(
         store.save_suite_ticket("suite", "ticket", 1_700_000_000)
     migrated = _catalog(pg_server, name)
     pg_server.recycle_database(name)
-    empty = pg_server.create_database()
-    try:
-        assert empty != name
-    finally:
-        pg_server.drop_database(empty)
+    assert _catalog(pg_server, name) == migrated  # kept at its schema
     assert pg_server.create_database(current_schema=True) == name
     try:
-        assert _catalog(pg_server, name) == migrated
         with Store(pg_server.url(name)) as store:
             assert store.list_callbacks() == []
             assert store.latest_suite_ticket("suite") is None
             assert record(store).id == first
     finally:
         pg_server.drop_database(name)
+
+
+def test_an_empty_database_is_made_from_one_left_at_qywxs_schema_when_none_is_spare(
+    pg_server: PgServer,
+) -> None:
+    """``pg_url`` tests that open a store leave databases at qywx's schema: when no
+    empty one is spare, such a one is emptied for ``pg_url`` rather than a new one made
+    (CREATE DATABASE) while those pile up."""
+    fresh = pg_server.create_database("fresh")
+    try:
+        new_catalog = _catalog(pg_server, fresh)
+    finally:
+        pg_server.drop_database(fresh)
+    name = pg_server.create_database()
+    with Store(pg_server.url(name)) as store:
+        record(store)
+    pg_server.recycle_database(name)
+    handed: list[str] = []
+    try:
+        while name not in handed and len(handed) < 50:  # the spare empty ones come first
+            handed.append(pg_server.create_database())
+            assert _catalog(pg_server, handed[-1]) == new_catalog, handed[-1]
+        assert name in handed
+    finally:
+        for each in handed:
+            pg_server.drop_database(each)
 
 
 def test_a_test_database_left_with_more_than_its_schema_is_dropped(pg_server: PgServer) -> None:
