@@ -249,6 +249,23 @@ def _catalog(pg_server: PgServer, name: str) -> str:
     return pg_server.psql(_CATALOG, dbname=name)
 
 
+def _new_catalog(pg_server: PgServer) -> str:
+    """:data:`_CATALOG` of a database straight from CREATE DATABASE."""
+    fresh = pg_server.create_database("fresh")
+    try:
+        return _catalog(pg_server, fresh)
+    finally:
+        pg_server.drop_database(fresh)
+
+
+def _used_database(pg_server: PgServer) -> str:
+    """A database as a store test leaves it: qywx's schema and one record."""
+    name = pg_server.create_database()
+    with Store(pg_server.url(name)) as store:
+        record(store)
+    return name
+
+
 @pytest.mark.parametrize(
     "leftover",
     [
@@ -286,14 +303,7 @@ def test_a_recycled_test_database_is_as_empty_as_a_new_one(
     """The ``pg_url`` fixture hands a database a test gave back to the next one
     (tests/pgserver.py): it must look to the store exactly as a new one does. One left
     with anything beside qywx's schema and its rows has its schema dropped."""
-    fresh = pg_server.create_database("fresh")
-    try:
-        new_catalog = _catalog(pg_server, fresh)
-    finally:
-        pg_server.drop_database(fresh)
-    name = pg_server.create_database()
-    with Store(pg_server.url(name)) as store:
-        record(store)
+    new_catalog, name = _new_catalog(pg_server), _used_database(pg_server)
     pg_server.psql(leftover, dbname=name)
     assert _catalog(pg_server, name) != new_catalog  # the schema is there now
     pg_server.recycle_database(name)
@@ -338,14 +348,7 @@ def test_an_empty_database_is_made_from_one_left_at_qywxs_schema_when_none_is_sp
     """``pg_url`` tests that open a store leave databases at qywx's schema: when no
     empty one is spare, such a one is emptied for ``pg_url`` rather than a new one made
     (CREATE DATABASE) while those pile up."""
-    fresh = pg_server.create_database("fresh")
-    try:
-        new_catalog = _catalog(pg_server, fresh)
-    finally:
-        pg_server.drop_database(fresh)
-    name = pg_server.create_database()
-    with Store(pg_server.url(name)) as store:
-        record(store)
+    new_catalog, name = _new_catalog(pg_server), _used_database(pg_server)
     pg_server.recycle_database(name)
     handed: list[str] = []
     try:
