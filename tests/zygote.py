@@ -410,11 +410,19 @@ def _main() -> None:
 
     client_ssl_context()
     client_ssl_context(trust_env=False)
-    # Likewise the statements a new SQLite database is made with (6 ms): most children
-    # are a `qywx serve` on a database that does not exist yet.
-    from qywx_cli.core.store.sqlite import _current_schema
+    # Likewise the statements a new SQLite database is made with: the store reads them
+    # back from the first new file a process migrates (6 ms), and most children are a
+    # `qywx serve` on a database that does not exist yet.
+    import shutil
+    import tempfile
 
-    _current_schema()
+    from qywx_cli.core.store.sqlite import SQLiteStore
+
+    first = tempfile.mkdtemp(prefix="qywx-zygote-", dir=os.environ.get("PYTEST_DEBUG_TEMPROOT"))
+    try:
+        SQLiteStore(Path(first) / "first.db").close()
+    finally:
+        shutil.rmtree(first, ignore_errors=True)
     request = _serve(control)
     if request is not None:
         _become(request)

@@ -18,7 +18,6 @@ How it keeps the contract of :mod:`qywx_cli.core.store.base` on one host:
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import sqlite3
@@ -423,40 +422,39 @@ The version is kept in ``PRAGMA user_version``."""
 assert len(MIGRATIONS) == SCHEMA_VERSION, "every backend's migrations end at SCHEMA_VERSION"
 
 
-@functools.cache
-def _current_schema() -> tuple[str, ...]:
-    """The CREATE statements of the schema :data:`MIGRATIONS` arrive at, read back from
-    an in-memory database they built: tables first, then indexes.
+class _NewFileSchema:
+    """The CREATE statements a new file is given in one step, read back from the first
+    file this process migrated from nothing: tables first, then indexes.
 
-    A new file is given these in one step: replaying the migrations on it cost 9 ms of
-    CPU per new database (v2 rebuilds tables that are still empty, and SQLite re-reads
-    the schema after each change), these 3 ms. A process builds them once (6 ms), so
-    only one that makes several databases gains (the test suite makes about a
-    thousand), and there is no second copy of the schema to keep in step: a new
-    migration's tables and indexes reach both paths. Only CREATE statements are copied:
-    a migration that writes rows or sets a per-file PRAGMA (``auto_vacuum``,
-    ``application_id``) must add them to :func:`_create_current` too, and
-    ``tests/core/store/test_sqlite.py`` compares the rows and those PRAGMAs of both
-    paths. SQLite's own tables are not copied (``sqlite_sequence`` is v1's AUTOINCREMENT,
-    which v2 dropped)."""
-    memory = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        memory.execute("BEGIN")
-        for step in MIGRATIONS:
-            step(memory)
-        rows = memory.execute(
+    Replaying the six migrations on a new file costs 6 ms of CPU (v2 rebuilds tables
+    that are still empty, and SQLite re-reads the schema after every change); these
+    statements cost 2.4 ms. The first new file of a process is still migrated step by
+    step, so a process that makes one database pays what it did, and each later one
+    gains (the test suite makes about a thousand); there is no second copy of the
+    schema to keep in step with the migrations.
+
+    Only CREATE statements are copied: a migration that writes rows or sets a per-file
+    PRAGMA (``auto_vacuum``, ``application_id``) must add them to :meth:`create` too,
+    and ``tests/core/store/test_sqlite.py`` compares the rows and those PRAGMAs of both
+    paths. SQLite's own tables are not copied (``sqlite_sequence`` is v1's
+    AUTOINCREMENT, which v2 dropped)."""
+
+    statements: tuple[str, ...] | None = None
+
+    @classmethod
+    def read(cls, db: sqlite3.Connection) -> None:
+        """Keep the statements of ``db``, just migrated from nothing (in its transaction)."""
+        rows = db.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
             "AND name NOT LIKE 'sqlite^_%' ESCAPE '^' ORDER BY type != 'table', rowid"
         ).fetchall()
-    finally:
-        memory.close()
-    return tuple(str(sql) for (sql,) in rows)
+        cls.statements = tuple(str(sql) for (sql,) in rows)
 
-
-def _create_current(db: sqlite3.Connection) -> None:
-    """Give a new file the schema at SCHEMA_VERSION in one step (:func:`_current_schema`)."""
-    for statement in _current_schema():
-        db.execute(statement)
+    @classmethod
+    def create(cls, db: sqlite3.Connection) -> None:
+        assert cls.statements is not None
+        for statement in cls.statements:
+            db.execute(statement)
 
 
 _CALLBACK_COLUMNS: Final = (
@@ -759,9 +757,11 @@ class SQLiteStore(Store):
                     f"database schema v{version} is newer than this qywx "
                     f"(v{SCHEMA_VERSION}); upgrade qywx"
                 )
+            # A new file has no table of ours (a foreign one was refused by _refuse_foreign).
+            fresh = version == 0 and _NewFileSchema.statements is not None
             steps: Iterable[tuple[int, Callable[[sqlite3.Connection], None]]] = (
-                [(SCHEMA_VERSION, _create_current)]  # a new file: no table of ours yet
-                if version == 0  # (a foreign one was refused by _refuse_foreign)
+                [(SCHEMA_VERSION, _NewFileSchema.create)]
+                if fresh
                 else enumerate(MIGRATIONS[version:], start=version + 1)
             )
             for target, step in steps:
@@ -771,6 +771,8 @@ class SQLiteStore(Store):
                     raise StoreError(
                         f"cannot migrate {self._path} to schema v{target}: {exc}"
                     ) from None
+            if version == 0 and not fresh:
+                _NewFileSchema.read(db)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
         if int(db.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
