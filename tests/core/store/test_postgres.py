@@ -4,9 +4,12 @@ test_contract.py and runs here too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,6 +237,54 @@ def test_a_v5_database_keeps_only_the_ciphertext_of_each_body(
         got = {r.id: r for r in s.list_callbacks()}
     assert [got[i].envelope for i in (1, 2, 3)] == ["c2lnbmVk", "ZWNob3N0cg==", "<xml/>"]
     assert (got[1].folded, got[1].folded_at) == (0, None)
+
+
+class _CountingForwarder:
+    """A loopback TCP forwarder to the test server that counts the connections made
+    through it: what the server sees of a client, measured outside psycopg."""
+
+    def __init__(self, port: int) -> None:
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, args=(port,), daemon=True).start()
+
+    def _accept(self, port: int) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_opening_a_store_makes_one_connection(pg_server: PgServer, pg_url: str) -> None:
+    """The store tries the URL with a connection of its own (libpq's reason at once if
+    it is wrong) and its pool then takes that connection over: one TCP, TLS and SCRAM
+    handshake per command, not two."""
+    forwarder = _CountingForwarder(pg_server.port)
+    try:
+        url = pg_url.replace(f":{pg_server.port}/", f":{forwarder.port}/")
+        with Store(url) as store:  # migrates the new database, then a write and a read
+            record(store)
+            assert len(store.list_callbacks()) == 1
+        assert forwarder.accepted == 1
+    finally:
+        forwarder.close()
 
 
 _CATALOG = """
