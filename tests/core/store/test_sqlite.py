@@ -121,6 +121,18 @@ def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
     )
 
 
+def _database_at(path: Path, version: int) -> None:
+    """A file as a qywx at schema ``version`` left it: the migrations up to it, in one
+    transaction, as that qywx ran them."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("BEGIN")
+    for step in MIGRATIONS[:version]:
+        step(conn)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("COMMIT")
+    conn.close()
+
+
 class _Table(NamedTuple):
     """One table as SQLite reports it (PRAGMAs, not its CREATE text, which a rebuild and
     ALTER TABLE rewrite)."""
@@ -183,13 +195,7 @@ def test_a_new_database_has_the_schema_the_migrations_build(tmp_path: Path) -> N
     made = tmp_path / "new.db"
     SQLiteStore(made).close()
     replayed = tmp_path / "replayed.db"
-    conn = sqlite3.connect(replayed, isolation_level=None)
-    conn.execute("BEGIN")
-    for step in MIGRATIONS:
-        step(conn)
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    conn.execute("COMMIT")
-    conn.close()
+    _database_at(replayed, SCHEMA_VERSION)
 
     (new, new_settings), (migrated, migrated_settings) = _schema_of(made), _schema_of(replayed)
     assert set(new) == {
@@ -213,18 +219,8 @@ def test_a_new_database_has_the_schema_the_migrations_build(tmp_path: Path) -> N
         assert s.schema_version == SCHEMA_VERSION
 
 
-def _v1_database(path: Path) -> None:
-    """A file as qywx 0.1 (schema v1) left it: AUTOINCREMENT ids, seven indexes."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN")
-    MIGRATIONS[0](conn)
-    conn.execute("PRAGMA user_version = 1")
-    conn.execute("COMMIT")
-    conn.close()
-
-
 def test_a_v1_database_is_rebuilt_keeping_every_record(db_path: Path, clock: Clock) -> None:
-    _v1_database(db_path)
+    _database_at(db_path, 1)  # as qywx 0.1 left it: AUTOINCREMENT ids, seven indexes
     with sqlite3.connect(db_path) as conn:
         conn.executemany(
             "INSERT INTO callbacks (id, received_at, instance, kind, info_type, corp_id, "
@@ -287,22 +283,11 @@ def test_a_v1_database_is_rebuilt_keeping_every_record(db_path: Path, clock: Clo
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def _v5_database(path: Path) -> None:
-    """A file as schema v5 left it: whole XML bodies in ``envelope``."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("BEGIN")
-    for step in MIGRATIONS[:5]:
-        step(conn)
-    conn.execute("PRAGMA user_version = 5")
-    conn.execute("COMMIT")
-    conn.close()
-
-
 def test_a_v5_database_keeps_only_the_ciphertext_of_each_body(db_path: Path, clock: Clock) -> None:
     """v6 reduces every stored POST body to its Encrypt value (what retry decrypts) and
     leaves handshakes (the echostr already is the ciphertext) and bodies that never
     parsed as they were; a 1 MB padded body shrinks to its ciphertext."""
-    _v5_database(db_path)
+    _database_at(db_path, 5)  # whole XML bodies in ``envelope``
     padded = "<xml><ToUserName><![CDATA[dk1]]></ToUserName>" + " " * 1_000_000
     padded += "<Encrypt><![CDATA[c2lnbmVk]]></Encrypt><AgentID><![CDATA[]]></AgentID></xml>"
     with sqlite3.connect(db_path) as conn:
