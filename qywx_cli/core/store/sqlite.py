@@ -426,12 +426,12 @@ class _NewFileSchema:
     """The CREATE statements a new file is given in one step, read back from the first
     file this process migrated from nothing: tables first, then indexes.
 
-    Replaying the six migrations on a new file costs 6 ms of CPU (v2 rebuilds tables
-    that are still empty, and SQLite re-reads the schema after every change); these
-    statements cost 2.4 ms. The first new file of a process is still migrated step by
-    step, so a process that makes one database pays what it did, and each later one
-    gains (the test suite makes about a thousand); there is no second copy of the
-    schema to keep in step with the migrations.
+    Replaying the six migrations on a new file costs about 5 ms of CPU (v2 rebuilds
+    tables that are still empty, and SQLite re-reads the schema after every change);
+    these statements about 2 ms (``benchmarks/new_store_bench.py``). The first new file
+    of a process is still migrated step by step, so a process that makes one database
+    pays about what it did, and each later one gains (the test suite makes about 500);
+    there is no second copy of the schema to keep in step with the migrations.
 
     Only CREATE statements are copied: a migration that writes rows or sets a per-file
     PRAGMA (``auto_vacuum``, ``application_id``) must add them to :meth:`create` too,

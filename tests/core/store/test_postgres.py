@@ -361,7 +361,7 @@ def test_a_recycled_test_database_is_as_empty_as_a_new_one(
     try:
         assert _catalog(pg_server, name) == new_catalog  # dropped, not kept with its rows
     finally:
-        assert pg_server.create_database() == name  # handed out next (or a spare clash)
+        assert pg_server.create_database() == name  # the newest empty spare: out of the pool
     try:
         with Store(pg_server.url(name)) as store:
             assert store.list_callbacks() == []
