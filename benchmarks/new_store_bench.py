@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -84,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.against / "qywx_cli" / "core" / "store").is_dir():
             parser.error(f"--against {args.against} is not a qywx checkout")
         sides["against"] = args.against.resolve()
-    print(f"{platform.node()} · Python {platform.python_version()} · SQLite "
-          f"{sqlite3.sqlite_version} · {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
-    print(f"$ python benchmarks/new_store_bench.py {' '.join(sys.argv[1:])}\n")
+    sys.path.insert(0, str(REPO))  # here, not in the child: it imports the side's checkout
+    from benchmarks.serve_bench import print_header
+
+    print_header("new_store_bench.py", argv)
+    print()
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.rounds):
         for side, checkout in sides.items():
