@@ -44,6 +44,9 @@ def _setup_logging(*, verbose: bool = False, log_format: str = "text") -> None:
     if verbose:  # accepted callbacks are logged at DEBUG (each is a row of `qywx log` anyway)
         logging.getLogger("qywx.access").setLevel(logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # psycopg_pool logs each failed attempt to connect, over two lines, several a second
+    # during an outage; the PostgreSQL store logs the outage's start and end in one line.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 def _serve_forever(

@@ -1231,9 +1231,11 @@ class CallbackService:
     def healthcheck(self) -> dict[str, Any]:
         """What ``/healthz`` answers: ok only if a callback could be recorded now.
 
-        The store's write probe costs one fsync, so its answer is reused for
+        The store's write probe costs one fsync, so a healthy answer is reused for
         ``health_probe_seconds`` ([serve] in qywx.toml, 5 s: a load balancer probing
-        every second costs one commit in five); concurrent probes share one.
+        every second costs one commit in five); concurrent probes share one. A failing
+        answer is not reused: a probe that cannot write commits nothing, and reusing it
+        kept /healthz at 503 for up to that long after the database was back.
         ``suite_ticket_age_s`` is reported, not judged: WeCom's pushes stopping is not
         this host's fault, and neither is ``installs_need_recovery`` (installations
         whose AuthCode was spent with no permanent code stored: the operator resets the
@@ -1241,7 +1243,11 @@ class CallbackService:
         """
         with self._health_lock:
             cached = self._health
-            probe = cached is None or self.now() - cached[0] >= self.settings.health_probe_seconds
+            probe = (
+                cached is None
+                or not cached[1].get("writable")
+                or self.now() - cached[0] >= self.settings.health_probe_seconds
+            )
             try:
                 health = self.store.healthcheck(write=probe)
             except QywxError as exc:

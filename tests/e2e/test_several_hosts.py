@@ -307,8 +307,16 @@ def test_the_newest_ticket_wins_when_hosts_store_them_in_any_order(cluster: Clus
 def test_the_database_going_away_gives_503_and_an_unhealthy_healthz_then_recovers(
     cluster: Cluster, pg_server: PgServer
 ) -> None:
+    """While the server is down, callbacks get 503 and /healthz says why (libpq's reason,
+    not a timeout). Back, it is served again with no restart, and /healthz is 200 at
+    once: this host reuses a healthy verdict for 300 s (the most qywx.toml allows), so
+    a failing verdict reused as long would keep it 503 far past the 20 s waited here."""
     c = cluster
-    host = c.hosts[0]
+    root = c.root / "probe-300"
+    root.mkdir()
+    (root / "qywx.toml").write_text("[serve]\nhealth_probe_seconds = 300\n", encoding="utf-8")
+    host = Proc(["serve", "--port", "0", "--threads", "8"], c.env, root)
+    c.hosts.append(host)
     with http() as client:
         assert post(client, host.url, c.wecom.suite_ticket()).text == "success"
         assert client.get(f"{host.url}/healthz").status_code == 200
@@ -318,6 +326,7 @@ def test_the_database_going_away_gives_503_and_an_unhealthy_healthz_then_recover
             assert r.status_code == 503 and r.text != "success"
             health = client.get(f"{host.url}/healthz")
             assert health.status_code == 503 and health.json()["ok"] is False
+            assert "Connection refused" in health.json()["error"], health.text
             assert pg_server.password not in health.text + r.text
         finally:
             pg_server.start_server()
@@ -325,3 +334,11 @@ def test_the_database_going_away_gives_503_and_an_unhealthy_healthz_then_recover
         assert wait_for(lambda: client.get(f"{host.url}/healthz").status_code == 200, 20)
         assert post(client, host.url, c.wecom.suite_ticket()).text == "success"
     assert pg_server.password not in host.log
+    # The outage is logged once as it starts and once as it ends, each in one line,
+    # instead of psycopg_pool's two lines for every attempt to connect.
+    lines = host.log.splitlines()
+    unreachable = [line for line in lines if "callbacks get 503 until it can:" in line]
+    back = [line for line in lines if "connected to database" in line and "again, after" in line]
+    assert len(unreachable) == 1 and "Connection refused" in unreachable[0], host.log
+    assert len(back) == 1, host.log
+    assert "psycopg" not in host.log, host.log

@@ -40,6 +40,7 @@ error message.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -81,11 +82,28 @@ from qywx_cli.core.store.urls import safe_url
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
 _T = TypeVar("_T")
+log = logging.getLogger("qywx.store")
 
 POOL_MAX: Final = 16
 """Connections per process: one per serving thread at most, plus the workers'."""
 POOL_WAIT: Final = 3.0
-"""Seconds a caller waits for a pooled connection before StoreError (503)."""
+"""Seconds a caller waits for a pooled connection before StoreError (503), when every
+connection is busy."""
+OUTAGE_WAIT: Final = 0.5
+"""Seconds a caller waits instead while the server is known to be unreachable (the pool's
+latest attempt to connect failed): time for the fresh attempt its wait starts to reach a
+server that has just come back, not three seconds of a serving thread for each callback
+WeCom sends during an outage, and for each /healthz probe."""
+RECONNECT_WINDOW: Final = OUTAGE_WAIT
+"""Seconds the pool keeps retrying a lost connection by itself (psycopg_pool's
+``reconnect_timeout``: its back-off of 1 s, 2 s, 4 s... would otherwise grow for five
+minutes, so a server back after a minute's outage could wait half a minute more for
+the pool's next attempt). Past it the pool tries again as soon as a caller waits for a
+connection, so a caller waiting :data:`OUTAGE_WAIT` always meets one attempt: the first
+call after the server is back is served."""
+_WAIT_SLICE: Final = 0.05
+"""A caller waits for a connection in slices this long, so that an attempt to connect
+failing meanwhile ends its wait at once."""
 CONNECT_TIMEOUT: Final = 5
 TOKEN_LOCK_WAIT_MS: Final = 30_000
 PRUNE_BATCH: Final = 2000
@@ -481,18 +499,76 @@ def _callback(row: Sequence[Any]) -> CallbackRecord:
     return CallbackRecord(*row[:_CALLBACK_WIDTH])  # a claim's row carries one more
 
 
+class _Reach:
+    """Whether the server answered the latest attempt to connect, and if not, why.
+
+    The pool connects in threads of its own; this is how a caller waiting for a
+    connection learns that those attempts fail, so that it answers at once with the
+    reason instead of waiting out :data:`POOL_WAIT`. An outage's start and end are
+    logged once each (psycopg_pool's own log says every attempt, over two lines)."""
+
+    def __init__(self, url: str, secret: str | None) -> None:
+        self._url = url
+        self._secret = secret
+        self._lock = threading.Lock()
+        self._since = 0.0
+        self.error: str | None = None
+        """libpq's reason the latest attempt failed, password scrubbed; None once one
+        succeeds."""
+        self.failures = 0
+        """Attempts that failed so far: a caller compares it before and after waiting."""
+
+    def failed(self, exc: BaseException) -> None:
+        why = _one_line(exc, self._secret)
+        with self._lock:
+            first = self.error is None
+            self.error = why
+            self.failures += 1
+            if first:
+                self._since = time.monotonic()
+        if first:
+            log.warning(
+                "cannot connect to database %s; callbacks get 503 until it can: %s", self._url, why
+            )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            was = self.error
+            self.error = None
+        if was is not None:
+            log.warning(
+                "connected to database %s again, after %.1f s",
+                self._url,
+                time.monotonic() - self._since,
+            )
+
+
 class _Connection(psycopg.Connection[Any]):
     """The pool's connections. The first the pool asks for is the one the store opened
     itself to try the URL (handed over once through ``qywx_first``), so opening a store
-    costs one connection, not two: one TCP, TLS and SCRAM handshake fewer per command."""
+    costs one connection, not two: one TCP, TLS and SCRAM handshake fewer per command.
+    Every attempt the pool makes is reported to ``qywx_reach``."""
 
     @classmethod
-    def connect(  # type: ignore[override]  # one keyword of our own, the rest as psycopg's
-        cls, conninfo: str = "", *, qywx_first: list[_Connection] | None = None, **kwargs: Any
+    def connect(  # type: ignore[override]  # keywords of our own, the rest as psycopg's
+        cls,
+        conninfo: str = "",
+        *,
+        qywx_first: list[_Connection] | None = None,
+        qywx_reach: _Reach | None = None,
+        **kwargs: Any,
     ) -> _Connection:
         if qywx_first:
             return qywx_first.pop()
-        return super().connect(conninfo, **kwargs)
+        try:
+            conn = super().connect(conninfo, **kwargs)
+        except psycopg.Error as exc:
+            if qywx_reach is not None:
+                qywx_reach.failed(exc)
+            raise
+        if qywx_reach is not None:
+            qywx_reach.succeeded()
+        return conn
 
 
 class PostgresStore(Store):
@@ -528,13 +604,15 @@ class PostgresStore(Store):
             raise StoreError(
                 f"cannot connect to {self._url}: {_one_line(exc, self._secret)}"
             ) from None
+        self._reach = _Reach(self._url, self._secret)
         self._pool = psycopg_pool.ConnectionPool(
             conninfo,
             connection_class=_Connection,
             min_size=1,
             max_size=max(2, pool_size),
-            kwargs={"autocommit": True, "qywx_first": first},
+            kwargs={"autocommit": True, "qywx_first": first, "qywx_reach": self._reach},
             timeout=POOL_WAIT,
+            reconnect_timeout=RECONNECT_WINDOW,
             name="qywx",
             open=False,
         )
@@ -634,7 +712,7 @@ class PostgresStore(Store):
         attempts = self._pool.max_size + 1  # every pooled connection may be stale at once
         for attempt in range(attempts):
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     try:
                         if transaction:
                             with conn.transaction(), conn.cursor() as cur:
@@ -645,10 +723,6 @@ class PostgresStore(Store):
                         if attempt < attempts - 1 and conn.broken:
                             continue
                         raise
-            except psycopg_pool.PoolTimeout:
-                raise StoreError(
-                    f"database {self._url} unavailable (no connection within {POOL_WAIT:g} s)"
-                ) from None
             except psycopg.errors.ReadOnlySqlTransaction:
                 raise StoreError(f"database {self._url} is read-only") from None
             except psycopg.Error as exc:
@@ -656,6 +730,37 @@ class PostgresStore(Store):
             except psycopg_pool.PoolClosed:
                 raise StoreError(f"store {self._url} is closed") from None
         raise StoreError(f"database {self._url} unavailable (connection lost)")
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[_Connection]:
+        """A pooled connection, as ``pool.connection()`` gives it, or StoreError (503).
+
+        With every connection busy, a caller waits up to :data:`POOL_WAIT`. While the
+        server cannot be reached it waits :data:`OUTAGE_WAIT` at most, and no longer
+        than until an attempt to connect fails, and the error says why the server could
+        not be reached."""
+        failures = self._reach.failures
+        started = waited = time.monotonic()
+        while True:
+            why = self._reach.error  # read again each slice: the server may come or go
+            deadline = started + (POOL_WAIT if why is None else OUTAGE_WAIT)
+            try:
+                conn = self._pool.getconn(timeout=max(0.001, min(_WAIT_SLICE, deadline - waited)))
+                break
+            except psycopg_pool.PoolTimeout:
+                waited = time.monotonic()
+                why = self._reach.error
+                if why is not None and (self._reach.failures != failures or waited >= deadline):
+                    raise StoreError(f"database {self._url} unavailable: {why}") from None
+                if waited >= started + POOL_WAIT:
+                    raise StoreError(
+                        f"database {self._url} unavailable (no connection within {POOL_WAIT:g} s)"
+                    ) from None
+        try:
+            with conn:  # commit or roll back, as the pool's own context manager does
+                yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def _one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...] | None:
@@ -1009,7 +1114,7 @@ class PostgresStore(Store):
         lock_id = zlib.crc32(f"qywx-token\0{kind}\0{key}".encode()) - 2**31
         with local:
             try:
-                with self._pool.connection() as conn:
+                with self._connection() as conn:
                     conn.execute(f"SET statement_timeout = {TOKEN_LOCK_WAIT_MS}")
                     conn.execute("SELECT pg_advisory_lock(%s)", (lock_id,))
                     try:
@@ -1018,8 +1123,6 @@ class PostgresStore(Store):
                         with contextlib.suppress(psycopg.Error):
                             conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id,))
                             conn.execute("SET statement_timeout = 0")
-            except psycopg_pool.PoolTimeout:
-                raise StoreError(f"database {self._url} unavailable (token lock)") from None
             except psycopg.Error as exc:
                 raise StoreError(f"database error: {_one_line(exc, self._secret)}") from None
 
