@@ -153,6 +153,22 @@ def test_retries_back_off_then_give_up(receiver: tuple[Receiver, str]) -> None:
         sender.close()
 
 
+def test_closing_does_not_wait_out_the_backoff_of_a_failing_webhook(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """With the webhook down, close() gives the queued alert one more attempt and
+    returns: a grace and a backoff of an hour would otherwise hold it for an hour."""
+    sender = AlertSender(Webhook(dead_url()), retries=3, backoff=3600.0)
+    sender.start()
+    sender.raise_alert(Alert("a", "first"))
+    closing = threading.Thread(target=sender.close, kwargs={"grace": 3600.0})
+    closing.start()
+    closing.join(30)
+    assert not closing.is_alive(), "close() waited for the webhook's backoff"
+    assert (sender.delivered, sender.failed) == (0, 1)
+    assert "alert not delivered after 2 attempt(s)" in caplog.text
+
+
 def test_send_errors_are_one_line_and_masked() -> None:
     hook = Webhook(dead_url() + "?key=very-secret-key")
     with pytest.raises(AlertError) as caught:
