@@ -445,7 +445,7 @@ def test_an_auth_code_spent_by_a_killed_attempt_fails_with_what_names_the_instal
     """WeCom completed the exchange for a worker that died before storing the answer:
     the re-run after the lease meets 40078. The record is failed with the recovery
     step, says an earlier attempt spent the code, and names the authorization link's
-    state (create_auth carries no corp id)."""
+    state (create_auth carries no corp id); /healthz counts it at once."""
     from qywx_cli.core.service import RECOVERY_40078
 
     clock = [time.time()]
@@ -487,6 +487,7 @@ def test_an_auth_code_spent_by_a_killed_attempt_fails_with_what_names_the_instal
     )
     try:
         clock[0] += DEFAULT_LEASE_SECONDS + 1
+        assert service.healthcheck()["installs_need_recovery"] == 0  # reused for 5 s...
         done = service.retry(rec.id)
         assert done.ran and done.record.status == "failed"
         error = done.record.last_error or ""
@@ -495,6 +496,7 @@ def test_an_auth_code_spent_by_a_killed_attempt_fails_with_what_names_the_instal
         assert "state 'cust42'" in error and "transient" not in error
         assert auth_code not in error
         assert service.installs_need_recovery() == 1
+        assert service.healthcheck()["installs_need_recovery"] == 1  # ...but not this
     finally:
         service.close()
 
