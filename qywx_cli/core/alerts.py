@@ -212,8 +212,8 @@ class AlertSender:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _queue: queue.Queue[Alert | None] = field(init=False)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _retrying: threading.Event = field(default_factory=threading.Event)
-    """Set while a delivery waits out its backoff: the webhook has just failed."""
+    _retry_at: float | None = None
+    """While a delivery waits out its backoff: when (time.monotonic) it tries again."""
     _thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
@@ -265,11 +265,12 @@ class AlertSender:
                 if attempt == self.retries or self._stop.is_set():
                     log.warning("alert not delivered after %d attempt(s): %s", attempt + 1, exc)
                     return False
-                self._retrying.set()
+                delay = self.backoff * (2**attempt)
+                self._retry_at = time.monotonic() + delay
                 try:
-                    self.sleep(self.backoff * (2**attempt))
+                    self.sleep(delay)
                 finally:
-                    self._retrying.clear()
+                    self._retry_at = None
             else:
                 return True
         return False
@@ -295,13 +296,14 @@ class AlertSender:
         """Stop after up to ``grace`` seconds of delivering what is queued; then a pending
         backoff is cut short and what is left is not sent (shutdown must not hang).
 
-        A webhook that has just failed (a delivery is waiting out its backoff) is not
-        waited for: each alert still queued gets one more attempt, at once. Waiting
-        the grace out for it only made every stop of ``qywx serve`` 5 s longer while
-        the webhook was down."""
+        A retry that would come after the grace is not waited for: the backoff is cut
+        short at once and each alert still queued gets one more attempt. Waiting the
+        grace out for it only made every stop of ``qywx serve`` 5 s longer while the
+        webhook was down; a retry within the grace (the first, 2 s on) is still made."""
         deadline = time.monotonic() + grace
         while self._thread is not None and self._queue.unfinished_tasks:
-            if time.monotonic() >= deadline or self._retrying.is_set():
+            retry_at = self._retry_at
+            if time.monotonic() >= deadline or (retry_at is not None and retry_at > deadline):
                 break
             time.sleep(0.05)
         self._stop.set()

@@ -969,7 +969,8 @@ class CallbackService:
                 status, error = "failed", f"internal error: {type(exc).__name__}"
             self.store.finish_callback(rec.id, status, error)
         if error is not None and RECOVERY_40078 in error:
-            self._health = None  # /healthz counts it at its next request, not 5 s later
+            with self._health_lock:  # not under a probe that began before the failure
+                self._health = None  # /healthz counts it at its next request, not 5 s later
         if retry_in is not None:  # after the claim is released, so the next run can take it
             self._retry_later(rec.id, retry_in)
         self.observer.handled(

@@ -156,17 +156,29 @@ def test_retries_back_off_then_give_up(receiver: tuple[Receiver, str]) -> None:
 def test_closing_does_not_wait_out_the_backoff_of_a_failing_webhook(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """With the webhook down, close() gives the queued alert one more attempt and
-    returns: a grace and a backoff of an hour would otherwise hold it for an hour."""
+    """With the webhook down and its next retry an hour away, close() gives the queued
+    alert one more attempt and returns, instead of waiting out a minute of grace."""
     sender = AlertSender(Webhook(dead_url()), retries=3, backoff=3600.0)
     sender.start()
     sender.raise_alert(Alert("a", "first"))
-    closing = threading.Thread(target=sender.close, kwargs={"grace": 3600.0})
+    closing = threading.Thread(target=sender.close, kwargs={"grace": 60.0})
     closing.start()
     closing.join(30)
     assert not closing.is_alive(), "close() waited for the webhook's backoff"
     assert (sender.delivered, sender.failed) == (0, 1)
     assert "alert not delivered after 2 attempt(s)" in caplog.text
+
+
+def test_closing_waits_for_a_retry_within_the_grace(receiver: tuple[Receiver, str]) -> None:
+    """The webhook fails twice (a rate limit, say) and takes the retry 0.6 s on:
+    close() waits for the retries within its grace, and the alert is delivered."""
+    r, url = receiver
+    r.fail_first = 2
+    sender = AlertSender(Webhook(url + "/hook"), retries=3, backoff=0.2)
+    sender.start()
+    sender.raise_alert(Alert("a", "first"))
+    sender.close(grace=30.0)
+    assert (sender.delivered, sender.failed, len(r.bodies)) == (1, 0, 1)
 
 
 def test_send_errors_are_one_line_and_masked() -> None:

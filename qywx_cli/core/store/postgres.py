@@ -90,20 +90,17 @@ POOL_WAIT: Final = 3.0
 """Seconds a caller waits for a pooled connection before StoreError (503), when every
 connection is busy."""
 OUTAGE_WAIT: Final = 0.5
-"""Seconds a caller waits instead while the server is known to be unreachable (the pool's
-latest attempt to connect failed): time for the fresh attempt its wait starts to reach a
-server that has just come back, not three seconds of a serving thread for each callback
-WeCom sends during an outage, and for each /healthz probe."""
+"""Seconds a caller waits instead during an outage: the latest attempt to connect failed
+and no connection is in use. Time for the attempt its wait starts to reach a server
+that has just come back, not three seconds of a serving thread for each callback WeCom
+sends meanwhile, and for each /healthz probe."""
 RECONNECT_WINDOW: Final = OUTAGE_WAIT
 """Seconds the pool keeps retrying a lost connection by itself (psycopg_pool's
 ``reconnect_timeout``: its back-off of 1 s, 2 s, 4 s... would otherwise grow for five
 minutes, so a server back after a minute's outage could wait half a minute more for
 the pool's next attempt). Past it the pool tries again as soon as a caller waits for a
-connection, so a caller waiting :data:`OUTAGE_WAIT` always meets one attempt: the first
-call after the server is back is served."""
-_WAIT_SLICE: Final = 0.05
-"""A caller waits for a connection in slices this long, so that an attempt to connect
-failing meanwhile ends its wait at once."""
+connection, so a caller waiting :data:`OUTAGE_WAIT` meets an attempt: the first call
+after the server is back is served."""
 CONNECT_TIMEOUT: Final = 5
 TOKEN_LOCK_WAIT_MS: Final = 30_000
 PRUNE_BATCH: Final = 2000
@@ -500,47 +497,63 @@ def _callback(row: Sequence[Any]) -> CallbackRecord:
 
 
 class _Reach:
-    """Whether the server answered the latest attempt to connect, and if not, why.
+    """What the pool's attempts to connect found, and how many connections are in use.
 
-    The pool connects in threads of its own; this is how a caller waiting for a
-    connection learns that those attempts fail, so that it answers at once with the
-    reason instead of waiting out :data:`POOL_WAIT`. An outage's start and end are
-    logged once each (psycopg_pool's own log says every attempt, over two lines)."""
+    The pool connects in threads of its own; this is how a caller about to wait for a
+    connection learns that the server is away (:attr:`outage`), so that it waits
+    :data:`OUTAGE_WAIT` instead of :data:`POOL_WAIT` and its error gives libpq's reason.
+    A failed attempt alone is no outage: a server that refuses one more connection (a
+    role's connection limit, max_connections, a changed password) still serves the
+    connections in use, so callers queue for those as usual. The start and end of a run
+    of failed attempts are logged once each, in one line (psycopg_pool logs every
+    attempt, over two)."""
 
     def __init__(self, url: str, secret: str | None) -> None:
         self._url = url
         self._secret = secret
         self._lock = threading.Lock()
-        self._since = 0.0
+        self._ok_at = 0.0  # when the latest successful attempt started
+        self._failing_since = 0.0
         self.error: str | None = None
-        """libpq's reason the latest attempt failed, password scrubbed; None once one
-        succeeds."""
-        self.failures = 0
-        """Attempts that failed so far: a caller compares it before and after waiting."""
+        """libpq's reason the latest attempt failed (password scrubbed); None once an
+        attempt started after it succeeds."""
+        self.in_use = 0
+        """Connections callers hold right now (:meth:`PostgresStore._connection`)."""
 
-    def failed(self, exc: BaseException) -> None:
+    @property
+    def outage(self) -> bool:
+        return self.error is not None and self.in_use == 0
+
+    def failed(self, exc: BaseException, started: float) -> None:
         why = _one_line(exc, self._secret)
         with self._lock:
+            if started < self._ok_at:  # began before a success that came back first
+                return
             first = self.error is None
             self.error = why
-            self.failures += 1
             if first:
-                self._since = time.monotonic()
+                self._failing_since = time.monotonic()
         if first:
-            log.warning(
-                "cannot connect to database %s; callbacks get 503 until it can: %s", self._url, why
-            )
+            log.warning("cannot connect to database %s: %s", self._url, why)
 
-    def succeeded(self) -> None:
+    def succeeded(self, started: float) -> None:
         with self._lock:
-            was = self.error
-            self.error = None
+            self._ok_at = max(self._ok_at, started)
+            was, self.error = self.error, None
         if was is not None:
             log.warning(
                 "connected to database %s again, after %.1f s",
                 self._url,
-                time.monotonic() - self._since,
+                time.monotonic() - self._failing_since,
             )
+
+    def take(self) -> None:
+        with self._lock:
+            self.in_use += 1
+
+    def give_back(self) -> None:
+        with self._lock:
+            self.in_use -= 1
 
 
 class _Connection(psycopg.Connection[Any]):
@@ -560,14 +573,15 @@ class _Connection(psycopg.Connection[Any]):
     ) -> _Connection:
         if qywx_first:
             return qywx_first.pop()
+        started = time.monotonic()
         try:
             conn = super().connect(conninfo, **kwargs)
         except psycopg.Error as exc:
             if qywx_reach is not None:
-                qywx_reach.failed(exc)
+                qywx_reach.failed(exc, started)
             raise
         if qywx_reach is not None:
-            qywx_reach.succeeded()
+            qywx_reach.succeeded(started)
         return conn
 
 
@@ -725,42 +739,37 @@ class PostgresStore(Store):
                         raise
             except psycopg.errors.ReadOnlySqlTransaction:
                 raise StoreError(f"database {self._url} is read-only") from None
+            except psycopg_pool.PoolClosed:  # a psycopg.Error: caught before it
+                raise StoreError(f"store {self._url} is closed") from None
             except psycopg.Error as exc:
                 raise StoreError(f"database error: {_one_line(exc, self._secret)}") from None
-            except psycopg_pool.PoolClosed:
-                raise StoreError(f"store {self._url} is closed") from None
         raise StoreError(f"database {self._url} unavailable (connection lost)")
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[_Connection]:
         """A pooled connection, as ``pool.connection()`` gives it, or StoreError (503).
 
-        With every connection busy, a caller waits up to :data:`POOL_WAIT`. While the
-        server cannot be reached it waits :data:`OUTAGE_WAIT` at most, and no longer
-        than until an attempt to connect fails, and the error says why the server could
-        not be reached."""
-        failures = self._reach.failures
-        started = waited = time.monotonic()
-        while True:
-            why = self._reach.error  # read again each slice: the server may come or go
-            deadline = started + (POOL_WAIT if why is None else OUTAGE_WAIT)
-            try:
-                conn = self._pool.getconn(timeout=max(0.001, min(_WAIT_SLICE, deadline - waited)))
-                break
-            except psycopg_pool.PoolTimeout:
-                waited = time.monotonic()
-                why = self._reach.error
-                if why is not None and (self._reach.failures != failures or waited >= deadline):
-                    raise StoreError(f"database {self._url} unavailable: {why}") from None
-                if waited >= started + POOL_WAIT:
-                    raise StoreError(
-                        f"database {self._url} unavailable (no connection within {POOL_WAIT:g} s)"
-                    ) from None
+        A caller waits up to :data:`POOL_WAIT` for a busy pool, first come first
+        served, and up to :data:`OUTAGE_WAIT` during an outage (:attr:`_Reach.outage`);
+        either way the error names libpq's reason when the latest attempt to connect
+        failed."""
+        reach = self._reach
+        try:
+            conn = self._pool.getconn(timeout=OUTAGE_WAIT if reach.outage else POOL_WAIT)
+        except psycopg_pool.PoolTimeout:
+            why = reach.error
+            if why is not None:
+                raise StoreError(f"database {self._url} unavailable: {why}") from None
+            raise StoreError(
+                f"database {self._url} unavailable (no connection within {POOL_WAIT:g} s)"
+            ) from None
+        reach.take()
         try:
             with conn:  # commit or roll back, as the pool's own context manager does
                 yield conn
         finally:
             self._pool.putconn(conn)
+            reach.give_back()  # after: a caller that sees none in use finds them idle
 
     def _one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...] | None:

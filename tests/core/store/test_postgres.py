@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,8 +156,7 @@ def test_read_only_database_is_unhealthy_refuses_writes_and_recovers(
 def test_a_server_that_goes_away_and_returns_needs_no_restart(
     pg_server: PgServer, dbname: str
 ) -> None:
-    """While it is away every call fails with libpq's reason for it, not with a timeout
-    (a caller no longer waits for a connection once an attempt to make one has failed);
+    """While it is away every call fails with libpq's reason for it, not with a timeout;
     back, the next call is served."""
     with Store(pg_server.url(dbname)) as s:
         record(s)
@@ -176,6 +176,40 @@ def test_a_server_that_goes_away_and_returns_needs_no_restart(
         assert record(s).status == "received"
         assert s.healthcheck()["ok"] is True
         assert len(s.list_callbacks()) == 2
+
+
+def test_a_server_refusing_more_connections_is_no_outage(
+    pg_server: PgServer, dbname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At the role's connection limit the pool's attempts to grow fail, but the two
+    connections it has keep serving: eight threads, each holding one for 50 ms at a
+    time (a token lock), queue for them first come first served, and every call is
+    served; none is refused as if the server were away."""
+    pg_server.psql("ALTER ROLE qywx CONNECTION LIMIT 2")
+    try:
+        with PostgresStore(pg_server.url(dbname), pool_size=8) as s:
+            failures: list[str] = []
+
+            def work(n: int) -> None:
+                for i in range(5):
+                    try:
+                        with s.token_lock("suite", f"limit-{n}-{i}"):
+                            time.sleep(0.05)
+                        record(s)
+                    except StoreError as exc:
+                        failures.append(str(exc))
+
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert failures == []
+            assert len(s.list_callbacks(limit=1000)) == 40
+    finally:
+        pg_server.psql("ALTER ROLE qywx CONNECTION LIMIT -1")
+    refused = [r.getMessage() for r in caplog.records if "cannot connect to" in r.getMessage()]
+    assert refused and "too many connections" in refused[0], caplog.text
 
 
 def test_without_the_driver_a_postgresql_url_names_the_extra() -> None:
