@@ -89,18 +89,18 @@ POOL_MAX: Final = 16
 POOL_WAIT: Final = 3.0
 """Seconds a caller waits for a pooled connection before StoreError (503), when every
 connection is busy."""
-OUTAGE_WAIT: Final = 0.5
-"""Seconds a caller waits instead during an outage: the latest attempt to connect failed
-and no connection is in use. Time for the attempt its wait starts to reach a server
-that has just come back, not three seconds of a serving thread for each callback WeCom
-sends meanwhile, and for each /healthz probe."""
-RECONNECT_WINDOW: Final = OUTAGE_WAIT
+RECONNECT_WINDOW: Final = 0.5
 """Seconds the pool keeps retrying a lost connection by itself (psycopg_pool's
 ``reconnect_timeout``: its back-off of 1 s, 2 s, 4 s... would otherwise grow for five
 minutes, so a server back after a minute's outage could wait half a minute more for
 the pool's next attempt). Past it the pool tries again as soon as a caller waits for a
-connection, so a caller waiting :data:`OUTAGE_WAIT` meets an attempt: the first call
-after the server is back is served."""
+connection."""
+OUTAGE_WAIT: Final = 1.0
+"""Seconds a caller waits instead during an outage (:attr:`_Reach.outage`): not three
+seconds of a serving thread for each callback WeCom sends meanwhile, and for each
+/healthz probe, but long enough for the pool's next attempt (at most
+:data:`RECONNECT_WINDOW` away) to connect to a server that has just come back, so a
+call made after the server is back is served."""
 CONNECT_TIMEOUT: Final = 5
 TOKEN_LOCK_WAIT_MS: Final = 30_000
 PRUNE_BATCH: Final = 2000
@@ -497,14 +497,14 @@ def _callback(row: Sequence[Any]) -> CallbackRecord:
 
 
 class _Reach:
-    """What the pool's attempts to connect found, and how many connections are in use.
+    """What the pool's attempts to connect found, and whether connections still serve.
 
     The pool connects in threads of its own; this is how a caller about to wait for a
     connection learns that the server is away (:attr:`outage`), so that it waits
     :data:`OUTAGE_WAIT` instead of :data:`POOL_WAIT` and its error gives libpq's reason.
     A failed attempt alone is no outage: a server that refuses one more connection (a
     role's connection limit, max_connections, a changed password) still serves the
-    connections in use, so callers queue for those as usual. The start and end of a run
+    connections it has, so callers queue for those as usual. The start and end of a run
     of failed attempts are logged once each, in one line (psycopg_pool logs every
     attempt, over two)."""
 
@@ -513,22 +513,29 @@ class _Reach:
         self._secret = secret
         self._lock = threading.Lock()
         self._ok_at = 0.0  # when the latest successful attempt started
+        self._failed_at = 0.0  # when the latest failed attempt started
+        self._served_at = 0.0  # when a caller last gave a working connection back
         self._failing_since = 0.0
         self.error: str | None = None
         """libpq's reason the latest attempt failed (password scrubbed); None once an
-        attempt started after it succeeds."""
+        attempt that started after it succeeds."""
         self.in_use = 0
         """Connections callers hold right now (:meth:`PostgresStore._connection`)."""
 
     @property
     def outage(self) -> bool:
-        return self.error is not None and self.in_use == 0
+        """The latest attempt failed, no connection is held, and none came back working
+        since that attempt began. Each half alone misfires under a connection limit: a
+        connection passed straight from one caller to the next is held by neither for a
+        moment, and one held for seconds (a token refresh) comes back late."""
+        return self.error is not None and self.in_use == 0 and self._served_at < self._failed_at
 
     def failed(self, exc: BaseException, started: float) -> None:
         why = _one_line(exc, self._secret)
         with self._lock:
             if started < self._ok_at:  # began before a success that came back first
                 return
+            self._failed_at = max(self._failed_at, started)
             first = self.error is None
             self.error = why
             if first:
@@ -539,6 +546,8 @@ class _Reach:
     def succeeded(self, started: float) -> None:
         with self._lock:
             self._ok_at = max(self._ok_at, started)
+            if started < self._failed_at:  # a failure that began later stands
+                return
             was, self.error = self.error, None
         if was is not None:
             log.warning(
@@ -551,9 +560,11 @@ class _Reach:
         with self._lock:
             self.in_use += 1
 
-    def give_back(self) -> None:
+    def give_back(self, working: bool) -> None:
         with self._lock:
             self.in_use -= 1
+            if working:
+                self._served_at = time.monotonic()
 
 
 class _Connection(psycopg.Connection[Any]):
@@ -768,8 +779,9 @@ class PostgresStore(Store):
             with conn:  # commit or roll back, as the pool's own context manager does
                 yield conn
         finally:
+            working = not conn.broken
             self._pool.putconn(conn)
-            reach.give_back()  # after: a caller that sees none in use finds them idle
+            reach.give_back(working)  # after: a caller that sees none in use finds them idle
 
     def _one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
         def one(cur: psycopg.Cursor[Any]) -> tuple[Any, ...] | None:

@@ -182,30 +182,30 @@ def test_a_server_refusing_more_connections_is_no_outage(
     pg_server: PgServer, dbname: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At the role's connection limit the pool's attempts to grow fail, but the two
-    connections it has keep serving: eight threads, each holding one for 50 ms at a
-    time (a token lock), queue for them first come first served, and every call is
-    served; none is refused as if the server were away."""
+    connections it has keep serving: thirty threads, each holding one for 0.1 s at a
+    time (a token lock), queue for them first come first served (up to 1.5 s), and
+    every call is served; none is refused as if the server were away."""
     pg_server.psql("ALTER ROLE qywx CONNECTION LIMIT 2")
     try:
         with PostgresStore(pg_server.url(dbname), pool_size=8) as s:
             failures: list[str] = []
 
             def work(n: int) -> None:
-                for i in range(5):
+                for i in range(2):
                     try:
                         with s.token_lock("suite", f"limit-{n}-{i}"):
-                            time.sleep(0.05)
+                            time.sleep(0.1)
                         record(s)
                     except StoreError as exc:
                         failures.append(str(exc))
 
-            threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+            threads = [threading.Thread(target=work, args=(n,)) for n in range(30)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             assert failures == []
-            assert len(s.list_callbacks(limit=1000)) == 40
+            assert len(s.list_callbacks(limit=1000)) == 60
     finally:
         pg_server.psql("ALTER ROLE qywx CONNECTION LIMIT -1")
     refused = [r.getMessage() for r in caplog.records if "cannot connect to" in r.getMessage()]
