@@ -616,7 +616,6 @@ class PostgresStore(Store):
         conninfo, self._url = _resolve(str(url))
         secret = pg_conninfo.conninfo_to_dict(conninfo).get("password")
         self._secret = str(secret) if secret else None
-        self._conninfo = conninfo
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._closed = False
@@ -646,7 +645,7 @@ class PostgresStore(Store):
         except psycopg_pool.PoolTimeout:
             self._pool.close()
             raise StoreError(
-                f"cannot connect to {self._url}: {self._last_connect_error()}"
+                f"cannot connect to {self._url}: {self._reach.error or 'timed out'}"
             ) from None
         finally:
             while first:  # not taken (the pool failed to open): nobody else will close it
@@ -659,14 +658,6 @@ class PostgresStore(Store):
         except BaseException:
             self._pool.close()
             raise
-
-    def _last_connect_error(self) -> str:
-        """Why the pool could not connect: one direct attempt tells (no password in it)."""
-        try:
-            psycopg.connect(self._conninfo, autocommit=True).close()
-        except psycopg.Error as exc:
-            return _one_line(exc, self._secret)
-        return "timed out"
 
     # -- lifecycle ----------------------------------------------------------------------
 
