@@ -141,6 +141,18 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[PG_INITDB_CACHE] = cache  # the workers inherit it
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Under xdist, write the bytecode caches here once, before the workers start and
+    each writes them for itself (tests/bytecode.py says why)."""
+    config = session.config
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        from tests import bytecode
+
+        here = Path(__file__).parent
+        bytecode.warm(config, here, [here.parent / "qywx_cli"])
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Freeze what collection built (every test item, the imported modules, Hypothesis's
     strategies) out of the garbage collector's reach: it lives until the run ends, and
