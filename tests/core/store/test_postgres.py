@@ -5,6 +5,7 @@ test_contract.py and runs here too."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg_pool
 import pytest
 
 from qywx_cli.core.errors import StoreError, UsageError
@@ -171,11 +173,31 @@ def test_a_server_that_goes_away_and_returns_needs_no_restart(
                 assert "Connection refused" in message, message
             health = s.healthcheck()
             assert health["ok"] is False and "Connection refused" in str(health["error"])
+            # Refused calls leave nothing behind, however long the outage: psycopg_pool
+            # kept each timed-out caller queued, with its exception and the frames of
+            # its traceback, until a connection came back.
+            del err  # its StoreError's __context__ is the PoolTimeout of that call
+            refused: list[str] = []
+            threads = [threading.Thread(target=_refused, args=(s, refused)) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(refused) == 8 and all("Connection refused" in m for m in refused)
+            gc.collect()
+            left = [o for o in gc.get_objects() if isinstance(o, psycopg_pool.PoolTimeout)]
+            assert left == []
         finally:
             pg_server.start_server()
         assert record(s).status == "received"
         assert s.healthcheck()["ok"] is True
         assert len(s.list_callbacks()) == 2
+
+
+def _refused(store: Store, messages: list[str]) -> None:
+    with pytest.raises(StoreError) as err:
+        record(store)
+    messages.append(str(err.value))
 
 
 def test_a_server_refusing_more_connections_is_no_outage(
