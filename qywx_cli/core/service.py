@@ -711,6 +711,12 @@ class CallbackService:
             inst = self._pick(name, sig, ts, nonce, echostr)
             dec = self._decrypt(inst, echostr)
             route, suite_id = inst.name, inst.suite_id
+        if dec.message.lstrip().startswith(b"<"):
+            # A handshake's echostr is a random string. XML is a callback's Encrypt sent
+            # as a GET with its own signature, timestamp and nonce: the signature covers
+            # the same four values, so echoing the plaintext would hand a suite ticket or
+            # an AuthCode, of any age, to whoever captured (or was shown) the request.
+            raise RequestRejected("echostr decrypts to a callback, not a handshake string")
         rec = yield dict(
             instance=route,
             kind="verify",

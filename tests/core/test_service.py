@@ -187,6 +187,22 @@ def test_url_handshake_answers_the_plaintext(world: World) -> None:
     assert (record.kind, record.status) == ("verify", "processed")
 
 
+@pytest.mark.parametrize("age", [0, 3 * 86400])
+def test_a_callback_sent_as_a_handshake_is_refused_not_decrypted(world: World, age: int) -> None:
+    """A captured POST's Encrypt, signature, timestamp and nonce verify as a GET too (one
+    signature covers both); echoing its plaintext would give away the suite ticket."""
+    args = world.envelope(
+        world.event("suite_ticket", SuiteTicket="ticket-never-shown"),
+        timestamp=int(time.time()) - age,
+    )
+    encrypt = args.pop("body").split("<Encrypt><![CDATA[")[1].split("]]>")[0]
+    response = world.service.notify(**args, echostr=encrypt)
+    assert response.status == 403 and response.record_id is None
+    assert b"ticket-never-shown" not in response.body and b"<xml" not in response.body
+    assert b"not a handshake" in response.body
+    assert world.store.list_callbacks() == []
+
+
 def test_bad_signature_is_refused_and_not_logged(world: World) -> None:
     args = world.envelope(world.event("suite_ticket"))
     args["msg_signature"] = "0" * 40
