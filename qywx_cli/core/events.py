@@ -592,10 +592,14 @@ def _int_field(fields: Mapping[str, str], name: str) -> int | None:
     value = fields.get(name, "")
     if not value:
         return None
-    # WeCom's integers are epoch seconds and ids: at most 19 digits fit SQLite's INTEGER.
-    if not value.isascii() or not value.isdigit() or len(value) > 19:
-        raise EventError(f"{name} is not an integer of at most 19 digits")
+    # WeCom's integers are epoch seconds and ids; the stores keep them as 64-bit signed
+    # integers (SQLite's INTEGER, PostgreSQL's bigint), so a larger one is malformed.
+    if not value.isascii() or not value.isdigit() or len(value) > 19 or int(value) > _INT64_MAX:
+        raise EventError(f"{name} is not an integer from 0 to 2**63-1")
     return int(value)
+
+
+_INT64_MAX: Final = 2**63 - 1
 
 
 def parse_event(xml: str | bytes) -> Event:

@@ -687,3 +687,22 @@ def test_a_plain_field_override_is_escaped_as_the_standard_library_does(value: s
     doc = build_event_xml("suite_ticket", suite_id="dk1", overrides={"TimeStamp": value})
     assert f"<TimeStamp>{xml.sax.saxutils.escape(value)}</TimeStamp>" in doc
     assert (ET.fromstring(doc).findtext("TimeStamp") or "") == value
+
+
+@pytest.mark.parametrize(
+    ("stamp", "ok"),
+    [("9223372036854775807", True), ("9223372036854775808", False), ("9" * 19, False)],
+)
+def test_an_integer_field_is_at_most_what_a_64_bit_column_holds(stamp: str, ok: bool) -> None:
+    """SQLite's INTEGER and PostgreSQL's bigint hold up to 2**63-1; a signed callback
+    with more is malformed (an EventError: recorded as rejected, a 4xx), not a value
+    that fails the database write (a 503 WeCom would retry for ever)."""
+    xml = (
+        "<xml><SuiteId>dk1</SuiteId><InfoType>suite_ticket</InfoType>"
+        f"<TimeStamp>{stamp}</TimeStamp><SuiteTicket>t</SuiteTicket></xml>"
+    )
+    if ok:
+        assert parse_event(xml).timestamp == int(stamp)
+    else:
+        with pytest.raises(EventError, match="TimeStamp is not an integer from 0 to 2"):
+            parse_event(xml)

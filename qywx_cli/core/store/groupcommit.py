@@ -6,7 +6,9 @@ first thread to queue leads, runs every write queued by then in ONE transaction 
 the backend's ``commit`` function, wakes the other threads, and hands the lead to the
 oldest write queued meanwhile. Each caller returns only after the commit that holds its
 write, so "durable before the reply" is kept, and a failed commit fails every write in
-it (the callers answer 503 and WeCom retries).
+it (the callers answer 503 and WeCom retries). A write that fails by its own fault (a
+value the database cannot hold) fails alone: the backend commits the others without it
+and puts a :class:`Failed` in its place.
 
 PostgreSQL needs none of this: its server already groups concurrent commits into one
 WAL flush, and each of its callers has its own pooled connection.
@@ -20,12 +22,21 @@ from typing import Any, Generic, TypeVar, cast
 
 from qywx_cli.core.errors import StoreError
 
-__all__ = ["GroupCommit"]
+__all__ = ["Failed", "GroupCommit"]
 
 _T = TypeVar("_T")
 _C = TypeVar("_C")
 
 Commit = Callable[[Sequence[Callable[[_C], Any]]], list[Any]]
+
+
+class Failed:
+    """In a batch's results: this write failed by its own fault, and only it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 class _QueuedWrite(Generic[_C, _T]):
@@ -80,7 +91,8 @@ class GroupCommit(Generic[_C]):
     """Queue writes and commit them in batches through ``commit``.
 
     ``commit(fns)`` must run every ``fn`` in one transaction and return their results
-    in order, or raise (then every write in the batch fails with that error).
+    in order, or raise (then every write in the batch fails with that error). A result
+    may be a :class:`Failed`: that write alone fails, with its error.
     """
 
     def __init__(self, commit: Commit[_C]) -> None:
@@ -144,7 +156,10 @@ class GroupCommit(Generic[_C]):
                 queued.finish(error=exc)
         else:
             for queued, result in zip(batch, results, strict=True):
-                queued.finish(result)
+                if isinstance(result, Failed):
+                    queued.finish(error=result.error)
+                else:
+                    queued.finish(result)
 
     def _pass_lead(self) -> None:
         """Wake the oldest queued write to lead the next commit (``_queue_lock`` held)."""

@@ -35,7 +35,7 @@ from qywx_cli.core.sealing import NO_KEYS, Keyring, Slot
 from qywx_cli.core.store import records as _records
 from qywx_cli.core.store import rules
 from qywx_cli.core.store.base import SCHEMA_VERSION, Store, plan_reseal, survey_secrets
-from qywx_cli.core.store.groupcommit import GroupCommit
+from qywx_cli.core.store.groupcommit import Failed, GroupCommit
 from qywx_cli.core.store.records import (
     CALLBACK_STATUSES,
     DEFAULT_LEASE_SECONDS,
@@ -557,6 +557,26 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+_OWN_FAULTS: Final = (
+    OverflowError,  # an int beyond SQLite's 64 bits, refused while binding
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    QywxError,
+)
+"""What a write's own values or rules raise inside a group commit: that write fails
+alone. Anything else (a locked or full disk, a corrupt file) fails the whole batch."""
+
+
+class _LeaveOut(Exception):
+    """Raised inside a group commit's transaction to roll it back without the culprit."""
+
+
+def _own_fault(exc: BaseException) -> BaseException:
+    return exc if isinstance(exc, QywxError) else StoreError(f"database error: {exc}")
+
+
 def _placeholders(values: Iterable[object]) -> str:
     return ", ".join("?" for _ in values)
 
@@ -795,10 +815,52 @@ class SQLiteStore(Store):
         return self._group.submit(fn)
 
     def _commit_batch(self, fns: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """One transaction for every write in ``fns``. A write that fails by its own
+        fault (:data:`_OWN_FAULTS`: a value SQLite cannot hold, a broken constraint) is
+        left out and the rest committed again without it, so one callback's bad value
+        never fails the others that shared its commit."""
+        results: list[Any] = [None] * len(fns)
+        live = list(range(len(fns)))
         with self._lock:
-            if self._db is None:
-                raise StoreError(f"store {self._path} is closed")
-            return self._transaction(self._db, lambda db: [fn(db) for fn in fns], "BEGIN IMMEDIATE")
+            while live:
+                if self._db is None:
+                    raise StoreError(f"store {self._path} is closed")
+                culprit = self._try_batch(self._db, fns, live, results)
+                if culprit is None:
+                    break
+                live.remove(culprit)
+        return results
+
+    def _try_batch(
+        self,
+        db: sqlite3.Connection,
+        fns: Sequence[Callable[[sqlite3.Connection], Any]],
+        live: list[int],
+        results: list[Any],
+    ) -> int | None:
+        """Commit the writes ``live`` (indexes into ``fns``) into ``results``; or, when
+        one fails by its own fault, roll all back and return its index (its
+        :class:`Failed` in ``results``)."""
+        culprit: list[int] = []
+
+        def run(db: sqlite3.Connection) -> list[Any]:
+            done = []
+            for i in live:
+                try:
+                    done.append(fns[i](db))
+                except _OWN_FAULTS as exc:
+                    culprit.append(i)
+                    results[i] = Failed(_own_fault(exc))
+                    raise _LeaveOut from None
+            return done
+
+        try:
+            done = self._transaction(db, run, "BEGIN IMMEDIATE")
+        except _LeaveOut:
+            return culprit[0]
+        for i, result in zip(live, done, strict=True):
+            results[i] = result
+        return None
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``fn`` in a read transaction on the read connection (opened on first use)."""
@@ -853,7 +915,7 @@ class SQLiteStore(Store):
                         f"database {self._path} is locked (gave up after "
                         f"{_LOCK_RETRIES + 1} attempts)"
                     ) from None
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, OverflowError) as exc:  # Overflow: an int SQLite cannot bind
                 self._rollback(db)
                 raise StoreError(f"database error: {exc}") from None
             except BaseException:

@@ -601,3 +601,48 @@ def test_reads_find_the_file_the_store_opened_after_a_chdir(
         monkeypatch.chdir(elsewhere)
         assert store.get_callback(rec.id) == rec
     assert not (elsewhere / "qywx.db").exists()
+
+
+def test_a_write_sqlite_cannot_hold_fails_alone_in_its_group_commit(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Five callbacks queue behind a held write lock and share the next commit; one of
+    them carries a ticket time beyond SQLite's 64-bit INTEGER. That one fails with a
+    one-line StoreError; the other four are stored (before, all five failed)."""
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # the leader's commit waits on this
+    outcomes: dict[int, object] = {}
+
+    def write(n: int) -> None:
+        ticket = ("dk0001", f"ticket-{n}", 2**64 if n == 3 else 1_700_000_000 + n)
+        try:
+            outcomes[n] = record(store, suite_ticket=ticket).id
+        except StoreError as exc:
+            outcomes[n] = exc
+
+    leader = threading.Thread(target=write, args=(0,))
+    leader.start()
+    _wait_until(lambda: not store._group.idle)  # the leader holds the commit
+    followers = [threading.Thread(target=write, args=(n,)) for n in range(1, 6)]
+    for t in followers:
+        t.start()
+    _wait_until(lambda: len(store._group._queued) == 5)
+    blocker.execute("COMMIT")
+    blocker.close()
+    for t in (leader, *followers):
+        t.join()
+    error = outcomes.pop(3)
+    assert isinstance(error, StoreError) and "too large" in error.message, error
+    assert "\n" not in error.message
+    assert all(isinstance(v, int) for v in outcomes.values()), outcomes
+    stored = {r.nonce for r in store.list_callbacks(limit=100)}
+    assert len(stored) == 5
+
+
+def _wait_until(condition: Any) -> None:
+    """Spin until ``condition()`` holds (threads have reached the queue); a hang fails."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:  # pragma: no cover - a hang, reported as one
+            raise AssertionError("condition never held")
+        time.sleep(0.001)
