@@ -573,8 +573,28 @@ class _LeaveOut(Exception):
     """Raised inside a group commit's transaction to roll it back without the culprit."""
 
 
-def _own_fault(exc: BaseException) -> BaseException:
+def _own_fault(exc: BaseException) -> QywxError:
     return exc if isinstance(exc, QywxError) else StoreError(f"database error: {exc}")
+
+
+def _inserting(
+    inserts: Sequence[tuple[int, Callable[[sqlite3.Connection], CallbackRecord]]],
+    culprit: list[tuple[int, BaseException]],
+) -> Callable[[sqlite3.Connection], list[CallbackRecord]]:
+    """One write running every insert; the one that fails by its own fault is noted in
+    ``culprit`` (its slot and error) before the error goes on."""
+
+    def run(db: sqlite3.Connection) -> list[CallbackRecord]:
+        done = []
+        for index, insert in inserts:
+            try:
+                done.append(insert(db))
+            except _OWN_FAULTS as exc:
+                culprit.append((index, exc))
+                raise
+        return done
+
+    return run
 
 
 def _placeholders(values: Iterable[object]) -> str:
@@ -980,7 +1000,9 @@ class SQLiteStore(Store):
         self, requests: Sequence[Mapping[str, Any]]
     ) -> list[CallbackRecord | QywxError]:
         """All of ``requests`` in one transaction (shared with other threads' writes
-        through the group commit), so a batch costs one fsync."""
+        through the group commit), so a batch costs one fsync. A request that fails by
+        its own fault (:data:`_OWN_FAULTS`) fails alone: the rest are written again
+        without it."""
         slots: list[CallbackRecord | QywxError | None] = []
         inserts: list[tuple[int, Callable[[sqlite3.Connection], CallbackRecord]]] = []
         for request in requests:
@@ -989,10 +1011,20 @@ class SQLiteStore(Store):
                 slots.append(None)
             except QywxError as exc:  # refused before any SQL: only this one fails
                 slots.append(exc)
-        if inserts:
-            written = self._write_grouped(lambda db: [insert(db) for _, insert in inserts])
+        while inserts:
+            culprit: list[tuple[int, BaseException]] = []
+            try:
+                written = self._write_grouped(_inserting(inserts, culprit))
+            except QywxError:
+                if not culprit:
+                    raise
+                index, fault = culprit[0]
+                slots[index] = _own_fault(fault)
+                inserts = [insert for insert in inserts if insert[0] != index]
+                continue
             for (index, _), record in zip(inserts, written, strict=True):
                 slots[index] = record
+            break
         return [slot for slot in slots if slot is not None]
 
     def _callback_insert(

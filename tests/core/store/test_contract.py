@@ -181,6 +181,23 @@ def test_a_batch_of_records_is_what_each_call_would_have_given(store: Store) -> 
     assert store.record_callbacks([]) == []
 
 
+def test_a_request_the_database_cannot_hold_fails_alone_in_a_batch(store: Store) -> None:
+    """A value beyond a 64-bit column (a ticket time of 2**64) met only while writing:
+    that request gets a one-line StoreError, the others in its batch are written."""
+    batch = [
+        callback_fields(),
+        callback_fields(status="processed", suite_ticket=("dk0001", "ticket-x", 2**64)),
+        callback_fields(status="processed", suite_ticket=("dk0001", "ticket-y", 1_700_000_002)),
+    ]
+    results = store.record_callbacks(batch)
+    assert len(results) == 3
+    assert isinstance(results[1], StoreError) and "\n" not in results[1].message
+    assert isinstance(results[0], CallbackRecord) and isinstance(results[2], CallbackRecord)
+    assert [r.id for r in store.list_callbacks()] == [results[2].id, results[0].id]
+    ticket = store.latest_suite_ticket("dk0001")
+    assert ticket is not None and ticket.ticket == "ticket-y"
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
