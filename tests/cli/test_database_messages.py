@@ -111,3 +111,18 @@ def test_a_file_that_is_no_database_keeps_its_mode(cli_env: dict[str, str]) -> N
         db.chmod(0o644)
         assert run_qywx("log", "list", env=cli_env).returncode == 1
         assert db.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_libpq_keyword_string_is_refused_without_repeating_its_password(
+    cli_env: dict[str, str],
+) -> None:
+    """Taken as a file name, "host=... password=..." was echoed whole in "no database
+    at ..."; it is refused with the URL form to use, and its password is never shown."""
+    conninfo = "host=127.0.0.1 port=1 user=qywx password=S3cretPW dbname=qywx"
+    env = {**cli_env, "QYWX_DB": conninfo}
+    for args in (["log", "list"], ["db", "info"], ["doctor", "--all"], ["corp", "list"]):
+        result = run_qywx(*args, env=env, secrets=["S3cretPW"])
+        line = assert_one_line_error(result, 2, "libpq keyword/value string")
+        assert "postgresql://" in line
+    result = run_qywx("--db", conninfo, "log", "list", env=cli_env, secrets=["S3cretPW"])
+    assert_one_line_error(result, 2, "libpq keyword/value string")

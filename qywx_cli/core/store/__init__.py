@@ -54,6 +54,7 @@ database down or read-only
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -165,9 +166,24 @@ def scheme_of(target: str | Path) -> str:
     """
     text = str(target)
     head, sep, _ = text.partition("://")
+    if not sep and "=" in text and _CONNINFO.search(text):
+        # Taken as a file name it would be echoed whole, password and all, in "no
+        # database at ..."; so it is refused, and never repeated.
+        raise UsageError(
+            "the database is a libpq keyword/value string, which qywx does not take: write "
+            "it as a postgresql://USER@HOST:PORT/DBNAME URL, the password in PGPASSWORD "
+            "or ~/.pgpass"
+        )
     if not sep or not head.replace("+", "").isalnum() or not head[:1].isalpha():
         return "sqlite"
     return head.lower()
+
+
+_CONNINFO: Final = re.compile(
+    r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service)\s*=",
+    re.IGNORECASE,
+)
+"""A libpq keyword/value connection string ("host=... password=..."), not a path."""
 
 
 def backend_class(target: str | Path | None) -> type[Store]:
