@@ -1,5 +1,5 @@
 """Allow ``python -m qywx_cli``."""
 
-from qywx_cli.cli import main
+from qywx_cli._entry import main
 
 main()

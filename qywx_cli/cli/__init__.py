@@ -220,10 +220,17 @@ def _without_httpx_cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every outcome leaves through ``cli._errors.run_cli``."""
-    from qywx_cli.cli._errors import EXIT_INTERRUPTED, run_cli
+    from qywx_cli.cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, fail, run_cli
 
     _without_httpx_cli()
     args = _hoist_root_options(list(sys.argv[1:] if argv is None else argv))
+    if sys.stdout is None:  # started with it closed (>&-): nothing could be shown
+        fail("standard output is closed: nothing can be shown", EXIT_FAILED)
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the locale could not decode; never echoed
+            fail(f"argument {n} is not valid UTF-8 text", EXIT_USAGE)
     debug = "--debug" in (args[: args.index("--")] if "--" in args else args)
     completing = any(k.endswith("_COMPLETE") and k.startswith("_") for k in os.environ)
     try:  # building the app imports the command modules: Ctrl-C may land here too

@@ -70,6 +70,10 @@ def run_cli(command: Any, args: list[str] | None, debug: bool) -> NoReturn:
         fail(exc.message, exit_code_for(exc))
     except BrokenPipeError:
         raise SystemExit(EXIT_FAILED) from None
+    except OSError as exc:  # the machine's, not ours: a full disk under `> file`, say
+        if debug:
+            traceback.print_exc()
+        fail(_os_problem(exc), EXIT_FAILED)
     except Exception as exc:  # a bug in qywx: one line, traceback only on --debug
         if debug:
             traceback.print_exc()
@@ -77,4 +81,16 @@ def run_cli(command: Any, args: list[str] | None, debug: bool) -> NoReturn:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             EXIT_INTERNAL,
         )
+    try:  # what is still buffered: a full disk shows here, not in the command
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise SystemExit(EXIT_FAILED) from None
+    except OSError as exc:
+        fail(f"cannot write the output: {_os_problem(exc)}", EXIT_FAILED)
     raise SystemExit(rv if isinstance(rv, int) else EXIT_OK)
+
+
+def _os_problem(exc: OSError) -> str:
+    """An operating-system error in one line: its reason, and the file when it names one."""
+    reason = exc.strerror or type(exc).__name__
+    return f"{exc.filename}: {reason}" if exc.filename else reason

@@ -57,6 +57,8 @@ def _read_input(source: str, what: str) -> bytes:
     """FILE or ``-`` (stdin), capped so a wrong file cannot eat memory."""
     try:
         if source == "-":
+            if sys.stdin is None:
+                raise UsageError(f"cannot read {what} -: standard input is closed")
             data = sys.stdin.buffer.read(MAX_INPUT_BYTES + 1)
         else:
             with open(source, "rb") as fh:

@@ -41,6 +41,8 @@ class LookupFormat(str, enum.Enum):
 def _read_source(source: str) -> str:
     try:
         if source == "-":
+            if sys.stdin is None:
+                raise UsageError("cannot read -: standard input is closed")
             data = sys.stdin.buffer.read(MAX_ID_FILE_BYTES + 1)
         else:
             with open(source, "rb") as fh:

@@ -142,3 +142,61 @@ def test_a_command_that_talks_http_does_not_load_httpxs_own_cli(tmp_path: Path) 
     ], errors
     assert "httpx._client" in imported
     assert not {"click", "pygments"} & imported
+
+
+def test_ctrl_c_while_the_cli_is_still_being_imported_is_one_line() -> None:
+    """Ctrl-C in the first 0.1-0.4 s, while Typer is being imported, printed Python's
+    traceback of the import. The interrupt is raised exactly there (an import hook that
+    raises it when Typer is looked up), not timed with a signal."""
+    code = (
+        "import sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'typer':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from qywx_cli._entry import main\n"
+        "main()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "log", "list"],
+        env=qywx_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "qywx: interrupted\n")
+
+
+def test_streams_and_arguments_the_machine_spoils_are_one_line(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 in an argument (exit 2, the argument never echoed), a
+    full disk behind stdout, a closed stdout or stdin (exit 1): one line each, where
+    each was an "internal error" (exit 70) or, for a closed stdout, a silent exit 0."""
+    env = qywx_env(QYWX_AUTHS=str(SAMPLES), QYWX_DB=str(tmp_path / "q.db"))
+
+    def qywx(*args: str | bytes, shell: str = "") -> subprocess.CompletedProcess[str]:
+        argv: list[str | bytes] = [*QYWX_SCRIPT, *args]
+        if shell:  # the redirection applied by a shell, as a user would write it
+            argv = ["sh", "-c", f'exec "$0" "$@" {shell}', *argv]
+        return subprocess.run(
+            argv, env=env, cwd=tmp_path, capture_output=not shell, text=True, timeout=60
+        )
+
+    for args in (("log", "list", "--event", b"a\xffb"), ("corp", "show", b"\xff")):
+        proc = qywx(*args)
+        assert_one_line_error(proc, 2, "is not valid UTF-8 text")
+        assert "\udcff" not in proc.stderr and "\\xff" not in proc.stderr
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [*QYWX_SCRIPT, "schema", "e"], env=env, stdout=full, stderr=subprocess.PIPE, text=True
+        )
+    assert (proc.returncode, proc.stderr) == (1, "qywx: error: No space left on device\n")
+    err = tmp_path / "err"
+    for shell, command in (
+        (f">&- 2>{err}", ("schema", "e")),
+        (f"<&- >/dev/null 2>{err}", ("encrypt", "--auth", "QywxProxyTemp", "-")),
+    ):
+        assert qywx(*command, shell=shell).returncode != 0
+        line = err.read_text(encoding="utf-8")
+        assert line.startswith("qywx: error: ") and line.count("\n") == 1, line
+        assert "closed" in line and "internal error" not in line, line
