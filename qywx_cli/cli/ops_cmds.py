@@ -73,12 +73,21 @@ def open_store(settings: "Settings") -> "Store":
     return open_existing(settings.db_path, keys=settings.secret_keys)
 
 
+INT64_MAX = 2**63 - 1
+"""The largest id or count an option takes: what SQLite's INTEGER and bigint hold."""
+
+
 def parse_since(text: str, now: float, option: str = "--since") -> float:
     """``2h``, ``30m``, ``7d`` (ago), a date ``2026-11-01`` or an ISO datetime; naive = UTC."""
     value = text.strip()
     m = _RELATIVE.fullmatch(value)
     if m:
-        return now - int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        from qywx_cli.core.retention import MAX_AGE_SECONDS
+
+        ago = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if ago > MAX_AGE_SECONDS:
+            raise UsageError(f"{option} {text[:40]!r}: an age must be at most 100 years")
+        return now - ago
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -200,10 +209,13 @@ def log_list(
         typer.Option(
             "--before-id",
             min=1,
+            max=INT64_MAX,
             help="Only records with a smaller id: the last id of a page starts the next one.",
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=INT64_MAX, help="At most this many.")
+    ] = 50,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
 ) -> int:
     """List recorded callbacks, newest first; page on with --before-id LAST_ID."""
@@ -424,7 +436,10 @@ changes (a failed record processed by ``qywx retry``, a received one handled).""
 def log_tail(
     ctx: typer.Context,
     lines: Annotated[
-        int, typer.Option("--lines", "-n", min=0, help="Show this many recent records first.")
+        int,
+        typer.Option(
+            "--lines", "-n", min=0, max=INT64_MAX, help="Show this many recent records first."
+        ),
     ] = 10,
     follow: Annotated[
         bool,
@@ -437,7 +452,8 @@ def log_tail(
         Status | None, typer.Option("--status", help="Only records with this status.")
     ] = None,
     interval: Annotated[
-        float, typer.Option("--interval", min=0.05, help="Seconds between polls with --follow.")
+        float,
+        typer.Option("--interval", min=0.05, max=3600, help="Seconds between polls with --follow."),
     ] = 1.0,
     fmt: Annotated[Format, typer.Option("--format", "-f")] = Format.text,
 ) -> int:
@@ -446,6 +462,8 @@ def log_tail(
     A record whose status, attempts or folded count change (among the newest 1,000) is
     printed again with its new state. With --format json, one JSON object per line (JSON Lines).
     """
+    if not 0.05 <= interval <= 3600:  # click's range lets NaN through
+        raise UsageError("--interval must be from 0.05 to 3600 seconds")
     wanted = status.value if status else None
 
     def emit(records: "list[CallbackRecord]") -> None:

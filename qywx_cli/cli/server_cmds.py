@@ -412,8 +412,8 @@ def fake_wecom(
     _setup_logging()
     if push_to and not auth:
         raise UsageError("--push-to needs --auth NAME (whose suite id, token and key sign pushes)")
-    if interval <= 0:
-        raise UsageError("--interval must be positive")
+    if not 0 < interval <= 86400:  # NaN fails both
+        raise UsageError("--interval must be from more than 0 to 86400 seconds")
     if push_to:
         from qywx_cli.core.simulate import target_url
 

@@ -71,7 +71,13 @@ def parse_age(text: str, option: str = "--older-than") -> float:
     seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     if seconds <= 0:
         raise UsageError(f"{option} {text[:40]!r}: the age must be more than zero")
+    if seconds > MAX_AGE_SECONDS:
+        raise UsageError(f"{option} {text[:40]!r}: the age must be at most 100 years")
     return float(seconds)
+
+
+MAX_AGE_SECONDS: Final = 100 * 366 * 86400
+"""The longest age an option takes: any more reaches before 1970, which no date holds."""
 
 
 def parse_statuses(values: Iterable[str], option: str = "--status") -> tuple[str, ...]:

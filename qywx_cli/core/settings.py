@@ -314,10 +314,10 @@ def load_settings(
 
     retention = data.get("retention_days")
     if retention is not None and (
-        not isinstance(retention, int) or isinstance(retention, bool) or retention < 1
+        not isinstance(retention, int) or isinstance(retention, bool) or not 1 <= retention <= 36600
     ):
         raise ConfigError(
-            f"{path}: retention_days must be a whole number of days, at least 1, not "
+            f"{path}: retention_days must be a whole number of days from 1 to 36600, not "
             f"{str(retention)[:40]!r}"
         )
 

@@ -755,8 +755,8 @@ def check_load_bounds(count: int, concurrency: int, rate: float | None) -> None:
         raise UsageError(f"--count must be between 1 and {MAX_COUNT:,}")
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise UsageError(f"--concurrency must be between 1 and {MAX_CONCURRENCY}")
-    if rate is not None and not 0 < rate <= 1_000_000:
-        raise UsageError("--rate must be a positive number of requests per second")
+    if rate is not None and not 0.001 <= rate <= 1_000_000:  # NaN fails both
+        raise UsageError("--rate must be from 0.001 to 1,000,000 requests per second")
 
 
 def run_load(

@@ -135,7 +135,7 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
         ("max_clock_skew = -1\n", {}, "max_clock_skew must be a non-negative"),
         ("max_clock_skew = true\n", {}, "max_clock_skew must be a non-negative"),
         ("max_clock_skew = 1.5\n", {}, "max_clock_skew must be a non-negative"),
-        ("retention_days = 0\n", {}, "retention_days must be a whole number of days, at"),
+        ("retention_days = 0\n", {}, "retention_days must be a whole number of days from 1 to"),
         ('retention_days = "30d"\n', {}, "retention_days must be a whole number of days"),
         ("retention_days = 7.5\n", {}, "retention_days must be a whole number of days"),
         ("retention_days = true\n", {}, "retention_days must be a whole number of days"),
