@@ -180,6 +180,12 @@ def _seconds(value: Any, key: str, low: float, high: float, path: Path) -> float
     return float(value)
 
 
+MAX_TOML_BYTES: Final = 1024 * 1024
+"""A qywx.toml is a few lines; a bigger file is another file, read no further."""
+MAX_KEY_PARTS: Final = 32
+"""Dots in a key (or table header) before tomllib is asked: qywx's keys have one."""
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     # Imported only when there is a qywx.toml to read: every command loads settings.
     if sys.version_info >= (3, 11):
@@ -189,9 +195,21 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            raw = fh.read(MAX_TOML_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_TOML_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_TOML_BYTES // 1024} KiB; not a qywx.toml")
+    for number, line in enumerate(raw.splitlines(), 1):
+        # tomllib's time grows with the square of a dotted key's parts: one 40 KB line of
+        # them took seconds and gigabytes, 100,000 parts were killed for memory. qywx's
+        # keys are two deep, so anything near this is no qywx setting.
+        if line.partition(b"=")[0].count(b".") > MAX_KEY_PARTS:
+            raise ConfigError(
+                f"{path}: line {number} has a key of more than {MAX_KEY_PARTS} dotted parts"
+            )
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table

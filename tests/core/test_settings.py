@@ -165,6 +165,26 @@ def test_bad_settings_are_one_line_config_errors(
         assert str(conf) in message
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("a" + ".a" * 20_000 + " = 1\n", "line 1 has a key of more than 32 dotted parts"),
+        ("lease_seconds = 5\n[" + "a." * 100_000 + "a]\n", "line 2 has a key of more than"),
+        ("# " + "x" * 1_100_000 + "\n", "larger than 1024 KiB"),
+    ],
+    ids=["dotted-key", "dotted-table", "huge"],
+)
+def test_a_toml_file_no_qywx_setting_needs_is_refused_before_parsing(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    """tomllib's time grows with the square of a dotted key's parts (20,000 took
+    seconds and 1.6 GB; 100,000 were killed for memory): refused before it is asked."""
+    conf = toml(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_settings(config=conf, env={}, cwd=tmp_path)
+    assert words in err.value.message and "\n" not in err.value.message
+
+
 def test_api_base_error_does_not_echo_credentials(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(env={"QYWX_API_BASE": "ftp://user:hunter2@host"}, cwd=tmp_path)
