@@ -17,6 +17,9 @@ def test_a_corrupt_database_says_restore_not_upgrade(cli_env: dict[str, str]) ->
         run_qywx("log", "list", env=cli_env), 1, "is not a SQLite database"
     )
     assert "backup" in line and "upgrade" not in line
+    # db upgrade names it alike (it said "not a qywx SQLite database" for any fault,
+    # a folder it may not write included)
+    assert assert_one_line_error(run_qywx("db", "upgrade", env=cli_env), 1, "") == line
     doctor = run_qywx("doctor", "--auth", "QywxProxyTemp", "-f", "json", env=cli_env)
     check = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "database")
     assert "upgrade" not in check["fix"] and "not a SQLite database" in check["detail"]

@@ -226,8 +226,10 @@ def schema_version_of(target: str | Path) -> int:
         try:
             with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
                 return int(conn.execute("PRAGMA user_version").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{path} is not a qywx SQLite database ({exc})") from None
+        except sqlite3.DatabaseError as exc:  # named as every other command names it
+            from qywx_cli.core.store.sqlite import _open_problem
+
+            raise StoreError(_open_problem(path, exc)) from None
     from qywx_cli.core.store.postgres import PostgresStore
 
     with PostgresStore(str(target), migrate=False) as store:
