@@ -569,26 +569,23 @@ _OWN_FAULTS: Final = (
 alone. Anything else (a locked or full disk, a corrupt file) fails the whole batch."""
 
 
-class _LeaveOut(Exception):
-    """Raised inside a group commit's transaction to roll it back without the culprit."""
-
-
 def _own_fault(exc: BaseException) -> QywxError:
     return exc if isinstance(exc, QywxError) else StoreError(f"database error: {exc}")
 
 
-def _inserting(
-    inserts: Sequence[tuple[int, Callable[[sqlite3.Connection], CallbackRecord]]],
+def _noting_own_fault(
+    writes: Sequence[tuple[int, Callable[[sqlite3.Connection], _T]]],
     culprit: list[tuple[int, BaseException]],
-) -> Callable[[sqlite3.Connection], list[CallbackRecord]]:
-    """One write running every insert; the one that fails by its own fault is noted in
-    ``culprit`` (its slot and error) before the error goes on."""
+) -> Callable[[sqlite3.Connection], list[_T]]:
+    """One write running each of ``writes`` (index, write) in turn; the one that fails
+    by its own fault (:data:`_OWN_FAULTS`) is noted in ``culprit`` (its index and
+    error) before the error goes on and the transaction is rolled back."""
 
-    def run(db: sqlite3.Connection) -> list[CallbackRecord]:
+    def run(db: sqlite3.Connection) -> list[_T]:
         done = []
-        for index, insert in inserts:
+        for index, write in writes:
             try:
-                done.append(insert(db))
+                done.append(write(db))
             except _OWN_FAULTS as exc:
                 culprit.append((index, exc))
                 raise
@@ -861,23 +858,16 @@ class SQLiteStore(Store):
         """Commit the writes ``live`` (indexes into ``fns``) into ``results``; or, when
         one fails by its own fault, roll all back and return its index (its
         :class:`Failed` in ``results``)."""
-        culprit: list[int] = []
-
-        def run(db: sqlite3.Connection) -> list[Any]:
-            done = []
-            for i in live:
-                try:
-                    done.append(fns[i](db))
-                except _OWN_FAULTS as exc:
-                    culprit.append(i)
-                    results[i] = Failed(_own_fault(exc))
-                    raise _LeaveOut from None
-            return done
-
+        culprit: list[tuple[int, BaseException]] = []
+        run = _noting_own_fault([(i, fns[i]) for i in live], culprit)
         try:
             done = self._transaction(db, run, "BEGIN IMMEDIATE")
-        except _LeaveOut:
-            return culprit[0]
+        except QywxError:
+            if not culprit:
+                raise
+            index, fault = culprit[0]
+            results[index] = Failed(_own_fault(fault))
+            return index
         for i, result in zip(live, done, strict=True):
             results[i] = result
         return None
@@ -1014,7 +1004,7 @@ class SQLiteStore(Store):
         while inserts:
             culprit: list[tuple[int, BaseException]] = []
             try:
-                written = self._write_grouped(_inserting(inserts, culprit))
+                written = self._write_grouped(_noting_own_fault(inserts, culprit))
             except QywxError:
                 if not culprit:
                     raise
