@@ -17,6 +17,7 @@ cache. Names imported only for type checking are quoted instead.
 import contextlib
 import enum
 import json
+import math
 import re
 import sys
 import time
@@ -462,7 +463,7 @@ def log_tail(
     A record whose status, attempts or folded count change (among the newest 1,000) is
     printed again with its new state. With --format json, one JSON object per line (JSON Lines).
     """
-    if not 0.05 <= interval <= 3600:  # click's range lets NaN through
+    if math.isnan(interval):  # the only value click's range (0.05-3600) lets through
         raise UsageError("--interval must be from 0.05 to 3600 seconds")
     wanted = status.value if status else None
 
