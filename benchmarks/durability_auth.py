@@ -25,15 +25,18 @@ classed:
 * **lost** — anything else: not in the log, still ``received``, failed otherwise, or
   processed with no permanent code. The run fails (exit 1) if any is lost.
 
-No ``qywx retry`` is run: records held by a dead worker come back when its lease
-lapses, and the -1 answers are retried by the server itself.
+No ``qywx retry`` is run: records held by a killed worker come back at the next sweep
+(its process has ended on this machine), and the -1 answers are retried by the server
+itself.
 
 **Take-overs.** Two hosts on the same database. ``--takeovers`` times: the fake holds
 the next two exchanges (``POST /fake/holds``), host A acknowledges two create_auths and
 its two workers claim them, which the fake reports as held; host B is started, A is
 killed, the held calls are dropped (WeCom never completed them), and the time from the
-kill until B has installed both is measured. A reference in the same run: the time one
-create_auth takes on a live host, acknowledgement to installed.
+kill until B has installed both is measured. ``--frozen`` times the same with A stopped
+(SIGSTOP) instead of killed: a host B cannot see, hung or cut off, whose claims only
+their lease can hand over. A reference in the same run: the time one create_auth takes
+on a live host, acknowledgement to installed.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import contextlib
 import os
 import random
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -136,6 +140,7 @@ class Result:
     exchanges: int = 0
     settle_seconds: float = 0.0
     takeover_seconds: list[float] = field(default_factory=list)
+    frozen_takeover_seconds: list[float] = field(default_factory=list)
     live_install_seconds: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -182,25 +187,31 @@ class Result:
         return "\n".join(lines)
 
     def takeover_table(self) -> str:
-        bound = DEFAULT_LEASE_SECONDS + LEASE_RENEW_SECONDS
         live = statistics.median(self.live_install_seconds) if self.live_install_seconds else 0.0
-        take = self.takeover_seconds
+        sweep = LEASE_RENEW_SECONDS  # the default lease's sweep interval
         lines = [
             "| figure | value |",
             "|---|---:|",
             f"| claim lease / renewal / sweep (s) | {DEFAULT_LEASE_SECONDS:g} / "
-            f"{LEASE_RENEW_SECONDS:g} / {LEASE_RENEW_SECONDS:g} |",
-            f"| take-overs measured | {len(take)} |",
+            f"{LEASE_RENEW_SECONDS:g} / {sweep:g} |",
+            f"| reference: one install on a live host, median (s) | {live:.2f} |",
         ]
-        if take:
+        for what, take, bound in (
+            ("killed", self.takeover_seconds, f"one sweep, {sweep:g}"),
+            (
+                "frozen",
+                self.frozen_takeover_seconds,
+                f"lease + one sweep, {DEFAULT_LEASE_SECONDS + sweep:g}",
+            ),
+        ):
+            if not take:
+                continue
             med = statistics.median(take)
             lines += [
-                f"| dead host → its claimed installs done by host B: min / median / max (s) "
-                f"| {min(take):.1f} / {med:.1f} / {max(take):.1f} |",
-                f"| expected bound: lease + one sweep (s) | ≤ {bound:g} + handling |",
-                f"| reference: one install on a live host, median (s) | {live:.2f} |",
-                f"| take-over ÷ live install | {med / live:.0f}× |" if live else "",
-                f"| take-over ÷ the former 300 s lease | {med / 300:.3f}× |",
+                f"| host A {what} → its claimed installs done by host B, {len(take)} times: "
+                f"min / median / max (s) | {min(take):.1f} / {med:.1f} / {max(take):.1f} |",
+                f"| … expected bound (s) | ≤ {bound} + handling |",
+                f"| … ÷ live install | {med / live:.0f}× |" if live else "",
             ]
         return "\n".join(line for line in lines if line)
 
@@ -385,8 +396,11 @@ def _ids(db: str, keys: set[tuple[str, str, str]]) -> set[int]:
     return {r.id for r in all_records(db) if (r.msg_signature, r.timestamp, r.nonce) in keys}
 
 
-def takeovers(work: Workdir, fake: Fake, sender: Sender, result: Result, count: int) -> None:
-    """See the module docstring: kill A while its two workers' exchanges are held."""
+def takeovers(
+    work: Workdir, fake: Fake, sender: Sender, result: Result, count: int, *, frozen: bool
+) -> None:
+    """See the module docstring: kill (or stop) A while its two workers' exchanges are
+    held."""
     with http_client() as client:
         for n in range(count):
             a = start(serve_args(), work.env, work.root)
@@ -410,11 +424,15 @@ def takeovers(work: Workdir, fake: Fake, sender: Sender, result: Result, count: 
                     raise RuntimeError("host A's exchanges never reached the fake")
                 held = _ids(_target(work), {d.key for d in pair})
                 b = start(serve_args(), work.env, work.root)  # already up when A dies
-                a.kill()
+                if frozen:
+                    a.popen.send_signal(signal.SIGSTOP)  # alive, renewing nothing
+                else:
+                    a.kill()
                 died = time.monotonic()
                 fake.control("release", {"api": V2, "drop": True})  # WeCom never did them
                 if wait_until(partial(_installed, _target(work), held), 60, 0.05):
-                    result.takeover_seconds.append(time.monotonic() - died)
+                    taken = result.frozen_takeover_seconds if frozen else result.takeover_seconds
+                    taken.append(time.monotonic() - died)
                 else:
                     result.notes.append(f"take-over {n}: host B did not finish in 60 s")
             finally:
@@ -450,9 +468,12 @@ def run(args: argparse.Namespace) -> Result:
                     rounds=args.rounds, per_round=args.per_round, clients=args.clients,
                     rng=rng, faults=args.faults, rate=args.rate,
                 )  # fmt: skip
+            if args.takeovers or args.frozen:
+                fake.control("slow", {"api": V2, "seconds": 0})  # time the take-over alone
             if args.takeovers:
-                fake.control("slow", {"api": V2, "seconds": 0})  # time the lease, not the delay
-                takeovers(work, fake, sender, result, args.takeovers)
+                takeovers(work, fake, sender, result, args.takeovers, frozen=False)
+            if args.frozen:
+                takeovers(work, fake, sender, result, args.frozen, frozen=True)
         finally:
             fake.close()
     finally:
@@ -470,7 +491,10 @@ def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=40.0, help="callbacks/s per round")
     parser.add_argument("--delay", type=float, default=0.3, help="get_permanent_code delay (s)")
     parser.add_argument("--faults", type=int, default=3, help="errcode -1 answers per round")
-    parser.add_argument("--takeovers", type=int, default=5, help="dead-host take-overs to time")
+    parser.add_argument("--takeovers", type=int, default=5, help="killed-host take-overs to time")
+    parser.add_argument(
+        "--frozen", type=int, default=0, help="stopped-host (SIGSTOP) take-overs to time"
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument(
         "--postgres",

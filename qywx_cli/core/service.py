@@ -64,10 +64,16 @@ from qywx_cli.core.settings import Settings
 from qywx_cli.core.store import (
     CallbackRecord,
     Store,
+    claimants,
     open_store,
 )
 from qywx_cli.core.store.leases import LeaseKeeper
-from qywx_cli.core.store.records import MAX_CIPHERTEXT, MAX_STORED_ERROR, renew_interval
+from qywx_cli.core.store.records import (
+    LEASE_RENEW_SECONDS,
+    MAX_CIPHERTEXT,
+    MAX_STORED_ERROR,
+    renew_interval,
+)
 from qywx_cli.core.store.rules import RETRYING_MARK, clip_error
 from qywx_cli.core.xmlsafe import envelope_encrypt
 
@@ -404,10 +410,13 @@ class CallbackService:
         self._background = background
         self._worker = _Worker(self._run_queued, threads=threads) if background else None
         #: claims keep other workers away this long unless renewed (qywx.toml); the
-        #: sweeper looks for lapsed ones as often as claims are renewed, by default
+        #: sweeper looks for lapsed ones as often as claims are renewed, by default, and
+        #: at least every LEASE_RENEW_SECONDS: a long lease must not slow the take-over
+        #: of an ended process's claims (release_ended_claims), which needs no lapse
         self.lease_seconds = settings.lease_seconds
         renew = renew_interval(self.lease_seconds)
-        self.rescan_interval = renew if rescan_interval is None else rescan_interval
+        sweep = min(renew, LEASE_RENEW_SECONDS)
+        self.rescan_interval = sweep if rescan_interval is None else rescan_interval
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._retainer: threading.Thread | None = None
@@ -485,8 +494,30 @@ class CallbackService:
             if self._stopping.wait(RETENTION_EVERY):
                 return
 
+    def release_ended_claims(self) -> int:
+        """Drop the claims of processes on this machine that have ended (killed, say),
+        so their records are run now rather than when their lease lapses; the claims of
+        other hosts, and of any process this one cannot vouch for, wait for the lease
+        (:mod:`.store.claimants`). Returns how many were dropped."""
+        held = self.store.held_claims(
+            lease_seconds=self.lease_seconds,
+            failed_since=self.now() - AUTH_CODE_TTL_SECONDS,
+        )
+        ended = [(id, worker) for id, worker in held if claimants.ended(worker)]
+        if not ended:
+            return 0
+        released = self.store.release_claims(ended)
+        if released:
+            log.warning(
+                "took back %d claim(s) of ended process(es) %s: running their records now",
+                released,
+                ", ".join(sorted({worker for _, worker in ended})),
+            )
+        return released
+
     def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
+        self.release_ended_claims()
         pending = self.store.pending_callbacks(limit=limit, lease_seconds=self.lease_seconds)
         for rec in pending:
             self._worker.submit(rec.id)
@@ -949,7 +980,7 @@ class CallbackService:
         """Run the handler of one recorded callback; None if another worker holds it, or
         (``automatic``, the server's own runs) it has failed for good."""
         # One claimant per thread: a record queued twice is never run twice at once.
-        worker = f"{self.worker_id}:{threading.get_ident()}"
+        worker = claimants.worker_name(self.worker_id, threading.get_ident())
         rec = self.store.claim_callback(
             record_id, worker, lease_seconds=self.lease_seconds, force=force, automatic=automatic
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from qywx_cli.core.errors import RecordNotFound, WeComAPIError
 from qywx_cli.core.fakewecom import FakeWeCom
 from qywx_cli.core.service import CallbackService, NotifyResponse
 from qywx_cli.core.settings import Settings
-from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store
+from qywx_cli.core.store import DEFAULT_LEASE_SECONDS, CallbackRecord, Store, claimants
 from qywx_cli.core.store.records import FOLD_AFTER, MAX_CIPHERTEXT
 from qywx_cli.core.wecom import WeComClient
 from tests.helpers import encrypt_of
@@ -368,7 +370,13 @@ def test_retry_skip_reason_matches_retry(world: World) -> None:
 
 
 def _held_by_a_dead_worker(
-    auths: Path, db: Path, clock: list[float], *, nonce: str, content_key: str
+    auths: Path,
+    db: Path,
+    clock: list[float],
+    *,
+    nonce: str,
+    content_key: str,
+    worker: str = "a-worker-that-was-killed",
 ) -> tuple[AuthInstance, CallbackRecord]:
     """A suite_ticket of QywxProxyCompanyA recorded in ``db`` and claimed by a worker
     that then died (nobody renews its lease)."""
@@ -392,7 +400,7 @@ def _held_by_a_dead_worker(
             envelope=env.request_xml(inst.suite_id),
             content_key=content_key,
         )
-        assert store.claim_callback(rec.id, "a-worker-that-was-killed") is not None
+        assert store.claim_callback(rec.id, worker) is not None
     return inst, rec
 
 
@@ -422,6 +430,44 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
         while store.get_callback(rec.id).status != "processed" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert store.get_callback(rec.id).status == "processed"
+    finally:
+        service.close()
+
+
+def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
+    auths: Path, tmp_path: Path
+) -> None:
+    """A worker of a process that has ended here (killed, say) leaves its records to the
+    next sweep, not to the lease; one of a live process keeps its claim. The clock
+    stands still and the lease is an hour, so only the process check can free it."""
+    if claimants.process_mark() is None:
+        pytest.skip("no /proc here: claims wait for their lease")
+    code = "from qywx_cli.core.store import claimants; print(claimants.worker_name('0ld', 3))"
+    ended = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()  # the process has exited and been reaped
+    alive = claimants.worker_name("11ve", 5)  # this process
+    clock = [time.time()]
+    db = tmp_path / "ended.db"
+    inst, orphan = _held_by_a_dead_worker(
+        auths, db, clock, nonce="81", content_key="ended", worker=ended
+    )
+    _, kept = _held_by_a_dead_worker(auths, db, clock, nonce="82", content_key="kept", worker=alive)
+    store = Store(db, now=lambda: clock[0])
+    service = CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API, lease_seconds=3600.0),
+        store=store,
+        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
+        instances=[inst],
+        now=lambda: clock[0],
+    )
+    try:
+        assert service.start() == 1  # the ended process's record, resumed
+        service.drain()
+        assert store.get_callback(orphan.id).status == "processed"
+        still = store.get_callback(kept.id)
+        assert (still.status, still.claimed_by) == ("received", alive)
+        assert service.release_ended_claims() == 0
     finally:
         service.close()
 

@@ -101,15 +101,23 @@ def server(env: dict[str, str], tmp_path: Path, fake_wecom: object) -> Iterator[
     proc.stop()
 
 
-SHORT_LEASE_SECONDS = 4
-"""The claim lease of the tests that wait for a killed host's claims to lapse: the
+SHORT_LEASE_SECONDS = 4.0
+"""The claim lease of the tests that wait for another host's claims to lapse: the
 default 10 s made each of them wait 10-13 s. Renewed every 1.2 s by a live host."""
+LONG_LEASE_SECONDS = 600.0
+"""The claim lease of the tests where a process on this machine is killed: its claims
+are taken back because it has ended, never because 10 minutes passed, so a take-over
+within the test proves the process check did it. Swept every 3 s all the same."""
 
 
-def short_lease(root: Path) -> None:
-    """Write ``root/qywx.toml`` with :data:`SHORT_LEASE_SECONDS`, for processes that run in
-    ``root`` (qywx reads qywx.toml from its working folder)."""
-    (root / "qywx.toml").write_text(f"lease_seconds = {SHORT_LEASE_SECONDS}\n", encoding="utf-8")
+def short_lease(root: Path, seconds: float = SHORT_LEASE_SECONDS) -> None:
+    """Write ``root/qywx.toml`` with a claim lease of ``seconds``, for processes that run
+    in ``root`` (qywx reads qywx.toml from its working folder)."""
+    (root / "qywx.toml").write_text(f"lease_seconds = {seconds}\n", encoding="utf-8")
+
+
+TOOK_BACK = "took back 1 claim(s) of ended process(es)"
+"""What a server logs when it frees the claim of a process that ended on its machine."""
 
 
 def wait_for(predicate: Callable[[], _T], timeout: float = 10.0, interval: float = 0.05) -> _T:

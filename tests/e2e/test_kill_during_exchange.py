@@ -4,8 +4,9 @@ Real ``qywx serve`` processes on loopback on one SQLite file (or, for a second h
 taking over, one PostgreSQL database too), and a FakeWeCom served by the test.
 The fake *holds* the create_auth's ``service/v2/get_permanent_code`` and says so in
 ``/fake/state``; the server is killed with SIGKILL exactly then, never after a guessed
-sleep. Then the restarted server (or a second host on the same database, already
-running) takes the record over once the dead worker's lease lapses.
+sleep. Then the restarted server (or a second server on the same database, already
+running) takes the record over at once, because the killed process has ended (the lease
+is 10 minutes here, so nothing else could hand it over; each taker logs why it did).
 
 What WeCom did with the AuthCode decides the only two right endings:
 
@@ -39,7 +40,7 @@ import pytest
 from qywx_cli.core import events as ev
 from qywx_cli.core.service import RECOVERY_40078
 from qywx_cli.core.store import CallbackRecord, Store
-from tests.e2e.conftest import Proc, short_lease, wait_for
+from tests.e2e.conftest import LONG_LEASE_SECONDS, TOOK_BACK, Proc, short_lease, wait_for
 from tests.e2e.test_hardening import Edge
 from tests.helpers import http_client, qywx_env, run_qywx
 
@@ -51,11 +52,14 @@ class World(Edge):
     """The hardening suite's server and fake, plus the host(s) that take over."""
 
     def __init__(self, root: Path, db_url: str | None = None) -> None:
-        short_lease(root)  # the take-over waits for the lease, not 10 s of it
+        short_lease(root)  # quick sweeps (1.2 s) for the retry tests' first server
         super().__init__(root, db_url=db_url)
         self.others: list[Proc] = []
 
     def start_host(self) -> Proc:
+        """A server that takes over: it would wait 10 minutes for a lease to lapse, so
+        only the killed process having ended can hand a claim to it."""
+        short_lease(self.root, LONG_LEASE_SECONDS)
         host = Proc(["serve", "--port", "0", "--threads", "4"], self.env, self.root)
         self.others.append(host)
         return host
@@ -124,12 +128,13 @@ def _settled(edge: Edge) -> CallbackRecord | None:
 def test_killed_before_wecom_answered_the_install_completes_by_itself(
     edge: World, takeover: str
 ) -> None:
-    """The held call is dropped: WeCom never spent the code. The next worker (after the
-    lease) exchanges it and the corp is installed, permanent code stored."""
+    """The held call is dropped: WeCom never spent the code. The next worker exchanges
+    it and the corp is installed, permanent code stored."""
     host = _install_then_kill(edge, "before", takeover)
     assert _control(edge, "release", {"api": V2, "drop": True})["released"] == 1
     rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
     assert rec is not None, [(r.status, r.last_error) for r in edge.records()]
+    assert wait_for(lambda: TOOK_BACK in host.log), host.log
     assert rec.status == "processed" and rec.last_error is None
     with Store(edge.target) as store:
         auth = store.get_corp_auth(CORP, edge.suite_id)
@@ -166,6 +171,7 @@ def test_killed_after_wecom_completed_the_record_fails_with_the_recovery_step(
     assert _control(edge, "release", {"api": V2})["released"] == 1  # answers a dead socket
     rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
     assert rec is not None, [(r.status, r.last_error) for r in edge.records()]
+    assert wait_for(lambda: TOOK_BACK in host.log), host.log
     assert rec.status == "failed"
     error = rec.last_error or ""
     assert RECOVERY_40078 in error and "transient" not in error
@@ -376,6 +382,7 @@ def test_killed_with_the_answer_in_hand_and_its_commit_waiting(edge: World) -> N
     host = edge.start_host()
     rec = wait_for(lambda: _settled(edge), timeout=45, interval=0.2)
     assert rec is not None and rec.id == record_id
+    assert wait_for(lambda: TOOK_BACK in host.log), host.log
     error = rec.last_error or ""
     assert rec.status == "failed" and RECOVERY_40078 in error, error
     assert "an earlier attempt had sent this AuthCode" in error

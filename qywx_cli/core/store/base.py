@@ -270,6 +270,32 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
+    def held_claims(
+        self,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        failed_since: float | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[int, str]]:
+        """(record id, worker) of the claims still within their lease on ``received``
+        records, and on ``failed`` ones received at or after ``failed_since`` (a transient
+        failure being retried while its AuthCode lives; None: no failed ones). Oldest
+        record first, at most ``limit``.
+
+        The sweeper reads these to find claims of processes that have ended (see
+        :mod:`.claimants`) and hands those to :meth:`release_claims`, so a killed
+        process's records need not wait out their lease.
+        """
+
+    @abc.abstractmethod
+    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        """Drop each (record id, worker) claim that worker still holds, so another may
+        claim the record at once; the record is otherwise unchanged. Returns how many
+        were dropped. A pair whose record has since been finished or claimed again is
+        left alone, so a release cannot take a record from a worker that holds it now.
+        """
+
+    @abc.abstractmethod
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""
 

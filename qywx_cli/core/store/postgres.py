@@ -931,6 +931,36 @@ class PostgresStore(Store):
             (self._now(), [i for i, _ in held], [w for _, w in held]),
         )
 
+    def held_claims(
+        self,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        failed_since: float | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[int, str]]:
+        rules.check_limit(limit)
+        live = self._now() - lease_seconds
+        since = math.inf if failed_since is None else failed_since
+        rows = self._all(
+            "SELECT id, claimed_by FROM callbacks WHERE claimed_by IS NOT NULL "
+            "AND claimed_at > %(live)s AND (status = 'received' OR (status = 'failed' "
+            "AND received_at >= %(since)s)) "
+            f"{_OLDEST_FIRST} LIMIT %(limit)s",
+            {"live": live, "since": since, "limit": limit},
+        )
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        dead = list(claims)
+        if not dead:
+            return 0
+        return self._rowcount(
+            "UPDATE callbacks AS c SET claimed_by = NULL, claimed_at = NULL "
+            "FROM unnest(%s::bigint[], %s::text[]) AS d(id, worker) "
+            "WHERE c.id = d.id AND c.claimed_by = d.worker",
+            ([i for i, _ in dead], [w for _, w in dead]),
+        )
+
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         rules.check_id(id)
         rules.check_finish_status(status)

@@ -547,6 +547,16 @@ _PENDING: Final = (
     f"AND (claimed_by IS NULL OR claimed_at <= ?) AND received_at <= ? {_OLDEST_FIRST} LIMIT ?"
 )
 
+_HELD: Final = (
+    # Two range seeks of the open-records index, received (any age) and recent failed,
+    # rather than one OR that SQLite would answer with a scan of every open record.
+    "SELECT id, claimed_by, received_at FROM callbacks WHERE status = 'received' "
+    f"AND {_OPEN} AND claimed_by IS NOT NULL AND claimed_at > ? "
+    "UNION ALL SELECT id, claimed_by, received_at FROM callbacks WHERE status = 'failed' "
+    f"AND {_OPEN} AND claimed_by IS NOT NULL AND claimed_at > ? AND received_at >= ? "
+    "ORDER BY received_at, id LIMIT ?"
+)
+
 
 def _callback(row: Sequence[Any]) -> CallbackRecord:
     return CallbackRecord(*row)
@@ -1171,6 +1181,39 @@ class SQLiteStore(Store):
             )
 
         return self._write(renew)
+
+    def held_claims(
+        self,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        failed_since: float | None = None,
+        limit: int = 1000,
+    ) -> list[tuple[int, str]]:
+        _check_limit(limit)
+
+        def held(db: sqlite3.Connection) -> list[tuple[int, str]]:
+            live = self._now() - lease_seconds
+            since = math.inf if failed_since is None else failed_since
+            return [(row[0], row[1]) for row in db.execute(_HELD, (live, live, since, limit))]
+
+        return self._read(held)
+
+    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        dead = list(claims)
+        if not dead:
+            return 0
+
+        def release(db: sqlite3.Connection) -> int:
+            return sum(
+                db.execute(
+                    "UPDATE callbacks SET claimed_by = NULL, claimed_at = NULL "
+                    "WHERE id = ? AND claimed_by = ?",
+                    (id, worker),
+                ).rowcount
+                for id, worker in dead
+            )
+
+        return self._write(release)
 
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""

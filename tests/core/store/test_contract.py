@@ -921,6 +921,42 @@ def test_a_claim_renewed_by_its_worker_is_kept_and_lapses_once_renewals_stop(
     assert store.get_callback(rec.id).claimed_at == clock()
 
 
+def test_held_claims_are_those_within_their_lease_and_a_release_drops_only_them(
+    store: Store, clock: Clock
+) -> None:
+    lapsed, old_failure = record(store), record(store)
+    store.claim_callback(lapsed.id, "w0", lease_seconds=10)
+    clock.advance(6)
+    held, free, done, new_failure = (record(store) for _ in range(4))
+    for rec in (old_failure, new_failure):
+        store.finish_callback(rec.id, "failed", "busy")
+    store.claim_callback(held.id, "w1", lease_seconds=10)
+    store.claim_callback(done.id, "w1", lease_seconds=10)
+    store.finish_callback(done.id, "processed")
+    store.claim_callback(old_failure.id, "w2", lease_seconds=10)
+    store.claim_callback(new_failure.id, "w2", lease_seconds=10)
+    clock.advance(5)  # w0's claim (11 s old) has lapsed; the others are 5 s old
+    assert store.held_claims(lease_seconds=10) == [(held.id, "w1")]
+    window = new_failure.received_at
+    assert store.held_claims(lease_seconds=10, failed_since=window) == [
+        (held.id, "w1"),
+        (new_failure.id, "w2"),
+    ]
+    assert store.held_claims(lease_seconds=10, failed_since=window, limit=1) == [(held.id, "w1")]
+    assert store.get_callback(free.id).claimed_by is None  # an unclaimed record: not held
+
+    # A pair whose worker no longer holds the record is left alone.
+    assert store.release_claims([(held.id, "w9"), (new_failure.id, "w2"), (done.id, "w1")]) == 1
+    assert store.release_claims([]) == 0
+    after = store.get_callback(new_failure.id)
+    assert (after.status, after.claimed_by, after.claimed_at) == ("failed", None, None)
+    assert after.attempts == new_failure.attempts + 1 and after.last_error == "busy"
+    assert store.held_claims(lease_seconds=10, failed_since=window) == [(held.id, "w1")]
+    # Released, the record is claimable at once, within what would have been its lease.
+    assert store.claim_callback(new_failure.id, "w3", lease_seconds=10) is not None
+    assert store.claim_callback(held.id, "w3", lease_seconds=10) is None
+
+
 def test_the_lease_keeper_renews_what_is_held_and_only_that(store: Store, clock: Clock) -> None:
     from qywx_cli.core.store.leases import LeaseKeeper
 

@@ -1,0 +1,136 @@
+"""Who holds a claim, and whether that process has ended: taking a killed process's
+records back at once instead of after its lease.
+
+A claim's lease (:data:`.records.DEFAULT_LEASE_SECONDS`) is the only thing another
+*host* can go by: it cannot see whether a process elsewhere is running, stopped, or cut
+off. On the *same* machine, though, the kernel knows. Most crashes are met there: a
+process killed (OOM, ``kill -9``, a failed deploy) and restarted by its supervisor on
+the same host, or a sibling process on it. So a worker's name carries its process's
+mark — a scope (this boot of this machine, this PID namespace), the pid, and the
+process's start time in clock ticks — and a worker that shares the scope can tell for
+certain that the process is gone:
+
+* no process has that pid (``kill(pid, 0)`` says ESRCH), or
+* a process has it but started at another time (the pid was reused), or
+* it is a zombie: killed, not yet reaped, running nothing.
+
+Anything else, including "cannot tell" (another scope, no ``/proc``, a mark that does
+not parse, a ``/proc`` hidden from this user), is *not* ended: the lease decides, as
+before. A wrong "ended" would let two workers run one single-use AuthCode exchange, so
+every doubt falls on the side of waiting.
+
+The scope (:func:`_scope`) mixes the boot id with the PID namespace, because containers
+on one host share the boot id but not their pids, and with the time namespace and the
+host name, so that processes that might read each other's pids or start times
+differently never judge each other. Off Linux there is no mark,
+and only leases apply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+from typing import Final
+
+__all__ = ["ended", "process_mark", "worker_name"]
+
+_SCOPE_HEX: Final = 12
+_MARK: Final = re.compile(r"@([0-9a-f]{12})\.([1-9][0-9]{0,9})\.([0-9]{1,20}):")
+"""``@scope.pid.start:`` inside a worker name; the thread part follows the colon."""
+_MAX_PID: Final = 1 << 22
+"""The kernel's largest pid_max (PID_MAX_LIMIT on 64-bit)."""
+
+_cached: tuple[int, str | None] | None = None
+
+
+def _namespace(kind: str) -> bytes:
+    """``dev:inode`` of this process's ``kind`` namespace; empty where the kernel has
+    none of that kind (time namespaces came in Linux 5.6)."""
+    try:
+        ns = os.stat(f"/proc/self/ns/{kind}")
+    except FileNotFoundError:
+        return b""
+    return b"%d:%d" % (ns.st_dev, ns.st_ino)
+
+
+def _scope() -> str | None:
+    """What two processes must share for one to judge the other's pid: the boot, the
+    PID namespace (pids are per namespace), the time namespace (start times are shown
+    shifted by it) and the host name (VMs cloned from one snapshot share a boot id)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            boot = f.read().strip()
+        pid_ns = _namespace("pid")
+        time_ns = _namespace("time")
+    except OSError:
+        return None
+    if not boot or not pid_ns:
+        return None
+    seed = b"/".join((boot, pid_ns, time_ns, socket.gethostname().encode()))
+    return hashlib.sha256(seed).hexdigest()[:_SCOPE_HEX]
+
+
+def _start_ticks(pid: int) -> tuple[str, str] | None:
+    """(state, start time) of ``pid`` from ``/proc/<pid>/stat``, None if unreadable.
+
+    The command name (field 2) is in parentheses and may hold spaces or ")", so the
+    fields are counted from its last ")": state is field 3, starttime field 22."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    _, paren, rest = raw.rpartition(b")")
+    fields = rest.split()
+    if not paren or len(fields) < 20:
+        return None
+    return fields[0].decode("ascii", "replace"), fields[19].decode("ascii", "replace")
+
+
+def process_mark() -> str | None:
+    """This process's ``scope.pid.start``, or None where it cannot be made (off Linux).
+
+    Cached per pid, so a forked child makes its own."""
+    global _cached
+    pid = os.getpid()
+    if _cached is not None and _cached[0] == pid:
+        return _cached[1]
+    scope = _scope()
+    stat = _start_ticks(pid) if scope is not None else None
+    mark = f"{scope}.{pid}.{stat[1]}" if scope is not None and stat is not None else None
+    _cached = (pid, mark)
+    return mark
+
+
+def worker_name(service_id: str, thread: int) -> str:
+    """The name a worker thread claims records under: ``service@mark:thread``, or
+    ``service:thread`` where the process has no mark."""
+    mark = process_mark()
+    return f"{service_id}@{mark}:{thread}" if mark else f"{service_id}:{thread}"
+
+
+def ended(worker: str) -> bool:
+    """True only when ``worker``'s process is certainly gone; see the module's text."""
+    found = _MARK.search(worker)
+    own = process_mark()
+    if found is None or own is None:
+        return False
+    scope, pid_text, start = found.groups()
+    if scope != own.partition(".")[0]:
+        return False
+    pid = int(pid_text)
+    if pid >= _MAX_PID:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass  # it exists (another user's process, say): look closer
+    stat = _start_ticks(pid)
+    if stat is None:
+        return False
+    state, ticks = stat
+    return ticks != start or state in ("Z", "X")
