@@ -498,7 +498,10 @@ class CallbackService:
         """Drop the claims of processes on this machine that have ended (killed, say),
         so their records are run now rather than when their lease lapses; the claims of
         other hosts, and of any process this one cannot vouch for, wait for the lease
-        (:mod:`.store.claimants`). Returns how many were dropped."""
+        (:mod:`.store.claimants`). Returns how many were dropped; 0 without looking
+        when qywx.toml's ``same_host_takeover`` is false."""
+        if not self.settings.same_host_takeover:
+            return 0
         held = self.store.held_claims(
             lease_seconds=self.lease_seconds,
             failed_since=self.now() - AUTH_CODE_TTL_SECONDS,

@@ -42,6 +42,7 @@ _KNOWN_KEYS = {
     "max_clock_skew",
     "retention_days",
     "lease_seconds",
+    "same_host_takeover",
     "provider_token",
     "provider_encoding_aes_key",
     "strict",
@@ -104,6 +105,10 @@ class Settings:
     #: works), so a killed host's records are taken over after about this long. Every
     #: host sharing a database must use the same value.
     lease_seconds: float = DEFAULT_LEASE_SECONDS
+    #: take back at once the claims of processes that ended on this machine, rather
+    #: than after their lease (:mod:`.store.claimants`); off where machines are cloned
+    #: from one memory snapshot, which share everything the check goes by
+    same_host_takeover: bool = True
     config_file: Path | None = None
     #: the 系统事件接收URL's Token and EncodingAESKey (服务商后台 → 通用开发参数); with
     #: ``provider_corp_id`` they enable the ``/notify/provider`` route. Never in a repr.
@@ -347,6 +352,12 @@ def load_settings(
         path,
     )
 
+    takeover = data.get("same_host_takeover", True)
+    if not isinstance(takeover, bool):
+        raise ConfigError(
+            f"{path}: same_host_takeover must be true or false, not {repr(takeover)[:40]}"
+        )
+
     table = data.get("serve")
     serve_table: dict[str, Any] = table if isinstance(table, dict) else {}
     if "strict" in data and "strict" in serve_table and data["strict"] != serve_table["strict"]:
@@ -418,6 +429,7 @@ def load_settings(
         max_clock_skew=skew,
         retention_days=retention,
         lease_seconds=lease,
+        same_host_takeover=takeover,
         config_file=path if path.is_file() else None,
         provider_token=provider_token,
         provider_encoding_aes_key=provider_key,

@@ -434,6 +434,13 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
         service.close()
 
 
+def _name_of_an_ended_process() -> str:
+    """The worker name of a process that ran here, has exited and been reaped."""
+    code = "from qywx_cli.core.store import claimants; print(claimants.worker_name('0ld', 3))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
     auths: Path, tmp_path: Path
 ) -> None:
@@ -442,10 +449,7 @@ def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
     stands still and the lease is an hour, so only the process check can free it."""
     if claimants.process_mark() is None:
         pytest.skip("no /proc here: claims wait for their lease")
-    code = "from qywx_cli.core.store import claimants; print(claimants.worker_name('0ld', 3))"
-    ended = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.strip()  # the process has exited and been reaped
+    ended = _name_of_an_ended_process()
     alive = claimants.worker_name("11ve", 5)  # this process
     clock = [time.time()]
     db = tmp_path / "ended.db"
@@ -468,6 +472,36 @@ def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
         still = store.get_callback(kept.id)
         assert (still.status, still.claimed_by) == ("received", alive)
         assert service.release_ended_claims() == 0
+    finally:
+        service.close()
+
+
+def test_same_host_takeover_off_leaves_an_ended_process_claim_to_its_lease(
+    auths: Path, tmp_path: Path
+) -> None:
+    """qywx.toml's ``same_host_takeover = false`` (machines cloned from one snapshot)."""
+    ended = _name_of_an_ended_process()
+    clock = [time.time()]
+    db = tmp_path / "off.db"
+    inst, rec = _held_by_a_dead_worker(
+        auths, db, clock, nonce="83", content_key="off", worker=ended
+    )
+    store = Store(db, now=lambda: clock[0])
+    settings = Settings(auths_dir=auths, db_path=db, api_base=API, same_host_takeover=False)
+    service = CallbackService(
+        settings,
+        store=store,
+        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
+        instances=[inst],
+        now=lambda: clock[0],
+        background=False,
+    )
+    try:
+        assert service.release_ended_claims() == 0
+        assert store.get_callback(rec.id).claimed_by == ended
+        assert not service.retry(rec.id).ran  # held until the lease lapses
+        clock[0] += DEFAULT_LEASE_SECONDS + 1
+        assert service.retry(rec.id).record.status == "processed"
     finally:
         service.close()
 

@@ -106,6 +106,12 @@ def test_lease_seconds_is_the_claim_lease_unless_set(tmp_path: Path) -> None:
     assert load_settings(config=conf, env={}, cwd=tmp_path).lease_seconds == 60.0
 
 
+def test_same_host_takeover_is_on_unless_set_off(tmp_path: Path) -> None:
+    assert load_settings(env={}, cwd=tmp_path).same_host_takeover is True
+    conf = toml(tmp_path, "same_host_takeover = false\n")
+    assert load_settings(config=conf, env={}, cwd=tmp_path).same_host_takeover is False
+
+
 def test_health_probe_seconds_is_five_unless_set(tmp_path: Path) -> None:
     assert load_settings(env={}, cwd=tmp_path).health_probe_seconds == 5.0
     conf = toml(tmp_path, "[serve]\nhealth_probe_seconds = 0\n")
@@ -144,6 +150,8 @@ def test_missing_config_flag_file(tmp_path: Path) -> None:
         ('lease_seconds = "10"\n', {}, "lease_seconds must be a number of seconds from 1"),
         ("lease_seconds = true\n", {}, "lease_seconds must be a number of seconds from 1"),
         ("lease_seconds = nan\n", {}, "lease_seconds must be a number of seconds from 1"),
+        ('same_host_takeover = "no"\n', {}, "same_host_takeover must be true or false, not"),
+        ("same_host_takeover = 0\n", {}, "same_host_takeover must be true or false, not 0"),
         ("[serve]\nhealth_probe_seconds = -1\n", {}, "serve.health_probe_seconds must be a"),
         ("[serve]\nhealth_probe_seconds = 301\n", {}, "serve.health_probe_seconds must be"),
         ('[serve]\nhealth_probe_seconds = "5"\n', {}, "serve.health_probe_seconds must be"),

@@ -12,12 +12,18 @@ certain that the process is gone:
 
 * no process has that pid (``kill(pid, 0)`` says ESRCH), or
 * a process has it but started at another time (the pid was reused), or
-* it is a zombie: killed, not yet reaped, running nothing.
+* it is a zombie with no thread left: killed, not yet reaped, running nothing.
 
-Anything else, including "cannot tell" (another scope, no ``/proc``, a mark that does
-not parse, a ``/proc`` hidden from this user), is *not* ended: the lease decides, as
-before. A wrong "ended" would let two workers run one single-use AuthCode exchange, so
-every doubt falls on the side of waiting.
+Anything else, including "cannot tell" (another scope, no ``/proc``, a ``/proc`` of
+another PID namespace, a mark that does not parse, a ``/proc`` hidden from this user),
+is *not* ended: the lease decides, as before. A wrong "ended" would let two workers run
+one single-use AuthCode exchange, so every doubt falls on the side of waiting.
+
+What the check assumes: two machines never share a scope. VMs cloned from one memory
+snapshot break that (same boot id, namespaces and, unless renamed, host name), and so
+does a process restored by checkpoint/restore on the same boot (its pid comes back, its
+start time does not). Where that can happen, ``same_host_takeover = false`` in
+qywx.toml turns the check off and leaves every claim to its lease.
 
 The scope (:func:`_scope`) mixes the boot id with the PID namespace, because containers
 on one host share the boot id but not their pids, and with the time namespace and the
@@ -37,8 +43,11 @@ from typing import Final
 __all__ = ["ended", "process_mark", "worker_name"]
 
 _SCOPE_HEX: Final = 12
-_MARK: Final = re.compile(r"@([0-9a-f]{12})\.([1-9][0-9]{0,9})\.([0-9]{1,20}):")
-"""``@scope.pid.start:`` inside a worker name; the thread part follows the colon."""
+_NAME: Final = re.compile(
+    r"[0-9A-Za-z_-]{1,64}@([0-9a-f]{12})\.([1-9][0-9]{0,9})\.([0-9]{1,20}):[0-9]{1,20}"
+)
+"""A whole worker name with a mark, ``service@scope.pid.start:thread``; anything else,
+a name with two marks say, has none."""
 _MAX_PID: Final = 1 << 22
 """The kernel's largest pid_max (PID_MAX_LIMIT on 64-bit)."""
 
@@ -72,11 +81,13 @@ def _scope() -> str | None:
     return hashlib.sha256(seed).hexdigest()[:_SCOPE_HEX]
 
 
-def _start_ticks(pid: int) -> tuple[str, str] | None:
-    """(state, start time) of ``pid`` from ``/proc/<pid>/stat``, None if unreadable.
+def _stat(pid: int) -> tuple[str, str, str] | None:
+    """(state, threads, start time) of ``pid`` from ``/proc/<pid>/stat``, None if
+    unreadable.
 
     The command name (field 2) is in parentheses and may hold spaces or ")", so the
-    fields are counted from its last ")": state is field 3, starttime field 22."""
+    fields are counted from its last ")": state is field 3, num_threads field 20,
+    starttime field 22."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             raw = f.read()
@@ -86,20 +97,25 @@ def _start_ticks(pid: int) -> tuple[str, str] | None:
     fields = rest.split()
     if not paren or len(fields) < 20:
         return None
-    return fields[0].decode("ascii", "replace"), fields[19].decode("ascii", "replace")
+    state, threads, start = (fields[i].decode("ascii", "replace") for i in (0, 17, 19))
+    return state, threads, start
 
 
 def process_mark() -> str | None:
-    """This process's ``scope.pid.start``, or None where it cannot be made (off Linux).
+    """This process's ``scope.pid.start``, or None where it cannot be made: off Linux,
+    or where the ``/proc`` mounted is another PID namespace's (its pid numbers are not
+    ours, so no process here could be judged by them).
 
     Cached per pid, so a forked child makes its own."""
     global _cached
     pid = os.getpid()
     if _cached is not None and _cached[0] == pid:
         return _cached[1]
-    scope = _scope()
-    stat = _start_ticks(pid) if scope is not None else None
-    mark = f"{scope}.{pid}.{stat[1]}" if scope is not None and stat is not None else None
+    mark = None
+    scope = _scope() if _own_proc(pid) else None
+    stat = _stat(pid) if scope is not None else None
+    if scope is not None and stat is not None:
+        mark = f"{scope}.{pid}.{stat[2]}"
     _cached = (pid, mark)
     return mark
 
@@ -111,9 +127,16 @@ def worker_name(service_id: str, thread: int) -> str:
     return f"{service_id}@{mark}:{thread}" if mark else f"{service_id}:{thread}"
 
 
+def _own_proc(pid: int) -> bool:
+    try:
+        return os.readlink("/proc/self") == str(pid)
+    except OSError:
+        return False
+
+
 def ended(worker: str) -> bool:
     """True only when ``worker``'s process is certainly gone; see the module's text."""
-    found = _MARK.search(worker)
+    found = _NAME.fullmatch(worker)
     own = process_mark()
     if found is None or own is None:
         return False
@@ -129,8 +152,12 @@ def ended(worker: str) -> bool:
         return True
     except OSError:
         pass  # it exists (another user's process, say): look closer
-    stat = _start_ticks(pid)
+    stat = _stat(pid)
     if stat is None:
         return False
-    state, ticks = stat
-    return ticks != start or state in ("Z", "X")
+    state, threads, ticks = stat
+    if ticks != start:
+        return True  # the pid now names a process started later
+    # A zombie whose threads are all gone. A thread-group leader shows Z too once its
+    # own thread has exited while others still run: that process is alive.
+    return state in ("Z", "X") and threads in ("0", "1")

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -89,10 +91,72 @@ def test_what_this_machine_cannot_vouch_for_waits_for_the_lease(
         f"w@{scope}.0.1:1",  # pid 0 is no process (kill(0) would signal our group)
         f"w@{scope}.{1 << 22}.1:1",  # past the largest pid the kernel gives
         f"w@{scope}.-5.1:1",
-        f"w@{scope.upper()}.{child.pid}.1:1",
+        f"w@g{scope[1:]}.{child.pid}.1:1",  # a scope no process makes (not hex)
+        f"x@{scope}.1.1:1 " + name,  # a whole name, not one found inside another
+        name + "@" + name,
+        name.replace(":", "::"),
         f"w@{scope}.{child.pid}:1",  # no start time
     ):
         assert not claimants.ended(worker), worker
+
+
+def test_a_process_whose_main_thread_left_while_another_runs_has_not_ended(
+    tmp_path: Path,
+) -> None:
+    """Linux shows the thread-group leader as a zombie once the main thread has exited,
+    while the process's other threads still run: that is no ended process."""
+    beat = tmp_path / "beat"
+    code = (
+        "import ctypes, sys, threading, time\n"
+        "from qywx_cli.core.store import claimants\n"
+        "working = threading.Event()\n"
+        "def work():\n"
+        "    while True:\n"
+        f"        with open({str(beat)!r}, 'a') as f: f.write('.')\n"
+        "        working.set()\n"
+        "        time.sleep(0.05)\n"
+        "threading.Thread(target=work, daemon=False).start()\n"
+        "working.wait()\n"
+        "print(claimants.worker_name('1eade400', 1), flush=True)\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    try:
+        name = _name_of(proc)
+
+        def leader_state() -> str:
+            raw = Path(f"/proc/{proc.pid}/stat").read_bytes()
+            return raw.rpartition(b")")[2].split()[0].decode()
+
+        deadline = time.monotonic() + 30
+        while leader_state() != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert leader_state() == "Z"  # the main thread has gone...
+        beats = beat.stat().st_size
+        while beat.stat().st_size == beats and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert beat.stat().st_size > beats and proc.poll() is None  # ...and it works on
+        assert not claimants.ended(name)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert claimants.ended(name)
+
+
+def test_a_process_reading_another_pid_namespaces_proc_makes_no_mark() -> None:
+    """A new PID namespace without its own /proc: getpid() is 1 there while /proc shows
+    the outer namespace, whose pid numbers would judge the wrong processes."""
+    import shutil
+
+    probe = [shutil.which("unshare") or "unshare", "--pid", "--fork", sys.executable, "-c"]
+    code = "from qywx_cli.core.store import claimants; print(claimants.worker_name('a', 1))"
+    try:
+        done = subprocess.run([*probe, code], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        pytest.skip("no unshare(1) here")
+    if done.returncode != 0:
+        pytest.skip(f"unshare --pid needs privileges here: {done.stderr.strip()[:80]}")
+    assert done.stdout.strip() == "a:1"  # no mark: its claims wait for their lease
 
 
 def test_a_forked_child_makes_its_own_mark() -> None:

@@ -927,9 +927,11 @@ def test_held_claims_are_those_within_their_lease_and_a_release_drops_only_them(
     lapsed, old_failure = record(store), record(store)
     store.claim_callback(lapsed.id, "w0", lease_seconds=10)
     clock.advance(6)
-    held, free, done, new_failure = (record(store) for _ in range(4))
+    held, free, done, new_failure, unknown = (record(store) for _ in range(5))
     for rec in (old_failure, new_failure):
         store.finish_callback(rec.id, "failed", "busy")
+    store.finish_callback(unknown.id, "unknown")  # only an operator re-runs it: not listed
+    store.claim_callback(unknown.id, "w1", lease_seconds=10)
     store.claim_callback(held.id, "w1", lease_seconds=10)
     store.claim_callback(done.id, "w1", lease_seconds=10)
     store.finish_callback(done.id, "processed")
