@@ -365,7 +365,13 @@ def fake_wecom(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port (0 picks a free one).")] = 8001,
     token_ttl: Annotated[
-        int, typer.Option("--token-ttl", help="Seconds before issued tokens expire.")
+        int,
+        typer.Option(
+            "--token-ttl",
+            min=1,
+            max=30 * 86400,
+            help="Seconds before issued tokens expire (1 to 30 days; WeCom: 7200).",
+        ),
     ] = 7200,
     strict: Annotated[
         bool, typer.Option("--strict", help="Only accept suite_tickets this fake pushed.")

@@ -16,6 +16,8 @@ BIG = "99999999999999999999"
     ("args", "fragment"),
     [
         (("log", "list", "--limit", BIG), "--limit"),
+        (("fake-wecom", "--port", "0", "--token-ttl", "0"), "--token-ttl"),
+        (("fake-wecom", "--port", "0", "--token-ttl", "2592001"), "--token-ttl"),
         (("log", "list", "--before-id", BIG), "--before-id"),
         (("log", "tail", "-n", BIG), "--lines"),
         (("log", "tail", "--follow", "--interval", "nan"), "--interval must be from 0.05"),

@@ -25,6 +25,7 @@ from qywx_cli.core.wecom import (
     WeComClient,
     api_base_from_env,
 )
+from qywx_cli.core.wecom._http import MAX_TOKEN_TTL
 from tests.helpers import Clock, serving
 
 SUITE = "dk7f3a9c2e51b04d18"
@@ -338,6 +339,19 @@ def test_malformed_replies_are_transport_errors(
         client.suite_token(SUITE, SECRET)
     assert fragment in str(info.value)
     assert sleeps == []
+
+
+@pytest.mark.parametrize("ttl", [10**30, "9" * 400, 2**63])
+def test_an_absurd_expires_in_is_cached_for_at_most_thirty_days(
+    store: Store, clock: Clock, sleeps: list[float], ttl: object
+) -> None:
+    store.save_suite_ticket(SUITE, TICKET, int(T0))
+    reply = {"errcode": 0, "suite_access_token": "T-absurd", "expires_in": ttl}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=reply))
+    with make_client(store, transport, clock, sleeps) as client:
+        assert client.suite_token(SUITE, SECRET) == "T-absurd"
+    cached = store.get_token("suite", SUITE)
+    assert cached is not None and cached.expires_at == clock() + MAX_TOKEN_TTL
 
 
 # -- the 代开发 calls ------------------------------------------------------------------

@@ -66,6 +66,11 @@ both suite and provider tokens.)"""
 
 DEFAULT_TOKEN_TTL = 7200
 """``expires_in`` WeCom returns "正常情况下" (§4.3); used only if a reply omits it."""
+MAX_TOKEN_TTL = 30 * 86400
+"""The longest a token or ticket is cached, whatever ``expires_in`` says: WeCom's last
+hours, so a larger figure is a broken reply (or a stand-in's), and one past the range
+of a timestamp would fail every later read of the cache. A token refused earlier is
+dropped and fetched again anyway (40014, 42001 …)."""
 
 
 # -- configuration -------------------------------------------------------------------
@@ -185,7 +190,7 @@ def required(data: Mapping[str, Any], api: str, *path: str) -> str:
 
 def expires_in(data: Mapping[str, Any]) -> int:
     value = int_at(data, "expires_in")
-    return value if value and value > 0 else DEFAULT_TOKEN_TTL
+    return min(value, MAX_TOKEN_TTL) if value and value > 0 else DEFAULT_TOKEN_TTL
 
 
 # -- the call ------------------------------------------------------------------------
