@@ -101,17 +101,29 @@ def parse_since(text: str, now: float, option: str = "--since") -> float:
     return when.timestamp()
 
 
+def _utc(ts: object) -> datetime | str:
+    """``ts`` as a UTC time, or a note of what is there instead. A row written outside
+    qywx (an SQLite column takes any type) may hold text or a number past the calendar;
+    the log still lists every other row, and this one shows its value."""
+    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            return datetime.fromtimestamp(ts, timezone.utc)
+    return f"not a time: {str(ts)[:40]!r}"
+
+
 def iso(ts: float | None) -> str | None:
     """ISO 8601 in UTC, millisecond precision (what json output carries)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+    when = _utc(ts)
+    return when if isinstance(when, str) else when.isoformat(timespec="milliseconds")
 
 
 def _when(ts: float | None) -> str:
     if ts is None:
         return ""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    when = _utc(ts)
+    return when if isinstance(when, str) else when.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _age(seconds: float) -> str:
@@ -303,7 +315,7 @@ def log_export(
                 writer.writerow(row)
         else:
             for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     out.flush()
     return EXIT_OK
 
@@ -420,7 +432,7 @@ def log_show(
 
 def _tail_line(rec: "CallbackRecord", fmt: Format) -> str:
     if fmt is Format.json:
-        return json.dumps(record_summary(rec), ensure_ascii=False)
+        return json.dumps(record_summary(rec), ensure_ascii=False, default=str)
     line = (
         f"{rec.id:>6}  {_when(rec.received_at)}  {rec.instance}  {rec.kind}  "
         f"{rec.info_type or '-'}  {rec.corp_id or '-'}  {_status_text(rec)}  "

@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 
 from qywx_cli.core.config import AuthInstance, instance_dirs, validate_paths
-from qywx_cli.core.errors import ConfigError, QywxError, WeComAPIError
+from qywx_cli.core.errors import ConfigError, QywxError, StoreError, WeComAPIError
 from qywx_cli.core.retry import check_not_empty
 from qywx_cli.core.sealing import SecretKeyError
 from qywx_cli.core.settings import Settings
@@ -196,6 +196,18 @@ def run_doctor(
                 status = None
             if status is not None:
                 checks.append(status)
+        except StoreError as exc:
+            # Opened, but a table or row is not what qywx wrote (dropped, edited by
+            # hand, damaged): a failed check with the rest of the report, not an abort.
+            checks.append(
+                Check(
+                    "database",
+                    False,
+                    f"reading {shown} failed: {exc.message}",
+                    "the database was changed outside qywx or is damaged: restore it from "
+                    "a backup (qywx db copy makes one of a healthy database)",
+                )
+            )
         finally:
             store.close()
     if url:

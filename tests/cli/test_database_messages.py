@@ -25,6 +25,27 @@ def test_a_corrupt_database_says_restore_not_upgrade(cli_env: dict[str, str]) ->
     assert "upgrade" not in check["fix"] and "not a SQLite database" in check["detail"]
 
 
+def test_doctor_reports_a_dropped_table_as_a_failed_check_in_its_report(
+    cli_env: dict[str, str],
+) -> None:
+    """A database that opens but lacks a table (dropped by hand): doctor still prints its
+    whole report, JSON included, with the database check failed; it stopped at one
+    error line and printed no JSON."""
+    assert run_qywx("db", "upgrade", env=cli_env).returncode == 0
+    db = sqlite3.connect(cli_env["QYWX_DB"])
+    db.execute("DROP TABLE tokens")
+    db.close()
+    doctor = run_qywx("doctor", "--auth", "QywxProxyTemp", "-f", "json", env=cli_env)
+    assert (doctor.returncode, doctor.stderr) == (1, "")
+    report = json.loads(doctor.stdout)
+    assert report["ok"] is False and report["checks"][0]["name"] == "config"
+    failed = [c for c in report["checks"] if c["status"] == "failed"]
+    assert [c["name"] for c in failed] == ["database"]
+    assert "no such table: tokens" in failed[0]["detail"] and "backup" in failed[0]["fix"]
+    every = run_qywx("doctor", "--all", env=cli_env)
+    assert every.returncode == 1 and "no such table: tokens" in every.stdout
+
+
 def test_an_empty_file_is_not_taken_for_an_empty_log(cli_env: dict[str, str]) -> None:
     db = Path(cli_env["QYWX_DB"])
     db.write_bytes(b"")

@@ -110,6 +110,49 @@ def log(cli_env: dict[str, str], auths: Path) -> dict[str, int]:
     return ids
 
 
+# -- a row changed outside qywx -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "shown"),
+    [
+        ("received_at = 'garbage'", "received_at", "not a time: 'garbage'"),
+        ("received_at = 1e300", "received_at", "not a time: '1e+300'"),
+        ("processed_at = -1e20", "processed_at", "not a time: '-1e+20'"),
+        ("kind = x'00ff', status = x'41'", "kind", "b'\\x00\\xff'"),
+    ],
+    ids=["text-time", "huge-time", "negative-time", "bytes"],
+)
+def test_a_row_written_outside_qywx_is_shown_not_an_internal_error(
+    cli_env: dict[str, str], log: dict[str, int], change: str, field: str, shown: str
+) -> None:
+    """SQLite stores any type in any column: a row someone edited by hand holds text
+    where a time belongs, or bytes. Every reader still lists the log and shows the value;
+    each was "internal error", exit 70."""
+    import sqlite3
+
+    db = sqlite3.connect(cli_env["QYWX_DB"])
+    with db:
+        db.execute(f"UPDATE callbacks SET {change} WHERE id = ?", (log["create"],))
+    db.close()
+    rid = str(log["create"])
+    for args in (
+        ("log", "list"),
+        ("log", "list", "-f", "json"),
+        ("log", "show", rid),
+        ("log", "tail", "-n", "10"),
+        ("log", "tail", "-n", "10", "-f", "json"),
+        ("log", "export"),
+        ("log", "export", "--format", "csv"),
+    ):
+        result = run_qywx(*args, env=cli_env)
+        assert (result.returncode, result.stderr) == (0, ""), (args, result.stderr)
+        assert args[1] == "show" or str(log["other"]) in result.stdout, args
+    assert shown in run_qywx("log", "show", rid, env=cli_env).stdout
+    doc = json.loads(run_qywx("log", "show", rid, "-f", "json", env=cli_env).stdout)
+    assert doc[field] == shown
+
+
 # -- no database ---------------------------------------------------------------------------
 
 
