@@ -81,6 +81,8 @@ def run_cli(command: Any, args: list[str] | None, debug: bool) -> NoReturn:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             EXIT_INTERNAL,
         )
+    if rv == EXIT_INTERRUPTED:  # Typer returns Ctrl-C in a command as 130, silently
+        print("qywx: interrupted", file=sys.stderr)
     try:  # what is still buffered: a full disk shows here, not in the command
         sys.stdout.flush()
     except BrokenPipeError:

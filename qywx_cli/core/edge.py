@@ -375,12 +375,17 @@ def _raise_stopped(serving: asyncio.Future[Any], host: str, port: int) -> None:
     raise ServerError(f"cannot listen on {host}:{port}: the HTTP server stopped")
 
 
-async def _accepting(serving: asyncio.Future[Any], host: str, port: int) -> None:
-    """Return once ``host:port`` accepts connections, so the banner never runs ahead of
-    the socket (granian's worker binds it after ``serve()`` starts, and says nothing)."""
+async def _accepting(
+    serving: asyncio.Future[Any], host: str, port: int, stopping: Callable[[], bool]
+) -> bool:
+    """True once ``host:port`` accepts connections, so the banner never runs ahead of
+    the socket (granian's worker binds it after ``serve()`` starts, and says nothing);
+    False when the server stopped because ``stopping()`` (a signal during start-up)."""
     probe = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
     for _ in range(1000):  # 10 s at most
         if serving.done():
+            if stopping():
+                return False  # asked to stop before it was up: no error of its own
             _raise_stopped(serving, host, port)
         try:
             _, writer = await asyncio.open_connection(probe, port)
@@ -388,7 +393,7 @@ async def _accepting(serving: asyncio.Future[Any], host: str, port: int) -> None
             await asyncio.sleep(0.01)
             continue
         writer.close()
-        return
+        return True
     raise ServerError(f"cannot listen on {host}:{port}: not accepting after 10 s")
 
 
@@ -521,12 +526,13 @@ def serve_granian(
             signals.attach(loop, stop)
             serving = asyncio.ensure_future(server.serve())
             try:
-                await _accepting(serving, host, port)
-                banner(f"http://{host}:{port}")
+                if await _accepting(serving, host, port, lambda: stopped):
+                    banner(f"http://{host}:{port}")
                 try:
                     await serving
                 except Exception:
-                    _raise_stopped(serving, host, port)
+                    if not stopped:
+                        _raise_stopped(serving, host, port)
             finally:
                 signals.detach()
                 sweeper.cancel()

@@ -168,6 +168,31 @@ def test_ctrl_c_while_the_cli_is_still_being_imported_is_one_line() -> None:
     assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "qywx: interrupted\n")
 
 
+def test_ctrl_c_inside_a_command_is_the_same_one_line(tmp_path: Path) -> None:
+    """Typer turns a KeyboardInterrupt inside a command into a silent exit 130: one
+    landing while ``serve`` imports its service (its first 0.1-0.3 s) said nothing. Made
+    exact as above: the import itself raises it."""
+    code = (
+        "import sys\n"
+        "class CtrlC:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'qywx_cli.core.service':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, CtrlC())\n"
+        "from qywx_cli._entry import main\n"
+        "main()\n"
+    )
+    env = qywx_env(QYWX_AUTHS=str(SAMPLES), QYWX_DB=str(tmp_path / "q.db"))
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (130, "", "qywx: interrupted\n")
+
+
 def test_streams_and_arguments_the_machine_spoils_are_one_line(tmp_path: Path) -> None:
     """Bytes that are not UTF-8 in an argument (exit 2, the argument never echoed), a
     full disk behind stdout, a closed stdout or stdin (exit 1): one line each, where

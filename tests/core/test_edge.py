@@ -107,3 +107,19 @@ def test_a_server_that_stops_by_itself_is_one_line_without_its_backtrace() -> No
             _raise_stopped(ended, "127.0.0.1", 8000)
 
     asyncio.run(scenario())
+
+
+def test_a_server_stopped_by_a_signal_before_it_was_up_is_no_listen_error() -> None:
+    """A Ctrl-C while granian starts stops it before it accepts: that is the stop asked
+    for, not "cannot listen … the HTTP server stopped" (exit 1); a server that stops by
+    itself is still that error."""
+    from qywx_cli.core.edge import _accepting
+
+    async def check(asked: bool) -> bool:
+        serving: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        serving.set_result(None)  # granian's serve() returned at once
+        return await _accepting(serving, "127.0.0.1", 1, lambda: asked)
+
+    assert asyncio.run(check(True)) is False
+    with pytest.raises(ServerError, match=r"cannot listen on 127\.0\.0\.1:1: the HTTP server"):
+        asyncio.run(check(False))
