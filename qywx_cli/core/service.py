@@ -506,7 +506,7 @@ class CallbackService:
             lease_seconds=self.lease_seconds,
             failed_since=self.now() - AUTH_CODE_TTL_SECONDS,
         )
-        ended = [(id, worker) for id, worker in held if claimants.ended(worker)]
+        ended = self._ended(held)
         if not ended:
             return 0
         released = self.store.release_claims(ended)
@@ -517,6 +517,12 @@ class CallbackService:
                 ", ".join(sorted({worker for _, worker in ended})),
             )
         return released
+
+    def _ended(self, claims: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
+        """The claims whose process has certainly ended, if same_host_takeover is on."""
+        if not self.settings.same_host_takeover:
+            return []
+        return [(id, worker) for id, worker in claims if claimants.ended(worker)]
 
     def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
@@ -1245,6 +1251,8 @@ class CallbackService:
         if reason:
             return RetryOutcome(rec, False, reason)
         done = self.process(record_id, force=force)
+        if done is None and self._release_if_ended(record_id):
+            done = self.process(record_id, force=force)  # no need to wait for the lease
         if done is None:
             held = self.store.get_callback(record_id)
             until = (held.claimed_at or self.now()) + self.lease_seconds
@@ -1252,10 +1260,16 @@ class CallbackService:
             return RetryOutcome(
                 held,
                 False,
-                f"claimed by another worker; its claim expires in "
-                f"{wait} s (a killed worker's claim lapses then)",
+                f"claimed by another worker (running, or on another machine); its claim "
+                f"expires in {wait} s unless renewed (a killed worker's claim lapses then)",
             )
         return RetryOutcome(done, True)
+
+    def _release_if_ended(self, record_id: int) -> bool:
+        """Drop ``record_id``'s claim if its process has ended on this machine."""
+        held = self.store.get_callback(record_id)
+        claim = [(held.id, held.claimed_by)] if held.claimed_by else []
+        return bool(self._ended(claim)) and self.store.release_claims(claim) == 1
 
     def installs_need_recovery(self) -> int:
         """Failed create_auth / reset_permanent_code records that only an operator can

@@ -476,6 +476,38 @@ def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
         service.close()
 
 
+def test_retry_runs_a_record_whose_claimant_ended_here_without_waiting_for_the_lease(
+    auths: Path, tmp_path: Path
+) -> None:
+    """``qywx retry`` on a record a killed process still claims: it used to say "its
+    claim expires in 10 s"; the process has ended here, so it runs now. A live claimant
+    is still waited for."""
+    clock = [time.time()]
+    db = tmp_path / "retry.db"
+    inst, orphan = _held_by_a_dead_worker(
+        auths, db, clock, nonce="84", content_key="retry", worker=_name_of_an_ended_process()
+    )
+    alive = claimants.worker_name("11ve", 6)
+    _, kept = _held_by_a_dead_worker(auths, db, clock, nonce="85", content_key="live", worker=alive)
+    store = Store(db, now=lambda: clock[0])
+    service = CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API),
+        store=store,
+        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
+        instances=[inst],
+        now=lambda: clock[0],
+        background=False,
+    )
+    try:
+        done = service.retry(orphan.id)
+        assert done.ran and done.record.status == "processed"
+        held = service.retry(kept.id)
+        assert not held.ran and "claim expires in 10 s" in held.reason
+        assert store.get_callback(kept.id).claimed_by == alive
+    finally:
+        service.close()
+
+
 def test_same_host_takeover_off_leaves_an_ended_process_claim_to_its_lease(
     auths: Path, tmp_path: Path
 ) -> None:
