@@ -369,6 +369,29 @@ def test_retry_skip_reason_matches_retry(world: World) -> None:
     assert CallbackService.retry_skip_reason(done, force=True) == ""
 
 
+def _service(
+    db: Path,
+    auths: Path,
+    inst: AuthInstance,
+    clock: list[float],
+    *,
+    background: bool = True,
+    rescan_interval: float | None = None,
+    **settings: Any,
+) -> CallbackService:
+    """A service on ``db`` at the test's clock, talking to an in-process FakeWeCom."""
+    store = Store(db, now=lambda: clock[0])
+    return CallbackService(
+        Settings(auths_dir=auths, db_path=db, api_base=API, **settings),
+        store=store,
+        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
+        instances=[inst],
+        now=lambda: clock[0],
+        background=background,
+        rescan_interval=rescan_interval,
+    )
+
+
 def _held_by_a_dead_worker(
     auths: Path,
     db: Path,
@@ -411,15 +434,8 @@ def test_a_dead_workers_claim_is_swept_up_once_its_lease_lapses(
     clock = [time.time()]
     db = tmp_path / "sweep.db"
     inst, rec = _held_by_a_dead_worker(auths, db, clock, nonce="77", content_key="k")
-    store = Store(db, now=lambda: clock[0])
-    service = CallbackService(
-        Settings(auths_dir=auths, db_path=db, api_base=API),
-        store=store,
-        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
-        instances=[inst],
-        now=lambda: clock[0],
-        rescan_interval=0.05,
-    )
+    service = _service(db, auths, inst, clock, rescan_interval=0.05)
+    store = service.store
     try:
         assert service.start() == 0  # still held: not resumed at start
         retried = service.retry(rec.id)
@@ -457,14 +473,8 @@ def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
         auths, db, clock, nonce="81", content_key="ended", worker=ended
     )
     _, kept = _held_by_a_dead_worker(auths, db, clock, nonce="82", content_key="kept", worker=alive)
-    store = Store(db, now=lambda: clock[0])
-    service = CallbackService(
-        Settings(auths_dir=auths, db_path=db, api_base=API, lease_seconds=3600.0),
-        store=store,
-        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
-        instances=[inst],
-        now=lambda: clock[0],
-    )
+    service = _service(db, auths, inst, clock, lease_seconds=3600.0)
+    store = service.store
     try:
         assert service.start() == 1  # the ended process's record, resumed
         service.drain()
@@ -489,15 +499,8 @@ def test_retry_runs_a_record_whose_claimant_ended_here_without_waiting_for_the_l
     )
     alive = claimants.worker_name("11ve", 6)
     _, kept = _held_by_a_dead_worker(auths, db, clock, nonce="85", content_key="live", worker=alive)
-    store = Store(db, now=lambda: clock[0])
-    service = CallbackService(
-        Settings(auths_dir=auths, db_path=db, api_base=API),
-        store=store,
-        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
-        instances=[inst],
-        now=lambda: clock[0],
-        background=False,
-    )
+    service = _service(db, auths, inst, clock, background=False)
+    store = service.store
     try:
         done = service.retry(orphan.id)
         assert done.ran and done.record.status == "processed"
@@ -518,16 +521,8 @@ def test_same_host_takeover_off_leaves_an_ended_process_claim_to_its_lease(
     inst, rec = _held_by_a_dead_worker(
         auths, db, clock, nonce="83", content_key="off", worker=ended
     )
-    store = Store(db, now=lambda: clock[0])
-    settings = Settings(auths_dir=auths, db_path=db, api_base=API, same_host_takeover=False)
-    service = CallbackService(
-        settings,
-        store=store,
-        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
-        instances=[inst],
-        now=lambda: clock[0],
-        background=False,
-    )
+    service = _service(db, auths, inst, clock, same_host_takeover=False, background=False)
+    store = service.store
     try:
         assert service.release_ended_claims() == 0
         assert store.get_callback(rec.id).claimed_by == ended
@@ -546,15 +541,7 @@ def test_a_shorter_lease_from_the_settings_hands_a_dead_workers_claim_over_soone
     clock = [time.time()]
     db = tmp_path / "lease.db"
     inst, rec = _held_by_a_dead_worker(auths, db, clock, nonce="79", content_key="lease")
-    store = Store(db, now=lambda: clock[0])
-    service = CallbackService(
-        Settings(auths_dir=auths, db_path=db, api_base=API, lease_seconds=4.0),
-        store=store,
-        client=WeComClient(store, base_url=API, transport=httpx.WSGITransport(app=FakeWeCom())),
-        instances=[inst],
-        now=lambda: clock[0],
-        background=False,
-    )
+    service = _service(db, auths, inst, clock, lease_seconds=4.0, background=False)
     try:
         assert (service.lease_seconds, service.rescan_interval) == (4.0, 1.2)
         clock[0] += 3
