@@ -24,6 +24,15 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
+class _Shown(int):
+    """An exit status whose reason the command has printed itself."""
+
+
+EXIT_INTERRUPTED_SHOWN = _Shown(EXIT_INTERRUPTED)
+"""130 from a command that said it was interrupted in its own output (a load run's
+summary): run_cli adds no ``qywx: interrupted`` line of its own."""
+
+
 def exit_code_for(exc: QywxError) -> int:
     if isinstance(exc, (UsageError, InstanceNotFound)):
         return EXIT_USAGE
@@ -81,8 +90,8 @@ def run_cli(command: Any, args: list[str] | None, debug: bool) -> NoReturn:
             f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
             EXIT_INTERNAL,
         )
-    if rv == EXIT_INTERRUPTED:  # Typer returns Ctrl-C in a command as 130, silently
-        print("qywx: interrupted", file=sys.stderr)
+    if rv == EXIT_INTERRUPTED and not isinstance(rv, _Shown):
+        print("qywx: interrupted", file=sys.stderr)  # Typer returns Ctrl-C as 130, silently
     try:  # what is still buffered: a full disk shows here, not in the command
         sys.stdout.flush()
     except BrokenPipeError:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from qywx_cli.cli._errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from qywx_cli.cli._errors import EXIT_FAILED, EXIT_INTERRUPTED_SHOWN, EXIT_OK
 from qywx_cli.cli._output import Format, emit_json, note, table
 from qywx_cli.cli._state import globals_of
 from qywx_cli.core.errors import CallbackCryptoError, ConfigError, QywxError, UsageError
@@ -200,7 +200,7 @@ def _render_load(summary: LoadSummary, url: str, fmt: Format) -> int:
         else:
             print(f"✗ {summary.requested - summary.ok} of {summary.requested} requests not ok")
     if summary.interrupted:
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED_SHOWN  # the summary says so
     return EXIT_OK if summary.all_ok else EXIT_FAILED
 
 

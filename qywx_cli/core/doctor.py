@@ -185,34 +185,51 @@ def run_doctor(
                 )
             )
     if store is not None:
-        try:
-            checks.append(_secrets_at_rest(store))
-            checks.extend(_ticket_and_token(settings, inst, store, now))
-            checks.append(_licence_check(store, now()))
-            checks.extend(_lost_installations(store))
-            try:
-                status = _app_status(inst, store)
-            except SecretKeyError:  # reported by the secrets_at_rest check
-                status = None
-            if status is not None:
-                checks.append(status)
-        except StoreError as exc:
-            # Opened, but a table or row is not what qywx wrote (dropped, edited by
-            # hand, damaged): a failed check with the rest of the report, not an abort.
-            checks.append(
-                Check(
-                    "database",
-                    False,
-                    f"reading {shown} failed: {exc.message}",
-                    "the database was changed outside qywx or is damaged: restore it from "
-                    "a backup (qywx db copy makes one of a healthy database)",
-                )
+        with store:
+            reading = partial(_reading, shown)
+            checks.extend(reading("secrets_at_rest", lambda: [_secrets_at_rest(store)]))
+            checks.extend(
+                reading("suite_ticket", lambda: _ticket_and_token(settings, inst, store, now))
             )
-        finally:
-            store.close()
+            checks.extend(reading("licences", lambda: [_licence_check(store, now())]))
+            checks.extend(reading("installations", lambda: _lost_installations(store)))
+            checks.extend(reading("app_status", lambda: _app_status_checks(inst, store)))
     if url:
         checks.extend(_endpoint_checks(settings, inst, url))
     return checks
+
+
+_UNREADABLE = (StoreError, TypeError, ValueError, OverflowError)
+"""What reading a database that opened can still meet: a table dropped or damaged
+(StoreError), or a row written outside qywx, whose values no qywx wrote (SQLite takes
+any type in any column)."""
+
+
+def _reading(shown: str, name: str, run: Callable[[], list[Check]]) -> list[Check]:
+    """The checks ``run`` makes, or one failed check ``name`` when reading the database
+    fails: the rest of the report still runs, rather than the command ending on one
+    error line (or "internal error")."""
+    try:
+        return run()
+    except _UNREADABLE as exc:
+        why = exc.message if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+        return [
+            Check(
+                name,
+                False,
+                f"cannot read it from {shown}: {why[:200]}",
+                "the database was changed outside qywx or is damaged: restore it from a "
+                "backup, or delete the row it names",
+            )
+        ]
+
+
+def _app_status_checks(inst: AuthInstance, store: Store) -> list[Check]:
+    try:
+        status = _app_status(inst, store)
+    except SecretKeyError:  # reported by the secrets_at_rest check
+        return []
+    return [status] if status is not None else []
 
 
 def _secrets_at_rest(store: Store) -> Check:
@@ -555,6 +572,9 @@ def _corp_checks(
             auths = store.list_corp_auths()
         except SecretKeyError as exc:  # the permanent codes are sealed with a key not set
             return [], f"no corp checked: {exc.message}"
+        except _UNREADABLE as exc:  # see _reading
+            why = exc.message if isinstance(exc, StoreError) else type(exc).__name__
+            return [], f"no corp checked: cannot read the authorizations: {why[:200]}"
         for auth in auths:
             serving = tuple(sorted(i.name for i in instances if i.suite_id == auth.suite_id))
             check = partial(CorpCheck, auth.corp_id, auth.corp_name, auth.suite_id, serving)

@@ -410,13 +410,13 @@ class CallbackService:
         self._background = background
         self._worker = _Worker(self._run_queued, threads=threads) if background else None
         #: claims keep other workers away this long unless renewed (qywx.toml); the
-        #: sweeper looks for lapsed ones as often as claims are renewed, by default, and
-        #: at least every LEASE_RENEW_SECONDS: a long lease must not slow the take-over
-        #: of an ended process's claims (release_ended_claims), which needs no lapse
+        #: sweeper looks for lapsed ones as often as claims are renewed, by default
         self.lease_seconds = settings.lease_seconds
         renew = renew_interval(self.lease_seconds)
-        sweep = min(renew, LEASE_RENEW_SECONDS)
-        self.rescan_interval = sweep if rescan_interval is None else rescan_interval
+        self.rescan_interval = renew if rescan_interval is None else rescan_interval
+        #: and for claims of ended processes (release_ended_claims) at least every
+        #: LEASE_RENEW_SECONDS: they need no lapse, so a long lease must not slow them
+        self.takeover_interval = min(self.rescan_interval, LEASE_RENEW_SECONDS)
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._retainer: threading.Thread | None = None
@@ -454,6 +454,7 @@ class CallbackService:
         if self._worker is None:
             return 0
         self._worker.start()
+        self._release_ended_claims_logged()
         resumed = self._submit_pending()
         self._sweeper = threading.Thread(target=self._sweep, name="qywx-sweeper", daemon=True)
         self._sweeper.start()
@@ -506,10 +507,12 @@ class CallbackService:
             lease_seconds=self.lease_seconds,
             failed_since=self.now() - AUTH_CODE_TTL_SECONDS,
         )
-        ended = self._ended(held)
-        if not ended:
-            return 0
-        released = self.store.release_claims(ended)
+        return self._take_back(held)
+
+    def _take_back(self, claims: Iterable[tuple[int, str]]) -> int:
+        """Release those of ``claims`` whose process has certainly ended, and say so."""
+        ended = [(rid, worker) for rid, worker in claims if claimants.ended(worker)]
+        released = self.store.release_claims(ended) if ended else 0
         if released:
             log.warning(
                 "took back %d claim(s) of ended process(es) %s: running their records now",
@@ -518,15 +521,17 @@ class CallbackService:
             )
         return released
 
-    def _ended(self, claims: Iterable[tuple[int, str]]) -> list[tuple[int, str]]:
-        """The claims whose process has certainly ended, if same_host_takeover is on."""
-        if not self.settings.same_host_takeover:
-            return []
-        return [(id, worker) for id, worker in claims if claimants.ended(worker)]
+    def _release_ended_claims_logged(self) -> int:
+        """:meth:`release_ended_claims` for the sweeper: a failure is logged, never
+        allowed to stop the scan for pending records that follows."""
+        try:
+            return self.release_ended_claims()
+        except QywxError as exc:  # a busy database: the next sweep tries again
+            log.warning("looking for claims of ended processes failed: %s", exc.message)
+            return 0
 
     def _submit_pending(self, limit: int = 10_000) -> int:
         assert self._worker is not None
-        self.release_ended_claims()
         pending = self.store.pending_callbacks(limit=limit, lease_seconds=self.lease_seconds)
         for rec in pending:
             self._worker.submit(rec.id)
@@ -566,12 +571,22 @@ class CallbackService:
     def _sweep(self) -> None:
         """Re-queue what no live worker holds: records a killed process (or host) had
         claimed come back once their short lease lapses, within seconds, without a
-        restart; records another host recorded but has not claimed yet are shared."""
-        while not self._stopping.wait(self.rescan_interval):
+        restart; records another host recorded but has not claimed yet are shared.
+
+        Every ``takeover_interval`` it looks for claims of ended processes, and queues
+        at once what it frees; the full rescan (which also re-runs transient failures,
+        whose back-off must not shrink to this pace) waits for ``rescan_interval``."""
+        last = time.monotonic()
+        while not self._stopping.wait(self.takeover_interval):
             try:
-                self._submit_pending(limit=1000)
+                freed = self._release_ended_claims_logged()
+                if freed or time.monotonic() - last >= self.rescan_interval - 0.01:
+                    last = time.monotonic()
+                    self._submit_pending(limit=1000)
             except QywxError as exc:  # a busy database: try again next round
                 log.warning("rescan of pending callbacks failed: %s", exc.message)
+            except Exception:  # a bug or a row no qywx wrote: log it, keep sweeping
+                log.exception("rescan of pending callbacks failed")
 
     def queue_depth(self) -> int:
         """Callbacks waiting for a worker in this process (0 without workers)."""
@@ -1260,16 +1275,18 @@ class CallbackService:
             return RetryOutcome(
                 held,
                 False,
-                f"claimed by another worker (running, or on another machine); its claim "
-                f"expires in {wait} s unless renewed (a killed worker's claim lapses then)",
+                f"claimed by another worker; its claim expires in {wait} s unless renewed "
+                "(a killed worker's claim lapses then)",
             )
         return RetryOutcome(done, True)
 
     def _release_if_ended(self, record_id: int) -> bool:
-        """Drop ``record_id``'s claim if its process has ended on this machine."""
+        """Drop ``record_id``'s claim if its process has ended on this machine (and
+        same_host_takeover is on)."""
         held = self.store.get_callback(record_id)
-        claim = [(held.id, held.claimed_by)] if held.claimed_by else []
-        return bool(self._ended(claim)) and self.store.release_claims(claim) == 1
+        if not (self.settings.same_host_takeover and isinstance(held.claimed_by, str)):
+            return False
+        return self._take_back([(held.id, held.claimed_by)]) == 1
 
     def installs_need_recovery(self) -> int:
         """Failed create_auth / reset_permanent_code records that only an operator can

@@ -7,6 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from qywx_cli.core.store.sqlite import _open_problem
 from tests.helpers import assert_one_line_error, run_qywx
 
@@ -25,25 +27,41 @@ def test_a_corrupt_database_says_restore_not_upgrade(cli_env: dict[str, str]) ->
     assert "upgrade" not in check["fix"] and "not a SQLite database" in check["detail"]
 
 
-def test_doctor_reports_a_dropped_table_as_a_failed_check_in_its_report(
-    cli_env: dict[str, str],
+@pytest.mark.parametrize(
+    ("change", "check", "said"),
+    [
+        ("DROP TABLE tokens", "secrets_at_rest", "no such table: tokens"),
+        ("UPDATE callbacks SET last_error = x'41'", "installations", "TypeError"),
+    ],
+    ids=["dropped-table", "bytes-in-a-row"],
+)
+def test_doctor_reports_a_database_it_cannot_read_in_its_full_report(
+    cli_env: dict[str, str], change: str, check: str, said: str
 ) -> None:
-    """A database that opens but lacks a table (dropped by hand): doctor still prints its
-    whole report, JSON included, with the database check failed; it stopped at one
-    error line and printed no JSON."""
+    """A database that opens but lacks a table, or holds a row no qywx wrote: doctor
+    still prints its whole report, JSON included, with the check that could not read
+    failed and the others run; it stopped at one error line (or exit 70)."""
     assert run_qywx("db", "upgrade", env=cli_env).returncode == 0
     db = sqlite3.connect(cli_env["QYWX_DB"])
-    db.execute("DROP TABLE tokens")
+    with db:
+        db.execute(
+            "INSERT INTO callbacks (received_at, instance, kind, info_type, suite_id, "
+            "msg_signature, timestamp, nonce, envelope, content_key, status, attempts, "
+            "last_error) VALUES (1.7e9, 'QywxProxyTemp', 'command', 'create_auth', 'dk', "
+            "'sig', '1', 'n', '<xml/>', 'ck', 'failed', 1, 'x')"
+        )
+        db.execute(change)
     db.close()
     doctor = run_qywx("doctor", "--auth", "QywxProxyTemp", "-f", "json", env=cli_env)
     assert (doctor.returncode, doctor.stderr) == (1, "")
     report = json.loads(doctor.stdout)
-    assert report["ok"] is False and report["checks"][0]["name"] == "config"
-    failed = [c for c in report["checks"] if c["status"] == "failed"]
-    assert [c["name"] for c in failed] == ["database"]
-    assert "no such table: tokens" in failed[0]["detail"] and "backup" in failed[0]["fix"]
-    every = run_qywx("doctor", "--all", env=cli_env)
-    assert every.returncode == 1 and "no such table: tokens" in every.stdout
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["database"]["status"] == "ok"  # it opens and takes a write
+    assert by_name[check]["status"] == "failed" and said in by_name[check]["detail"]
+    assert "backup" in by_name[check]["fix"]
+    assert "licences" in by_name  # the checks after it still ran
+    every = run_qywx("doctor", "--all", "-f", "json", env=cli_env)
+    assert (every.returncode, every.stderr) == (1, "") and json.loads(every.stdout)["ok"] is False
 
 
 def test_an_empty_file_is_not_taken_for_an_empty_log(cli_env: dict[str, str]) -> None:

@@ -475,6 +475,9 @@ def test_a_claim_of_a_process_that_ended_on_this_machine_is_run_at_once(
     _, kept = _held_by_a_dead_worker(auths, db, clock, nonce="82", content_key="kept", worker=alive)
     service = _service(db, auths, inst, clock, lease_seconds=3600.0)
     store = service.store
+    # Ended processes are looked for every 3 s; the full rescan, which also re-runs
+    # transient failures, keeps the lease's pace, so their back-off is not shortened.
+    assert (service.takeover_interval, service.rescan_interval) == (3.0, 1080.0)
     try:
         assert service.start() == 1  # the ended process's record, resumed
         service.drain()
@@ -492,6 +495,8 @@ def test_retry_runs_a_record_whose_claimant_ended_here_without_waiting_for_the_l
     """``qywx retry`` on a record a killed process still claims: it used to say "its
     claim expires in 10 s"; the process has ended here, so it runs now. A live claimant
     is still waited for."""
+    if claimants.process_mark() is None:
+        pytest.skip("no /proc here: claims wait for their lease")
     clock = [time.time()]
     db = tmp_path / "retry.db"
     inst, orphan = _held_by_a_dead_worker(
@@ -507,6 +512,36 @@ def test_retry_runs_a_record_whose_claimant_ended_here_without_waiting_for_the_l
         held = service.retry(kept.id)
         assert not held.ran and "claim expires in 10 s" in held.reason
         assert store.get_callback(kept.id).claimed_by == alive
+    finally:
+        service.close()
+
+
+def test_a_claimant_written_outside_qywx_is_left_to_its_lease_and_stops_nothing(
+    auths: Path, tmp_path: Path
+) -> None:
+    """A ``claimed_by`` of bytes (a row edited by hand: SQLite takes any type) killed the
+    sweeper thread and made ``serve`` and ``retry`` exit 70. It is no process to judge:
+    its record waits for the lease, and an ended process's claim beside it is still
+    taken back."""
+    import sqlite3
+
+    clock = [time.time()]
+    db = tmp_path / "odd.db"
+    inst, odd = _held_by_a_dead_worker(auths, db, clock, nonce="86", content_key="odd")
+    _, orphan = _held_by_a_dead_worker(
+        auths, db, clock, nonce="87", content_key="orphan", worker=_name_of_an_ended_process()
+    )
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE callbacks SET claimed_by = x'41' WHERE id = ?", (odd.id,))
+    conn.close()
+    service = _service(db, auths, inst, clock, lease_seconds=3600.0)
+    try:
+        assert service.start() == 1  # the orphan; the odd one is held
+        service.drain()
+        assert service.store.get_callback(orphan.id).status == "processed"
+        held = service.retry(odd.id)
+        assert not held.ran and "claim expires in 3600 s" in held.reason
+        assert service.release_ended_claims() == 0
     finally:
         service.close()
 

@@ -354,6 +354,27 @@ def test_an_absurd_expires_in_is_cached_for_at_most_thirty_days(
     assert cached is not None and cached.expires_at == clock() + MAX_TOKEN_TTL
 
 
+def test_an_absurd_expires_in_on_an_authorization_link_is_capped_too(
+    store: Store, clock: Clock, sleeps: list[float]
+) -> None:
+    from qywx_cli.core.wecom import ProviderCredentials
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/service/get_provider_token"):
+            return httpx.Response(
+                200, json={"errcode": 0, "provider_access_token": "P", "expires_in": 7200}
+            )
+        return httpx.Response(
+            200, json={"errcode": 0, "qrcode_url": "https://q.example/x", "expires_in": "9" * 400}
+        )
+
+    with make_client(store, httpx.MockTransport(answer), clock, sleeps) as client:
+        link = client.get_customized_auth_url(
+            ProviderCredentials("wwprovider0000001", "s3cret"), "st1", ["tpl1"]
+        )
+    assert link.expires_in == MAX_TOKEN_TTL
+
+
 # -- the 代开发 calls ------------------------------------------------------------------
 def test_get_permanent_code_parses_and_masks(client: WeComClient, fake: FakeWeCom) -> None:
     fake.register_auth_code("AC-1", corp_id=CORP, corp_name="Acme", state="org42")

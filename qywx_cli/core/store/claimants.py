@@ -3,12 +3,13 @@ records back at once instead of after its lease.
 
 A claim's lease (:data:`.records.DEFAULT_LEASE_SECONDS`) is the only thing another
 *host* can go by: it cannot see whether a process elsewhere is running, stopped, or cut
-off. On the *same* machine, though, the kernel knows. Most crashes are met there: a
-process killed (OOM, ``kill -9``, a failed deploy) and restarted by its supervisor on
-the same host, or a sibling process on it. So a worker's name carries its process's
-mark — a scope (this boot of this machine, this PID namespace), the pid, and the
-process's start time in clock ticks — and a worker that shares the scope can tell for
-certain that the process is gone:
+off. On the *same* machine, though, the kernel knows. Many crashes are met there: a
+process killed (OOM, ``kill -9``, a failed deploy) and restarted by systemd or another
+supervisor in the same PID namespace, or a sibling process beside it. (A container
+started afresh gets a PID namespace of its own: its claims wait for the lease.) So a
+worker's name carries its process's mark — a scope (this boot of this machine, this
+PID namespace), the pid, and the process's start time in clock ticks — and a worker
+that shares the scope can tell for certain that the process is gone:
 
 * no process has that pid (``kill(pid, 0)`` says ESRCH), or
 * a process has it but started at another time (the pid was reused), or
@@ -128,6 +129,7 @@ def worker_name(service_id: str, thread: int) -> str:
 
 
 def _own_proc(pid: int) -> bool:
+    """Whether the ``/proc`` mounted here is our PID namespace's (its ``self`` is us)."""
     try:
         return os.readlink("/proc/self") == str(pid)
     except OSError:
@@ -136,6 +138,8 @@ def _own_proc(pid: int) -> bool:
 
 def ended(worker: str) -> bool:
     """True only when ``worker``'s process is certainly gone; see the module's text."""
+    if not isinstance(worker, str):  # a row written outside qywx (bytes, a number)
+        return False
     found = _NAME.fullmatch(worker)
     own = process_mark()
     if found is None or own is None:

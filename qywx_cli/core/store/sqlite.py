@@ -1194,7 +1194,9 @@ class SQLiteStore(Store):
         def held(db: sqlite3.Connection) -> list[tuple[int, str]]:
             live = self._now() - lease_seconds
             since = math.inf if failed_since is None else failed_since
-            return [(row[0], row[1]) for row in db.execute(_HELD, (live, live, since, limit))]
+            rows = db.execute(_HELD, (live, live, since, limit))
+            # A claimant that is no text was written outside qywx: no process to judge.
+            return [(row[0], row[1]) for row in rows if isinstance(row[1], str)]
 
         return self._read(held)
 
@@ -2113,7 +2115,12 @@ class SQLiteStore(Store):
         """
 
         def probe(db: sqlite3.Connection) -> dict[str, object]:
-            latest = db.execute("SELECT max(received_at) FROM suite_tickets").fetchone()[0]
+            # Numbers only: max() over a column SQLite let text into (a row written
+            # outside qywx) would be that text, and /healthz must still answer.
+            latest = db.execute(
+                "SELECT max(received_at) FROM suite_tickets "
+                "WHERE typeof(received_at) IN ('integer', 'real')"
+            ).fetchone()[0]
             return {
                 "ok": True,
                 "backend": self.backend,

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qywx_cli.core.errors import UsageError
-from qywx_cli.core.wecom._http import expires_in, int_at, required
+from qywx_cli.core.wecom._http import MAX_TOKEN_TTL, expires_in, int_at, required
 from qywx_cli.core.wecom._tokens import PROVIDER, Family, ObtainedToken
 from qywx_cli.core.wecom.results import AuthURL, ProviderCredentials
 
@@ -98,7 +98,7 @@ class ProviderAPI(Family):
         ttl = int_at(data, "expires_in")
         return AuthURL(
             qrcode_url=required(data, api, "qrcode_url"),
-            expires_in=ttl if ttl and ttl > 0 else 864000,
+            expires_in=min(ttl, MAX_TOKEN_TTL) if ttl and ttl > 0 else 864000,
             state=state,
             template_ids=templates,
         )

@@ -106,6 +106,23 @@ def test_database_runs_in_wal_mode_and_healthcheck_is_cheap(store: SQLiteStore) 
     assert store.healthcheck()["callbacks"] == last.id
 
 
+def test_healthcheck_answers_beside_a_ticket_row_written_outside_qywx(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A suite_tickets row whose received_at is text (SQLite takes it): /healthz and
+    doctor failed with ValueError; the newest ticket time is read from numbers only."""
+    store.save_suite_ticket("dk1", "good", 1_700_000_000)
+    good = store.healthcheck()["suite_ticket_at"]
+    with sqlite3.connect(db_path) as conn:
+        conn.execute(
+            "INSERT INTO suite_tickets (id, suite_id, ticket, timestamp, received_at) "
+            "VALUES (99, 'dk1', 'odd', 1700000001, 'not a time')"
+        )
+    conn.close()
+    health = store.healthcheck()
+    assert health["ok"] is True and health["suite_ticket_at"] == good is not None
+
+
 def test_plain_sqlite_file_of_version_zero_is_migrated(db_path: Path) -> None:
     conn = sqlite3.connect(db_path)
     conn.execute("PRAGMA user_version = 0")
