@@ -1434,7 +1434,8 @@ class SQLiteStore(Store):
                 else:
                     n = _count(db, f"info_type = ? AND {_NOT_TICKET}{window}", (value, *params))
                     name = db.execute(_NEXT_EVENT, (value,)).fetchone()
-                events.append((value, n))
+                # A name that is no text (a row written outside qywx) is shown as written.
+                events.append((value if value is None or isinstance(value, str) else str(value), n))
             return rules.build_stats(
                 by_status,
                 _split(total, "suite_ticket", events),
