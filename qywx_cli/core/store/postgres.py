@@ -921,14 +921,28 @@ class PostgresStore(Store):
         return None
 
     def renew_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        return self._update_claims(claims, "claimed_at = %s", lambda: (self._now(),))
+
+    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        return self._update_claims(claims, "claimed_by = NULL, claimed_at = NULL", tuple)
+
+    def _update_claims(
+        self,
+        claims: Iterable[tuple[int, str]],
+        assignment: str,
+        values: Callable[[], tuple[object, ...]],
+    ) -> int:
+        """``SET assignment`` on each (record id, worker) claim that worker still holds,
+        in one statement; ``values()`` fills the assignment's placeholders. How many
+        rows changed."""
         held = list(claims)
         if not held:
             return 0
         return self._rowcount(
-            "UPDATE callbacks AS c SET claimed_at = %s "
+            f"UPDATE callbacks AS c SET {assignment} "
             "FROM unnest(%s::bigint[], %s::text[]) AS h(id, worker) "
             "WHERE c.id = h.id AND c.claimed_by = h.worker",
-            (self._now(), [i for i, _ in held], [w for _, w in held]),
+            (*values(), [i for i, _ in held], [w for _, w in held]),
         )
 
     def held_claims(
@@ -949,17 +963,6 @@ class PostgresStore(Store):
             {"live": live, "since": since, "limit": limit},
         )
         return [(int(r[0]), str(r[1])) for r in rows]
-
-    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
-        dead = list(claims)
-        if not dead:
-            return 0
-        return self._rowcount(
-            "UPDATE callbacks AS c SET claimed_by = NULL, claimed_at = NULL "
-            "FROM unnest(%s::bigint[], %s::text[]) AS d(id, worker) "
-            "WHERE c.id = d.id AND c.claimed_by = d.worker",
-            ([i for i, _ in dead], [w for _, w in dead]),
-        )
 
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         rules.check_id(id)

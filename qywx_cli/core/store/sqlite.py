@@ -1166,21 +1166,30 @@ class SQLiteStore(Store):
         return self._write(claim)
 
     def renew_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        return self._update_claims(claims, "claimed_at = ?", lambda: (self._now(),))
+
+    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
+        return self._update_claims(claims, "claimed_by = NULL, claimed_at = NULL", tuple)
+
+    def _update_claims(
+        self,
+        claims: Iterable[tuple[int, str]],
+        assignment: str,
+        values: Callable[[], tuple[object, ...]],
+    ) -> int:
+        """``SET assignment`` on each (record id, worker) claim that worker still holds,
+        in one write transaction; ``values()`` (read inside it) fills the assignment's
+        placeholders. How many rows changed."""
         held = list(claims)
         if not held:
             return 0
+        sql = f"UPDATE callbacks SET {assignment} WHERE id = ? AND claimed_by = ?"
 
-        def renew(db: sqlite3.Connection) -> int:
-            now = self._now()
-            return sum(
-                db.execute(
-                    "UPDATE callbacks SET claimed_at = ? WHERE id = ? AND claimed_by = ?",
-                    (now, id, worker),
-                ).rowcount
-                for id, worker in held
-            )
+        def update(db: sqlite3.Connection) -> int:
+            leading = values()
+            return sum(db.execute(sql, (*leading, id, worker)).rowcount for id, worker in held)
 
-        return self._write(renew)
+        return self._write(update)
 
     def held_claims(
         self,
@@ -1199,23 +1208,6 @@ class SQLiteStore(Store):
             return [(row[0], row[1]) for row in rows if isinstance(row[1], str)]
 
         return self._read(held)
-
-    def release_claims(self, claims: Iterable[tuple[int, str]]) -> int:
-        dead = list(claims)
-        if not dead:
-            return 0
-
-        def release(db: sqlite3.Connection) -> int:
-            return sum(
-                db.execute(
-                    "UPDATE callbacks SET claimed_by = NULL, claimed_at = NULL "
-                    "WHERE id = ? AND claimed_by = ?",
-                    (id, worker),
-                ).rowcount
-                for id, worker in dead
-            )
-
-        return self._write(release)
 
     def finish_callback(self, id: int, status: str, error: str | None = None) -> None:
         """Record the outcome of processing and release the claim."""
